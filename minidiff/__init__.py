@@ -1,0 +1,50 @@
+"""minidiff: forward mode with dual numbers and reverse mode with a tape, side by side, on NumPy/CuPy.
+
+>>> import minidiff as md
+>>> f = lambda x: md.sin(x) * x
+>>> x = md.tensor(1.0)
+>>> round(md.grad(f)(x).item(), 6) == round(md.jvp(f, (x,), (md.tensor(1.0),))[1].item(), 6)
+True
+"""
+
+from __future__ import annotations
+
+from . import errors, levels, nn, primitives, pytree  # noqa: F401
+from . import linalg, random  # noqa: F401
+from .backend import (  # noqa: F401
+    Device,
+    bool_,
+    cuda_available,
+    float16,
+    float32,
+    float64,
+    get_device,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+)
+from .creation import arange, asarray, empty, eye, full, linspace, ones, ones_like, tensor, zeros, zeros_like
+from .custom import primitive
+from .errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError
+from .forward import Dual, dual_level, make_dual, unpack_dual
+from .ops import *  # noqa: F403
+from .ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
+from .reverse import is_grad_enabled, no_grad
+from .tensor import Tensor
+from .transforms import (
+    grad,
+    hessian,
+    hvp,
+    jacfwd,
+    jacrev,
+    jvp,
+    value_and_grad,
+    vjp,
+    vmap,
+)
+
+custom_jvp = custom_vjp = primitive  # one decorator carries both rules
+
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""Backend selection: the only module that imports NumPy or CuPy.
+
+A :class:`Device` bundles a name with its array module ``xp`` (NumPy for ``"cpu"``, CuPy for
+``"cuda"``).  Every other module asks a device for ``xp`` instead of importing an array library,
+so one code path serves both (the Chainer idea).
+"""
+
+from __future__ import annotations
+
+import numpy
+
+__all__ = [
+    "Device",
+    "get_device",
+    "register_device",
+    "cuda_available",
+    "numpy_module",
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool_",
+]
+
+# dtypes are NumPy dtype objects on both backends (CuPy uses NumPy's dtypes).
+float16 = numpy.dtype("float16")
+float32 = numpy.dtype("float32")
+float64 = numpy.dtype("float64")
+int8 = numpy.dtype("int8")
+int16 = numpy.dtype("int16")
+int32 = numpy.dtype("int32")
+int64 = numpy.dtype("int64")
+uint8 = numpy.dtype("uint8")
+bool_ = numpy.dtype("bool")
+
+#: NumPy itself, for host-side helpers (dtype logic, conversion to host arrays).
+numpy_module = numpy
+
+
+class Device:
+    """A place where arrays live: a name, its array module ``xp`` and how to move arrays there."""
+
+    __slots__ = ("name", "xp", "array_type", "_to_host", "_from_host", "_synchronize")
+
+    def __init__(self, name, xp, array_type, to_host, from_host, synchronize=None):
+        self.name = name
+        self.xp = xp
+        self.array_type = array_type
+        self._to_host = to_host
+        self._from_host = from_host
+        self._synchronize = synchronize
+
+    def __repr__(self) -> str:
+        return f"device('{self.name}')"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def to_host(self, array):
+        """Return ``array`` as a host NumPy array."""
+        return self._to_host(array)
+
+    def from_host(self, array):
+        """Return a host NumPy array as an array of this device."""
+        return self._from_host(array)
+
+    def synchronize(self) -> None:
+        """Wait until all queued work on this device is done (a no-op on the CPU)."""
+        if self._synchronize is not None:
+            self._synchronize()
+
+
+def scatter_add(xp, target, index, values) -> None:
+    """``target[index] += values`` with repeated indices accumulated, in place, on either backend."""
+    if xp is numpy:
+        numpy.add.at(target, index, values)
+    else:  # CuPy spells unbuffered in-place addition this way
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+
+
+_DEVICES: dict[str, Device] = {
+    "cpu": Device("cpu", numpy, numpy.ndarray, lambda a: a, lambda a: a),
+}
+
+
+def _cuda_device() -> Device:
+    try:
+        import cupy
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            "device 'cuda' needs CuPy: install minidiff with the 'gpu' extra (pip install 'minidiff[gpu]')"
+        ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        raise RuntimeError(f"device 'cuda': CuPy found no usable CUDA device ({exc})") from exc
+    if count == 0:  # pragma: no cover - depends on the machine
+        raise RuntimeError("device 'cuda': CuPy found no CUDA device")
+    return Device(  # pragma: no cover - needs a GPU
+        "cuda",
+        cupy,
+        cupy.ndarray,
+        cupy.asnumpy,
+        cupy.asarray,
+        lambda: cupy.cuda.get_current_stream().synchronize(),
+    )
+
+
+def cuda_available() -> tuple[bool, str]:
+    """Whether device ``"cuda"`` can be used here, and if not, why."""
+    try:
+        get_device("cuda")
+    except RuntimeError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def get_device(device=None) -> Device:
+    """Look a device up by name (``None`` means ``"cpu"``); a :class:`Device` is returned as is."""
+    if device is None:
+        return _DEVICES["cpu"]
+    if isinstance(device, Device):
+        return device
+    name = str(device)
+    found = _DEVICES.get(name)
+    if found is not None:
+        return found
+    if name == "cuda" or name.startswith("cuda:"):
+        found = _DEVICES["cuda"] = _cuda_device()
+        return found
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def register_device(name: str, xp=numpy) -> Device:
+    """Register an extra device backed by an array module (used by tests to mix devices)."""
+    if name in _DEVICES:
+        raise ValueError(f"device {name!r} is already registered")
+    dev = Device(name, xp, numpy.ndarray if xp is numpy else xp.ndarray, lambda a: a, lambda a: a)
+    _DEVICES[name] = dev
+    return dev
+
+
+def device_of_array(array) -> Device:
+    """The device an array of either backend lives on."""
+    if isinstance(array, numpy.ndarray) or numpy.isscalar(array):
+        return _DEVICES["cpu"]
+    if type(array).__module__.startswith("cupy"):
+        return get_device("cuda")
+    raise TypeError(f"cannot tell which device holds an object of type {type(array).__name__}")

@@ -1,0 +1,47 @@
+"""Batching (``vmap``): run a function written for one example on a whole batch at once.
+
+A :class:`Batched` tracer holds a value whose axis 0 is the batch axis; its ``shape`` is the shape
+of one example.  Each primitive declares how to act on such values (``prim.batch``): elementwise ops
+align ranks, axis-taking ops shift their axes by one, matmul and einsum add a batch dimension.
+
+This is what vector-mode forward differentiation stands on: a JVP whose tangent is batched pushes K
+directions through one pass (``jvp(..., vectorized=True)``, ``jacfwd``), and ``jacrev`` batches the
+cotangents of one reverse pass.
+"""
+
+from __future__ import annotations
+
+from . import levels
+from .primitives.batching_rules import batch_by_loop
+from .tensor import Tensor, Tracer
+
+
+class Batched(Tracer):
+    """A batch of values, batch axis first in ``primal``."""
+
+    __slots__ = ()
+
+    def __init__(self, trace, primal: Tensor):
+        self._init(trace, primal, primal.shape[1:])
+
+
+class BatchTrace(levels.Trace):
+    kind = "vmap"
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def process(self, prim, args, params):
+        vals = list(args)
+        batched = [False] * len(args)
+        for i, a in enumerate(args):
+            if isinstance(a, Batched) and a._trace is self:
+                vals[i] = a.primal
+                batched[i] = True
+        rule = prim.batch or batch_by_loop(prim)
+        out = rule(vals, batched, self.size, **params)
+        return Batched(self, out)
+
+    def detached(self, x: Batched) -> Batched:
+        return Batched(self, x.primal.detach())

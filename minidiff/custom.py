@@ -1,0 +1,112 @@
+"""User-defined primitives: ``md.primitive`` with ``defjvp`` and ``defvjp``.
+
+The forward function is written with minidiff operations; the transforms never look inside it, they
+use the rules given here instead (this is how DEER avoids differentiating through its iterations).
+
+Example:
+    >>> import minidiff as md
+    >>> @md.primitive
+    ... def cube(x):
+    ...     return x * x * x
+    >>> @cube.defjvp
+    ... def cube_jvp(primals, tangents):
+    ...     (x,), (t,) = primals, tangents
+    ...     return 3 * x * x * t
+    >>> @cube.defvjp
+    ... def cube_vjp(cotangent, output, x):
+    ...     return (3 * x * x * cotangent,)
+    >>> md.grad(lambda x: cube(x).sum())(md.tensor([1.0, 2.0])).tolist()
+    [3.0, 12.0]
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import update_wrapper
+
+from .primitives.registry import REGISTRY, Primitive, bind
+
+
+class UserPrimitive(Primitive):
+    """A primitive whose forward computation and rules are Python functions on tensors."""
+
+    __slots__ = ()
+
+    def __init__(self, fn, name=None):
+        name = name or getattr(fn, "__qualname__", fn.__name__)
+        base, k = name, 1
+        while name in REGISTRY:  # the same function decorated twice (e.g. in a loop) gets a new name
+            k += 1
+            name = f"{base}#{k}"
+        super().__init__(name, None, "custom")
+        self.fn = fn
+        self.n_inputs = _n_positional(fn)
+        self.jvp_fn = None
+        self.vjp_fn = None
+        self.saves = frozenset({"ans", "*"})
+        update_wrapper(self, fn)
+
+    def __call__(self, *args, **params):
+        return bind(self, *args, **params)
+
+    def defjvp(self, rule):
+        """Set the JVP rule ``rule(primals, tangents, **params) -> tangent of the output``."""
+        n = _n_positional(rule)
+        if n != 2:
+            hint = " (it looks like a VJP rule: cotangent, output, *inputs)" if n >= 3 else ""
+            raise TypeError(
+                f"primitive {self.name!r}: a JVP rule takes (primals, tangents), but "
+                f"{getattr(rule, '__name__', rule)} takes {n} positional arguments{hint}"
+            )
+        self.jvp_fn = rule
+        return rule
+
+    def defvjp(self, rule):
+        """Set the VJP rule ``rule(cotangent, output, *inputs, **params) -> tuple of cotangents``."""
+        n = _n_positional(rule)
+        want = 2 + self.n_inputs
+        if n != want and not _has_varargs(rule):
+            hint = " (it looks like a JVP rule: primals, tangents)" if n == 2 else ""
+            raise TypeError(
+                f"primitive {self.name!r}: a VJP rule takes (cotangent, output, "
+                f"{', '.join(inspect.signature(self.fn).parameters)[:60]}) = {want} positional "
+                f"arguments, but {getattr(rule, '__name__', rule)} takes {n}{hint}"
+            )
+        self.vjp_fn = _checked_vjp(self, rule)
+        return rule
+
+
+def _checked_vjp(prim, rule):
+    def vjp(g, ans, *args, **params):
+        out = rule(g, ans, *args, **params)
+        if not isinstance(out, (tuple, list)) or len(out) != len(args):
+            raise TypeError(
+                f"primitive {prim.name!r}: its VJP rule must return a tuple of {len(args)} "
+                f"cotangents (None for inputs without one), got {type(out).__name__}"
+            )
+        return out
+
+    return vjp
+
+
+def _n_positional(fn) -> int:
+    sig = inspect.signature(fn)
+    return len([p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+
+
+def _has_varargs(fn) -> bool:
+    return any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values())
+
+
+def primitive(fn=None, *, name: str | None = None):
+    """Declare ``fn`` (written with minidiff ops) a primitive; give its rules with ``defjvp``/``defvjp``.
+
+    Keyword arguments of ``fn`` are parameters (not differentiated); positional ones are inputs.
+    A transform that needs a rule not given raises, naming the primitive.
+    """
+    if fn is None:
+        return lambda f: UserPrimitive(f, name)
+    return UserPrimitive(fn, name)
+
+
+__all__ = ["primitive", "UserPrimitive"]

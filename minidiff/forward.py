@@ -1,0 +1,150 @@
+"""Forward mode: dual numbers.
+
+A :class:`Dual` pairs a primal value with a tangent of the same shape.  Each primitive applied to a
+dual computes its primal output one level down and pushes the tangent through its JVP rule at once:
+nothing is stored for later, so memory does not grow with the depth of the computation.
+
+Vector mode (K directions in one pass) is a dual whose tangent is batched by ``vmap``: the JVP rules
+then run on a tangent with a leading axis of K directions (see ``jvp(..., vectorized=True)``).
+
+The explicit API, for teaching::
+
+    >>> import minidiff as md
+    >>> with md.dual_level():
+    ...     x = md.make_dual(md.tensor(2.0), md.tensor(1.0))
+    ...     y = x * x + 3 * x
+    ...     primal, tangent = md.unpack_dual(y)
+    >>> primal.item(), tangent.item()
+    (10.0, 7.0)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from . import levels
+from .errors import DTypeError, ShapeError, TracerError
+from .primitives.registry import bind
+from .tensor import Tensor, Tracer
+
+
+class Dual(Tracer):
+    """A dual number ``primal + tangent·ε`` owned by one forward trace."""
+
+    __slots__ = ("tangent",)
+
+    def __init__(self, trace, primal: Tensor, tangent: Tensor):
+        self._init(trace, primal)
+        self.tangent = tangent
+
+
+class ForwardTrace(levels.Trace):
+    kind = "forward"
+
+    def process(self, prim, args, params):
+        primals = list(args)
+        tangents = [None] * len(args)
+        for i, a in enumerate(args):
+            if isinstance(a, Dual) and a._trace is self:
+                primals[i] = a.primal
+                tangents[i] = a.tangent
+        out = bind(prim, *primals, **params)
+        kind = prim.kind
+        if kind == "nondiff":
+            return out
+        if kind == "linear":  # the JVP of a linear op is the op applied to the tangents
+            ts = [
+                t if t is not None else (_zeros_like(p) if isinstance(p, Tensor) else p)
+                for t, p in zip(tangents, primals)
+            ]
+            t_out = bind(prim, *ts, **params)
+        elif kind == "custom":
+            if prim.jvp_fn is None:
+                raise TracerError(
+                    f"primitive {prim.name!r} has no JVP rule; define one with @{prim.name}.defjvp"
+                )
+            ts = tuple(
+                t if t is not None else (_zeros_like(p) if isinstance(p, Tensor) else None)
+                for t, p in zip(tangents, primals)
+            )
+            t_out = prim.jvp_fn(tuple(primals), ts, **params)
+        else:  # elementwise and general: sum the contribution of every input that has a tangent
+            t_out = None
+            for i, t in enumerate(tangents):
+                if t is not None:
+                    c = prim.jvp_rule(i)(t, out, *primals, **params)
+                    t_out = c if t_out is None else t_out + c
+        return Dual(self, out, fit(t_out, out))
+
+
+def _zeros_like(x):
+    from .creation import zeros
+
+    return zeros(x.shape, dtype=x.dtype, device=x.device)
+
+
+def fit(t: Tensor, like: Tensor) -> Tensor:
+    """Broadcast and cast a tangent contribution to the shape and dtype of the value it belongs to."""
+    if t.shape != like.shape:
+        from .primitives.shape import broadcast_to
+
+        t = broadcast_to(t, like.shape)
+    if t.dtype != like.dtype:
+        t = t.astype(like.dtype)
+    return t
+
+
+def check_tangent(op: str, primal: Tensor, tangent: Tensor) -> None:
+    """A tangent must have its primal's shape, dtype and device."""
+    if tangent.shape != primal.shape:
+        raise ShapeError(
+            f"{op}: tangent of shape {tangent.shape} does not match its primal of shape {primal.shape}"
+        )
+    if tangent.dtype != primal.dtype:
+        raise DTypeError(
+            f"{op}: tangent of dtype {tangent.dtype} does not match its primal of dtype "
+            f"{primal.dtype}; cast it with .astype({primal.dtype})"
+        )
+    if tangent.device is not primal.device:
+        from .errors import DeviceError
+
+        raise DeviceError(f"{op}: tangent on {tangent.device} but its primal on {primal.device}")
+
+
+# ----------------------------------------------------------------------------- explicit dual API
+_DUAL_LEVELS: list[ForwardTrace] = []
+
+
+@contextmanager
+def dual_level():
+    """Open a forward-mode level for :func:`make_dual` / :func:`unpack_dual` (teaching API)."""
+    with levels.new_level(ForwardTrace) as trace:
+        _DUAL_LEVELS.append(trace)
+        try:
+            yield trace
+        finally:
+            _DUAL_LEVELS.pop()
+
+
+def make_dual(primal, tangent) -> Dual:
+    """A dual number at the innermost :func:`dual_level`: ``primal`` carrying ``tangent``."""
+    from .creation import asarray
+    from .transforms import check_differentiable
+
+    if not _DUAL_LEVELS or not _DUAL_LEVELS[-1].active:
+        raise TracerError("make_dual: no open dual level; use `with md.dual_level():`")
+    primal = asarray(primal)
+    tangent = asarray(tangent, device=primal.device)
+    check_differentiable("make_dual", primal)
+    check_tangent("make_dual", primal, tangent)
+    return Dual(_DUAL_LEVELS[-1], primal, tangent)
+
+
+def unpack_dual(x):
+    """``(primal, tangent)`` of ``x`` at the innermost dual level (tangent zero if ``x`` has none)."""
+    if not _DUAL_LEVELS:
+        raise TracerError("unpack_dual: no open dual level; use `with md.dual_level():`")
+    trace = _DUAL_LEVELS[-1]
+    if isinstance(x, Dual) and x._trace is trace:
+        return x.primal, x.tangent
+    return x, _zeros_like(x)

@@ -1,0 +1,119 @@
+"""Stateless layers and losses, composed of primitives (so both modes differentiate them).
+
+>>> import minidiff as md
+>>> F = md.nn.functional
+>>> x = md.ones((2, 3)); w = md.ones((4, 3)); b = md.zeros(4)
+>>> F.linear(x, w, b).shape
+(2, 4)
+"""
+
+from __future__ import annotations
+
+from .. import ops
+from ..creation import asarray
+from ..errors import ShapeError
+from ..tensor import Tensor
+
+__all__ = [
+    "linear",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "cross_entropy",
+    "mse_loss",
+    "relu",
+    "softmax",
+    "log_softmax",
+]
+
+relu = ops.relu
+softmax = ops.softmax
+log_softmax = ops.log_softmax
+
+
+def linear(x, w, b=None) -> Tensor:
+    """``x @ w.T + b`` with ``w`` of shape (out, in), as PyTorch."""
+    y = ops.matmul(x, ops.transpose(w))
+    return y + b if b is not None else y
+
+
+def _pair(v):
+    return (int(v), int(v)) if not isinstance(v, (tuple, list)) else (int(v[0]), int(v[1]))
+
+
+def _patches(x, kh, kw, stride, padding, op):
+    """Unfold NCHW input into (N, C, kh·kw, Ho, Wo) windows, by strided slicing (differentiable)."""
+    if x.ndim != 4:
+        raise ShapeError(f"{op}: expected NCHW input of 4 dimensions, got shape {x.shape}")
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    if ph or pw:
+        x = ops.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    n, c, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if ho <= 0 or wo <= 0:
+        raise ShapeError(f"{op}: kernel {(kh, kw)} larger than the padded input {(h, w)}")
+    windows = [
+        x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return ops.stack(windows, axis=2), ho, wo
+
+
+def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
+    """2-D convolution (cross-correlation) of NCHW ``x`` with OIHW ``w``, by im2col and one matmul."""
+    x, w = asarray(x), asarray(w)
+    if w.ndim != 4:
+        raise ShapeError(f"conv2d: expected OIHW weights of 4 dimensions, got shape {w.shape}")
+    if x.ndim == 4 and x.shape[1] != w.shape[1]:
+        raise ShapeError(f"conv2d: input has {x.shape[1]} channels but weights {w.shape} expect {w.shape[1]}")
+    o, c, kh, kw = w.shape
+    cols, ho, wo = _patches(x, kh, kw, stride, padding, "conv2d")
+    n = x.shape[0]
+    cols = ops.reshape(cols, (n, c * kh * kw, ho * wo))
+    y = ops.matmul(ops.reshape(w, (o, c * kh * kw)), cols)
+    y = ops.reshape(y, (n, o, ho, wo))
+    if b is not None:
+        y = y + ops.reshape(b, (1, o, 1, 1))
+    return y
+
+
+def max_pool2d(x, kernel_size=2, stride=None) -> Tensor:
+    """Max over ``kernel_size`` windows (stride defaults to the kernel size); ties share the derivative."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else (kh, kw))
+    n, c, h, w = x.shape if x.ndim == 4 else (None,) * 4
+    if (sh, sw) == (kh, kw) and x.ndim == 4 and h % kh == 0 and w % kw == 0:
+        return ops.max(ops.reshape(x, (n, c, h // kh, kh, w // kw, kw)), axis=(3, 5))
+    cols, _, _ = _patches(x, kh, kw, (sh, sw), 0, "max_pool2d")
+    return ops.max(cols, axis=2)
+
+
+def avg_pool2d(x, kernel_size=2, stride=None) -> Tensor:
+    """Mean over ``kernel_size`` windows (stride defaults to the kernel size)."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else (kh, kw))
+    cols, _, _ = _patches(x, kh, kw, (sh, sw), 0, "avg_pool2d")
+    return ops.mean(cols, axis=2)
+
+
+def cross_entropy(logits, labels) -> Tensor:
+    """Mean softmax cross-entropy of ``logits`` (N, K) against integer class ``labels`` (N,)."""
+    logits, labels = asarray(logits), asarray(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ShapeError(
+            f"cross_entropy: expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise ShapeError(f"cross_entropy: labels must be integers, got {labels.dtype}")
+    from ..creation import arange
+
+    picked = logits[arange(logits.shape[0], device=logits.device), labels]
+    return ops.mean(ops.logsumexp(logits, axis=1) - picked)
+
+
+def mse_loss(prediction, target) -> Tensor:
+    """Mean squared error."""
+    d = asarray(prediction) - target
+    return ops.mean(d * d)

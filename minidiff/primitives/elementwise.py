@@ -1,0 +1,205 @@
+"""Elementwise primitives.
+
+Each line declares an op with its derivative rule per input, ``rule(g, ans, *inputs) -> g · d``.
+The Jacobian of an elementwise op is diagonal, so one rule is both the JVP (``g`` a tangent) and the
+VJP (``g`` a cotangent).  Conventions at kinks, the same in both modes: relu'(0) = 0, abs'(0) = 0,
+clip' = 1 on the closed interval [lo, hi], and maximum/minimum split ties evenly (½ to each side).
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+
+from ..tensor import Tensor
+from .registry import bind, elementwise, nondifferentiable
+
+
+def _share(x, y):
+    """1 where x wins, ½ on a tie, 0 where y wins (the tie convention of maximum and minimum)."""
+    return where(x > y, 1.0, where(x == y, 0.5, 0.0))
+
+
+def _log_positive(x):
+    """log(x) where x > 0, and 0 elsewhere (d(x**y)/dy at x = 0 taken as 0)."""
+    return log(where(greater(x, 0), x, 1.0))
+
+
+# fmt: off
+# name           impl on backend arrays                 derivative rule per input (JVP = VJP)
+add_p = elementwise("add", lambda xp, x, y: xp.add(x, y), lambda g, ans, x, y: g, lambda g, ans, x, y: g)
+subtract_p = elementwise("subtract", lambda xp, x, y: xp.subtract(x, y), lambda g, ans, x, y: g, lambda g, ans, x, y: -g)
+multiply_p = elementwise("multiply", lambda xp, x, y: xp.multiply(x, y), lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x)
+divide_p = elementwise("divide", lambda xp, x, y: xp.divide(x, y), lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y)
+power_p = elementwise("power", lambda xp, x, y: xp.power(x, y), lambda g, ans, x, y: g * y * x ** (y - 1), lambda g, ans, x, y: g * ans * _log_positive(x))
+maximum_p = elementwise("maximum", lambda xp, x, y: xp.maximum(x, y), lambda g, ans, x, y: g * _share(x, y), lambda g, ans, x, y: g * _share(y, x))
+minimum_p = elementwise("minimum", lambda xp, x, y: xp.minimum(x, y), lambda g, ans, x, y: g * _share(y, x), lambda g, ans, x, y: g * _share(x, y))
+negative_p = elementwise("negative", lambda xp, x: xp.negative(x), lambda g, ans, x: -g)
+exp_p = elementwise("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * ans)
+log_p = elementwise("log", lambda xp, x: xp.log(x), lambda g, ans, x: g / x)
+log1p_p = elementwise("log1p", lambda xp, x: xp.log1p(x), lambda g, ans, x: g / (1 + x))
+expm1_p = elementwise("expm1", lambda xp, x: xp.expm1(x), lambda g, ans, x: g * (ans + 1))
+sqrt_p = elementwise("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g * 0.5 / ans)
+square_p = elementwise("square", lambda xp, x: xp.square(x), lambda g, ans, x: g * 2 * x)
+abs_p = elementwise("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x))
+sin_p = elementwise("sin", lambda xp, x: xp.sin(x), lambda g, ans, x: g * cos(x))
+cos_p = elementwise("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * sin(x))
+tanh_p = elementwise("tanh", lambda xp, x: xp.tanh(x), lambda g, ans, x: g * (1 - ans * ans))
+sigmoid_p = elementwise("sigmoid", lambda xp, x: _sigmoid(xp, x), lambda g, ans, x: g * (ans * (1 - ans)))
+relu_p = elementwise("relu", lambda xp, x: xp.maximum(x, 0), lambda g, ans, x: g * greater(x, 0))
+softplus_p = elementwise("softplus", lambda xp, x: xp.logaddexp(x, 0), lambda g, ans, x: g * sigmoid(x))
+clip_p = elementwise("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), lambda g, ans, x, lo, hi: g * _inside(x, lo, hi))
+where_p = elementwise("where", lambda xp, c, x, y: xp.where(c, x, y), None, lambda g, ans, c, x, y: where(c, g, 0.0), lambda g, ans, c, x, y: where(c, 0.0, g))
+astype_p = elementwise("astype", lambda xp, x, dtype: x.astype(dtype, copy=False), lambda g, ans, x, dtype: g)
+# fmt: on
+
+
+def _sigmoid(xp, x):
+    # stable for large |x| in both directions
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _inside(x, lo, hi):
+    m = 1.0
+    if lo is not None:
+        m = m * greater_equal(x, lo)
+    if hi is not None:
+        m = m * less_equal(x, hi)
+    return m
+
+
+# non-differentiable elementwise ops: their outputs carry no derivative
+# fmt: off
+less_p = nondifferentiable("less", lambda xp, x, y: xp.less(x, y))
+less_equal_p = nondifferentiable("less_equal", lambda xp, x, y: xp.less_equal(x, y))
+greater_p = nondifferentiable("greater", lambda xp, x, y: xp.greater(x, y))
+greater_equal_p = nondifferentiable("greater_equal", lambda xp, x, y: xp.greater_equal(x, y))
+equal_p = nondifferentiable("equal", lambda xp, x, y: xp.equal(x, y))
+not_equal_p = nondifferentiable("not_equal", lambda xp, x, y: xp.not_equal(x, y))
+logical_not_p = nondifferentiable("logical_not", lambda xp, x: xp.logical_not(x))
+logical_and_p = nondifferentiable("logical_and", lambda xp, x, y: xp.logical_and(x, y))
+logical_or_p = nondifferentiable("logical_or", lambda xp, x, y: xp.logical_or(x, y))
+sign_p = nondifferentiable("sign", lambda xp, x: xp.sign(x))
+floor_p = nondifferentiable("floor", lambda xp, x: xp.floor(x))
+isfinite_p = nondifferentiable("isfinite", lambda xp, x: xp.isfinite(x))
+isnan_p = nondifferentiable("isnan", lambda xp, x: xp.isnan(x))
+cast_nd_p = nondifferentiable("cast", lambda xp, x, dtype: x.astype(dtype, copy=False))
+# fmt: on
+
+
+# ----------------------------------------------------------------------------- public functions
+def operand(x, like=None):
+    """Tensors and Python numbers pass through (numbers stay weakly typed, as in NumPy); other
+    array-likes become tensors on the device of ``like``."""
+    if isinstance(x, (Tensor, Number)):
+        return x
+    from ..creation import asarray
+
+    return asarray(x, device=like.device if isinstance(like, Tensor) else None)
+
+
+def _unary(prim):
+    def fn(x):
+        return bind(prim, operand(x))
+
+    fn.__name__ = prim.name
+    fn.__doc__ = f"Elementwise ``{prim.name}``, as ``numpy.{prim.name}``; differentiable in both modes."
+    return fn
+
+
+def _binary(prim):
+    def fn(x, y):
+        if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+            from ..creation import asarray
+
+            x = asarray(x)
+        return bind(prim, operand(x, y), operand(y, x))
+
+    fn.__name__ = prim.name
+    fn.__doc__ = f"Elementwise ``{prim.name}`` with NumPy broadcasting; differentiable in both modes."
+    return fn
+
+
+add = _binary(add_p)
+subtract = _binary(subtract_p)
+multiply = _binary(multiply_p)
+divide = _binary(divide_p)
+maximum = _binary(maximum_p)
+minimum = _binary(minimum_p)
+less = _binary(less_p)
+less_equal = _binary(less_equal_p)
+greater = _binary(greater_p)
+greater_equal = _binary(greater_equal_p)
+equal = _binary(equal_p)
+not_equal = _binary(not_equal_p)
+logical_and = _binary(logical_and_p)
+logical_or = _binary(logical_or_p)
+negative = _unary(negative_p)
+exp = _unary(exp_p)
+log = _unary(log_p)
+log1p = _unary(log1p_p)
+expm1 = _unary(expm1_p)
+sqrt = _unary(sqrt_p)
+square = _unary(square_p)
+abs = _unary(abs_p)  # noqa: A001 - NumPy's name
+sin = _unary(sin_p)
+cos = _unary(cos_p)
+tanh = _unary(tanh_p)
+sigmoid = _unary(sigmoid_p)
+relu = _unary(relu_p)
+softplus = _unary(softplus_p)
+logical_not = _unary(logical_not_p)
+sign = _unary(sign_p)
+floor = _unary(floor_p)
+isfinite = _unary(isfinite_p)
+isnan = _unary(isnan_p)
+
+
+def power(x, y):
+    """``x ** y`` elementwise with broadcasting (d/dy taken as 0 where x <= 0)."""
+    if isinstance(y, Number) and y == 1:
+        return operand(x)
+    if isinstance(y, Number) and y == 2:
+        return square(x)
+    return _binary(power_p)(x, y)
+
+
+def where(condition, x, y):
+    """``x`` where ``condition`` holds, else ``y`` (broadcast); differentiable in ``x`` and ``y``.
+
+    >>> import minidiff as md
+    >>> md.where(md.tensor([True, False]), 1.0, md.tensor([5.0, 6.0])).tolist()
+    [1.0, 6.0]
+    """
+    like = next((v for v in (x, y, condition) if isinstance(v, Tensor)), None)
+    c = operand(condition, like)
+    if not isinstance(c, Tensor) or c.dtype.kind != "b":
+        from ..creation import asarray
+
+        c = asarray(c, device=like.device if like is not None else None).astype(bool)
+    return bind(where_p, c, operand(x, like), operand(y, like))
+
+
+def clip(x, a_min=None, a_max=None):
+    """Limit values to ``[a_min, a_max]``; the derivative is 1 on the closed interval, 0 outside."""
+    x = operand(x)
+    if a_min is None and a_max is None:
+        raise ValueError("clip: give at least one of a_min and a_max")
+    if isinstance(a_min, Tensor) or isinstance(a_max, Tensor):
+        if a_min is not None:
+            x = maximum(x, a_min)
+        return minimum(x, a_max) if a_max is not None else x
+    return bind(clip_p, x, lo=a_min, hi=a_max)
+
+
+def astype(x, dtype):
+    """``x`` converted to ``dtype``: differentiable between floating dtypes, a constant otherwise."""
+    from ..backend import numpy_module
+
+    x = operand(x)
+    dtype = numpy_module.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    if dtype.kind == "f" and x.dtype.kind == "f":
+        return bind(astype_p, x, dtype=dtype)
+    return bind(cast_nd_p, x, dtype=dtype)

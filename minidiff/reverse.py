@@ -1,0 +1,291 @@
+"""Reverse mode: a tape.
+
+While a reverse trace is open, every primitive applied to one of its :class:`Taped` tensors appends a
+:class:`Node` to the tape: the primitive, its parent nodes, its parameters and *only* the inputs and
+output that its VJP rules read (``prim.saves``; the others are kept as shape-and-dtype stubs).
+:func:`walk` then visits the nodes once, newest first — a node is always newer than its parents, so
+that is a reverse topological order — pushing cotangents through the VJP rules and summing them where a
+value was used more than once.  Broadcasting is undone in one place, :func:`fit_cotangent`.
+
+Two front ends share the walker: the functional ``vjp``/``grad`` (one fresh trace per call) and the
+tape style of ``requires_grad=True`` tensors, recorded on the *ambient tape* (level 1)::
+
+    >>> import minidiff as md
+    >>> x = md.tensor([1.0, 2.0], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> y.backward()
+    >>> x.grad.numpy().tolist()
+    [2.0, 4.0]
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+
+from . import levels
+from .errors import DTypeError, ShapeError, TapeError
+from .primitives.registry import bind
+from .tensor import Tensor, Tracer
+
+_SEQ = itertools.count()  # creation order of nodes: parents are always older than children
+
+
+class Aval:
+    """Shape, dtype and device of an input the VJP rules do not need the value of."""
+
+    __slots__ = ("shape", "dtype", "device")
+
+    def __init__(self, x: Tensor):
+        self.shape, self.dtype, self.device = x.shape, x.dtype, x.device
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class Node:
+    """One tape entry: how a value was made, and what its VJP rules need."""
+
+    __slots__ = ("prim", "parents", "args", "ans", "params", "shape", "dtype", "seq", "freed", "grad")
+
+    def __init__(self, prim, parents, args, ans, params, shape, dtype):
+        self.prim = prim  # None for a leaf
+        self.parents = parents  # ((argnum, parent node), ...)
+        self.args = args
+        self.ans = ans
+        self.params = params
+        self.shape = shape
+        self.dtype = dtype
+        self.seq = next(_SEQ)
+        self.freed = False
+        self.grad = None  # accumulated gradient of a tape-style leaf
+
+    def saved_bytes(self) -> int:
+        """Bytes of array data this node keeps alive for the backward pass."""
+        total = 0
+        for v in (self.ans, *(self.args or ())):
+            if isinstance(v, Tensor):
+                total += v.size * v.dtype.itemsize
+        return total
+
+    def __repr__(self) -> str:
+        what = "leaf" if self.prim is None else self.prim.name
+        return f"<node {self.seq}: {what} -> {self.dtype}{list(self.shape)}>"
+
+
+class Taped(Tracer):
+    """A value recorded on a tape."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, trace, primal: Tensor, node: Node):
+        self._init(trace, primal)
+        self._node = node
+
+    @property
+    def requires_grad(self) -> bool:
+        return True
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node.prim is None
+
+    @property
+    def grad(self):
+        return self._node.grad
+
+    @grad.setter
+    def grad(self, value):
+        self._node.grad = value
+
+    def zero_grad_(self) -> None:
+        self._node.grad = None
+
+
+class ReverseTrace(levels.Trace):
+    kind = "reverse"
+
+    def __init__(self):
+        super().__init__()
+        self.recording = True
+        self.nodes_recorded = 0
+
+    def process(self, prim, args, params):
+        primals = list(args)
+        parents = []
+        for i, a in enumerate(args):
+            if isinstance(a, Taped) and a._trace is self:
+                primals[i] = a.primal
+                parents.append((i, a._node))
+        out = bind(prim, *primals, **params)
+        if prim.kind == "nondiff" or not self.recording:
+            return out
+        keep = prim.saves
+        saved = tuple(
+            p if (i in keep or "*" in keep or not isinstance(p, Tensor)) else Aval(p)
+            for i, p in enumerate(primals)
+        )
+        ans = out if "ans" in keep else None
+        node = Node(prim, tuple(parents), saved, ans, params, out.shape, out.dtype)
+        self.nodes_recorded += 1
+        return Taped(self, out, node)
+
+    def leaf(self, x: Tensor) -> Taped:
+        node = Node(None, (), None, None, None, x.shape, x.dtype)
+        return Taped(self, x, node)
+
+
+# ----------------------------------------------------------------------------- the walker
+def fit_cotangent(c: Tensor, shape, dtype) -> Tensor:
+    """Undo broadcasting (sum over broadcast axes) and casting: the one place this happens."""
+    if c.shape != shape:
+        from .primitives.shape import sum_to
+
+        c = sum_to(c, shape)
+    if c.dtype != dtype:
+        c = c.astype(dtype)
+    return c
+
+
+def _collect(roots) -> list[Node]:
+    """Every node reachable from ``roots``, oldest first; raises if any was freed."""
+    seen = set()
+    stack = list(roots)
+    nodes = []
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.freed:
+            raise TapeError(
+                f"backward: the tape through {n.prim.name} was freed by an earlier backward(); "
+                "call the first backward(retain_graph=True) to walk it twice"
+            )
+        nodes.append(n)
+        stack.extend(p for _, p in n.parents)
+    nodes.sort(key=lambda n: n.seq)
+    return nodes
+
+
+def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
+    """Push ``cotangents`` from ``roots`` back to the leaves; return ``{leaf node: cotangent}``.
+
+    Only nodes on a path to a leaf in ``targets`` (every leaf when ``None``) are visited.
+    With ``retain=False`` the saved values of the visited nodes are released afterwards.
+    """
+    nodes = _collect(roots)
+    useful = set()
+    for n in nodes:  # oldest first: a node is useful if it is a wanted leaf or has a useful parent
+        if n.prim is None:
+            if targets is None or n in targets:
+                useful.add(n)
+        elif any(p in useful for _, p in n.parents):
+            useful.add(n)
+    cts: dict = {}
+    for root, ct in zip(roots, cotangents):
+        if root in useful:
+            cts[root] = cts[root] + ct if root in cts else ct
+    for n in reversed(nodes):  # newest first
+        if n.prim is None or n not in cts:
+            continue
+        g = cts.pop(n)
+        prim = n.prim
+        if prim.kind == "custom":
+            if prim.vjp_fn is None:
+                raise TapeError(
+                    f"primitive {prim.name!r} has no VJP rule; define one with @{prim.name}.defvjp"
+                )
+            contributions = prim.vjp_fn(g, n.ans, *n.args, **n.params)
+            edges = [(p, contributions[i]) for i, p in n.parents if p in useful]
+        else:
+            edges = [
+                (p, prim.vjp_rule(i)(g, n.ans, *n.args, **n.params)) for i, p in n.parents if p in useful
+            ]
+        for p, c in edges:
+            if c is None:
+                continue
+            c = fit_cotangent(c, p.shape, p.dtype)
+            cts[p] = cts[p] + c if p in cts else c
+    if not retain:
+        for n in nodes:
+            if n.prim is not None:
+                n.args = n.ans = n.params = None
+                n.parents = ()
+                n.freed = True
+    return cts
+
+
+# ----------------------------------------------------------------------------- tape style
+AMBIENT = levels.push(ReverseTrace())  # level 1, open for the life of the process
+AMBIENT.kind = "tape"
+
+
+def make_leaf(x: Tensor) -> Taped:
+    """A tape-style leaf with the value of ``x`` (``requires_grad=True``)."""
+    from .transforms import check_differentiable
+
+    check_differentiable("requires_grad", x)
+    return AMBIENT.leaf(x.detach())
+
+
+@contextmanager
+def no_grad():
+    """Within this block, operations on ``requires_grad`` tensors are not recorded.
+
+    >>> import minidiff as md
+    >>> w = md.tensor([1.0], requires_grad=True)
+    >>> with md.no_grad():
+    ...     y = w * 2
+    >>> y.requires_grad
+    False
+    """
+    before = AMBIENT.recording
+    AMBIENT.recording = False
+    try:
+        yield
+    finally:
+        AMBIENT.recording = before
+
+
+def is_grad_enabled() -> bool:
+    return AMBIENT.recording
+
+
+def backward(y: Tensor, cotangent=None, retain_graph: bool = False) -> None:
+    """Tape-style reverse pass from ``y``: accumulate into ``leaf.grad`` (see ``Tensor.backward``)."""
+    from .creation import asarray, ones
+
+    if not (isinstance(y, Taped) and y._trace is AMBIENT):
+        raise TapeError(
+            f"backward: this tensor ({y.dtype}{list(y.shape)}) was not computed from any tensor with "
+            "requires_grad=True, so there is nothing to differentiate"
+        )
+    if cotangent is None:
+        if y.shape != ():
+            raise ShapeError(
+                f"backward: output of shape {y.shape} is not a scalar; pass a cotangent of that shape"
+            )
+        cotangent = ones((), dtype=y.dtype, device=y.device)
+    else:
+        cotangent = asarray(cotangent, device=y.device)
+        if cotangent.shape != y.shape:
+            raise ShapeError(
+                f"backward: cotangent of shape {cotangent.shape} does not match output {y.shape}"
+            )
+        if cotangent.dtype != y.dtype:
+            raise DTypeError(
+                f"backward: cotangent of dtype {cotangent.dtype} does not match output {y.dtype}"
+            )
+    cts = walk([y._node], [cotangent.detach()], None, retain=retain_graph)
+    for node, ct in cts.items():  # written only once the whole walk succeeded
+        if node.prim is None:
+            node.grad = ct if node.grad is None else node.grad + ct

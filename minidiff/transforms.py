@@ -1,0 +1,416 @@
+"""The functional transforms: jvp, vjp, grad, value_and_grad, jacfwd, jacrev, hessian, hvp, vmap.
+
+Each call opens a fresh level (see :mod:`minidiff.levels`), wraps its inputs in that level's tracers,
+runs the function and unwraps what comes out, so the transforms nest in any order.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from . import levels, pytree
+from .batching import Batched, BatchTrace
+from .creation import asarray, zeros
+from .errors import DTypeError, ShapeError, TracerError
+from .forward import Dual, ForwardTrace, check_tangent
+from .reverse import ReverseTrace, Taped, walk
+from .tensor import Tensor
+
+
+def check_differentiable(op: str, x) -> None:
+    """Only floating tensors can carry derivatives."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a tensor to differentiate, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise DTypeError(
+            f"{op}: cannot differentiate with respect to a {x.dtype} tensor of shape {x.shape}; "
+            "only floating-point inputs carry derivatives (convert with .astype('float64'))"
+        )
+
+
+def _tensors(op: str, tree, what: str):
+    leaves, treedef = pytree.flatten(tree)
+    out = []
+    for leaf in leaves:
+        if not isinstance(leaf, Tensor):
+            try:
+                leaf = asarray(leaf)
+            except Exception as exc:
+                raise TypeError(f"{op}: {what} leaf of type {type(leaf).__name__} is not an array") from exc
+        out.append(leaf)
+    return out, treedef
+
+
+# ----------------------------------------------------------------------------- forward mode
+def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False):
+    """Forward mode: ``(f(*primals), J·tangents)`` in one pass, with dual numbers.
+
+    ``primals`` and ``tangents`` are tuples (one entry per argument of ``f``; each entry a pytree).
+    With ``vectorized=True`` every tangent carries a leading axis of K directions and the result's
+    tangent does too: K directional derivatives from one pass (vector mode).
+
+    Example:
+        >>> import minidiff as md
+        >>> y, dy = md.jvp(md.sin, (md.tensor(0.0),), (md.tensor(2.0),))
+        >>> y.item(), dy.item()
+        (0.0, 2.0)
+    """
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp: primals and tangents must be tuples, one entry per argument of f")
+    if len(primals) != len(tangents):
+        raise ShapeError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    if vectorized:
+        return _vector_jvp(f, primals, tangents, has_aux)
+    p_leaves, p_def = _tensors("jvp", tuple(primals), "primal")
+    t_leaves, t_def = _tensors("jvp", tuple(tangents), "tangent")
+    if p_def != t_def:
+        raise ShapeError(f"jvp: tangents have structure {t_def} but primals have {p_def}")
+    for p, t in zip(p_leaves, t_leaves):
+        check_differentiable("jvp", p)
+        check_tangent("jvp", p, t)
+    with levels.new_level(ForwardTrace) as trace:
+        duals = [Dual(trace, p, t) for p, t in zip(p_leaves, t_leaves)]
+        out = f(*pytree.unflatten(p_def, duals))
+        out, aux = _split_aux("jvp", out, has_aux)
+        o_leaves, o_def = pytree.flatten(out)
+        outs, touts = [], []
+        for o in o_leaves:
+            if isinstance(o, Dual) and o._trace is trace:
+                outs.append(o.primal)
+                touts.append(o.tangent)
+            else:
+                o = asarray(o)
+                outs.append(o)
+                touts.append(zeros(o.shape, o.dtype, o.device))
+    result = pytree.unflatten(o_def, outs), pytree.unflatten(o_def, touts)
+    return (*result, aux) if has_aux else result
+
+
+def _vector_jvp(f, primals, tangents, has_aux):
+    """K directions at once: the JVP's tangents are batched by vmap (one pass, no loop)."""
+    t_leaves, _ = _tensors("jvp", tuple(tangents), "tangent")
+    sizes = {t.shape[0] if t.ndim else None for t in t_leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ShapeError(
+            "jvp(vectorized=True): every tangent needs the same leading number of directions, got "
+            f"shapes {[t.shape for t in t_leaves]}"
+        )
+    box = {}
+
+    def push(*ts):
+        res = jvp(f, primals, ts, has_aux=has_aux)
+        box["out"] = res[0]  # the primal output does not depend on the directions
+        if has_aux:
+            box["aux"] = res[2]
+        return res[1]
+
+    touts = vmap(push)(*tangents)
+    return (box["out"], touts, box["aux"]) if has_aux else (box["out"], touts)
+
+
+# ----------------------------------------------------------------------------- reverse mode
+def vjp(f, *primals, has_aux: bool = False):
+    """Reverse mode: ``(f(*primals), vjp_fn)`` where ``vjp_fn(cotangent)`` returns one cotangent per
+    primal, computed by one walk of the tape recorded while ``f`` ran.
+
+    Example:
+        >>> import minidiff as md
+        >>> y, back = md.vjp(lambda x: x * x, md.tensor([1.0, 3.0]))
+        >>> back(md.tensor([1.0, 1.0]))[0].tolist()
+        [2.0, 6.0]
+    """
+    p_leaves, p_def = _tensors("vjp", tuple(primals), "primal")
+    for p in p_leaves:
+        check_differentiable("vjp", p)
+    with levels.new_level(ReverseTrace) as trace:
+        taped = [trace.leaf(p) for p in p_leaves]
+        out = f(*pytree.unflatten(p_def, taped))
+        out, aux = _split_aux("vjp", out, has_aux)
+        o_leaves, o_def = pytree.flatten(out)
+        outs, roots = [], []
+        for o in o_leaves:
+            if isinstance(o, Taped) and o._trace is trace:
+                outs.append(o.primal)
+                roots.append(o._node)
+            else:
+                outs.append(asarray(o))
+                roots.append(None)
+    leaf_nodes = [t._node for t in taped]
+    targets = set(leaf_nodes)
+    out_tree = pytree.unflatten(o_def, outs)
+
+    def vjp_fn(cotangent):
+        c_leaves, c_def = _tensors("vjp_fn", cotangent, "cotangent")
+        if c_def != o_def:
+            raise ShapeError(f"vjp_fn: cotangent has structure {c_def} but the output has {o_def}")
+        live_roots, live_cts = [], []
+        for o, c, r in zip(outs, c_leaves, roots):
+            if c.shape != o.shape:
+                raise ShapeError(f"vjp_fn: cotangent of shape {c.shape} for an output of shape {o.shape}")
+            if c.dtype != o.dtype:
+                raise DTypeError(f"vjp_fn: cotangent of dtype {c.dtype} for an output of dtype {o.dtype}")
+            if r is not None:
+                live_roots.append(r)
+                live_cts.append(c)
+        cts = walk(live_roots, live_cts, targets, retain=True) if live_roots else {}
+        grads = [
+            cts[n] if n in cts else zeros(p.shape, p.dtype, p.device) for n, p in zip(leaf_nodes, p_leaves)
+        ]
+        return tuple(pytree.unflatten(p_def, grads))
+
+    return (out_tree, vjp_fn, aux) if has_aux else (out_tree, vjp_fn)
+
+
+def _split_aux(op, out, has_aux):
+    if not has_aux:
+        return out, None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{op}: with has_aux=True the function must return a pair (output, aux)")
+    return out[0], _strip(out[1])
+
+
+def _strip(aux):
+    """Auxiliary outputs leave the transform as plain values."""
+    return pytree.tree_map(lambda a: a.detach() if isinstance(a, Tensor) else a, aux)
+
+
+def _argnums(op, argnums, n):
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for a in nums:
+        if not -n <= a < n:
+            raise ValueError(f"{op}: argnums {argnums} out of range for {n} positional arguments")
+    return nums
+
+
+def value_and_grad(f, argnums=0, has_aux: bool = False):
+    """``f`` and its gradient with respect to the arguments ``argnums``, by one reverse pass.
+
+    ``f`` must return a scalar (or ``(scalar, aux)`` with ``has_aux``).  The gradient has the
+    structure of the chosen argument (a tuple of them when ``argnums`` is a tuple).
+
+    Example:
+        >>> import minidiff as md
+        >>> value, g = md.value_and_grad(lambda x: (x ** 3).sum())(md.tensor([1.0, 2.0]))
+        >>> value.item(), g.tolist()
+        (9.0, [3.0, 12.0])
+    """
+
+    @wraps(f)
+    def wrapper(*args, **kwargs):
+        nums = _argnums("grad", argnums, len(args))
+
+        def g(*chosen):
+            full = list(args)
+            for a, c in zip(nums, chosen):
+                full[a] = c
+            return f(*full, **kwargs)
+
+        res = vjp(g, *[args[a] for a in nums], has_aux=has_aux)
+        out, back = res[0], res[1]
+        if not isinstance(out, Tensor) or out.shape != ():
+            shape = getattr(out, "shape", type(out).__name__)
+            raise ShapeError(
+                f"grad: the function must return a scalar, got {shape}; use vjp or jacrev for "
+                "non-scalar outputs"
+            )
+        grads = back(asarray(1.0, dtype=out.dtype, device=out.device))
+        grads = grads[0] if isinstance(argnums, int) else grads
+        return ((out, res[2]), grads) if has_aux else (out, grads)
+
+    return wrapper
+
+
+def grad(f, argnums=0, has_aux: bool = False):
+    """The gradient of scalar ``f`` with respect to argument(s) ``argnums`` (reverse mode).
+
+    Example:
+        >>> import minidiff as md
+        >>> md.grad(lambda x: (x * x).sum())(md.tensor([1.0, -2.0])).tolist()
+        [2.0, -4.0]
+    """
+    vg = value_and_grad(f, argnums, has_aux)
+
+    @wraps(f)
+    def wrapper(*args, **kwargs):
+        (out, g) = vg(*args, **kwargs)
+        if has_aux:
+            return g, out[1]
+        return g
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- batching
+def vmap(f, in_axes=0, out_axes=0):
+    """Map ``f`` over an axis of its arguments, in one vectorized pass (no Python loop).
+
+    ``in_axes``: an int (for every argument) or a tuple with an int or None per argument.
+
+    Example:
+        >>> import minidiff as md
+        >>> md.vmap(lambda row: (row * row).sum())(md.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
+        [5.0, 25.0]
+    """
+    from .primitives.shape import moveaxis
+
+    @wraps(f)
+    def wrapper(*args):
+        axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        if len(axes) != len(args):
+            raise ValueError(f"vmap: in_axes has {len(axes)} entries for {len(args)} arguments")
+        flat_args, sizes = [], set()
+        for a, ax in zip(args, axes):
+            leaves, tdef = pytree.flatten(a)
+            leaves = [asarray(x) for x in leaves]
+            if ax is not None:
+                for x in leaves:
+                    if x.ndim == 0:
+                        raise ShapeError("vmap: cannot map over axis of a 0-d tensor")
+                    sizes.add(x.shape[ax])
+            flat_args.append((leaves, tdef, ax))
+        if len(sizes) != 1:
+            raise ShapeError(
+                f"vmap: mapped axes have different sizes {sorted(sizes)}"
+                if sizes
+                else "vmap: nothing to map over"
+            )
+        (size,) = sizes
+        with levels.new_level(BatchTrace, size) as trace:
+            wrapped = []
+            for leaves, tdef, ax in flat_args:
+                if ax is None:
+                    wrapped.append(pytree.unflatten(tdef, leaves))
+                else:
+                    wrapped.append(
+                        pytree.unflatten(tdef, [Batched(trace, moveaxis(x, ax, 0)) for x in leaves])
+                    )
+            out = f(*wrapped)
+            o_leaves, o_def = pytree.flatten(out)
+            results = []
+            for o in o_leaves:
+                if isinstance(o, Batched) and o._trace is trace:
+                    v = o.primal
+                else:
+                    from .primitives.shape import broadcast_to
+
+                    o = asarray(o)
+                    v = broadcast_to(o, (size,) + o.shape)
+                results.append(moveaxis(v, 0, out_axes) if out_axes != 0 else v)
+        return pytree.unflatten(o_def, results)
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- Jacobians, Hessians
+def _basis(x: Tensor):
+    """The standard basis of x's space, as a batch of tensors shaped like x."""
+    from .creation import eye
+    from .primitives.shape import reshape
+
+    return reshape(eye(x.size, dtype=x.dtype, device=x.device), (x.size,) + x.shape)
+
+
+def jacfwd(f, argnums=0):
+    """Jacobian by forward mode: one vectorized JVP over the input basis (shape out.shape + in.shape).
+
+    Example:
+        >>> import minidiff as md
+        >>> md.jacfwd(lambda x: x * x)(md.tensor([1.0, 2.0])).tolist()
+        [[2.0, 0.0], [0.0, 4.0]]
+    """
+    from .primitives.shape import moveaxis, reshape
+
+    @wraps(f)
+    def wrapper(*args):
+        nums = _argnums("jacfwd", argnums, len(args))
+        results = []
+        for a in nums:
+            x = asarray(args[a])
+            check_differentiable("jacfwd", x)
+
+            def g(xa, a=a):
+                full = list(args)
+                full[a] = xa
+                return f(*full)
+
+            _, t = jvp(g, (x,), (_basis(x),), vectorized=True)
+            t = pytree.tree_map(lambda tl: reshape(moveaxis(tl, 0, -1), tl.shape[1:] + x.shape), t)
+            results.append(t)
+        return results[0] if isinstance(argnums, int) else tuple(results)
+
+    return wrapper
+
+
+def jacrev(f, argnums=0):
+    """Jacobian by reverse mode: one tape, its cotangents batched over the output basis.
+
+    Example:
+        >>> import minidiff as md
+        >>> md.jacrev(lambda x: x.sum() * x)(md.tensor([1.0, 2.0])).tolist()
+        [[4.0, 1.0], [2.0, 5.0]]
+    """
+    from .primitives.shape import reshape
+
+    @wraps(f)
+    def wrapper(*args):
+        nums = _argnums("jacrev", argnums, len(args))
+
+        def g(*chosen):
+            full = list(args)
+            for a, c in zip(nums, chosen):
+                full[a] = c
+            return f(*full)
+
+        out, back = vjp(g, *[args[a] for a in nums])
+        if not isinstance(out, Tensor):
+            raise TypeError("jacrev: the function must return a single tensor")
+        cols = vmap(back)(_basis(out))
+        jac = tuple(reshape(c, out.shape + c.shape[1:]) for c in cols)
+        return jac[0] if isinstance(argnums, int) else jac
+
+    return wrapper
+
+
+def hessian(f, argnums=0):
+    """Hessian of scalar ``f``: forward mode over reverse mode (``jacfwd(jacrev(f))``).
+
+    Example:
+        >>> import minidiff as md
+        >>> md.hessian(lambda x: (x ** 3).sum())(md.tensor([1.0, 2.0])).tolist()
+        [[6.0, 0.0], [0.0, 12.0]]
+    """
+    return jacfwd(jacrev(f, argnums), argnums)
+
+
+HVP_MODES = ("fwd-over-rev", "rev-over-fwd", "rev-over-rev")
+
+
+def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
+    """Hessian-vector product ``H·v`` of scalar ``f`` at ``primals``, never forming ``H``.
+
+    ``mode``: ``"fwd-over-rev"`` (JVP of the gradient; the cheapest), ``"rev-over-fwd"`` (gradient of
+    the directional derivative) or ``"rev-over-rev"`` (VJP of the gradient).  Returns a tuple with
+    the structure of ``primals``.
+
+    Example:
+        >>> import minidiff as md
+        >>> f = lambda x: (x ** 3).sum()
+        >>> md.hvp(f, (md.tensor([1.0, 2.0]),), (md.tensor([1.0, 1.0]),))[0].tolist()
+        [6.0, 12.0]
+    """
+    if mode not in HVP_MODES:
+        raise ValueError(f"hvp: unknown mode {mode!r}; choose one of {HVP_MODES}")
+    primals, tangents = tuple(primals), tuple(tangents)
+    nums = tuple(range(len(primals)))
+    if mode == "fwd-over-rev":
+        return tuple(jvp(grad(f, argnums=nums), primals, tangents)[1])
+    if mode == "rev-over-fwd":
+        return tuple(grad(lambda *p: jvp(f, p, tangents)[1], argnums=nums)(*primals))
+    _, back = vjp(grad(f, argnums=nums), *primals)
+    return tuple(back(tangents))
+
+
+def escaped_check(x) -> None:
+    """Raise if ``x`` is a tracer whose transform has returned (for use in user code)."""
+    if isinstance(x, (Dual, Taped, Batched)) and not x._trace.active:
+        raise TracerError(f"a tensor traced by {x._trace} escaped its transform")
