@@ -5,6 +5,7 @@ before binding, so a batching rule only shifts them by one.
 
 from __future__ import annotations
 
+import builtins
 from numbers import Integral
 
 from ..errors import ShapeError
@@ -119,7 +120,7 @@ def _host(x):
 
 
 def _part(xs, axis, i):
-    start = sum(x.shape[axis] for x in xs[:i])
+    start = builtins.sum(x.shape[axis] for x in xs[:i])
     return (slice(None),) * axis + (slice(start, start + xs[i].shape[axis]),)
 
 

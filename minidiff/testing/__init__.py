@@ -1,0 +1,17 @@
+"""Helpers for testing derivatives: :func:`check_grads` and Hypothesis strategies (``strategies``).
+
+>>> import minidiff as md
+>>> md.testing.check_grads(lambda x: md.sin(x) * x, (md.tensor([0.5, 1.5]),), order=2)
+"""
+
+from .checks import check_grads, numerical_jvp
+
+__all__ = ["check_grads", "numerical_jvp", "strategies"]
+
+
+def __getattr__(name):
+    if name == "strategies":  # needs Hypothesis, so imported on first use only
+        from . import strategies
+
+        return strategies
+    raise AttributeError(name)

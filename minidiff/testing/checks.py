@@ -1,0 +1,115 @@
+"""Derivative checks: finite differences, the adjoint identity, and the same one order up.
+
+``check_grads`` holds forward mode and reverse mode against each other and against central finite
+differences in float64:
+
+* forward: ``J·v`` from ``jvp`` equals ``(f(x + εv) − f(x − εv)) / 2ε``;
+* reverse: ``⟨u, J·v⟩ = ⟨Jᵀ·u, v⟩`` with ``Jᵀ·u`` from ``vjp`` (the adjoint identity), and against the
+  finite difference when forward mode is not checked;
+* order 2 (and up): the same checks applied to ``x ↦ J(x)·v`` and ``x ↦ J(x)ᵀ·u``, which exercises
+  forward-over-forward, reverse-over-forward, forward-over-reverse and reverse-over-reverse.
+"""
+
+from __future__ import annotations
+
+from .. import pytree
+from ..backend import numpy_module as np
+from ..creation import asarray
+from ..random import Generator
+from ..tensor import Tensor
+from ..transforms import jvp, vjp
+
+
+def _leaves(tree):
+    return [asarray(x) for x in pytree.flatten(tree)[0]]
+
+
+def _inner(a, b) -> float:
+    return float(
+        sum(np.vdot(x.numpy().astype(np.float64), y.numpy().astype(np.float64)) for x, y in zip(a, b))
+    )
+
+
+def _random_like(tree, rng):
+    leaves, tdef = pytree.flatten(tree)
+    return pytree.unflatten(tdef, [rng.normal(asarray(x).shape, dtype=asarray(x).dtype) for x in leaves])
+
+
+def _axpy(a, x_tree, y_tree):
+    return pytree.tree_map(lambda x, y: x + a * y, x_tree, y_tree)
+
+
+def numerical_jvp(f, args, tangents, eps: float = 1e-6):
+    """Central finite difference ``(f(x + εv) − f(x − εv)) / 2ε``, leaf by leaf of the output."""
+    plus = f(*_axpy(eps, tuple(args), tuple(tangents)))
+    minus = f(*_axpy(-eps, tuple(args), tuple(tangents)))
+    return [(p - m) * (1.0 / (2 * eps)) for p, m in zip(_leaves(plus), _leaves(minus))]
+
+
+def _close(name, got, want, rtol, atol):
+    for g, w in zip(got, want):
+        g, w = np.asarray(g.numpy(), np.float64), np.asarray(w.numpy(), np.float64)
+        if g.shape != w.shape:
+            raise AssertionError(f"{name}: shape {g.shape} differs from the reference {w.shape}")
+        if not np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True):
+            err = np.max(np.abs(g - w)) if g.size else 0.0
+            raise AssertionError(
+                f"{name}: max abs error {err:.3g} beyond rtol={rtol}, atol={atol}\n got {g}\n want {w}"
+            )
+
+
+def _close_scalar(name, got, want, rtol, atol, scale):
+    if not abs(got - want) <= atol * max(scale, 1.0) + rtol * abs(want):
+        raise AssertionError(f"{name}: {got!r} != {want!r} (rtol={rtol}, atol={atol})")
+
+
+def check_grads(
+    f,
+    args,
+    order: int = 2,
+    modes=("fwd", "rev"),
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 0,
+) -> None:
+    """Raise ``AssertionError`` unless the derivatives of ``f`` at ``args`` up to ``order`` are right.
+
+    ``args`` is a tuple of arguments (pytrees of float64 tensors for tight checks); ``modes`` chooses
+    forward (``"fwd"``), reverse (``"rev"``) or both.  Directions are random with ``seed``.
+
+    Example:
+        >>> import minidiff as md
+        >>> md.testing.check_grads(md.tanh, (md.tensor([0.1, -0.7]),), order=3)
+    """
+    args = tuple(args)
+    modes = tuple(modes)
+    unknown = set(modes) - {"fwd", "rev"}
+    if unknown or not modes:
+        raise ValueError(f"check_grads: modes must be drawn from ('fwd', 'rev'), got {modes}")
+    rng = Generator(seed)
+    v = tuple(_random_like(a, rng) for a in args)
+    out = f(*args)
+    u = _random_like(out, rng)
+    numeric = numerical_jvp(f, args, v, eps)
+    scale = max([1.0] + [float(np.max(np.abs(x.numpy()))) for x in numeric if x.size])
+    if "fwd" in modes:
+        _, jv = jvp(f, args, v)
+        _close("forward mode vs finite differences", _leaves(jv), numeric, rtol, atol * scale)
+    if "rev" in modes:
+        _, back = vjp(f, *args)
+        jtu = back(u)
+        lhs = _inner(_leaves(jtu), _leaves(v))
+        if "fwd" in modes:
+            rhs = _inner(_leaves(u), _leaves(jvp(f, args, v)[1]))
+            _close_scalar("adjoint identity <J^T u, v> = <u, J v>", lhs, rhs, rtol, atol, scale)
+        rhs_fd = _inner(_leaves(u), numeric)
+        _close_scalar("reverse mode vs finite differences", lhs, rhs_fd, rtol * 10, atol * 10, scale)
+    if order > 1:
+        if "fwd" in modes:
+            check_grads(lambda *a: jvp(f, a, v)[1], args, order - 1, modes, eps, rtol, atol, seed + 1)
+        if "rev" in modes:
+            check_grads(lambda *a: vjp(f, *a)[1](u), args, order - 1, modes, eps, rtol, atol, seed + 2)
+
+
+__all__ = ["check_grads", "numerical_jvp", "Tensor"]
