@@ -89,16 +89,18 @@ def _flat(seq):
             yield item
 
 
-def zeros(shape, dtype="float64", device=None) -> Tensor:
+def zeros(shape, dtype="float64", device=None, requires_grad: bool = False) -> Tensor:
     """A tensor of zeros.  ``md.zeros((2, 3), dtype="float32")``."""
     dev = backend.get_device(device)
-    return wrap(dev.xp.zeros(shape, dtype=_dtype(dtype)), dev)
+    t = wrap(dev.xp.zeros(shape, dtype=_dtype(dtype)), dev)
+    return t.requires_grad_() if requires_grad else t
 
 
-def ones(shape, dtype="float64", device=None) -> Tensor:
+def ones(shape, dtype="float64", device=None, requires_grad: bool = False) -> Tensor:
     """A tensor of ones."""
     dev = backend.get_device(device)
-    return wrap(dev.xp.ones(shape, dtype=_dtype(dtype)), dev)
+    t = wrap(dev.xp.ones(shape, dtype=_dtype(dtype)), dev)
+    return t.requires_grad_() if requires_grad else t
 
 
 def empty(shape, dtype="float64", device=None) -> Tensor:

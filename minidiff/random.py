@@ -52,17 +52,20 @@ class Generator:
         return wrap(out, self.device)
 
     def rademacher(self, shape, dtype="float64") -> Tensor:
-        """±1 with equal probability, from random bits (one bit per entry)."""
+        """±1 with equal probability, from random bits: one byte of bits makes eight signs, looked up in a
+        256×8 table so the output is written once, directly in ``dtype``."""
         xp = self.device.xp
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         n = 1
         for s in shape:
             n *= s
+        dt = _dtype(dtype)
+        table = _SIGN_TABLES.get((self.device.name, dt))
+        if table is None:
+            bits = xp.unpackbits(xp.arange(256, dtype=xp.uint8)[:, None], axis=1)
+            table = _SIGN_TABLES[(self.device.name, dt)] = bits.astype(dt) * 2 - 1
         words = self._rng.integers(0, 256, size=(n + 7) // 8, dtype=xp.uint8)
-        bits = xp.unpackbits(words)[:n].reshape(shape)
-        out = bits.astype(_dtype(dtype))
-        out *= 2
-        out -= 1
+        out = table[words].reshape(-1)[:n].reshape(shape)
         return wrap(out, self.device)
 
     def randint(self, low, high=None, shape=(), dtype="int64") -> Tensor:
@@ -77,6 +80,7 @@ class Generator:
 
 
 _DEFAULT: dict = {}
+_SIGN_TABLES: dict = {}
 
 
 def default_generator(device=None) -> Generator:

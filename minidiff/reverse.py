@@ -128,13 +128,14 @@ class ReverseTrace(levels.Trace):
         out = bind(prim, *primals, **params)
         if prim.kind == "nondiff" or not self.recording:
             return out
-        keep = prim.saves
-        saved = tuple(
-            p if (i in keep or "*" in keep or not isinstance(p, Tensor)) else Aval(p)
-            for i, p in enumerate(primals)
+        keep = prim.saves  # save only what the VJP rules read; shapes suffice for the rest
+        if "*" not in keep:
+            for i, p in enumerate(primals):
+                if i not in keep and isinstance(p, Tensor):
+                    primals[i] = Aval(p)
+        node = Node(
+            prim, tuple(parents), primals, out if "ans" in keep else None, params, out.shape, out.dtype
         )
-        ans = out if "ans" in keep else None
-        node = Node(prim, tuple(parents), saved, ans, params, out.shape, out.dtype)
         self.nodes_recorded += 1
         return Taped(self, out, node)
 
@@ -289,3 +290,30 @@ def backward(y: Tensor, cotangent=None, retain_graph: bool = False) -> None:
     for node, ct in cts.items():  # written only once the whole walk succeeded
         if node.prim is None:
             node.grad = ct if node.grad is None else node.grad + ct
+
+
+def tape_stats(y: Tensor) -> dict:
+    """Per primitive, how many tape nodes lead to ``y`` and how many bytes of arrays they keep alive.
+
+    Arrays shared by several nodes are counted once (in the first node that holds them).
+
+    >>> import minidiff as md
+    >>> x = md.ones(1000, requires_grad=True)
+    >>> stats = md.tape_stats(md.exp(x).sum())
+    >>> stats["exp"]["bytes"], stats["sum"]["bytes"]
+    (8000, 0)
+    """
+    if not isinstance(y, Taped):
+        return {}
+    seen_arrays: set = set()
+    stats: dict = {}
+    for n in _collect([y._node]):
+        if n.prim is None:
+            continue
+        entry = stats.setdefault(n.prim.name, {"nodes": 0, "bytes": 0})
+        entry["nodes"] += 1
+        for v in (n.ans, *(n.args or ())):
+            if isinstance(v, Tensor) and id(v._data) not in seen_arrays:
+                seen_arrays.add(id(v._data))
+                entry["bytes"] += v.size * v.dtype.itemsize
+    return stats

@@ -43,7 +43,7 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
-        return len(self.shape)
+        return self._data.ndim
 
     @property
     def size(self) -> int:
@@ -283,6 +283,10 @@ class Tracer(Tensor):
     @property
     def shape(self) -> tuple[int, ...]:
         return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
 
     def numpy(self):
         value = self

@@ -1,0 +1,245 @@
+"""Engine overhead: per-op dispatch cost, and an MLP in minidiff against hand-written NumPy.
+
+Run: ``python benchmarks/overhead.py [--repeats N] [--json PATH]``.  Not a test: prints a table.
+
+* dispatch: one-element ``a + b`` without AD, under ``jvp`` (per op of a 200-op chain), and recorded
+  on the tape plus walked backward (per op, the same chain).
+* MLP 784→1024→1024→10, ReLU, softmax cross-entropy, batch 64, float32: minidiff's ``jvp`` (all
+  parameters perturbed) and ``grad`` against the same forward-mode and backward computations written
+  by hand in NumPy.  Targets (issue 2): dispatch ≤ 5 µs plain and ≤ 20 µs per op in either mode; the
+  MLP within 1.15× of the hand-written times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import minidiff as md
+from minidiff.nn import functional as F
+
+CHAIN = 200
+
+
+def timeit(fn, repeats: int, warmup: int = 3, number: int = 1):
+    """Median and interquartile range of ``repeats`` timings of ``number`` calls, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return statistics.median(times), q[2] - q[0]
+
+
+# ----------------------------------------------------------------------------- dispatch
+def dispatch(repeats):
+    a, b = md.tensor([1.0]), md.tensor([2.0])
+
+    def chain(x):
+        for _ in range(CHAIN):
+            x = x + b
+        return x
+
+    plain, plain_iqr = timeit(lambda: a + b, repeats, number=2000)
+    fwd, fwd_iqr = timeit(lambda: md.jvp(chain, (a,), (b,)), repeats, number=5)
+    g = md.grad(lambda x: chain(x).sum())
+    rev, rev_iqr = timeit(lambda: g(a), repeats, number=5)
+    leaf = md.tensor([1.0], requires_grad=True)
+
+    def tape():
+        chain(leaf).sum().backward()
+
+    tape_t, tape_iqr = timeit(tape, repeats, number=5)
+    return {
+        "plain_us": plain * 1e6,
+        "plain_iqr_us": plain_iqr * 1e6,
+        "jvp_per_op_us": fwd / CHAIN * 1e6,
+        "jvp_per_op_iqr_us": fwd_iqr / CHAIN * 1e6,
+        "grad_per_op_us": rev / CHAIN * 1e6,
+        "grad_per_op_iqr_us": rev_iqr / CHAIN * 1e6,
+        "tape_backward_per_op_us": tape_t / CHAIN * 1e6,
+        "tape_backward_per_op_iqr_us": tape_iqr / CHAIN * 1e6,
+    }
+
+
+# ----------------------------------------------------------------------------- the MLP
+SIZES = (784, 1024, 1024, 10)
+
+
+def init_params(rng, dtype=np.float32):
+    params = []
+    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
+        w = (rng.standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / fan_in)).astype(dtype)
+        params.append((w, np.zeros(fan_out, dtype)))
+    return params
+
+
+def md_loss(params, x, y):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = F.linear(h, w, b)
+        if i < len(params) - 1:
+            h = md.relu(h)
+    return F.cross_entropy(h, y)
+
+
+def np_jvp(params, tangents, x, y):
+    """Hand-written forward mode: the loss and its derivative along ``tangents``."""
+    h, dh = x, np.zeros_like(x)
+    last = len(params) - 1
+    for i, ((w, b), (dw, db)) in enumerate(zip(params, tangents)):
+        z = h @ w.T + b
+        dz = dh @ w.T + h @ dw.T + db
+        if i < last:
+            mask = z > 0
+            h, dh = z * mask, dz * mask
+        else:
+            h, dh = z, dz
+    m = h.max(axis=1, keepdims=True)
+    e = np.exp(h - m)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - h[rows, y])
+    p = e / s
+    dloss = np.mean((p * dh).sum(axis=1) - dh[rows, y])
+    return loss, dloss
+
+
+def np_grad(params, x, y):
+    """Hand-written backprop: the loss and its gradient."""
+    hs, zs = [x], []
+    last = len(params) - 1
+    for i, (w, b) in enumerate(params):
+        z = hs[-1] @ w.T + b
+        zs.append(z)
+        hs.append(np.maximum(z, 0) if i < last else z)
+    z = zs[-1]
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - z[rows, y])
+    g = e / s
+    g[rows, y] -= 1
+    g /= len(y)
+    grads = [None] * len(params)
+    for i in range(last, -1, -1):
+        w = params[i][0]
+        grads[i] = (g.T @ hs[i], g.sum(axis=0))
+        if i > 0:
+            g = (g @ w) * (zs[i - 1] > 0)
+    return loss, grads
+
+
+def mlp(repeats, batch=64):
+    rng = np.random.default_rng(0)
+    params = init_params(rng)
+    tangents = [
+        (rng.standard_normal(w.shape).astype(np.float32), rng.standard_normal(b.shape).astype(np.float32))
+        for w, b in params
+    ]
+    x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], batch)
+    mp = [(md.tensor(w), md.tensor(b)) for w, b in params]
+    mt = [(md.tensor(w), md.tensor(b)) for w, b in tangents]
+    mx, my = md.tensor(x), md.tensor(y)
+
+    # the two implementations agree before they are timed
+    l_np, d_np = np_jvp(params, tangents, x, y)
+    l_md, d_md = md.jvp(lambda p: md_loss(p, mx, my), (mp,), (mt,))
+    assert np.allclose(l_np, l_md.item(), rtol=1e-4) and np.allclose(d_np, d_md.item(), rtol=1e-3, atol=1e-4)
+    _, g_np = np_grad(params, x, y)
+    g_md = md.grad(md_loss)(mp, mx, my)
+    assert np.allclose(g_np[0][0], g_md[0][0].numpy(), rtol=1e-3, atol=1e-5)
+
+    grad_fn = md.grad(md_loss)
+    rows = {}
+    rows["f (numpy)"] = timeit(
+        lambda: np_jvp(params, [(np.zeros_like(w), np.zeros_like(b)) for w, b in params], x, y), 1, 0
+    )
+    rows["jvp numpy"] = timeit(lambda: np_jvp(params, tangents, x, y), repeats)
+    rows["jvp minidiff"] = timeit(lambda: md.jvp(lambda p: md_loss(p, mx, my), (mp,), (mt,)), repeats)
+    rows["grad numpy"] = timeit(lambda: np_grad(params, x, y), repeats)
+    rows["grad minidiff"] = timeit(lambda: grad_fn(mp, mx, my), repeats)
+    out = {k: {"median_ms": v[0] * 1e3, "iqr_ms": v[1] * 1e3} for k, v in rows.items() if k != "f (numpy)"}
+    out["jvp_ratio"] = rows["jvp minidiff"][0] / rows["jvp numpy"][0]
+    out["grad_ratio"] = rows["grad minidiff"][0] / rows["grad numpy"][0]
+    return out
+
+
+def environment():
+    env = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "minidiff": md.__version__,
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        env["blas"] = [
+            {k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for i in threadpool_info()
+        ]
+    except ImportError:
+        env["blas"] = "threadpoolctl not installed"
+    return env
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--json", help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    d = dispatch(args.repeats)
+    m = mlp(args.repeats)
+    print(f"{'dispatch (one-element add)':44s} {'median':>10s} {'IQR':>9s} {'target':>8s}")
+    print(f"{'  plain, no AD':44s} {d['plain_us']:8.2f}µs {d['plain_iqr_us']:7.2f}µs {'≤ 5µs':>8s}")
+    print(
+        f"{'  under jvp, per op':44s} {d['jvp_per_op_us']:8.2f}µs {d['jvp_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
+    )
+    print(
+        f"{'  grad: recorded + backward, per op':44s} {d['grad_per_op_us']:8.2f}µs {d['grad_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
+    )
+    print(
+        f"{'  tape style: recorded + backward, per op':44s} {d['tape_backward_per_op_us']:8.2f}µs "
+        f"{d['tape_backward_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
+    )
+    print()
+    print(f"{'MLP 784-1024-1024-10, batch 64, float32':44s} {'median':>10s} {'IQR':>9s}")
+    for k in ("jvp numpy", "jvp minidiff", "grad numpy", "grad minidiff"):
+        print(f"{'  ' + k:44s} {m[k]['median_ms']:8.2f}ms {m[k]['iqr_ms']:7.2f}ms")
+    print(f"{'  jvp minidiff / numpy':44s} {m['jvp_ratio']:8.3f}×  (target ≤ 1.15×)")
+    print(f"{'  grad minidiff / numpy':44s} {m['grad_ratio']:8.3f}×  (target ≤ 1.15×)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"schema": 1, "dispatch": d, "mlp": m, "environment": environment()}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
