@@ -29,7 +29,7 @@ from .creation import arange, asarray, empty, eye, full, linspace, ones, ones_li
 from .custom import primitive
 from .errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError
 from .forward import Dual, dual_level, make_dual, unpack_dual
-from .forward_gradient import forward_grad, sample_directions
+from .forward_gradient import FGD, forward_grad, sample_directions
 from .ops import *  # noqa: F403
 from .ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
 from .reverse import is_grad_enabled, no_grad, tape_stats
