@@ -60,7 +60,7 @@ def main(argv=None):
         step *= min(1.0, 2.0 / np.linalg.norm(step))  # long samples are shortened to length 2
         ax0.arrow(*t, *step, color="tab:orange", alpha=0.35, width=0.004, length_includes_head=True)
     ax0.arrow(
-        *t, *(-scale * true), color="black", width=0.03, length_includes_head=True, label="true gradient"
+        *t, *(-scale * true), color="black", width=0.03, length_includes_head=True, label="−∇f (reverse mode)"
     )
     ax0.arrow(
         *t,
