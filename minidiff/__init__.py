@@ -15,6 +15,7 @@ from .backend import (  # noqa: F401
     Device,
     bool_,
     cuda_available,
+    cuda_unavailable_reason,
     float16,
     float32,
     float64,
@@ -30,6 +31,7 @@ from .custom import primitive
 from .errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError
 from .forward import Dual, dual_level, make_dual, unpack_dual
 from .forward_gradient import FGD, forward_grad, sample_directions
+from .inspect_tape import format_tape
 from .ops import *  # noqa: F403
 from .ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
 from .reverse import is_grad_enabled, no_grad, tape_stats

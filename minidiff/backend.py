@@ -14,6 +14,7 @@ __all__ = [
     "get_device",
     "register_device",
     "cuda_available",
+    "cuda_unavailable_reason",
     "numpy_module",
     "float16",
     "float32",
@@ -112,13 +113,18 @@ def _cuda_device() -> Device:
     )
 
 
-def cuda_available() -> tuple[bool, str]:
-    """Whether device ``"cuda"`` can be used here, and if not, why."""
+def cuda_available() -> bool:
+    """Whether device ``"cuda"`` can be used here (see :func:`cuda_unavailable_reason` for why not)."""
+    return not cuda_unavailable_reason()
+
+
+def cuda_unavailable_reason() -> str:
+    """Why device ``"cuda"`` cannot be used here, or ``""`` when it can."""
     try:
         get_device("cuda")
     except RuntimeError as exc:
-        return False, str(exc)
-    return True, ""
+        return str(exc)
+    return ""
 
 
 def get_device(device=None) -> Device:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from functools import update_wrapper
 
-from .primitives.registry import REGISTRY, Primitive, bind
+from .primitives.registry import Primitive, bind
 
 
 class UserPrimitive(Primitive):
@@ -34,16 +34,13 @@ class UserPrimitive(Primitive):
 
     def __init__(self, fn, name=None):
         name = name or getattr(fn, "__qualname__", fn.__name__)
-        base, k = name, 1
-        while name in REGISTRY:  # the same function decorated twice (e.g. in a loop) gets a new name
-            k += 1
-            name = f"{base}#{k}"
-        super().__init__(name, None, "custom")
+        # not added to the registry: user primitives live and die with the code that made them
+        super().__init__(name, None, "custom", register=False)
         self.fn = fn
-        self.n_inputs = _n_positional(fn)
+        self.n_inputs = _n_positional(fn, required=True)  # parameters with defaults are params
         self.jvp_fn = None
         self.vjp_fn = None
-        self.saves = frozenset({"ans", "*"})
+        self.saves = self.saves_for = frozenset({"ans", "*"})
         update_wrapper(self, fn)
 
     def __call__(self, *args, **params):
@@ -52,7 +49,7 @@ class UserPrimitive(Primitive):
     def defjvp(self, rule):
         """Set the JVP rule ``rule(primals, tangents, **params) -> tangent of the output``."""
         n = _n_positional(rule)
-        if n != 2:
+        if not _n_positional(rule, required=True) <= 2 <= n:
             hint = " (it looks like a VJP rule: cotangent, output, *inputs)" if n >= 3 else ""
             raise TypeError(
                 f"primitive {self.name!r}: a JVP rule takes (primals, tangents), but "
@@ -65,7 +62,7 @@ class UserPrimitive(Primitive):
         """Set the VJP rule ``rule(cotangent, output, *inputs, **params) -> tuple of cotangents``."""
         n = _n_positional(rule)
         want = 2 + self.n_inputs
-        if n != want and not _has_varargs(rule):
+        if not _n_positional(rule, required=True) <= want <= n and not _has_varargs(rule):
             hint = " (it looks like a JVP rule: primals, tangents)" if n == 2 else ""
             raise TypeError(
                 f"primitive {self.name!r}: a VJP rule takes (cotangent, output, "
@@ -89,9 +86,17 @@ def _checked_vjp(prim, rule):
     return vjp
 
 
-def _n_positional(fn) -> int:
+def _n_positional(fn, required: bool = False) -> int:
+    """How many positional parameters ``fn`` has (only those without a default if ``required``)."""
     sig = inspect.signature(fn)
-    return len([p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    return len(
+        [
+            p
+            for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and not (required and p.default is not p.empty)
+        ]
+    )
 
 
 def _has_varargs(fn) -> bool:

@@ -147,4 +147,6 @@ def unpack_dual(x):
     trace = _DUAL_LEVELS[-1]
     if isinstance(x, Dual) and x._trace is trace:
         return x.primal, x.tangent
+    if isinstance(x, Tracer) and not x._trace.active:
+        raise TracerError(f"unpack_dual: this value belongs to {x._trace}, which is already closed")
     return x, _zeros_like(x)

@@ -113,12 +113,14 @@ def logsumexp(x, axis=None, keepdims=False) -> Tensor:
 def log_softmax(x, axis=-1) -> Tensor:
     """``x - logsumexp(x)`` along ``axis``."""
     x = asarray(x)
+    normalize_axis("log_softmax", axis, x.ndim)
     return x - logsumexp(x, axis=axis, keepdims=True)
 
 
 def softmax(x, axis=-1) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``axis``, computed stably."""
     x = asarray(x)
+    normalize_axis("softmax", axis, x.ndim)
     shift = max(x, axis=axis, keepdims=True).detach()
     e = exp(x - shift)
     return e / sum(e, axis=axis, keepdims=True)

@@ -51,7 +51,9 @@ def flatten(tree) -> tuple[list, TreeDef]:
         leaves.append(t)
         return LEAF
 
-    return leaves, go(tree)
+    treedef = go(tree)
+    go = None  # the recursive closure refers to itself: break that cycle so the leaves are freed at once
+    return leaves, treedef
 
 
 def unflatten(treedef: TreeDef, leaves) -> object:
@@ -70,7 +72,9 @@ def unflatten(treedef: TreeDef, leaves) -> object:
             return children
         return dict(zip(d.meta, children))
 
-    return go(treedef)
+    tree = go(treedef)
+    go = None  # break the closure's self-reference (it would keep the leaves alive until a gc run)
+    return tree
 
 
 def tree_map(fn, tree, *rest):

@@ -69,7 +69,7 @@ class Node:
         self.grad = None  # accumulated gradient of a tape-style leaf
 
     def saved_bytes(self) -> int:
-        """Bytes of array data this node keeps alive for the backward pass."""
+        """Bytes of array data this node keeps alive for the backward pass (views as their size)."""
         total = 0
         for v in (self.ans, *(self.args or ())):
             if isinstance(v, Tensor):
@@ -128,7 +128,14 @@ class ReverseTrace(levels.Trace):
         out = bind(prim, *primals, **params)
         if prim.kind == "nondiff" or not self.recording:
             return out
-        keep = prim.saves  # save only what the VJP rules read; shapes suffice for the rest
+        # save only what the VJP rules of the inputs on this tape read; shapes suffice for the rest
+        per_input = prim.saves_for
+        if isinstance(per_input, tuple):
+            keep = per_input[parents[0][0]]
+            for i, _ in parents[1:]:
+                keep = keep | per_input[i]
+        else:
+            keep = per_input
         if "*" not in keep:
             for i, p in enumerate(primals):
                 if i not in keep and isinstance(p, Tensor):
@@ -295,7 +302,8 @@ def backward(y: Tensor, cotangent=None, retain_graph: bool = False) -> None:
 def tape_stats(y: Tensor) -> dict:
     """Per primitive, how many tape nodes lead to ``y`` and how many bytes of arrays they keep alive.
 
-    Arrays shared by several nodes are counted once (in the first node that holds them).
+    A buffer kept by several nodes, or through several views, is counted once, whole, in the first
+    node that holds it.
 
     >>> import minidiff as md
     >>> x = md.ones(1000, requires_grad=True)
@@ -313,7 +321,16 @@ def tape_stats(y: Tensor) -> dict:
         entry = stats.setdefault(n.prim.name, {"nodes": 0, "bytes": 0})
         entry["nodes"] += 1
         for v in (n.ans, *(n.args or ())):
-            if isinstance(v, Tensor) and id(v._data) not in seen_arrays:
-                seen_arrays.add(id(v._data))
-                entry["bytes"] += v.size * v.dtype.itemsize
+            if isinstance(v, Tensor):
+                owner = _owner(v._data)  # views of one buffer count once, as the whole buffer
+                if id(owner) not in seen_arrays:
+                    seen_arrays.add(id(owner))
+                    entry["bytes"] += owner.nbytes
     return stats
+
+
+def _owner(array):
+    """The array that owns the memory ``array`` views."""
+    while getattr(array, "base", None) is not None and hasattr(array.base, "nbytes"):
+        array = array.base
+    return array

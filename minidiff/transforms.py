@@ -28,6 +28,13 @@ def check_differentiable(op: str, x) -> None:
         )
 
 
+def _check_inputs(op: str, *trees) -> None:
+    """Fail early, naming the transform the user called, on an input that cannot carry derivatives."""
+    for tree in trees:
+        for leaf in _tensors(op, tree, "input")[0]:
+            check_differentiable(op, leaf)
+
+
 def _tensors(op: str, tree, what: str):
     leaves, treedef = pytree.flatten(tree)
     out = []
@@ -205,6 +212,7 @@ def value_and_grad(f, argnums=0, has_aux: bool = False):
                 full[a] = c
             return f(*full, **kwargs)
 
+        _check_inputs("grad", *[args[a] for a in nums])
         res = vjp(g, *[args[a] for a in nums], has_aux=has_aux)
         out, back = res[0], res[1]
         if not isinstance(out, Tensor) or out.shape != ():
@@ -361,6 +369,7 @@ def jacrev(f, argnums=0):
                 full[a] = c
             return f(*full)
 
+        _check_inputs("jacrev", *[args[a] for a in nums])
         out, back = vjp(g, *[args[a] for a in nums])
         if not isinstance(out, Tensor):
             raise TypeError("jacrev: the function must return a single tensor")
@@ -379,7 +388,14 @@ def hessian(f, argnums=0):
         >>> md.hessian(lambda x: (x ** 3).sum())(md.tensor([1.0, 2.0])).tolist()
         [[6.0, 0.0], [0.0, 12.0]]
     """
-    return jacfwd(jacrev(f, argnums), argnums)
+    hess = jacfwd(jacrev(f, argnums), argnums)
+
+    @wraps(f)
+    def wrapper(*args):
+        _check_inputs("hessian", *[args[a] for a in _argnums("hessian", argnums, len(args))])
+        return hess(*args)
+
+    return wrapper
 
 
 HVP_MODES = ("fwd-over-rev", "rev-over-fwd", "rev-over-rev")
@@ -388,8 +404,9 @@ HVP_MODES = ("fwd-over-rev", "rev-over-fwd", "rev-over-rev")
 def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
     """Hessian-vector product ``H·v`` of scalar ``f`` at ``primals``, never forming ``H``.
 
-    ``mode``: ``"fwd-over-rev"`` (JVP of the gradient; the cheapest), ``"rev-over-fwd"`` (gradient of
-    the directional derivative) or ``"rev-over-rev"`` (VJP of the gradient).  Returns a tuple with
+    ``mode``: ``"fwd-over-rev"`` (JVP of the gradient: one tape, whose walk carries tangents),
+    ``"rev-over-fwd"`` (gradient of the directional derivative: a tape of the forward-mode pass) or
+    ``"rev-over-rev"`` (VJP of the gradient: a tape of a tape walk, the most memory).  Returns a tuple with
     the structure of ``primals``.
 
     Example:
@@ -401,6 +418,13 @@ def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
     if mode not in HVP_MODES:
         raise ValueError(f"hvp: unknown mode {mode!r}; choose one of {HVP_MODES}")
     primals, tangents = tuple(primals), tuple(tangents)
+    p_leaves, p_def = _tensors("hvp", primals, "primal")
+    t_leaves, t_def = _tensors("hvp", tangents, "tangent")
+    if p_def != t_def:
+        raise ShapeError(f"hvp: tangents have structure {t_def} but primals have {p_def}")
+    for p, t in zip(p_leaves, t_leaves):
+        check_differentiable("hvp", p)
+        check_tangent("hvp", p, t)
     nums = tuple(range(len(primals)))
     if mode == "fwd-over-rev":
         return tuple(jvp(grad(f, argnums=nums), primals, tangents)[1])

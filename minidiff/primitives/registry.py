@@ -40,10 +40,10 @@ REGISTRY: dict[str, Primitive] = {}
 class Primitive:
     """One differentiable (or explicitly non-differentiable) operation and its rules."""
 
-    __slots__ = ("name", "impl", "kind", "jvp", "vjp", "batch", "saves", "variadic", "__dict__")
+    __slots__ = ("name", "impl", "kind", "jvp", "vjp", "batch", "saves", "saves_for", "variadic", "__dict__")
 
-    def __init__(self, name, impl, kind, jvp=None, vjp=None, batch=None, variadic=False):
-        if name in REGISTRY:
+    def __init__(self, name, impl, kind, jvp=None, vjp=None, batch=None, variadic=False, register=True):
+        if register and name in REGISTRY:
             raise ValueError(f"primitive {name!r} is already registered")
         self.name = name
         self.impl = impl
@@ -52,8 +52,18 @@ class Primitive:
         self.vjp = vjp
         self.batch = batch  # batch(vals, batched, **params) -> value batched along axis 0
         self.variadic = variadic
-        self.saves = _names_used(vjp) if kind != "nondiff" else frozenset()
-        REGISTRY[name] = self
+        # what the tape saves when input i is being differentiated: the values its VJP rule reads
+        if kind == "nondiff" or vjp is None:
+            self.saves_for = ()
+        elif variadic:
+            self.saves_for = _names_used(vjp)
+        else:
+            self.saves_for = tuple(_names_used(rule) for rule in vjp)
+        self.saves = (
+            frozenset().union(*self.saves_for) if isinstance(self.saves_for, tuple) else self.saves_for
+        )
+        if register:
+            REGISTRY[name] = self
 
     moves_device = False  # only to_device: its output lives on the device named in its params
 

@@ -1,0 +1,268 @@
+"""Subcommands of ``minidiff`` for measurement: ``bench rfrb``, ``bench depth``, ``train``, ``reproduce``.
+
+Each is an ``(add_arguments, run)`` pair registered in :mod:`minidiff.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .progress import Progress
+
+MODEL_NAMES = ("logreg", "mlp", "cnn")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 1,2,5, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"layer counts must be integers >= 1, got {text!r}")
+    return values
+
+
+def _dtype(text: str) -> str:
+    if text not in ("float32", "float64"):
+        raise argparse.ArgumentTypeError(f"dtype must be float32 or float64, got {text!r}")
+    return text
+
+
+def _add_common(p, device_type):
+    p.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64 (default float32)")
+    p.add_argument("--device", type=device_type, default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="set the C allocator to keep freed memory (glibc mallopt); recorded with the result",
+    )
+
+
+def _json_out(result, path):
+    if path:
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=1, default=float)
+        print(f"wrote {path}")
+
+
+def _allocator(args):
+    if getattr(args, "keep_freed_memory", False):
+        from .allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            print(
+                "note: could not change the allocator (no glibc mallopt); using the default", file=sys.stderr
+            )
+
+
+# ----------------------------------------------------------------------------- bench
+def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
+    sub = p.add_subparsers(dest="bench_command", metavar="{rfrb,depth}", required=True, parser_class=type(p))
+    r = sub.add_parser(
+        "rfrb",
+        help="Rf, Rb and Rf/Rb of one model (forward gradient vs backprop)",
+        description="Time runtime(f), one forward-gradient evaluation and one backprop "
+        "evaluation of a model on one minibatch; print Rf, Rb, their spreads, the FLOP "
+        "model and peak memory.",
+    )
+    r.add_argument(
+        "--model", choices=MODEL_NAMES, default="mlp", help="which of the paper's models (default mlp)"
+    )
+    r.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
+    r.add_argument("--repeats", type=_positive_int, default=20, help="timed repeats (default 20)")
+    r.add_argument(
+        "--distribution",
+        choices=("normal", "rademacher"),
+        default="normal",
+        help="distribution of the direction v (default normal)",
+    )
+    r.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    _add_common(r, device_type)
+    d = sub.add_parser(
+        "depth",
+        help="Rf, Rb and peak memory of MLPs of increasing depth",
+        description="Depth sweep of the MLP: Rf, Rb, Rf/Rb and the peak memory of each mode.",
+    )
+    d.add_argument(
+        "--layers",
+        type=_layers,
+        default=(1, 2, 5, 10, 20, 50, 100),
+        help="comma-separated hidden-layer counts (default 1,2,5,10,20,50,100)",
+    )
+    d.add_argument("--width", type=_positive_int, default=1024, help="hidden width (default 1024)")
+    d.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
+    d.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per depth (default 5)")
+    d.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    _add_common(d, device_type)
+
+
+def run_bench(args) -> int:
+    _allocator(args)
+    if args.bench_command == "rfrb":
+        from .rfrb import build_model, rfrb
+
+        model, shape = build_model(args.model, dtype=args.dtype, device=args.device)
+        r = rfrb(model, shape, batch=args.batch, repeats=args.repeats, distribution=args.distribution)
+        print(format_rfrb(args.model, r))
+        _json_out(r, args.json)
+        return 0
+    from .reproduce import format_summary
+    from .rfrb import depth_sweep
+
+    with Progress(len(args.layers), "depth sweep") as bar:
+        result = depth_sweep(
+            args.layers,
+            width=args.width,
+            batch=args.batch,
+            repeats=args.repeats,
+            dtype=args.dtype,
+            device=args.device,
+            progress=lambda n: bar.update(1),
+        )
+    print(format_summary({"rfrb": {}, "depth": result, "training": {}}))
+    _json_out(result, args.json)
+    return 0
+
+
+def format_rfrb(name: str, r: dict) -> str:
+    def ms(m):
+        return f"{m['median'] * 1e3:9.3f} ms  (IQR {m['iqr'] * 1e3:.3f})"
+
+    lines = [
+        f"{name}: batch {r['batch']}, {r['dtype']}, {r['device']}, v ~ {r['distribution']}, "
+        f"{r['parameters']:,} parameters, {r['repeats']} repeats",
+        f"  runtime(f)                 {ms(r['runtime_f'])}",
+        f"  sample v                   {ms(r['sample_v'])}",
+        f"  forward pass + (∇f·v)v     {ms(r['forward_pass'])}",
+        f"  forward gradient (total)   {ms(r['forward_gradient'])}",
+        f"  backprop (f and ∇f)        {ms(r['backprop'])}",
+        f"  Rf  = {r['Rf']['value']:.3f}  [{r['Rf']['low']:.3f}, {r['Rf']['high']:.3f}]"
+        f"   (without sampling {r['Rf_without_sampling']['value']:.3f})",
+        f"  Rb  = {r['Rb']['value']:.3f}  [{r['Rb']['low']:.3f}, {r['Rb']['high']:.3f}]",
+        f"  Rf/Rb = {r['Rf_over_Rb']:.3f}     FLOP model: Rf = {r['flop_model']['Rf']:.3f}, Rb = {r['flop_model']['Rb']:.3f}",
+    ]
+    if "peak_memory_bytes" in r:
+        m = r["peak_memory_bytes"]
+        lines.append(
+            "  peak memory (MiB): f {:.2f}, forward gradient {:.2f}, backprop {:.2f}".format(
+                m["f"] / 2**20, m["forward_gradient"] / 2**20, m["backprop"] / 2**20
+            )
+        )
+    lines.append(f"  allocator: {r['environment']['allocator']['mode']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- train
+def train_arguments(p: argparse.ArgumentParser, device_type) -> None:
+    p.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="model (default mlp)")
+    p.add_argument(
+        "--method",
+        choices=("fgd", "sgd"),
+        default="fgd",
+        help="fgd: forward gradient descent; sgd: backprop (default fgd)",
+    )
+    p.add_argument("--steps", type=_positive_int, default=500, help="training steps (default 500)")
+    p.add_argument(
+        "--lr", type=_nonnegative_float, default=2e-4, help="initial learning rate η₀ (default 2e-4)"
+    )
+    p.add_argument("--decay", type=_nonnegative_float, default=1e-4, help="k in η₀·exp(−k·i) (default 1e-4)")
+    p.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
+    p.add_argument(
+        "--distribution",
+        choices=("normal", "rademacher"),
+        default="normal",
+        help="FGD direction distribution (default normal)",
+    )
+    p.add_argument(
+        "--clip", type=_nonnegative_float, default=None, help="cap |∇f·v| (FGD only; default none)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write the loss history as JSON")
+    _add_common(p, device_type)
+
+
+def run_train(args) -> int:
+    _allocator(args)
+    from .training import train
+
+    with Progress(args.steps, f"{args.method} {args.model}") as bar:
+        r = train(
+            args.model,
+            args.method,
+            steps=args.steps,
+            lr=args.lr,
+            decay=args.decay,
+            batch=args.batch,
+            seed=args.seed,
+            distribution=args.distribution,
+            clip=args.clip,
+            dtype=args.dtype,
+            device=args.device,
+            progress=bar.update,
+        )
+    h = r["history"]
+    print(
+        f"{args.method} on {args.model}: {r['steps']} steps in {h['seconds'][-1]:.2f} s; loss "
+        f"{h['loss'][0]:.4f} -> {h['loss'][-1]:.4f}; train accuracy {r['train_accuracy']:.3f}, "
+        f"test accuracy {r['test_accuracy']:.3f}" + ("  (diverged)" if r["diverged"] else "")
+    )
+    _json_out(r, args.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- reproduce
+def reproduce_arguments(p: argparse.ArgumentParser, device_type) -> None:
+    p.add_argument("paper", choices=("forward-gradient",), help="which paper to reproduce")
+    p.add_argument("--full", action="store_true", help="paper-sized widths and long runs (hours on a CPU)")
+    p.add_argument(
+        "--out", default="results/forward-gradient", help="output folder (default results/forward-gradient)"
+    )
+    p.add_argument("--models", default="logreg,mlp,cnn", help="comma-separated subset of logreg,mlp,cnn")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="set the C allocator to keep freed memory (glibc mallopt); recorded with every result",
+    )
+
+
+def run_reproduce(args) -> int:
+    _allocator(args)
+    from .reproduce import reproduce_forward_gradient
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    bad = [m for m in models if m not in MODEL_NAMES]
+    if bad or not models:
+        print(
+            f"minidiff reproduce: error: unknown model(s) {bad or models}; choose from {','.join(MODEL_NAMES)}",
+            file=sys.stderr,
+        )
+        return 2
+    reproduce_forward_gradient(
+        args.out, full=args.full, progress=lambda total, label: Progress(total, label), models=models
+    )
+    print(f"results written to {args.out}/")
+    return 0

@@ -1,0 +1,150 @@
+"""Training comparison: forward gradient descent against backprop SGD on the embedded digits.
+
+Both methods use the paper's schedule η_i = η₀·exp(−k·i) and the same minibatches.  Loss is recorded
+against iterations and against the wall-clock time of the training steps alone.
+
+Tf/Tb (definition): smooth each run's minibatch-loss curve with an exponential moving average
+(weight ``smoothing`` on the newest loss); take L* = the lowest smoothed loss *both* runs attain, i.e.
+the larger of the two minima; Tf and Tb are the wall-clock times at which the forward-gradient run and
+the backprop run first reach L*; Tf/Tb is their ratio.  Below 1, forward gradients got there sooner.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .. import pytree
+from ..creation import asarray
+from ..forward_gradient import FGD
+from ..nn import functional as F
+from ..random import Generator
+from ..transforms import value_and_grad
+from .environment import environment
+from .rfrb import build_model
+
+METHODS = ("fgd", "sgd")
+
+
+def digits_data(model_name: str, dtype="float32", device=None, seed: int = 0):
+    """digits28 train/test split shaped for the model (flat 784 for the MLPs, NCHW for the CNN)."""
+    from .. import data
+
+    flat = model_name != "cnn"
+    x, y = data.load_digits(size=28, dtype=dtype, device=device, flatten=flat)
+    return data.train_test_split(x, y, test_fraction=0.2, seed=seed)
+
+
+def accuracy(model, params, x, y, batch: int = 512) -> float:
+    from ..ops import argmax
+
+    hits = 0
+    for i in range(0, x.shape[0], batch):
+        logits = model.apply(params, x[i : i + batch])
+        hits += int((argmax(logits, axis=1) == y[i : i + batch]).sum().item())
+    return hits / max(x.shape[0], 1)
+
+
+def train(
+    model_name: str = "mlp",
+    method: str = "fgd",
+    steps: int = 1000,
+    lr: float = 2e-4,
+    decay: float = 1e-4,
+    batch: int = 64,
+    seed: int = 0,
+    distribution: str = "normal",
+    clip: float | None = None,
+    dtype="float32",
+    device=None,
+    progress=None,
+    splits=None,
+) -> dict:
+    """Train one model with FGD or SGD for ``steps`` minibatches; return the loss history."""
+    if method not in METHODS:
+        raise ValueError(f"train: unknown method {method!r}; choose one of {METHODS}")
+    if steps < 1 or lr < 0:
+        raise ValueError(f"train: need steps >= 1 and lr >= 0, got steps={steps}, lr={lr}")
+    from .. import data
+
+    model, _ = build_model(model_name, dtype=dtype, device=device, seed=seed)
+    (x_tr, y_tr), (x_te, y_te) = (
+        splits if splits is not None else digits_data(model_name, dtype, device, seed)
+    )
+    params = model.parameters()
+    fgd = FGD(lr=lr, decay=decay, distribution=distribution, clip=clip, rng=Generator(seed + 1, device))
+
+    def loss_on(xb, yb):
+        return lambda p: F.cross_entropy(model.apply(p, xb), yb)
+
+    history = {"step": [], "seconds": [], "loss": []}
+    elapsed, step, epoch = 0.0, 0, 0
+    diverged = False
+    while step < steps and not diverged:
+        for xb, yb in data.batches(x_tr, y_tr, batch, seed=seed + epoch):
+            t0 = time.perf_counter()
+            f = loss_on(asarray(xb), asarray(yb))
+            if method == "fgd":
+                loss, params = fgd.step(f, params)
+            else:
+                lr_i = lr * math.exp(-decay * step)
+                loss, g = value_and_grad(f)(params)
+                params = pytree.tree_map(lambda p, gp: p - lr_i * gp, params, g)
+            value = loss.item()
+            elapsed += time.perf_counter() - t0
+            step += 1
+            history["step"].append(step)
+            history["seconds"].append(elapsed)
+            history["loss"].append(value)
+            if progress is not None:
+                progress(1)
+            if not math.isfinite(value):
+                diverged = True
+                break
+            if step >= steps:
+                break
+        epoch += 1
+    return {
+        "schema": "minidiff.train/1",
+        "model": model_name,
+        "method": method,
+        "lr": lr,
+        "decay": decay,
+        "batch": batch,
+        "steps": step,
+        "distribution": distribution if method == "fgd" else None,
+        "clip": clip,
+        "diverged": diverged,
+        "history": history,
+        "train_accuracy": accuracy(model, params, x_tr, y_tr),
+        "test_accuracy": accuracy(model, params, x_te, y_te),
+        "environment": environment(device),
+    }
+
+
+def smooth(losses, weight: float = 0.05):
+    """Exponential moving average of a loss curve (``weight`` on the newest value)."""
+    out, avg = [], None
+    for v in losses:
+        avg = v if avg is None else (1 - weight) * avg + weight * v
+        out.append(avg)
+    return out
+
+
+def tf_over_tb(fgd_run: dict, sgd_run: dict, weight: float = 0.05) -> dict:
+    """Tf/Tb as defined in this module's docstring, with L*, Tf and Tb."""
+    sf, sb = smooth(fgd_run["history"]["loss"], weight), smooth(sgd_run["history"]["loss"], weight)
+    finite_f = [v for v in sf if math.isfinite(v)]
+    finite_b = [v for v in sb if math.isfinite(v)]
+    if not finite_f or not finite_b:
+        return {"L_star": float("nan"), "Tf": float("nan"), "Tb": float("nan"), "Tf_over_Tb": float("nan")}
+    target = max(min(finite_f), min(finite_b))
+
+    def first_time(curve, run):
+        for v, t in zip(curve, run["history"]["seconds"]):
+            if v <= target:
+                return t
+        return float("nan")
+
+    tf, tb = first_time(sf, fgd_run), first_time(sb, sgd_run)
+    return {"L_star": target, "Tf": tf, "Tb": tb, "Tf_over_Tb": tf / tb if tb else float("nan")}

@@ -1,0 +1,245 @@
+"""The ``minidiff`` command.
+
+Each subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a one-line summary, a function
+that adds its options to an ``argparse`` parser, and a function that runs it and returns the exit
+code.  A new subcommand (``bench``, ``train``, ``reproduce``…) is a new entry; ``main`` needs no change.
+
+Exit codes: 0 success, 1 a check failed, 2 a usage error (one line on stderr, as ``argparse`` does).
+
+>>> sorted(COMMANDS)
+['demo']
+>>> build_parser().parse_args(["demo", "--seed", "3"]).seed
+3
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import minidiff as md
+from minidiff.bench import commands as _bench
+
+__all__ = ["Command", "COMMANDS", "build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: what is wrong, and where to get help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str = ""
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _device(name: str) -> str:
+    """argparse type for ``--device``: a usable device name, or a one-line usage error."""
+    try:
+        md.get_device(name)
+    except (RuntimeError, ValueError, md.MinidiffError) as exc:
+        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
+    return name
+
+
+# ----------------------------------------------------------------------------- minidiff demo
+DEMO_DESCRIPTION = """\
+Differentiate a small MLP (8 -> 16 -> 3, tanh, softmax cross-entropy, float64) both ways:
+the loss and its gradient by reverse mode (a tape), a directional derivative by forward mode
+(dual numbers), their agreement <grad f, v> = J v, a Hessian-vector product by the three
+compositions (fwd-over-rev, rev-over-fwd, rev-over-rev), and md.testing.check_grads.
+Exits with status 1 if any of the agreements fails."""
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data and directions (default 0)")
+    p.add_argument("--batch", type=_positive_int, default=32, help="examples in the minibatch (default 32)")
+    p.add_argument(
+        "--device", type=_device, default="cpu", help="'cpu' (NumPy) or 'cuda' (CuPy) (default cpu)"
+    )
+
+
+def _leaves(tree) -> list:
+    return md.pytree.flatten(tree)[0]
+
+
+def _dot(a, b) -> float:
+    return sum(float((x * y).sum().item()) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+def _max_abs_diff(a, b) -> float:
+    return max(float(md.abs(x - y).max().item()) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+def _norm(a) -> float:
+    return math.sqrt(_dot(a, a))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    sizes = (8, 16, 3)
+    dev, n = args.device, args.batch
+    rng = md.random.Generator(args.seed, device=dev)
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        params[f"w{i}"] = rng.normal((fan_out, fan_in), std=1 / math.sqrt(fan_in))
+        params[f"b{i}"] = rng.normal((fan_out,), std=0.1)
+    x = rng.normal((n, sizes[0]))
+    labels = rng.randint(0, sizes[-1], shape=(n,))
+
+    def loss(p):
+        h = x
+        for i in range(len(sizes) - 1):
+            h = md.nn.functional.linear(h, p[f"w{i}"], p[f"b{i}"])
+            if i < len(sizes) - 2:
+                h = md.tanh(h)
+        return md.nn.functional.cross_entropy(h, labels)
+
+    v = {k: rng.normal(t.shape) for k, t in params.items()}
+    n_params = sum(t.size for t in params.values())
+    failures = []
+    out = []
+
+    def check(name, diff, tol):
+        ok = diff <= tol
+        if not ok:
+            failures.append(name)
+        return f"{diff:.1e}  {'ok' if ok else 'FAILED'} (tolerance {tol:.1e})"
+
+    arch = " -> ".join(map(str, sizes))
+    out.append(f"minidiff {md.__version__} demo: forward and reverse mode on one small network")
+    out.append(f"  model       MLP {arch}, tanh, softmax cross-entropy")
+    out.append(f"  data        batch {n}, float64, seed {args.seed}, device {dev}; {n_params} parameters")
+    out.append("")
+
+    value, g = md.value_and_grad(loss)(params)
+    f0, jv = md.jvp(loss, (params,), (v,))
+    gv = _dot(g, v)
+    jv = float(jv.item())
+    out.append(f"  loss f(theta)                                {value.item():.12f}")
+    out.append(f"  |grad f|     reverse mode, one tape walk     {_norm(g):.12f}")
+    out.append("  directional derivative along v ~ N(0, I):")
+    out.append(f"    <grad f, v>  reverse mode (tape)           {gv:+.15f}")
+    out.append(f"    J v          forward mode (dual numbers)   {jv:+.15f}")
+    tol = 1e-9 * (1 + abs(gv))
+    out.append(
+        f"    difference                                 {check('forward vs reverse', abs(gv - jv), tol)}"
+    )
+    tol = 1e-12 * (1 + abs(value.item()))
+    diff = abs(value.item() - f0.item())
+    out.append(f"    f(theta) from both passes, difference      {check('loss', diff, tol)}")
+    out.append("")
+
+    out.append("  Hessian-vector product H v, never forming H:")
+    hvps = {}
+    for mode in md.transforms.HVP_MODES:
+        (hvps[mode],) = md.hvp(loss, (params,), (v,), mode=mode)
+        out.append(
+            f"    {mode:<13} |H v| = {_norm(hvps[mode]):.12f}   <v, H v> = {_dot(v, hvps[mode]):+.12f}"
+        )
+    modes = list(hvps)
+    diff = max(_max_abs_diff(hvps[a], hvps[b]) for a in modes for b in modes if a < b)
+    tol = 1e-9 * (1 + max(_norm(h) for h in hvps.values()))
+    out.append(f"    max difference between the three modes     {check('HVP modes', diff, tol)}")
+    out.append("")
+
+    try:
+        md.testing.check_grads(loss, (params,), order=2, seed=args.seed)
+        verdict = "ok"
+    except AssertionError as exc:
+        failures.append("check_grads")
+        verdict = "FAILED: " + str(exc).splitlines()[0]
+    out.append("  md.testing.check_grads(loss, (params,), order=2):")
+    out.append("    finite differences, adjoint identity, and one order up   " + verdict)
+    out.append("")
+    if failures:
+        out.append(f"FAILED: {', '.join(failures)}")
+    else:
+        out.append("all checks passed: forward and reverse mode agree")
+    print("\n".join(out))
+    return 1 if failures else 0
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in [
+        Command(
+            "demo",
+            "differentiate a small MLP both ways and check that the modes agree",
+            _demo_arguments,
+            run_demo,
+            DEMO_DESCRIPTION,
+        ),
+        Command(
+            "reproduce",
+            "reproduce a paper's measurements (forward-gradient: Rf/Rb, depth sweep, training)",
+            lambda p: _bench.reproduce_arguments(p, _device),
+            _bench.run_reproduce,
+            "Run the forward-gradient paper's three models, the depth sweep and the training comparison;\n"
+            "print the measured tables beside the paper's and write JSON, PNG figures and summary.md.",
+        ),
+        Command(
+            "bench",
+            "measure: Rf and Rb of a model (bench rfrb), or of MLPs by depth (bench depth)",
+            lambda p: _bench.bench_arguments(p, _device),
+            _bench.run_bench,
+        ),
+        Command(
+            "train",
+            "train a model on the embedded digits with forward gradients (fgd) or backprop (sgd)",
+            lambda p: _bench.train_arguments(p, _device),
+            _bench.run_train,
+        ),
+    ]
+}
+
+
+# ----------------------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="minidiff",
+        description="minidiff: forward mode (dual numbers) and reverse mode (a tape), side by side.",
+    )
+    parser.add_argument("--version", action="version", version=f"minidiff {md.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for c in COMMANDS.values():
+        p = sub.add_parser(
+            c.name,
+            help=c.summary,
+            description=c.description or c.summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        c.add_arguments(p)
+        p.set_defaults(run=c.run, parser=p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``minidiff`` command with ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, so the hint points at its own --help
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Look at a tape: the nodes that lead to a reverse-mode value, oldest first, one line each.
+
+:func:`format_tape` is for reading and teaching; it only reads what the tape already holds (each
+node's primitive, parents, parameters and saved values) and changes nothing.  Nodes are numbered
+``%0, %1, …`` in recording order, so the listing is a program and the backward pass walks it bottom
+up.  ``saves`` lists what the node keeps alive for its VJP rules (``out`` is the node's own output); the
+byte count in the heading counts an array kept by several nodes once, as ``md.tape_stats`` does.
+
+>>> import minidiff as md
+>>> from minidiff.inspect_tape import format_tape
+>>> x = md.tensor([1.0, 2.0], requires_grad=True)
+>>> y = (md.exp(x) * 3.0).sum()
+>>> print(format_tape(y, names={"x": x}))
+tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
+  %0 = leaf                                float64[2]             # x
+  %1 = exp(%0)                             float64[2]  saves out
+  %2 = multiply(%1, 3.0)                   float64[2]  saves %1
+  %3 = sum(%2, axis=(0,), keepdims=False)  float64[]
+"""
+
+from __future__ import annotations
+
+from .tensor import Tensor
+
+__all__ = ["format_tape", "tape_nodes"]
+
+
+def _node_of(y):
+    node = getattr(y, "_node", None)
+    if node is None:
+        raise TypeError(
+            f"format_tape: this {type(y).__name__} is not on a tape; compute it from a tensor with "
+            "requires_grad=True (or inside md.vjp/md.grad) to record one"
+        )
+    return node
+
+
+def tape_nodes(y) -> list:
+    """The tape nodes that ``y`` depends on, oldest first (a node always comes after its parents)."""
+    seen, stack, nodes = set(), [_node_of(y)], []
+    while stack:  # iterative: a 10,000-op chain must not hit the recursion limit
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        nodes.append(n)
+        stack.extend(p for _, p in n.parents)
+    nodes.sort(key=lambda n: n.seq)
+    return nodes
+
+
+def _short(v, limit: int = 40) -> str:
+    if isinstance(v, Tensor):
+        return repr(v.item()) if v.size == 1 and v.ndim == 0 else f"const {_type(v)}"
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _type(v) -> str:
+    return f"{v.dtype}[{','.join(str(d) for d in v.shape)}]"
+
+
+def format_tape(y, names: dict | None = None) -> str:
+    """The tape that computed ``y``, one node per line, oldest first.
+
+    ``names`` maps display names to tensors (leaves or intermediate values) to label their nodes.
+    Inputs that are not on the tape (constants) are shown inline.  A node freed by ``backward()``
+    (without ``retain_graph=True``) is shown as ``<freed>``.
+    """
+    nodes = tape_nodes(y)
+    label = {n: f"%{k}" for k, n in enumerate(nodes)}
+    tags = {}
+    for name, t in (names or {}).items():
+        node = getattr(t, "_node", None)
+        if node in label:
+            tags.setdefault(node, []).append(name)
+    rows, total, counted = [], 0, set()
+    for n in nodes:
+        kind = getattr(n.prim, "name", None)
+        if n.prim is None:
+            expr, saves = "leaf", ""
+        elif n.freed:
+            expr, saves = f"{kind}(<freed>)", ""
+        else:
+            parent_of = {i: p for i, p in n.parents}
+            args = [label[parent_of[i]] if i in parent_of else _short(a) for i, a in enumerate(n.args)]
+            args += [f"{k}={_short(v)}" for k, v in (n.params or {}).items()]
+            expr = f"{kind}({', '.join(args)})"
+            kept = [args[i] for i, a in enumerate(n.args) if isinstance(a, Tensor)]
+            if isinstance(n.ans, Tensor):
+                kept.append("out")
+            saves = f"saves {', '.join(kept)}" if kept else ""
+            for v in (n.ans, *n.args):  # an array kept by several nodes is counted once
+                if isinstance(v, Tensor) and id(v._data) not in counted:
+                    counted.add(id(v._data))
+                    total += v.size * v.dtype.itemsize
+        tag = f"# {', '.join(tags[n])}" if n in tags else ""
+        rows.append((f"{label[n]} = {expr}", f"{n.dtype}[{','.join(str(d) for d in n.shape)}]", saves, tag))
+    w0 = max(len(r[0]) for r in rows)
+    w0 = min(max(w0, 20), 44)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = max(len(r[2]) for r in rows)
+    lines = []
+    for expr, typ, saves, tag in rows:
+        line = (
+            f"  {expr:<{w0}}  {typ:<{w1}}  {saves:<{w2}}  {tag}"
+            if tag
+            else f"  {expr:<{w0}}  {typ:<{w1}}  {saves}"
+        )
+        lines.append(line.rstrip())
+    level = getattr(getattr(y, "_trace", None), "level", "?")
+    count = f"{len(nodes)} node" + ("s" if len(nodes) != 1 else "")
+    head = f"tape of a {_type(y)} value on level {level}: {count}, {total} bytes saved"
+    return "\n".join([head, *lines])

@@ -1,0 +1,218 @@
+"""User primitives (``md.primitive`` + ``defjvp`` + ``defvjp``): the transforms use the given rules,
+never the forward function's own operations."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import minidiff as md
+
+TOL = dict(rtol=1e-12, atol=1e-12)  # float64, closed forms
+
+
+def close(actual, expected, **kw):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), **(kw or TOL))
+
+
+def t64(a, **kw):
+    return md.tensor(np.asarray(a, dtype=np.float64), **kw)
+
+
+def make_cube(calls: Counter, jvp=True, vjp=True, name=None):
+    """x³ whose forward pass detaches its input: differentiating *through* it would give zero, so a
+    correct derivative proves the rules were used.  ``calls`` counts each function's calls."""
+
+    @md.primitive(name=name)
+    def cube(x):
+        calls["forward"] += 1
+        x = x.detach()
+        return x * x * x
+
+    if jvp:
+
+        @cube.defjvp
+        def cube_jvp(primals, tangents):
+            calls["jvp"] += 1
+            (x,), (t,) = primals, tangents
+            return 3 * x * x * t
+
+    if vjp:
+
+        @cube.defvjp
+        def cube_vjp(cotangent, output, x):
+            calls["vjp"] += 1
+            return (3 * x * x * cotangent,)
+
+    return cube
+
+
+X = np.array([0.5, -1.5, 2.0])
+
+
+def test_forward_evaluation_calls_only_the_forward_function():
+    calls = Counter()
+    cube = make_cube(calls)
+    close(cube(t64(X)), X**3)
+    assert calls == Counter(forward=1)
+
+
+def test_grad_uses_the_vjp_rule():
+    calls = Counter()
+    cube = make_cube(calls)
+    close(md.grad(lambda x: md.sum(cube(x)))(t64(X)), 3 * X**2)
+    assert calls == Counter(forward=1, vjp=1)
+
+
+def test_jvp_uses_the_jvp_rule():
+    calls = Counter()
+    cube = make_cube(calls)
+    t = np.array([1.0, 2.0, -1.0])
+    y, dy = md.jvp(cube, (t64(X),), (t64(t),))
+    close(y, X**3)
+    close(dy, 3 * X**2 * t)
+    assert calls == Counter(forward=1, jvp=1)
+
+
+def test_tape_style_uses_the_vjp_rule():
+    calls = Counter()
+    cube = make_cube(calls)
+    x = t64(X, requires_grad=True)
+    md.sum(cube(x) * 2.0).backward()
+    close(x.grad, 6 * X**2)
+    assert calls["vjp"] == 1 and calls["jvp"] == 0
+
+
+def test_second_derivatives_differentiate_the_rules():
+    calls = Counter()
+    cube = make_cube(calls)
+    f = lambda x: md.sum(cube(x))
+    close(md.grad(lambda x: md.sum(md.grad(f)(x)))(t64(X)), 6 * X)  # rev-over-rev
+    close(md.hessian(f)(t64(X)), np.diag(6 * X))  # fwd-over-rev
+
+
+@pytest.mark.parametrize("mode", ["fwd-over-rev", "rev-over-fwd", "rev-over-rev"])
+def test_hvp_in_every_mode(mode):
+    calls = Counter()
+    cube = make_cube(calls)
+    w, v = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
+    f = lambda x: md.sum(cube(x) * t64(w))
+    (hv,) = md.hvp(f, (t64(X),), (t64(v),), mode=mode)
+    close(hv, 6 * X * w * v)  # H = diag(6 x w)
+    # fwd-over-rev pushes the tangent through the forward pass (JVP rule) and the VJP rule;
+    # rev-over-fwd differentiates the JVP rule only; rev-over-rev the VJP rule only.
+    used = {"fwd-over-rev": {"jvp", "vjp"}, "rev-over-fwd": {"jvp"}, "rev-over-rev": {"vjp"}}[mode]
+    assert {k for k in ("jvp", "vjp") if calls[k]} == used
+    assert calls["forward"] == 1  # one forward evaluation; the transforms never re-trace it
+
+
+def test_vmap_falls_back_to_a_loop():
+    calls = Counter()
+    cube = make_cube(calls)
+    xs = np.arange(12.0).reshape(4, 3) / 5
+    close(md.vmap(cube)(t64(xs)), xs**3)
+    assert calls["forward"] == 4  # one call per example: the loop fallback
+
+
+def test_vmap_of_grad_and_jacobians_through_a_primitive():
+    calls = Counter()
+    cube = make_cube(calls)
+    xs = np.arange(6.0).reshape(2, 3) / 4 - 0.5
+    per_example = md.vmap(md.grad(lambda x: md.sum(cube(x))))(t64(xs))
+    close(per_example, 3 * xs**2)
+    close(md.jacfwd(cube)(t64(X)), np.diag(3 * X**2))
+    close(md.jacrev(cube)(t64(X)), np.diag(3 * X**2))
+
+
+def test_the_rules_are_used_even_when_they_disagree_with_the_forward_function():
+    """A straight-through estimator: forward rounds, both rules pass derivatives through scaled by 2."""
+
+    @md.primitive
+    def st_round(x):
+        return md.floor(x + 0.5)
+
+    st_round.defjvp(lambda primals, tangents: 2 * tangents[0])
+    st_round.defvjp(lambda cotangent, output, x: (2 * cotangent,))
+    x = t64([0.2, 1.7])
+    close(st_round(x), [0.0, 2.0])
+    close(md.grad(lambda x: md.sum(st_round(x) * x))(x), 2 * x.numpy() + np.array([0.0, 2.0]))
+    close(md.jvp(st_round, (x,), (md.ones(2),))[1], [2.0, 2.0])
+
+
+def test_several_inputs_parameters_and_none_cotangents():
+    calls = Counter()
+
+    @md.primitive
+    def scaled_mul(x, y, scale=1.0):
+        calls["forward"] += 1
+        return x.detach() * y.detach() * scale
+
+    @scaled_mul.defjvp
+    def _jvp(primals, tangents, scale=1.0):
+        (x, y), (tx, ty) = primals, tangents
+        return (tx * y + x * ty) * scale
+
+    @scaled_mul.defvjp
+    def _vjp(cotangent, output, x, y, scale=1.0):
+        calls["vjp"] += 1
+        return (cotangent * y * scale, None)  # y is treated as a constant in reverse mode
+
+    x, y = t64([1.0, 2.0]), t64([3.0, -1.0])
+    f = lambda x, y: md.sum(scaled_mul(x, y, scale=0.5))
+    gx, gy = md.grad(f, argnums=(0, 1))(x, y)
+    close(gx, 0.5 * y.numpy())
+    close(gy, [0.0, 0.0], atol=0)
+    _, t = md.jvp(lambda x, y: scaled_mul(x, y, scale=2.0), (x, y), (md.ones(2), md.ones(2)))
+    close(t, 2.0 * (y.numpy() + x.numpy()))
+
+
+def test_missing_vjp_rule_names_the_primitive():
+    calls = Counter()
+    cube = make_cube(calls, vjp=False, name="cube_without_vjp")
+    with pytest.raises(md.TapeError, match=r"cube_without_vjp.*defvjp"):
+        md.grad(lambda x: md.sum(cube(x)))(t64(X))
+    x = t64(X, requires_grad=True)
+    with pytest.raises(md.TapeError, match="cube_without_vjp"):
+        md.sum(cube(x)).backward()
+    assert x.grad is None
+    close(md.jvp(cube, (t64(X),), (md.ones(3),))[1], 3 * X**2)  # the rule it has still works
+
+
+def test_missing_jvp_rule_names_the_primitive():
+    calls = Counter()
+    cube = make_cube(calls, jvp=False, name="cube_without_jvp")
+    with pytest.raises(md.TracerError, match=r"cube_without_jvp.*defjvp"):
+        md.jvp(cube, (t64(X),), (md.ones(3),))
+    with pytest.raises(md.TracerError, match="cube_without_jvp"):
+        md.hvp(lambda x: md.sum(cube(x)), (t64(X),), (md.ones(3),), mode="rev-over-fwd")
+    close(md.grad(lambda x: md.sum(cube(x)))(t64(X)), 3 * X**2)
+
+
+def test_a_vjp_rule_returning_the_wrong_number_of_cotangents():
+    @md.primitive(name="bad_arity")
+    def f(x, y):
+        return x * y
+
+    f.defvjp(lambda cotangent, output, x, y: (cotangent * y,))
+    with pytest.raises(TypeError, match=r"bad_arity.*2 cotangents"):
+        md.grad(lambda x: md.sum(f(x, x)))(t64(X))
+
+
+def test_decorating_the_same_function_twice_gives_two_independent_primitives():
+    def g(x):
+        return x * 2
+
+    a, b = md.primitive(g), md.primitive(g)
+    assert a is not b
+    # user primitives stay out of the registry, so they are freed with the code that made them
+    assert a.name not in md.primitives.REGISTRY
+    a.defvjp(lambda cotangent, output, x: (cotangent * 2,))
+    b.defvjp(lambda cotangent, output, x: (cotangent * 3,))
+    close(md.grad(lambda x: md.sum(a(x)))(t64(X)), 2 * np.ones(3))
+    close(md.grad(lambda x: md.sum(b(x)))(t64(X)), 3 * np.ones(3))
+
+
+def test_custom_jvp_and_custom_vjp_are_the_same_decorator():
+    assert md.custom_jvp is md.primitive and md.custom_vjp is md.primitive
