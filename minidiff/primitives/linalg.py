@@ -206,8 +206,22 @@ def outer(a, b) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- linalg
+def _solve_rhs(a, vec: bool, rhs):
+    """``solve(a, rhs)`` where ``rhs`` is shaped like the solution: one vector per matrix of a stack
+    ``a`` when the original ``b`` was 1-D (solve itself would read a 2-D ``rhs`` as a matrix)."""
+    if vec and rhs.ndim > 1:
+        return squeeze(solve(a, _col(rhs)), -1)
+    return solve(a, rhs)
+
+
+def _solve_jvp_a(t, ans, a, b):
+    if b.ndim == 1:
+        return -_solve_rhs(a, True, squeeze(matmul(t, _col(ans)), -1))
+    return -solve(a, matmul(t, ans))
+
+
 def _solve_vjp_a(g, ans, a, b):
-    bbar = solve(_mT(a), g)
+    bbar = _solve_rhs(_mT(a), b.ndim == 1, g)
     if ans.ndim == 1 or (b.ndim == 1):
         return -multiply(_col(bbar), expand_dims(ans, -2))
     return -matmul(bbar, _mT(ans))
@@ -216,8 +230,8 @@ def _solve_vjp_a(g, ans, a, b):
 solve_p = general(
     "solve",
     lambda xp, a, b: xp.linalg.solve(a, b),
-    (lambda t, ans, a, b: -solve(a, matmul(t, ans)), lambda t, ans, a, b: solve(a, t)),
-    (_solve_vjp_a, lambda g, ans, a, b: solve(_mT(a), g)),
+    (_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
+    (_solve_vjp_a, lambda g, ans, a, b: _solve_rhs(_mT(a), b.ndim == 1, g)),
     None,
     n_inputs=2,
 )

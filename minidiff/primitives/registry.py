@@ -42,7 +42,9 @@ class Primitive:
 
     __slots__ = ("name", "impl", "kind", "jvp", "vjp", "batch", "saves", "saves_for", "variadic", "__dict__")
 
-    def __init__(self, name, impl, kind, jvp=None, vjp=None, batch=None, variadic=False, register=True):
+    def __init__(
+        self, name, impl, kind, jvp=None, vjp=None, batch=None, variadic=False, register=True, n_inputs=None
+    ):
         if register and name in REGISTRY:
             raise ValueError(f"primitive {name!r} is already registered")
         self.name = name
@@ -58,7 +60,8 @@ class Primitive:
         elif variadic:
             self.saves_for = _names_used(vjp)
         else:
-            self.saves_for = tuple(_names_used(rule) for rule in vjp)
+            n = len(vjp) if n_inputs is None else n_inputs
+            self.saves_for = tuple(_names_used(rule, n) for rule in vjp)
         self.saves = (
             frozenset().union(*self.saves_for) if isinstance(self.saves_for, tuple) else self.saves_for
         )
@@ -83,7 +86,7 @@ class Primitive:
 _META = {"shape", "ndim", "dtype", "size", "device"}
 
 
-def _names_used(rules) -> frozenset:
+def _names_used(rules, n_inputs=None) -> frozenset:
     """What the tape must save for the VJP rules: ``"ans"``, input positions, or ``"*"`` for all.
 
     Read off the rules' bytecode: an input the rules only ask for its ``.shape``/``.ndim``/``.dtype``
@@ -122,7 +125,8 @@ def _names_used(rules) -> frozenset:
                 read |= set(const.co_freevars)
         if len(names) > 1 and names[1] in read:
             used.add("ans")
-        for pos, name in enumerate(names[2:]):
+        inputs = names[2:] if n_inputs is None else names[2 : 2 + n_inputs]  # the rest are parameters
+        for pos, name in enumerate(inputs):
             if name in read:
                 used.add(pos)
         if varargs is not None and varargs in read:
@@ -225,7 +229,7 @@ def elementwise(name, impl, *derivs, batch=None):
             _check_rule_signature(name, "derivative", d, len(derivs), False)
     from .batching_rules import batch_elementwise
 
-    prim = Primitive(name, impl, "elementwise", derivs, derivs, batch)
+    prim = Primitive(name, impl, "elementwise", derivs, derivs, batch, n_inputs=len(derivs))
     prim.batch = prim.batch or batch_elementwise(prim)
     return prim
 

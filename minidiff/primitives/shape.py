@@ -93,9 +93,9 @@ pad_p = linear(
     lambda vals, b, n, pad_width: bind(pad_p, vals[0], pad_width=((0, 0),) + pad_width),
 )
 concatenate_p = linear(
-    "concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=axis),
-    lambda g, ans, *xs, axis, argnum: bind(getitem_p, g, index=_part(xs, axis, argnum)),
-    lambda vals, b, n, axis: bind(concatenate_p, *[materialize(v, bi, n) for v, bi in zip(vals, b)], axis=axis + 1),
+    "concatenate", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=axis),
+    lambda g, ans, *xs, axis, sizes, argnum: bind(getitem_p, g, index=_part(sizes, axis, argnum)),
+    lambda vals, b, n, axis, sizes: bind(concatenate_p, *[materialize(v, bi, n) for v, bi in zip(vals, b)], axis=axis + 1, sizes=sizes),
     variadic=True,
 )
 stack_p = linear(
@@ -119,9 +119,11 @@ def _host(x):
     return device_of_array(x).to_host(x)
 
 
-def _part(xs, axis, i):
-    start = builtins.sum(x.shape[axis] for x in xs[:i])
-    return (slice(None),) * axis + (slice(start, start + xs[i].shape[axis]),)
+def _part(sizes, axis, i):
+    """The index of input ``i`` of a concatenation, from the inputs' ``sizes`` along ``axis`` (a
+    parameter, so the tape keeps no input of concatenate alive)."""
+    start = builtins.sum(sizes[:i])
+    return (slice(None),) * axis + (slice(start, start + sizes[i]),)
 
 
 def _scatter(xp, g, index, shape):
@@ -142,9 +144,11 @@ def _is_basic(index) -> bool:
 def _batch_index(prim, v, index, nd, what, shape=None):
     """Batch getitem/scatter: index the example axes, keep the batch axis first."""
     idx = (slice(None),) + index
-    advanced = [
+    arrays = [
         k for k, i in enumerate(index) if not (isinstance(i, slice) or i is None or isinstance(i, Integral))
     ]
+    # next to an index array, an integer is an advanced index too (x[0, :, [1, 2]] is split)
+    advanced = [k for k, i in enumerate(index) if k in arrays or (arrays and isinstance(i, Integral))]
     # NumPy moves advanced-index axes to the front when they are not adjacent; undo that for the batch
     split = bool(advanced) and advanced[-1] - advanced[0] + 1 != len(advanced)
     if prim is getitem_p:
@@ -338,6 +342,8 @@ def _normalize_index(x, index):
             out.append(i._data)
         elif isinstance(i, (list,)) or type(i).__module__ in ("numpy", "cupy"):
             arr = x.device.xp.asarray(i)
+            if arr.size == 0 and arr.dtype.kind == "f":  # [] is an empty integer index, as in NumPy
+                arr = arr.astype(x.device.xp.intp)
             out.append(arr if arr.ndim else int(arr) if arr.dtype.kind in "iu" else arr)
         else:
             out.append(i)
@@ -391,7 +397,7 @@ def concatenate(arrays, axis=0) -> Tensor:
     for x in xs:
         if x.ndim != nd or any(a != b for i, (a, b) in enumerate(zip(x.shape, xs[0].shape)) if i != ax):
             raise ShapeError(f"concatenate: shapes {[x.shape for x in xs]} differ outside axis {ax}")
-    return bind(concatenate_p, *xs, axis=ax)
+    return bind(concatenate_p, *xs, axis=ax, sizes=tuple(x.shape[ax] for x in xs))
 
 
 def stack(arrays, axis=0) -> Tensor:
@@ -447,6 +453,8 @@ def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
         raise ShapeError(f"pad: pad_width {pad_width!r} does not fit a tensor of shape {x.shape}") from exc
     if any(v < 0 for row in width for v in row):
         raise ShapeError(f"pad: negative pad_width {pad_width!r}")
+    if not width:  # a 0-d tensor has nothing to pad (NumPy returns it unchanged)
+        return x
     out = bind(pad_p, x, pad_width=width)
     if constant_values != 0:
         from ..creation import ones

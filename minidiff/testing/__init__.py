@@ -11,7 +11,9 @@ __all__ = ["check_grads", "numerical_jvp", "strategies"]
 
 def __getattr__(name):
     if name == "strategies":  # needs Hypothesis, so imported on first use only
-        from . import strategies
+        # import_module, not ``from . import strategies``: the latter asks this module for the
+        # attribute first, which calls this function again (infinite recursion)
+        import importlib
 
-        return strategies
+        return importlib.import_module(f"{__name__}.strategies")
     raise AttributeError(name)

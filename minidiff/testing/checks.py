@@ -5,7 +5,8 @@ differences in float64:
 
 * forward: ``J·v`` from ``jvp`` equals ``(f(x + εv) − f(x − εv)) / 2ε``;
 * reverse: ``⟨u, J·v⟩ = ⟨Jᵀ·u, v⟩`` with ``Jᵀ·u`` from ``vjp`` (the adjoint identity), and against the
-  finite difference when forward mode is not checked;
+  finite difference; the same again along ``w = Jᵀ·u`` itself, where ``⟨w, w⟩ = ⟨u, J·w⟩`` is a sum
+  of squares (a random projection ``⟨u, J·v⟩`` can be small and hide an error in ``Jᵀ·u``);
 * order 2 (and up): the same checks applied to ``x ↦ J(x)·v`` and ``x ↦ J(x)ᵀ·u``, which exercises
   forward-over-forward, reverse-over-forward, forward-over-reverse and reverse-over-reverse.
 """
@@ -101,10 +102,27 @@ def check_grads(
         jtu = back(u)
         lhs = _inner(_leaves(jtu), _leaves(v))
         if "fwd" in modes:
-            rhs = _inner(_leaves(u), _leaves(jvp(f, args, v)[1]))
+            rhs = _inner(_leaves(u), _leaves(jv))
             _close_scalar("adjoint identity <J^T u, v> = <u, J v>", lhs, rhs, rtol, atol, scale)
         rhs_fd = _inner(_leaves(u), numeric)
         _close_scalar("reverse mode vs finite differences", lhs, rhs_fd, rtol * 10, atol * 10, scale)
+        # Along w = J^T u itself: <w, w> = <u, J w> is a sum of squares, so a VJP that is off by a
+        # small factor cannot hide behind a random projection <u, J v> that happens to be small.
+        ww = _inner(_leaves(jtu), _leaves(jtu))
+        if ww > 1e-200:  # (w = 0 leaves nothing to check)
+            # w rescaled to the norm of v, so the finite-difference step stays eps-sized
+            k = (_inner(_leaves(v), _leaves(v)) / ww) ** 0.5
+            w = pytree.tree_map(lambda x: x * k, tuple(jtu))
+            ww *= k
+            numeric_w = numerical_jvp(f, args, w, eps)
+            w_scale = max([1.0] + [float(np.max(np.abs(x.numpy()))) for x in numeric_w if x.size])
+            uw_fd = _inner(_leaves(u), numeric_w)
+            _close_scalar(
+                "reverse mode along J^T u vs finite differences", ww, uw_fd, rtol * 10, atol * 10, w_scale
+            )
+            if "fwd" in modes:
+                uw = _inner(_leaves(u), _leaves(jvp(f, args, w)[1]))
+                _close_scalar("adjoint identity <J^T u, J^T u> = <u, J J^T u>", ww, uw, rtol, atol, w_scale)
     if order > 1:
         if "fwd" in modes:
             check_grads(lambda *a: jvp(f, a, v)[1], args, order - 1, modes, eps, rtol, atol, seed + 1)

@@ -1,0 +1,854 @@
+"""The table of op specs that drives the property tests of every primitive.
+
+A spec names an operation (a primitive's public function, or a composite such as ``softmax`` or
+``conv2d``), the primitives it exercises, and a Hypothesis strategy of :class:`Case`: the function to
+differentiate (parameters such as axes, indices, conditions are drawn and closed over), the shapes
+of its differentiable inputs and, per input, a *domain* that draws values where the op is smooth
+(positive for ``log``, away from ties for ``maximum``, SPD for ``cholesky``...).
+
+``tests/test_registry.py`` checks, with a spy trace, that every spec really binds the primitives it
+claims, and that every registered primitive is claimed by some spec, so a new primitive cannot be
+added without a spec.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minidiff as md
+from minidiff import backend, levels
+from minidiff.primitives import REGISTRY, bind
+from minidiff.primitives.shape import _normalize_index, scatter_p
+from minidiff.tensor import Tracer
+from minidiff.testing import strategies as mst
+
+F = md.nn.functional
+
+
+def hyp_settings(max_examples: int) -> settings:
+    """Deterministic Hypothesis settings (same examples on every run, no example database)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+
+
+# ----------------------------------------------------------------------------- value domains
+# A domain draws a float64 array of a given shape: domain(draw, shape) -> np.ndarray.
+
+
+def _floats(lo, hi):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+def elements(strategy):
+    def domain(draw, shape):
+        return draw(hnp.arrays(np.float64, shape, elements=strategy))
+
+    return domain
+
+
+ANY = elements(_floats(-2.0, 2.0))
+POS = elements(_floats(0.5, 2.0))  # log, sqrt, power's base
+ABOVE_M1 = elements(_floats(-0.5, 2.0))  # log1p
+AWAY0 = elements(st.one_of(_floats(-2.0, -0.1), _floats(0.1, 2.0)))  # abs, relu kinks; divisors
+# Interleaved grids never tie with one another: maximum(GRID_A, GRID_B) has no kink within FD reach.
+GRID_A = elements(st.integers(-8, 8).map(lambda k: 0.25 * k))
+GRID_B = elements(st.integers(-8, 7).map(lambda k: 0.25 * k + 0.125))
+GRID_C = elements(st.integers(-8, 7).map(lambda k: 0.25 * k + 0.0625))
+TIES = elements(st.sampled_from([-1.0, 0.0, 0.5, 1.0]))  # many ties (kinks; non-differentiable ops)
+
+
+def distinct(draw, shape):
+    """Values 0.02 apart at least: no ties for max/min reductions and max-pooling."""
+    ints = draw(hnp.arrays(np.int64, shape, elements=st.integers(-100, 100), unique=True))
+    return ints.astype(np.float64) * 0.02
+
+
+def well_conditioned(draw, shape):
+    """Square matrices made diagonally dominant: ``R + (n + 1) I`` with ``R`` in [-1, 1]."""
+    n = shape[-1]
+    r = draw(hnp.arrays(np.float64, shape, elements=_floats(-1.0, 1.0)))
+    return r + (n + 1) * np.eye(n)
+
+
+def spd(draw, shape):
+    """Symmetric positive definite: ``B Bᵀ + n I``."""
+    n = shape[-1]
+    b = draw(hnp.arrays(np.float64, shape, elements=_floats(-1.0, 1.0)))
+    return b @ np.swapaxes(b, -1, -2) + n * np.eye(n)
+
+
+# ----------------------------------------------------------------------------- specs
+@dataclass
+class Case:
+    """One drawn instance of an op: ``f(*tensors)`` and, per input, its shape and value domain."""
+
+    f: Callable
+    shapes: tuple
+    domains: tuple
+    label: str = ""
+
+    def draw_values(self, draw, contiguous: bool = True):
+        """Float64 input arrays; some drawn as non-contiguous views unless ``contiguous``."""
+        out = []
+        for shape, dom in zip(self.shapes, self.domains):
+            a = np.asarray(dom(draw, tuple(shape)), dtype=np.float64)
+            if not contiguous:
+                a = draw(mst.noncontiguous(a))
+            out.append(a)
+        return tuple(out)
+
+
+@dataclass
+class Spec:
+    name: str
+    prims: tuple  # the primitives this spec binds (verified in test_registry)
+    case: st.SearchStrategy  # of Case
+    diff: bool = True  # False: non-differentiable ops (only vmapped and spied)
+    order: int = 2  # derivative order held against finite differences
+    fd: dict = field(default_factory=dict)  # overrides of check_grads' eps/rtol/atol
+    f32: dict = field(default_factory=dict)  # overrides of the float32 tolerances
+    agree: dict = field(default_factory=dict)  # overrides of the float64 AD-vs-AD tolerances
+
+
+def case(f, shapes, domains, label=""):
+    return Case(f, tuple(tuple(s) for s in shapes), tuple(domains), label)
+
+
+SHAPES = mst.shapes(max_dims=3, max_side=4)
+
+
+def unary(name, f, domain=ANY, prims=None, shapes=SHAPES, **kw):
+    return Spec(name, prims or (name,), shapes.map(lambda s: case(f, [s], [domain])), **kw)
+
+
+def binary(name, f, d1=ANY, d2=ANY, prims=None, min_side=0, **kw):
+    shapes = mst.broadcastable_shapes(2, max_dims=3, min_side=min_side, max_side=4)
+    strat = shapes.map(lambda ss: case(f, ss, [d1, d2]))
+    return Spec(name, prims or (name,), strat, **kw)
+
+
+@st.composite
+def axis_for(draw, ndim, kinds=("none", "int", "tuple"), allowed=None):
+    """An ``axis`` argument for a rank-``ndim`` array: None, an int or a tuple (negative ones too).
+
+    ``allowed``: the axes that may be reduced (None: all).  Returns (axis, normalized axes).
+    """
+    allowed = list(range(ndim)) if allowed is None else list(allowed)
+    kinds = [k for k in kinds if k != "int" or allowed]
+    if len(allowed) != ndim:
+        kinds = [k for k in kinds if k != "none"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "none":
+        return None, tuple(range(ndim))
+    if kind == "int":
+        a = draw(st.sampled_from(allowed))
+        return (a - ndim if draw(st.booleans()) else a), (a,)
+    chosen = draw(st.lists(st.sampled_from(allowed), unique=True, max_size=len(allowed))) if allowed else []
+    return tuple(a - ndim if draw(st.booleans()) else a for a in chosen), tuple(sorted(chosen))
+
+
+def _nonempty_axes(shape):
+    return [a for a, s in enumerate(shape) if s > 0]
+
+
+@st.composite
+def reduction_case(draw, fn, domain=ANY, need_nonempty=False):
+    """``fn(x, axis, keepdims)`` with axis drawn for the shape (reduced axes non-empty if asked)."""
+    shape = draw(SHAPES)
+    allowed = _nonempty_axes(shape) if need_nonempty else None
+    axis, _ = draw(axis_for(len(shape), allowed=allowed))
+    keepdims = draw(st.booleans())
+    return case(lambda x: fn(x, axis, keepdims), [shape], [domain], f"axis={axis} keepdims={keepdims}")
+
+
+# --- shape ops ---------------------------------------------------------------------------------
+@functools.cache
+def _factorizations(size, max_dims=3, max_side=8):
+    out = [()] if size == 1 else []
+    sides = range(0, max_side + 1)
+    for nd in range(1, max_dims + 1):
+        for shp in itertools.product(sides, repeat=nd):
+            if math.prod(shp) == size:
+                out.append(shp)
+    return out
+
+
+@st.composite
+def reshape_case(draw):
+    shape = draw(SHAPES)
+    size = math.prod(shape)
+    target = list(draw(st.sampled_from(_factorizations(size))))
+    if target and size and draw(st.booleans()):
+        target[draw(st.integers(0, len(target) - 1))] = -1
+    target = tuple(target)
+    use_method = draw(st.booleans())
+    f = (lambda x: x.reshape(target)) if use_method else (lambda x: md.reshape(x, target))
+    return case(f, [shape], [ANY], f"-> {target}")
+
+
+@st.composite
+def broadcast_to_case(draw):
+    shape = draw(mst.shapes(max_dims=2, max_side=3))
+    lead = draw(st.lists(st.integers(0, 3), max_size=3 - len(shape)))
+    target = tuple(lead) + tuple(draw(st.integers(0, 3)) if s == 1 else s for s in shape)
+    return case(lambda x: md.broadcast_to(x, target), [shape], [ANY], f"-> {target}")
+
+
+@st.composite
+def transpose_case(draw):
+    shape = draw(SHAPES)
+    nd = len(shape)
+    how = draw(st.sampled_from(["perm", "default", "T", "swapaxes", "moveaxis"]))
+    if how == "perm":
+        perm = draw(st.permutations(range(nd)))
+        return case(lambda x: md.transpose(x, perm), [shape], [ANY], f"perm={perm}")
+    if how == "default":
+        return case(lambda x: md.transpose(x), [shape], [ANY], "default")
+    if how == "T":
+        return case(lambda x: x.T, [shape], [ANY], ".T")
+    if nd == 0:
+        return case(lambda x: md.transpose(x), [shape], [ANY], "0-d")
+    a = draw(st.integers(-nd, nd - 1))
+    b = draw(st.integers(-nd, nd - 1))
+    if how == "swapaxes":
+        return case(lambda x: md.swapaxes(x, a, b), [shape], [ANY], f"swapaxes {a} {b}")
+    return case(lambda x: md.moveaxis(x, a, b), [shape], [ANY], f"moveaxis {a} {b}")
+
+
+@st.composite
+def dims_case(draw):
+    """expand_dims, squeeze, ravel: reshapes in disguise."""
+    shape = draw(mst.shapes(max_dims=3, max_side=3))
+    how = draw(st.sampled_from(["expand_dims", "squeeze", "ravel"]))
+    nd = len(shape)
+    if how == "expand_dims":
+        ax = draw(st.integers(-(nd + 1), nd))
+        return case(lambda x: md.expand_dims(x, ax), [shape], [ANY], f"expand_dims {ax}")
+    if how == "ravel":
+        return case(lambda x: md.ravel(x), [shape], [ANY], "ravel")
+    ones = [i for i, s in enumerate(shape) if s == 1]
+    axes = (
+        None if not ones or draw(st.booleans()) else tuple(draw(st.lists(st.sampled_from(ones), unique=True)))
+    )
+    return case(lambda x: md.squeeze(x, axes), [shape], [ANY], f"squeeze {axes}")
+
+
+@st.composite
+def sum_case(draw):
+    shape = draw(SHAPES)
+    axis, _ = draw(axis_for(len(shape)))
+    keepdims = draw(st.booleans())
+    if draw(st.booleans()):
+        return case(lambda x: md.sum(x, axis=axis, keepdims=keepdims), [shape], [ANY], f"axis={axis}")
+    return case(lambda x: x.sum(axis=axis, keepdims=keepdims), [shape], [ANY], f"method axis={axis}")
+
+
+@st.composite
+def cumsum_case(draw):
+    shape = draw(SHAPES)
+    nd = len(shape)
+    axis = None if nd == 0 or draw(st.booleans()) else draw(st.integers(-nd, nd - 1))
+    return case(lambda x: md.cumsum(x, axis=axis), [shape], [ANY], f"axis={axis}")
+
+
+@st.composite
+def flip_case(draw):
+    shape = draw(SHAPES)
+    axis, _ = draw(axis_for(len(shape)))
+    return case(lambda x: md.flip(x, axis), [shape], [ANY], f"axis={axis}")
+
+
+@st.composite
+def basic_index_case(draw):
+    shape = draw(SHAPES)
+    index = draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
+    return case(lambda x: x[index], [shape], [ANY], f"[{index}]")
+
+
+@st.composite
+def advanced_index(draw, shape, allow_ints=True):
+    """A tuple index mixing integer arrays (with repeats and negative entries), ints, slices and
+    None, often with the advanced parts split apart (NumPy then moves them to the front)."""
+    idx_shape = draw(mst.shapes(max_dims=2, max_side=3))
+
+    def array(s):
+        return draw(hnp.arrays(np.int64, idx_shape, elements=st.integers(-s, s - 1)))
+
+    parts = []
+    for s in shape:
+        kinds = ["slice"] + (["array", "int"] if s > 0 else [])
+        kind = draw(st.sampled_from(kinds if allow_ints else [k for k in kinds if k != "int"]))
+        if kind == "array":
+            parts.append(array(s))
+        elif kind == "int":
+            parts.append(draw(st.integers(-s, s - 1)))
+        else:
+            parts.append(slice(None) if draw(st.booleans()) else slice(draw(st.integers(0, s)), None))
+    if not any(isinstance(p, np.ndarray) for p in parts):  # make sure it is advanced
+        options = [k for k, s in enumerate(shape) if s > 0]
+        if options:
+            k = draw(st.sampled_from(options))
+            parts[k] = array(shape[k])
+    if parts and draw(st.booleans()):  # a newaxis somewhere
+        parts.insert(draw(st.integers(0, len(parts))), None)
+    if draw(st.booleans()):  # drop trailing full dimensions sometimes
+        while len(parts) > 1 and isinstance(parts[-1], slice) and parts[-1] == slice(None):
+            parts.pop()
+    return tuple(parts)
+
+
+def _idx_label(index):
+    return (
+        "["
+        + ", ".join(f"arr{tuple(np.shape(i))}" if isinstance(i, np.ndarray) else repr(i) for i in index)
+        + "]"
+    )
+
+
+@st.composite
+def advanced_index_case(draw):
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, max_side=4))
+    index = draw(advanced_index(shape))
+    how = draw(st.sampled_from(["numpy", "tensor", "list", "getitem"]))
+
+    def conv(i):
+        if not isinstance(i, np.ndarray):
+            return i
+        if how == "tensor":
+            return md.tensor(i)
+        if how == "list":
+            return i.tolist()
+        return i
+
+    idx = tuple(conv(i) for i in index)
+    if how == "getitem":
+        return case(lambda x: md.getitem(x, idx), [shape], [ANY], _idx_label(index))
+    return case(lambda x: x[idx], [shape], [ANY], _idx_label(index) + how)
+
+
+@st.composite
+def mask_index_case(draw):
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, max_side=4))
+    k = draw(st.integers(1, len(shape)))
+    mask = draw(hnp.arrays(np.bool_, shape[:k]))
+    m = md.tensor(mask) if draw(st.booleans()) else mask
+    return case(lambda x: x[m], [shape], [ANY], f"mask{mask.shape}")
+
+
+@st.composite
+def take_case(draw):
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, max_side=4))
+    nd = len(shape)
+    axis = None if draw(st.booleans()) else draw(st.integers(-nd, nd - 1))
+    n = math.prod(shape) if axis is None else shape[axis]
+    if n == 0:
+        idx = []
+    else:
+        idx = draw(st.lists(st.integers(-n, n - 1), max_size=4))
+    return case(lambda x: md.take(x, idx, axis=axis), [shape], [ANY], f"take {idx} axis={axis}")
+
+
+@st.composite
+def scatter_case(draw):
+    """The scatter primitive itself (getitem's transpose): zeros of ``shape`` with g added at index."""
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, max_side=4))
+    if draw(st.booleans()):
+        index = draw(advanced_index(shape))
+    else:
+        index = draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
+    norm = _normalize_index(md.zeros(shape), index)
+    g_shape = np.zeros(shape)[norm].shape
+    return case(lambda g: scatter_p(g, index=norm, shape=shape), [g_shape], [ANY], f"scatter into {shape}")
+
+
+@st.composite
+def pad_case(draw):
+    shape = draw(SHAPES)
+    nd = len(shape)
+    widths = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(nd))
+    form = draw(st.sampled_from(["full", "int", "pair"]))
+    if nd == 0:  # NumPy takes only a number for a 0-d array
+        pw = 0
+    else:
+        pw = widths if form == "full" else widths[0][0] if form == "int" else widths[0]
+    value = draw(st.sampled_from([0, 0.0, 1.5]))
+    return case(lambda x: md.pad(x, pw, constant_values=value), [shape], [ANY], f"pad {pw} value={value}")
+
+
+@st.composite
+def concatenate_case(draw):
+    base = draw(mst.shapes(min_dims=1, max_dims=3, max_side=3))
+    nd = len(base)
+    k = draw(st.integers(1, 3))
+    if draw(st.booleans()):  # axis=None: flatten each
+        shapes = [draw(mst.shapes(max_dims=2, max_side=3)) for _ in range(k)]
+        return case(lambda *xs: md.concatenate(list(xs), axis=None), shapes, [ANY] * k, "axis=None")
+    axis = draw(st.integers(-nd, nd - 1))
+    shapes = []
+    for _ in range(k):
+        s = list(base)
+        s[axis] = draw(st.integers(0, 3))
+        shapes.append(tuple(s))
+    return case(lambda *xs: md.concatenate(xs, axis=axis), shapes, [ANY] * k, f"axis={axis}")
+
+
+@st.composite
+def stack_case(draw):
+    shape = draw(SHAPES)
+    k = draw(st.integers(1, 3))
+    nd = len(shape)
+    axis = draw(st.integers(-(nd + 1), nd))
+    return case(lambda *xs: md.stack(list(xs), axis=axis), [shape] * k, [ANY] * k, f"axis={axis}")
+
+
+@st.composite
+def split_case(draw):
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, max_side=4))
+    nd = len(shape)
+    axis = draw(st.integers(-nd, nd - 1))
+    n = shape[axis]
+    divisors = [d for d in range(1, 5) if n % d == 0]
+    if draw(st.booleans()) and divisors:
+        sections = draw(st.sampled_from(divisors))
+    else:
+        sections = sorted(draw(st.lists(st.integers(0, n), max_size=3)))
+
+    def f(x):
+        parts = md.split(x, sections, axis=axis)
+        return md.concatenate([p * float(i + 1) for i, p in enumerate(parts)], axis=axis)
+
+    return case(f, [shape], [ANY], f"split {sections} axis={axis}")
+
+
+def _fake_device():
+    try:
+        return backend.register_device("fake")
+    except ValueError:
+        return backend.get_device("fake")
+
+
+def _to_device_case(shape):
+    fake = _fake_device()
+    cpu = backend.get_device("cpu")
+    return case(lambda x: md.to_device(x.to(fake) * 2.0, cpu), [shape], [ANY], "cpu -> fake -> cpu")
+
+
+# --- reductions ----------------------------------------------------------------------------------
+@st.composite
+def prod_case(draw):
+    shape = draw(SHAPES)
+    axis, _ = draw(axis_for(len(shape)))
+    keepdims = draw(st.booleans())
+    dom = draw(st.sampled_from([ANY, TIES]))  # TIES holds exact zeros: prod's rule is exact there
+    return case(lambda x: md.prod(x, axis=axis, keepdims=keepdims), [shape], [dom], f"axis={axis}")
+
+
+@st.composite
+def var_case(draw):
+    shape = draw(SHAPES)
+    axis, axes = draw(axis_for(len(shape), allowed=_nonempty_axes(shape)))
+    n = math.prod(shape[a] for a in axes)
+    ddof = draw(st.integers(0, 1)) if n > 1 else 0
+    keepdims = draw(st.booleans())
+    return case(
+        lambda x: md.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
+        [shape],
+        [ANY],
+        f"axis={axis} ddof={ddof}",
+    )
+
+
+@st.composite
+def softmax_case(draw, fn):
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, max_side=4))
+    allowed = _nonempty_axes(shape)
+    if not allowed:
+        shape = (2,) + shape[1:]
+        allowed = [0]
+    a = draw(st.sampled_from(allowed))
+    axis = a - len(shape) if draw(st.booleans()) else a
+    return case(lambda x: fn(x, axis=axis), [shape], [ANY], f"axis={axis}")
+
+
+# --- linear algebra --------------------------------------------------------------------------------
+@st.composite
+def matmul_case(draw):
+    n, k, m = (draw(st.integers(0, 4)) for _ in range(3))
+    kind = draw(st.sampled_from(["vv", "vm", "mv", "mm", "batched"]))
+    if kind == "vv":
+        xs, ys = (k,), (k,)
+    elif kind == "vm":
+        xs, ys = (k,), draw(st.sampled_from([(k, m), (2, k, m)]))
+    elif kind == "mv":
+        xs, ys = draw(st.sampled_from([(n, k), (2, n, k)])), (k,)
+    elif kind == "mm":
+        xs, ys = (n, k), (k, m)
+    else:
+        bx, by = draw(mst.broadcastable_shapes(2, min_dims=0, max_dims=1, max_side=3))
+        if not bx and not by:
+            bx = (2,)
+        xs, ys = bx + (n, k), by + (k, m)
+    op = draw(st.booleans())
+    f = (lambda x, y: x @ y) if op else (lambda x, y: md.matmul(x, y))
+    return case(f, [xs, ys], [ANY, ANY], f"{xs} @ {ys}")
+
+
+@st.composite
+def dot_case(draw):
+    kind = draw(st.sampled_from(["vv", "mv", "mm", "nd"]))
+    n, k, m = (draw(st.integers(1, 3)) for _ in range(3))
+    shapes = {"vv": [(k,), (k,)], "mv": [(n, k), (k,)], "mm": [(n, k), (k, m)], "nd": [(2, n, k), (k, m)]}[
+        kind
+    ]
+    return case(lambda a, b: md.dot(a, b), shapes, [ANY, ANY], kind)
+
+
+EINSUM_SPECS = [
+    "ij,jk->ik",
+    "ij->ji",
+    "ij->",
+    "ij->i",
+    "i,i->",
+    "i,j->ij",
+    "bij,bjk->bik",
+    "ij,j->i",
+    "ij,jk,kl->il",
+    "...ij,...jk->...ik",
+    "ij,k->i",
+    "ij",
+    "ji",
+    "ij,jk",
+    "i,i",
+]
+
+
+@st.composite
+def einsum_case(draw):
+    spec = draw(st.sampled_from(EINSUM_SPECS))
+    sizes = {c: draw(st.integers(0, 3)) for c in "ijklb"}
+    ell = tuple(draw(st.lists(st.integers(1, 2), max_size=1)))
+    ins = spec.split("->")[0].split(",")
+    shapes = [(ell if "..." in t else ()) + tuple(sizes[c] for c in t.replace("...", "")) for t in ins]
+    return case(lambda *ops: md.einsum(spec, *ops), shapes, [ANY] * len(shapes), spec)
+
+
+@st.composite
+def solve_case(draw):
+    n = draw(st.integers(1, 4))
+    k = draw(st.integers(0, 3))
+    kind = draw(st.sampled_from(["vec", "mat", "batched_mat", "broadcast_mat", "batched_vec"]))
+    a_shape, b_shape = {
+        "vec": ((n, n), (n,)),
+        "mat": ((n, n), (n, k)),
+        "batched_mat": ((2, n, n), (2, n, k)),
+        "broadcast_mat": ((2, n, n), (n, k)),
+        "batched_vec": ((2, n, n), (n,)),
+    }[kind]
+    return case(lambda a, b: md.linalg.solve(a, b), [a_shape, b_shape], [well_conditioned, ANY], kind)
+
+
+def square_matrices(min_n=1):
+    return st.tuples(st.sampled_from([(), (2,)]), st.integers(min_n, 4)).map(lambda t: t[0] + (t[1], t[1]))
+
+
+# --- nn.functional -------------------------------------------------------------------------------
+@st.composite
+def conv2d_case(draw):
+    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.sampled_from([1, 2, (1, 2)]))
+    padding = draw(st.sampled_from([0, 1, (0, 1)]))
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    h = draw(st.integers(max(1, kh - 2 * ph), 5))
+    w = draw(st.integers(max(1, kw - 2 * pw), 5))
+    shapes = [(n, c, h, w), (o, c, kh, kw)]
+    if draw(st.booleans()):
+        shapes.append((o,))
+    return case(
+        lambda *a: F.conv2d(*a[:2], *a[2:], stride=stride, padding=padding),
+        shapes,
+        [ANY] * len(shapes),
+        f"stride={stride} padding={padding}",
+    )
+
+
+@st.composite
+def pool_case(draw, fn, domain):
+    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    k = draw(st.sampled_from([1, 2, (2, 1)]))
+    stride = draw(st.sampled_from([None, 1, 2]))
+    kh, kw = (k, k) if isinstance(k, int) else k
+    h, w = draw(st.integers(kh, 4)), draw(st.integers(kw, 4))
+    return case(lambda x: fn(x, k, stride), [(n, c, h, w)], [domain], f"k={k} stride={stride}")
+
+
+@st.composite
+def cross_entropy_case(draw):
+    n, k = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    labels = md.tensor(draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)), dtype="int64")
+    return case(lambda z: F.cross_entropy(z, labels), [(n, k)], [ANY], "")
+
+
+@st.composite
+def linear_case(draw):
+    i, o = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    x_shape = draw(st.sampled_from([(i,), (2, i), (1, 2, i)]))
+    shapes = [x_shape, (o, i)] + ([(o,)] if draw(st.booleans()) else [])
+    return case(lambda *a: F.linear(*a), shapes, [ANY] * len(shapes), "")
+
+
+# --- elementwise specials -----------------------------------------------------------------------
+@st.composite
+def where_case(draw):
+    sc, sx, sy = draw(mst.broadcastable_shapes(3, max_dims=3, max_side=3))
+    cond = draw(hnp.arrays(np.bool_, sc))
+    c = md.tensor(cond) if draw(st.booleans()) else cond
+    return case(lambda x, y: md.where(c, x, y), [sx, sy], [ANY, ANY], f"cond{sc}")
+
+
+@st.composite
+def clip_case(draw):
+    shape = draw(SHAPES)
+    lo, hi = draw(st.sampled_from([(-0.5, 0.5), (None, 0.25), (-0.25, None), (0.0, 0.0)]))
+    return case(lambda x: md.clip(x, lo, hi), [shape], [GRID_B], f"[{lo}, {hi}]")
+
+
+@st.composite
+def clip_tensor_case(draw):
+    sx, slo, shi = draw(mst.broadcastable_shapes(3, max_dims=2, max_side=3))
+    return case(
+        lambda x, lo, hi: md.clip(x, lo, hi), [sx, slo, shi], [GRID_B, GRID_A, GRID_C], "tensor bounds"
+    )
+
+
+@st.composite
+def astype_case(draw):
+    shape = draw(SHAPES)
+    return case(lambda x: md.astype(md.astype(x, "float32") * 2.0, x.dtype), [shape], [ANY], "f32 round trip")
+
+
+def _scalars(x):
+    return (2.5 * x - 1.0) / (x * x + 1.0) + x**3 + 2.0**x - (1.0 - x) ** 2
+
+
+@st.composite
+def nondiff_binary_case(draw, fn):
+    s1, s2 = draw(mst.broadcastable_shapes(2, max_dims=3, max_side=3))
+    return case(fn, [s1, s2], [TIES, TIES], "")
+
+
+@st.composite
+def arg_reduction_case(draw, fn):
+    shape = draw(mst.shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    nd = len(shape)
+    axis = None if draw(st.booleans()) else draw(st.integers(-nd, nd - 1))
+    return case(lambda x: fn(x, axis=axis), [shape], [distinct], f"axis={axis}")
+
+
+@st.composite
+def bool_reduction_case(draw, fn):
+    shape = draw(SHAPES)
+    axis, _ = draw(axis_for(len(shape)))
+    return case(lambda x: fn(x > 0.25, axis=axis), [shape], [TIES], f"axis={axis}")
+
+
+def _isfinite_log(x):
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf, log(-1) = nan on purpose
+        return md.isfinite(md.log(x))
+
+
+def _isnan_sqrt(x):
+    with np.errstate(invalid="ignore"):  # sqrt(-1) = nan on purpose
+        return md.isnan(md.sqrt(x))
+
+
+_COMPARISONS = {
+    "less": lambda x, y: x < y,
+    "less_equal": lambda x, y: x <= y,
+    "greater": lambda x, y: md.greater(x, y),
+    "greater_equal": lambda x, y: x >= y,
+    "equal": lambda x, y: x == y,
+    "not_equal": lambda x, y: x != y,
+    "logical_and": lambda x, y: (x > 0) & (y > 0),
+    "logical_or": lambda x, y: md.logical_or(x > 0, y > 0),
+}
+
+SPECS: list[Spec] = [
+    # ---- elementwise, unary
+    unary("negative", lambda x: -x),
+    unary("exp", md.exp),
+    unary("log", md.log, POS),
+    unary("log1p", md.log1p, ABOVE_M1),
+    unary("expm1", md.expm1),
+    unary("sqrt", md.sqrt, POS),
+    unary("square", md.square),
+    unary("abs", md.abs, AWAY0),
+    unary("sin", md.sin),
+    unary("cos", md.cos),
+    unary("tanh", md.tanh),
+    unary("sigmoid", md.sigmoid, elements(_floats(-4.0, 4.0))),
+    unary("relu", md.relu, AWAY0),
+    unary("softplus", md.softplus),
+    unary(
+        "scalar_operands", _scalars, POS, prims=("multiply", "subtract", "divide", "add", "power", "square")
+    ),
+    unary("power_int_exponent", lambda x: md.power(x, 3.0) + x**-2.0 * 0.1, AWAY0, prims=("power",)),
+    # ---- elementwise, binary, on broadcastable shapes
+    binary("add", lambda x, y: x + y),
+    binary("subtract", lambda x, y: md.subtract(x, y)),
+    binary("multiply", lambda x, y: x * y),
+    binary("divide", lambda x, y: x / y, ANY, AWAY0),
+    binary("power", lambda x, y: x**y, POS, ANY),
+    binary("maximum", md.maximum, GRID_A, GRID_B),
+    binary("minimum", md.minimum, GRID_A, GRID_B),
+    binary("mse_loss", F.mse_loss, prims=("subtract", "multiply", "sum"), min_side=1),  # mean of nothing: nan
+    binary(
+        "where_compare",
+        lambda x, y: md.where(x > y, x * y, y - x),
+        GRID_A,
+        GRID_B,
+        prims=("where", "greater"),
+    ),
+    Spec("where", ("where",), where_case()),
+    Spec("clip", ("clip",), clip_case()),
+    Spec("clip_tensor_bounds", ("maximum", "minimum"), clip_tensor_case()),
+    # a float32 detour rounds values and tangents alike: finite differences need a large step, and
+    # linearity holds to float32 precision only
+    Spec(
+        "astype",
+        ("astype",),
+        astype_case(),
+        fd=dict(eps=1e-2, rtol=1e-4, atol=1e-4),
+        agree=dict(rtol=1e-6, atol=1e-6),
+    ),
+    # ---- structural (linear)
+    Spec("reshape", ("reshape",), reshape_case()),
+    Spec("broadcast_to", ("broadcast_to",), broadcast_to_case()),
+    Spec("transpose", ("transpose",), transpose_case()),
+    Spec("expand_squeeze_ravel", ("reshape",), dims_case()),
+    Spec("sum", ("sum",), sum_case()),
+    Spec("cumsum", ("cumsum",), cumsum_case()),
+    Spec("flip", ("getitem",), flip_case()),
+    Spec("getitem_basic", ("getitem",), basic_index_case()),
+    Spec("getitem_advanced", ("getitem",), advanced_index_case()),
+    Spec("getitem_mask", ("getitem",), mask_index_case()),
+    Spec("take", ("getitem",), take_case()),
+    Spec("split", ("getitem", "concatenate"), split_case()),
+    Spec("scatter", ("scatter",), scatter_case()),
+    Spec("pad", ("pad",), pad_case()),
+    Spec("concatenate", ("concatenate",), concatenate_case()),
+    Spec("stack", ("stack",), stack_case()),
+    Spec("to_device", ("to_device",), SHAPES.map(_to_device_case)),
+    # ---- reductions
+    Spec("max", ("max",), reduction_case(md.max, distinct, need_nonempty=True)),
+    Spec(
+        "min",
+        ("min",),
+        reduction_case(lambda x, a, k: x.min(axis=a, keepdims=k), distinct, need_nonempty=True),
+    ),
+    Spec("prod", ("prod",), prod_case()),
+    Spec("mean", ("sum", "multiply"), reduction_case(md.mean, need_nonempty=True)),
+    Spec("var", ("sum", "multiply", "subtract", "divide"), var_case()),
+    Spec("logsumexp", ("max", "exp", "log", "sum"), reduction_case(md.logsumexp, need_nonempty=True)),
+    Spec("softmax", ("exp", "sum", "divide"), softmax_case(md.softmax)),
+    Spec("log_softmax", ("exp", "log", "sum"), softmax_case(md.log_softmax)),
+    # ---- linear algebra
+    Spec("matmul", ("matmul",), matmul_case()),
+    Spec("dot", ("matmul",), dot_case()),
+    Spec("outer", ("multiply",), st.tuples(SHAPES, SHAPES).map(lambda s: case(md.outer, s, [ANY, ANY]))),
+    Spec("einsum", ("einsum",), einsum_case()),
+    Spec("solve", ("solve",), solve_case()),
+    Spec("inv", ("inv",), square_matrices().map(lambda s: case(md.linalg.inv, [s], [well_conditioned]))),
+    Spec("det", ("det",), square_matrices().map(lambda s: case(md.linalg.det, [s], [well_conditioned]))),
+    Spec("cholesky", ("cholesky",), square_matrices().map(lambda s: case(md.linalg.cholesky, [s], [spd]))),
+    Spec(
+        "trace",
+        ("multiply", "sum"),
+        mst.shapes(min_dims=2, max_dims=3, max_side=3).map(lambda s: case(md.trace, [s], [ANY])),
+    ),
+    # ---- nn.functional
+    Spec("linear", ("matmul", "transpose"), linear_case()),
+    Spec("conv2d", ("pad", "getitem", "stack", "reshape", "matmul"), conv2d_case()),
+    Spec("max_pool2d", ("max",), pool_case(F.max_pool2d, distinct)),
+    Spec("avg_pool2d", ("getitem", "stack", "sum"), pool_case(F.avg_pool2d, ANY)),
+    Spec("cross_entropy", ("getitem", "max", "exp", "log", "sum"), cross_entropy_case()),
+    # ---- non-differentiable ops: vmapped and spied only
+    *[Spec(name, (name,), nondiff_binary_case(fn), diff=False) for name, fn in _COMPARISONS.items()],
+    unary("logical_not", lambda x: ~(x > 0), TIES, diff=False),
+    unary("sign", md.sign, TIES, diff=False),
+    unary("floor", lambda x: md.floor(x * 1.5), TIES, diff=False, prims=("floor",)),
+    unary("isfinite", _isfinite_log, TIES, diff=False, prims=("isfinite",)),
+    unary("isnan", _isnan_sqrt, TIES, diff=False, prims=("isnan",)),
+    unary("cast", lambda x: md.astype(x * 3.0, "int32"), TIES, diff=False, prims=("cast",)),
+    Spec("argmax", ("argmax",), arg_reduction_case(md.argmax), diff=False),
+    Spec("argmin", ("argmin",), arg_reduction_case(md.argmin), diff=False),
+    Spec("any", ("any",), bool_reduction_case(md.any), diff=False),
+    Spec("all", ("all",), bool_reduction_case(md.all), diff=False),
+]
+
+DIFF_SPECS = [s for s in SPECS if s.diff]
+
+
+# ----------------------------------------------------------------------------- helpers for tests
+def tensors(arrays, dtype="float64"):
+    """Tensors of ``dtype`` holding ``arrays`` (views kept as they are when no cast is needed)."""
+    return tuple(md.asarray(np.asarray(a).astype(dtype, copy=False)) for a in arrays)
+
+
+class _Spied(Tracer):
+    __slots__ = ()
+
+    def __init__(self, trace, primal):
+        self._init(trace, primal)
+
+
+class SpyTrace(levels.Trace):
+    """A trace that only records which primitives are bound (and with how many inputs)."""
+
+    kind = "spy"
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[str, set] = {}
+
+    def process(self, prim, args, params):
+        vals = [a.primal if isinstance(a, _Spied) and a._trace is self else a for a in args]
+        self.seen.setdefault(prim.name, set()).add(len(args))
+        return _Spied(self, bind(prim, *vals, **params))
+
+    def detached(self, x):
+        return x.primal
+
+
+def spy(f, args) -> dict:
+    """``{primitive name: {number of inputs}}`` for every primitive ``f(*args)`` binds on its inputs."""
+    with levels.new_level(SpyTrace) as trace:
+        f(*[_Spied(trace, a) for a in args])
+    return trace.seen
+
+
+BUILTIN_KINDS = ("elementwise", "linear", "general", "nondiff")
+
+
+def builtin_primitives():
+    """The registered primitives of the library itself: not user primitives (kind ``custom``), nor
+    primitives that some test declares with its own implementation."""
+    return {
+        name: p
+        for name, p in REGISTRY.items()
+        if p.kind != "custom" and getattr(p.impl, "__module__", "").startswith("minidiff.")
+    }

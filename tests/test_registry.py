@@ -1,0 +1,331 @@
+"""The primitive registry: every primitive has its rules, every primitive has an op spec, and the
+property harness catches a wrong rule ("test the tester").
+
+* Walk ``md.primitives.REGISTRY``: a primitive that is not ``nondiff`` must have the JVP and VJP rules
+  its kind calls for (one per input, or one ``argnum=`` rule if variadic) and every primitive a
+  batching rule.
+* ``prim.saves`` (what the tape keeps for the VJP rules) must stay within what the rules sensibly
+  need: nothing for a linear op, the output and/or the inputs the derivative reads otherwise.
+* A spy trace runs every op spec of ``tests/opspecs.py`` and records the primitives it binds: every
+  spec binds what it claims, and every registered primitive is bound by some spec.
+* Meta-tests: a rule perturbed by a factor 1.001 makes ``check_grads`` fail at first order; a rule
+  perturbed so that only the *second* derivative is wrong passes ``order=1`` and fails ``order=2``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opspecs import BUILTIN_KINDS, DIFF_SPECS, SPECS, builtin_primitives, hyp_settings, spy, tensors
+
+import minidiff as md
+from minidiff.primitives import REGISTRY
+
+PRIMS = builtin_primitives()
+DIFF_PRIMS = sorted(n for n, p in PRIMS.items() if p.kind != "nondiff")
+
+#: elementwise inputs that carry no derivative (their rule is None): the condition of ``where``
+NONDIFF_INPUTS = {"where": {0}}
+
+
+# ----------------------------------------------------------------------------- spying on the specs
+@pytest.fixture(scope="module")
+def bound():
+    """``{spec name: {primitive: {number of inputs}}}`` over a few drawn examples of every spec."""
+    seen: dict[str, dict[str, set]] = {}
+
+    def runner(spec, rec):
+        @hyp_settings(8)
+        @given(data=st.data())
+        def run(data):
+            case = data.draw(spec.case)
+            args = tensors(case.draw_values(data.draw))
+            for name, arities in spy(case.f, args).items():
+                rec.setdefault(name, set()).update(arities)
+
+        return run
+
+    for spec in SPECS:
+        runner(spec, seen.setdefault(spec.name, {}))()
+    return seen
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_each_spec_binds_the_primitives_it_claims(spec, bound):
+    missing = set(spec.prims) - set(bound[spec.name])
+    assert not missing, f"spec {spec.name!r} claims {sorted(missing)} but never binds them"
+
+
+def test_every_registered_primitive_is_bound_by_a_spec(bound):
+    everything = set().union(*(set(b) for b in bound.values()))
+    diff = set().union(*(set(bound[s.name]) for s in DIFF_SPECS))
+    assert not set(PRIMS) - everything, f"primitives no op spec binds: {sorted(set(PRIMS) - everything)}"
+    lacking = sorted(set(DIFF_PRIMS) - diff)
+    assert not lacking, f"differentiable primitives no differentiable spec binds: {lacking}"
+
+
+def _arity(name, bound):
+    arities = set().union(*(b.get(name, set()) for b in bound.values()))
+    assert len(arities) == 1 or PRIMS[name].variadic, f"{name} bound with {sorted(arities)} inputs"
+    return min(arities)
+
+
+# ----------------------------------------------------------------------------- rules
+def _positional(rule):
+    sig = inspect.signature(rule)
+    names = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+    return len(names), varargs
+
+
+def _check_rule_table(prim, what, rules, n_inputs):
+    if prim.variadic:
+        assert callable(rules), f"{prim.name}: a variadic primitive needs one {what} rule taking argnum="
+        assert "argnum" in inspect.signature(rules).parameters, f"{prim.name}: {what} rule lacks argnum="
+        return
+    assert isinstance(rules, tuple), f"{prim.name}: {what} rules must be a tuple, one per input"
+    assert len(rules) == n_inputs, f"{prim.name}: {len(rules)} {what} rules for {n_inputs} inputs"
+    for i, rule in enumerate(rules):
+        if i in NONDIFF_INPUTS.get(prim.name, ()):
+            assert rule is None, f"{prim.name}: input {i} is not differentiable, its rule should be None"
+            continue
+        assert callable(rule), f"{prim.name}: no {what} rule for input {i}"
+        n, varargs = _positional(rule)
+        assert varargs or n >= 2 + n_inputs, f"{prim.name}: {what} rule {i} cannot take (g, ans, *inputs)"
+
+
+@pytest.mark.parametrize("name", sorted(PRIMS))
+def test_every_primitive_has_the_rules_of_its_kind(name, bound):
+    prim = REGISTRY[name]
+    assert prim.kind in BUILTIN_KINDS, f"{name}: unknown kind {prim.kind!r}"
+    assert callable(prim.batch), f"{name}: no batching rule (vmap, jacfwd and jacrev need one)"
+    assert callable(prim.impl), f"{name}: no implementation"
+    if prim.kind == "nondiff":
+        assert prim.jvp is None and prim.vjp is None, f"{name}: a nondiff primitive's rules would be ignored"
+        return
+    n = _arity(name, bound)
+    if prim.kind == "elementwise":  # one derivative rule per input, shared by both modes
+        assert prim.jvp is prim.vjp, f"{name}: elementwise rules are shared by JVP and VJP"
+        _check_rule_table(prim, "derivative", prim.jvp, n)
+    elif prim.kind == "linear":  # the JVP is the op itself; the VJP is the transpose
+        _check_rule_table(prim, "transpose", prim.vjp, n)
+    else:
+        _check_rule_table(prim, "JVP", prim.jvp, n)
+        _check_rule_table(prim, "VJP", prim.vjp, n)
+
+
+def test_nondiff_primitives_carry_no_derivative():
+    x = md.tensor([0.5, -1.0, 2.0])
+    for f in (md.sign, md.floor, lambda z: z > 0, lambda z: md.argmax(z)):
+        out, back = md.vjp(lambda z, f=f: md.sum(md.astype(f(z), "float64") * z), x)
+        (g,) = back(md.tensor(1.0))
+        want = md.astype(f(x), "float64").numpy() * np.ones(3)
+        assert np.allclose(g.numpy(), want), f  # only the explicit factor z is differentiated
+
+
+# ----------------------------------------------------------------------------- what the tape saves
+A = "ans"
+#: For each differentiable primitive, the most its VJP rules may keep on the tape: input positions
+#: whose values they read, and/or the output.  Linear ops need no values at all (shapes are kept).
+SENSIBLE_SAVES = {
+    "add": set(),
+    "subtract": set(),
+    "negative": set(),
+    "astype": set(),
+    "multiply": {0, 1},
+    "divide": {0, 1, A},
+    "power": {0, 1, A},
+    "maximum": {0, 1, A},
+    "minimum": {0, 1, A},
+    "exp": {0, A},
+    "log": {0},
+    "log1p": {0},
+    "expm1": {0, A},
+    "sqrt": {0, A},
+    "square": {0},
+    "abs": {0},
+    "sin": {0},
+    "cos": {0},
+    "tanh": {0, A},
+    "sigmoid": {0, A},
+    "relu": {0, A},
+    "softplus": {0},
+    "clip": {0},
+    "where": {0},  # only the condition: the branches' values are not needed
+    "matmul": {0, 1},
+    "einsum": {"*"},
+    "solve": {0, A},
+    "inv": {A},
+    "det": {0, A},
+    "cholesky": {A},
+    "max": {0, A},
+    "min": {0, A},
+    "prod": {0},
+    # linear: shapes only
+    **{
+        n: set()
+        for n in (
+            "reshape",
+            "broadcast_to",
+            "transpose",
+            "sum",
+            "cumsum",
+            "getitem",
+            "scatter",
+            "pad",
+            "concatenate",
+            "stack",
+            "to_device",
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("name", DIFF_PRIMS)
+def test_saves_stay_within_what_the_rules_need(name, bound):
+    """Among the primitive's real inputs (and its output), the tape keeps only what the table allows."""
+    assert name in SENSIBLE_SAVES, f"add {name!r} to SENSIBLE_SAVES: what may its VJP rules keep?"
+    prim = REGISTRY[name]
+    n = _arity(name, bound)
+    real = {s for s in prim.saves if s in (A, "*") or s < n}
+    extra = real - SENSIBLE_SAVES[name]
+    assert not extra, f"{name} keeps {sorted(map(str, extra))} on the tape; its rules need at most " + str(
+        sorted(map(str, SENSIBLE_SAVES[name]))
+    )
+
+
+def test_saves_of_the_tape_match_what_is_recorded():
+    """The bytes the tape keeps per op follow ``saves``: exp keeps its output, sin its input,
+    add and reshape nothing."""
+    x = md.ones(100, requires_grad=True)
+    stats = md.tape_stats(md.sum(md.reshape(md.exp(md.sin(x)) + x, (10, 10))))
+    assert stats["exp"]["bytes"] == 800 and stats["sin"]["bytes"] == 800
+    assert stats["add"]["bytes"] == 0 and stats["reshape"]["bytes"] == 0 and stats["sum"]["bytes"] == 0
+
+
+@pytest.mark.parametrize("name", ["reshape", "sum", "clip", "max", "pad"])
+def test_saves_name_only_real_inputs(name, bound):
+    prim = REGISTRY[name]
+    n = _arity(name, bound)
+    bogus = {s for s in prim.saves if s not in (A, "*") and s >= n}
+    assert not bogus, f"{name}: saves names positions {sorted(bogus)} but takes {n} input(s)"
+
+
+# ----------------------------------------------------------------------------- test the tester
+def _scaled(rule, factor=1.001):
+    def perturbed(*args, **kwargs):
+        return rule(*args, **kwargs) * factor
+
+    perturbed.__signature__ = inspect.signature(rule)
+    return perturbed
+
+
+def _perturb(monkeypatch, name, which, index=None, factor=1.001):
+    """Scale rule ``index`` (every rule if None) of ``REGISTRY[name]`` by ``factor``; ``which``:
+    "jvp", "vjp" or "both".
+
+    For an elementwise primitive one rule serves both modes: ``which="both"`` perturbs that shared
+    rule; "jvp"/"vjp" give the two modes different rules.  Monkeypatch restores the registry.
+    """
+    prim = REGISTRY[name]
+    for attr in ("jvp", "vjp") if which == "both" else (which,):
+        rules = getattr(prim, attr)
+        if prim.variadic:
+            monkeypatch.setattr(prim, attr, _scaled(rules, factor))
+        else:
+            new = tuple(
+                _scaled(r, factor) if r is not None and index in (None, i) else r for i, r in enumerate(rules)
+            )
+            monkeypatch.setattr(prim, attr, new)
+
+
+X = np.array([[0.3, -1.2, 0.7], [1.1, 0.4, -0.5]])
+Y = np.array([[0.9, 0.2, -0.6], [0.5, -1.3, 0.8]])
+SPD = X @ X.T + 2 * np.eye(2)
+
+#: (primitive, which rule, rule index, function, arguments, modes that must catch it)
+FIRST_ORDER = [
+    ("sin", "both", 0, md.sin, (X,), ("fwd", "rev")),
+    ("sin", "jvp", 0, md.sin, (X,), ("fwd",)),
+    ("sin", "vjp", 0, md.sin, (X,), ("rev",)),
+    ("multiply", "both", 1, md.multiply, (X, Y), ("fwd", "rev")),
+    ("maximum", "vjp", 0, md.maximum, (X, Y), ("rev",)),
+    ("sum", "vjp", 0, lambda x: md.sum(x, axis=1), (X,), ("rev",)),
+    ("getitem", "vjp", 0, lambda x: x[:, [2, 0, 2]], (X,), ("rev",)),
+    ("matmul", "jvp", 1, md.matmul, (X, Y.T), ("fwd",)),
+    ("matmul", "vjp", 0, md.matmul, (X, Y.T), ("rev",)),
+    ("einsum", "vjp", 0, lambda a, b: md.einsum("ij,kj->ik", a, b), (X, Y), ("rev",)),
+    ("cholesky", "jvp", 0, md.linalg.cholesky, (SPD,), ("fwd",)),
+    ("max", "vjp", 0, lambda x: md.max(x, axis=0), (X,), ("rev",)),
+]
+
+
+@pytest.mark.parametrize(
+    "name, which, index, f, args, modes", FIRST_ORDER, ids=[f"{c[0]}-{c[1]}{c[2]}" for c in FIRST_ORDER]
+)
+def test_meta_a_rule_off_by_1e3_is_caught_at_first_order(monkeypatch, name, which, index, f, args, modes):
+    args = tensors(args)
+    md.testing.check_grads(f, args, order=1)  # the real rules pass
+    _perturb(monkeypatch, name, which, index)
+    for mode_set in [("fwd", "rev"), *[(m,) for m in modes]]:
+        with pytest.raises(AssertionError):
+            md.testing.check_grads(f, args, order=1, modes=mode_set)
+    monkeypatch.undo()
+    md.testing.check_grads(f, args, order=1)  # and the registry is restored
+
+
+#: (perturbed primitive, function whose *second* derivative goes through it, arguments)
+SECOND_ORDER = [
+    ("cos", md.sin, (X,)),  # sin' = cos: a wrong cos rule only breaks sin''
+    ("sin", md.cos, (X,)),
+    ("sigmoid", md.softplus, (X,)),  # softplus' = sigmoid
+    ("inv", md.linalg.det, (SPD,)),  # det's rules are written with inv
+    ("multiply", md.exp, (X,)),  # exp' = g · ans: the product's rule appears one order up
+]
+
+
+@pytest.mark.parametrize("name, f, args", SECOND_ORDER, ids=[c[0] for c in SECOND_ORDER])
+def test_meta_a_rule_only_wrong_one_order_up_is_caught_at_second_order(monkeypatch, name, f, args):
+    args = tensors(args)
+    md.testing.check_grads(f, args, order=2)
+    prim = REGISTRY[name]
+    _perturb(monkeypatch, name, "both" if prim.kind == "elementwise" else "jvp")
+    if prim.kind != "elementwise":
+        _perturb(monkeypatch, name, "vjp")
+    md.testing.check_grads(f, args, order=1)  # first derivatives are still right...
+    with pytest.raises(AssertionError):
+        md.testing.check_grads(f, args, order=2)  # ...the second ones are not
+    for modes in [("fwd",), ("rev",)]:  # each mode on its own catches it too
+        with pytest.raises(AssertionError):
+            md.testing.check_grads(f, args, order=2, modes=modes)
+
+
+def test_meta_hvp_modes_disagree_when_a_vjp_rule_is_off(monkeypatch):
+    """With sin's VJP rule off by 1e-3 (its JVP rule right), the three HVP modes use the wrong rule in
+    different places and stop agreeing, beyond the tolerance of the HVP property test."""
+    x, v = md.tensor(X), md.tensor(Y)
+
+    def s(z):
+        return md.sum(md.sin(z) * z)
+
+    def all_modes():
+        return [md.hvp(s, (x,), (v,), mode=m)[0].numpy() for m in md.transforms.HVP_MODES]
+
+    def spread(hs):
+        return max(float(np.max(np.abs(a - b))) for a in hs for b in hs)
+
+    assert spread(all_modes()) < 1e-12
+    _perturb(monkeypatch, "sin", "vjp")
+    assert spread(all_modes()) > 1e-4
+
+
+def test_meta_perturbations_are_undone(monkeypatch):
+    before = {n: (p.jvp, p.vjp) for n, p in REGISTRY.items()}
+    _perturb(monkeypatch, "sin", "both")
+    assert REGISTRY["sin"].jvp != before["sin"][0]
+    monkeypatch.undo()
+    assert {n: (p.jvp, p.vjp) for n, p in REGISTRY.items()} == before
