@@ -1,5 +1,26 @@
-"""Neural-network building blocks on minidiff's primitives."""
+"""Neural-network building blocks on minidiff's primitives.
 
-from . import functional
+* :mod:`minidiff.nn.functional` — stateless layers and losses (``linear``, ``conv2d``, ``cross_entropy``…);
+* :mod:`minidiff.nn.modules` — layers holding their parameters as a pytree (:class:`Module`,
+  :class:`Linear`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`ReLU`, :class:`Flatten`,
+  :class:`Sequential`), with a functional ``apply(params, x)``, the tape-style call and hooks;
+* :mod:`minidiff.nn.init` — seeded initializers;
+* :mod:`minidiff.nn.models` — the forward-gradient paper's models (``logreg``, ``mlp``, ``mlp_depth``, ``cnn``).
+"""
 
-__all__ = ["functional"]
+from . import functional, init, models
+from .modules import Conv2d, Flatten, HookHandle, Linear, MaxPool2d, Module, ReLU, Sequential
+
+__all__ = [
+    "functional",
+    "init",
+    "models",
+    "Module",
+    "HookHandle",
+    "Linear",
+    "Conv2d",
+    "MaxPool2d",
+    "ReLU",
+    "Flatten",
+    "Sequential",
+]

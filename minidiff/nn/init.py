@@ -1,0 +1,186 @@
+"""Seeded parameter initializers.
+
+Tensors are immutable values, so unlike PyTorch's ``init.uniform_`` these functions *return* a new
+tensor of the requested shape.  Every function draws from ``rng``: a
+:class:`minidiff.random.Generator`, an int (a new CPU generator seeded with it), or ``None`` for the
+default generator of ``device`` (see ``md.random.seed``).
+When ``rng`` lives on another device than ``device`` the values are drawn where ``rng`` is and then
+moved, so a CPU generator gives the same initial values on every device.
+
+Fans follow PyTorch: for a dense weight of shape (out, in) ``fan_in = in`` and ``fan_out = out``; for a
+convolution weight (out, in, kh, kw) both are multiplied by the receptive field ``kh·kw``; a 1-D shape
+(n,) has ``fan_in = fan_out = n``.
+
+>>> import minidiff as md
+>>> w = md.nn.init.kaiming_uniform((256, 128), rng=md.random.Generator(0))
+>>> w.shape, str(w.dtype)
+((256, 128), 'float32')
+>>> bound = (6 / 128) ** 0.5  # gain √2 for ReLU, times √(3 / fan_in)
+>>> bool(md.max(md.abs(w)).item() <= bound)
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .. import random as _random
+from ..creation import _dtype
+from ..creation import zeros as _zeros
+from ..tensor import Tensor
+
+__all__ = [
+    "calculate_gain",
+    "compute_fans",
+    "uniform",
+    "normal",
+    "zeros",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "lecun_normal",
+]
+
+
+def compute_fans(shape) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight of ``shape``: (out, in) dense or (out, in, *kernel) convolution.
+
+    >>> compute_fans((10, 784)), compute_fans((64, 1, 3, 3)), compute_fans((5,))
+    ((784, 10), (9, 576), (5, 5))
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 0:
+        raise ValueError("compute_fans: a 0-d tensor has no fan-in or fan-out")
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> float:
+    """The recommended gain for ``nonlinearity`` (as ``torch.nn.init.calculate_gain``).
+
+    ``"linear"``, ``"conv2d"``, ``"sigmoid"`` → 1; ``"tanh"`` → 5/3; ``"relu"`` → √2;
+    ``"leaky_relu"`` → √(2 / (1 + slope²)) with ``param`` the negative slope (default 0.01);
+    ``"selu"`` → 3/4.
+    """
+    if nonlinearity in ("linear", "identity", "conv1d", "conv2d", "conv3d", "sigmoid"):
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3.0
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return math.sqrt(2.0 / (1.0 + slope * slope))
+    if nonlinearity == "selu":
+        return 0.75
+    raise ValueError(
+        f"calculate_gain: unknown nonlinearity {nonlinearity!r}; choose linear, sigmoid, tanh, relu, "
+        "leaky_relu or selu"
+    )
+
+
+def _shape(shape) -> tuple[int, ...]:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def _float_dtype(op, dtype):
+    dt = _dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"{op}: initial values must be floating point, got dtype {dt}")
+    return dt
+
+
+def _generator(rng, device):
+    """``rng`` itself, a new generator seeded with it when it is an int, or the default one."""
+    if isinstance(rng, int) and not isinstance(rng, bool):
+        return _random.Generator(rng)
+    return _random._gen(rng, device)
+
+
+def _place(t: Tensor, device) -> Tensor:
+    if device is None:
+        return t
+    dev = backend.get_device(device)
+    return t if t.device is dev else t.to(dev)
+
+
+def uniform(shape, low=0.0, high=1.0, *, rng=None, dtype="float32", device=None) -> Tensor:
+    """Samples uniform on ``[low, high)``."""
+    dt = _float_dtype("uniform", dtype)
+    if not high >= low:
+        raise ValueError(f"uniform: need low <= high, got low={low}, high={high}")
+    gen = _generator(rng, device)
+    return _place(gen.uniform(_shape(shape), float(low), float(high), dtype=dt), device)
+
+
+def normal(shape, mean=0.0, std=1.0, *, rng=None, dtype="float32", device=None) -> Tensor:
+    """Gaussian samples with the given ``mean`` and standard deviation ``std``."""
+    dt = _float_dtype("normal", dtype)
+    if not std >= 0:
+        raise ValueError(f"normal: std must be non-negative, got {std}")
+    gen = _generator(rng, device)
+    return _place(gen.normal(_shape(shape), float(mean), float(std), dtype=dt), device)
+
+
+def zeros(shape, *, rng=None, dtype="float32", device=None) -> Tensor:
+    """Zeros (``rng`` is accepted, and ignored, so every initializer has the same signature)."""
+    return _zeros(_shape(shape), dtype=_float_dtype("zeros", dtype), device=device)
+
+
+def _fan(shape, mode: str) -> int:
+    fan_in, fan_out = compute_fans(shape)
+    if mode == "fan_in":
+        return fan_in
+    if mode == "fan_out":
+        return fan_out
+    raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+
+
+def kaiming_uniform(
+    shape, *, a=0.0, mode="fan_in", nonlinearity="relu", rng=None, dtype="float32", device=None
+) -> Tensor:
+    """He initialization, uniform: ``U(−b, b)`` with ``b = gain·√(3 / fan)``.
+
+    ``a`` is the negative slope used when ``nonlinearity="leaky_relu"`` (PyTorch's default layer
+    initialization is ``a=√5, nonlinearity="leaky_relu"``, which gives ``b = 1/√fan_in``).
+    """
+    shape = _shape(shape)
+    gain = calculate_gain(nonlinearity, a)
+    bound = gain * math.sqrt(3.0 / _fan(shape, mode))
+    return uniform(shape, -bound, bound, rng=rng, dtype=dtype, device=device)
+
+
+def kaiming_normal(
+    shape, *, a=0.0, mode="fan_in", nonlinearity="relu", rng=None, dtype="float32", device=None
+) -> Tensor:
+    """He initialization, Gaussian: ``N(0, std²)`` with ``std = gain / √fan``."""
+    shape = _shape(shape)
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode))
+    return normal(shape, 0.0, std, rng=rng, dtype=dtype, device=device)
+
+
+def xavier_uniform(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -> Tensor:
+    """Glorot initialization, uniform: ``U(−b, b)`` with ``b = gain·√(6 / (fan_in + fan_out))``."""
+    shape = _shape(shape)
+    fan_in, fan_out = compute_fans(shape)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform(shape, -bound, bound, rng=rng, dtype=dtype, device=device)
+
+
+def xavier_normal(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -> Tensor:
+    """Glorot initialization, Gaussian: ``std = gain·√(2 / (fan_in + fan_out))``."""
+    shape = _shape(shape)
+    fan_in, fan_out = compute_fans(shape)
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return normal(shape, 0.0, std, rng=rng, dtype=dtype, device=device)
+
+
+def lecun_normal(shape, *, rng=None, dtype="float32", device=None) -> Tensor:
+    """LeCun initialization: ``N(0, 1 / fan_in)`` (untruncated)."""
+    shape = _shape(shape)
+    fan_in, _ = compute_fans(shape)
+    return normal(shape, 0.0, 1.0 / math.sqrt(fan_in), rng=rng, dtype=dtype, device=device)
