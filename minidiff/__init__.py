@@ -9,7 +9,7 @@ True
 
 from __future__ import annotations
 
-from . import errors, levels, nn, primitives, pytree, testing  # noqa: F401
+from . import data, errors, levels, nn, primitives, pytree, testing  # noqa: F401
 from . import linalg, random  # noqa: F401
 from .backend import (  # noqa: F401
     Device,

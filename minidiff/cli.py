@@ -7,7 +7,7 @@ code.  A new subcommand (``bench``, ``train``, ``reproduce``…) is a new entry;
 Exit codes: 0 success, 1 a check failed, 2 a usage error (one line on stderr, as ``argparse`` does).
 
 >>> sorted(COMMANDS)
-['demo']
+['bench', 'demo', 'reproduce', 'train']
 >>> build_parser().parse_args(["demo", "--seed", "3"]).seed
 3
 """

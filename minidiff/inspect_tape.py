@@ -14,7 +14,7 @@ byte count in the heading counts an array kept by several nodes once, as ``md.ta
 tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
   %0 = leaf                                float64[2]             # x
   %1 = exp(%0)                             float64[2]  saves out
-  %2 = multiply(%1, 3.0)                   float64[2]  saves %1
+  %2 = multiply(%1, 3.0)                   float64[2]
   %3 = sum(%2, axis=(0,), keepdims=False)  float64[]
 """
 

@@ -20,7 +20,6 @@ tape style of ``requires_grad=True`` tensors, recorded on the *ambient tape* (le
 
 from __future__ import annotations
 
-import itertools
 from contextlib import contextmanager
 
 from . import levels
@@ -28,7 +27,12 @@ from .errors import DTypeError, ShapeError, TapeError
 from .primitives.registry import bind
 from .tensor import Tensor, Tracer
 
-_SEQ = itertools.count()  # creation order of nodes: parents are always older than children
+_CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
+
+
+def nodes_created() -> int:
+    """How many tape nodes this process has recorded (a forward-mode-only path leaves it unchanged)."""
+    return _CREATED[0]
 
 
 class Aval:
@@ -64,7 +68,8 @@ class Node:
         self.params = params
         self.shape = shape
         self.dtype = dtype
-        self.seq = next(_SEQ)
+        _CREATED[0] += 1
+        self.seq = _CREATED[0]
         self.freed = False
         self.grad = None  # accumulated gradient of a tape-style leaf
 

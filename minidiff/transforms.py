@@ -310,39 +310,70 @@ def vmap(f, in_axes=0, out_axes=0):
 
 
 # ----------------------------------------------------------------------------- Jacobians, Hessians
-def _basis(x: Tensor):
-    """The standard basis of x's space, as a batch of tensors shaped like x."""
+def _basis(leaves):
+    """The standard basis of the space of several leaves: for each leaf, its slice of the identity
+    shaped as a batch ``(N,) + leaf.shape`` (N = total size), in the leaf's dtype."""
     from .creation import eye
     from .primitives.shape import reshape
 
-    return reshape(eye(x.size, dtype=x.dtype, device=x.device), (x.size,) + x.shape)
+    total = sum(x.size for x in leaves)
+    out, offset = [], 0
+    for x in leaves:
+        block = eye(total, dtype=x.dtype, device=x.device)[:, offset : offset + x.size]
+        out.append(reshape(block, (total,) + x.shape))
+        offset += x.size
+    return out
+
+
+def _unstack_rows(t: Tensor, leaves, trailing):
+    """Split a batch of ``N`` rows into one block per leaf, each shaped ``trailing + leaf.shape``."""
+    from .primitives.shape import moveaxis, reshape
+
+    blocks, offset = [], 0
+    for x in leaves:
+        rows = t[offset : offset + x.size]  # (n, *t.shape[1:])
+        blocks.append((rows, x))
+        offset += x.size
+    return [
+        reshape(moveaxis(rows, 0, -1), trailing + x.shape)
+        if trailing is not None
+        else reshape(rows, x.shape + rows.shape[1:])
+        for rows, x in blocks
+    ]
 
 
 def jacfwd(f, argnums=0):
     """Jacobian by forward mode: one vectorized JVP over the input basis (shape out.shape + in.shape).
+
+    Arguments and outputs may be pytrees: the result has the output's structure with every leaf
+    replaced by the argument's structure.
 
     Example:
         >>> import minidiff as md
         >>> md.jacfwd(lambda x: x * x)(md.tensor([1.0, 2.0])).tolist()
         [[2.0, 0.0], [0.0, 4.0]]
     """
-    from .primitives.shape import moveaxis, reshape
 
     @wraps(f)
     def wrapper(*args):
         nums = _argnums("jacfwd", argnums, len(args))
         results = []
         for a in nums:
-            x = asarray(args[a])
-            check_differentiable("jacfwd", x)
+            x_leaves, x_def = _tensors("jacfwd", args[a], "argument")
+            for x in x_leaves:
+                check_differentiable("jacfwd", x)
 
             def g(xa, a=a):
                 full = list(args)
                 full[a] = xa
                 return f(*full)
 
-            _, t = jvp(g, (x,), (_basis(x),), vectorized=True)
-            t = pytree.tree_map(lambda tl: reshape(moveaxis(tl, 0, -1), tl.shape[1:] + x.shape), t)
+            primal = pytree.unflatten(x_def, x_leaves)
+            basis = pytree.unflatten(x_def, _basis(x_leaves))
+            _, t = jvp(g, (primal,), (basis,), vectorized=True)
+            t = pytree.tree_map(
+                lambda tl: pytree.unflatten(x_def, _unstack_rows(tl, x_leaves, tuple(tl.shape[1:]))), t
+            )
             results.append(t)
         return results[0] if isinstance(argnums, int) else tuple(results)
 
@@ -352,12 +383,13 @@ def jacfwd(f, argnums=0):
 def jacrev(f, argnums=0):
     """Jacobian by reverse mode: one tape, its cotangents batched over the output basis.
 
+    Arguments and outputs may be pytrees, as for :func:`jacfwd`.
+
     Example:
         >>> import minidiff as md
         >>> md.jacrev(lambda x: x.sum() * x)(md.tensor([1.0, 2.0])).tolist()
         [[4.0, 1.0], [2.0, 5.0]]
     """
-    from .primitives.shape import reshape
 
     @wraps(f)
     def wrapper(*args):
@@ -371,11 +403,19 @@ def jacrev(f, argnums=0):
 
         _check_inputs("jacrev", *[args[a] for a in nums])
         out, back = vjp(g, *[args[a] for a in nums])
-        if not isinstance(out, Tensor):
-            raise TypeError("jacrev: the function must return a single tensor")
-        cols = vmap(back)(_basis(out))
-        jac = tuple(reshape(c, out.shape + c.shape[1:]) for c in cols)
-        return jac[0] if isinstance(argnums, int) else jac
+        o_leaves, o_def = _tensors("jacrev", out, "output")
+        cols = vmap(back)(pytree.unflatten(o_def, _basis(o_leaves)))
+        jac = []
+        for ct_tree in cols:
+            c_leaves, c_def = pytree.flatten(ct_tree)
+            per_in = [_unstack_rows(c, o_leaves, None) for c in c_leaves]  # [in leaf][out leaf]
+            jac.append(
+                pytree.unflatten(
+                    o_def,
+                    [pytree.unflatten(c_def, [blocks[k] for blocks in per_in]) for k in range(len(o_leaves))],
+                )
+            )
+        return jac[0] if isinstance(argnums, int) else tuple(jac)
 
     return wrapper
 

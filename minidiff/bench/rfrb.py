@@ -58,6 +58,7 @@ def rfrb(
     seed: int = 0,
     memory: bool = True,
     data=None,
+    clock=None,
 ) -> dict:
     """Measure runtime(f), Rf, Rb and Rf/Rb of ``model`` with softmax cross-entropy on one minibatch."""
     params = model.parameters()
@@ -74,13 +75,12 @@ def rfrb(
     grad_fn = value_and_grad(f)
     v = sample_directions(params, rng, distribution)
 
-    t_f = measure(lambda: f(params), repeats, warmup, device=device)
-    t_sample = measure(lambda: sample_directions(params, rng, distribution), repeats, warmup, device=device)
-    t_pass = measure(lambda: forward_grad(f, params, rng, directions=v), repeats, warmup, device=device)
-    t_fg = measure(
-        lambda: forward_grad(f, params, rng, distribution=distribution), repeats, warmup, device=device
-    )
-    t_b = measure(lambda: grad_fn(params), repeats, warmup, device=device)
+    timing = {"device": device} if clock is None else {"device": device, "clock": clock}
+    t_f = measure(lambda: f(params), repeats, warmup, **timing)
+    t_sample = measure(lambda: sample_directions(params, rng, distribution), repeats, warmup, **timing)
+    t_pass = measure(lambda: forward_grad(f, params, rng, directions=v), repeats, warmup, **timing)
+    t_fg = measure(lambda: forward_grad(f, params, rng, distribution=distribution), repeats, warmup, **timing)
+    t_b = measure(lambda: grad_fn(params), repeats, warmup, **timing)
 
     result = {
         "schema": SCHEMA,

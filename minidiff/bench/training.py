@@ -32,7 +32,8 @@ def digits_data(model_name: str, dtype="float32", device=None, seed: int = 0):
 
     flat = model_name != "cnn"
     x, y = data.load_digits(size=28, dtype=dtype, device=device, flatten=flat)
-    return data.train_test_split(x, y, test_fraction=0.2, seed=seed)
+    x_tr, x_te, y_tr, y_te = data.train_test_split(x, y, test_fraction=0.2, seed=seed)
+    return (x_tr, y_tr), (x_te, y_te)
 
 
 def accuracy(model, params, x, y, batch: int = 512) -> float:

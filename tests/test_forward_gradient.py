@@ -1,0 +1,173 @@
+"""Forward gradients: exactness of one sample, unbiasedness, no tape, FGD, memory by depth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import minidiff as md
+from minidiff import pytree
+from minidiff.bench.memory import peak_memory
+from minidiff.reverse import nodes_created
+
+F = md.nn.functional
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"w": md.tensor(rng.normal(size=(3, 4))), "b": md.tensor(rng.normal(size=3))}
+    x = md.tensor(rng.normal(size=(8, 4)))
+    y = md.tensor(rng.integers(0, 3, 8))
+
+    def f(p):
+        return F.cross_entropy(F.linear(md.tanh(x), p["w"], p["b"]), y)
+
+    return f, params
+
+
+def _flat(tree):
+    return np.concatenate([t.numpy().ravel() for t in pytree.flatten(tree)[0]])
+
+
+@pytest.mark.parametrize("distribution", ["normal", "rademacher"])
+def test_one_sample_is_exactly_directional_derivative_times_direction(distribution):
+    f, params = _problem()
+    v = md.sample_directions(params, md.random.Generator(3), distribution)
+    loss, g = md.forward_grad(f, params, None, directions=v)
+    exact = md.grad(f)(params)
+    d = float(_flat(exact) @ _flat(v))
+    np.testing.assert_allclose(_flat(g), d * _flat(v), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(loss.item(), f(params).item(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("distribution", ["normal", "rademacher"])
+def test_mean_of_samples_converges_to_the_gradient(distribution):
+    """CLT bound: each coordinate's mean lies within 5 standard errors of ∇f.
+
+    Var[(∇f·v) v_i] = ‖∇f‖² + ∇f_i² for Gaussian v and ‖∇f‖² − ∇f_i² for Rademacher v.
+    """
+    f, params = _problem()
+    n = 20000
+    _, g = md.forward_grad(f, params, md.random.Generator(7), n_directions=n, distribution=distribution)
+    exact = _flat(md.grad(f)(params))
+    mean = _flat(g)
+    sq = exact @ exact
+    var = sq + exact**2 if distribution == "normal" else sq - exact**2
+    bound = 5 * np.sqrt(var / n)
+    assert np.all(np.abs(mean - exact) <= bound + 1e-12), np.max(np.abs(mean - exact) / bound)
+    # and the estimate is informative: it points along the gradient
+    assert mean @ exact / (np.linalg.norm(mean) * np.linalg.norm(exact)) > 0.95
+
+
+def test_vector_mode_equals_the_average_of_single_samples():
+    f, params = _problem()
+    k = 5
+    v = md.sample_directions(params, md.random.Generator(1), "normal", n_directions=k)
+    _, g = md.forward_grad(f, params, None, n_directions=k, directions=v)
+    singles = [
+        _flat(md.forward_grad(f, params, None, directions=pytree.tree_map(lambda t, i=i: t[i], v))[1])
+        for i in range(k)
+    ]
+    np.testing.assert_allclose(_flat(g), np.mean(singles, axis=0), rtol=1e-12, atol=1e-14)
+
+
+def test_no_tape_is_recorded_on_the_forward_gradient_path():
+    f, params = _problem()
+    before = nodes_created()
+    md.forward_grad(f, params, md.random.Generator(0))
+    md.forward_grad(f, params, md.random.Generator(0), n_directions=3, distribution="rademacher")
+    opt = md.FGD(lr=0.1, seed=0)
+    opt.step(f, params)
+    assert nodes_created() == before
+    md.grad(f)(params)  # the counter does move when a tape is recorded
+    assert nodes_created() > before
+
+
+def test_clip_caps_the_directional_derivative():
+    f, params = _problem()
+    v = pytree.tree_map(lambda t: 100.0 * t, md.sample_directions(params, md.random.Generator(2), "normal"))
+    _, g = md.forward_grad(f, params, None, directions=v, clip=1.0)
+    d = float(_flat(md.grad(f)(params)) @ _flat(v))
+    assert abs(d) > 1
+    np.testing.assert_allclose(_flat(g), math.copysign(1.0, d) * _flat(v), rtol=1e-12)
+
+
+def test_fgd_step_follows_the_paper_schedule():
+    f, params = _problem()
+    opt = md.FGD(lr=0.5, decay=0.1, seed=4)
+    twin = md.random.Generator(4)
+    p = params
+    for i in range(3):
+        v = md.sample_directions(p, twin, "normal")
+        d = float(_flat(md.grad(f)(p)) @ _flat(v))
+        expected = _flat(p) - 0.5 * math.exp(-0.1 * i) * d * _flat(v)
+        _, p = opt.step(f, p)
+        np.testing.assert_allclose(_flat(p), expected, rtol=1e-10, atol=1e-12)
+    assert opt.iteration == 3
+    assert opt.learning_rate() == pytest.approx(0.5 * math.exp(-0.3))
+
+
+def test_fgd_reduces_a_quadratic():
+    opt = md.FGD(lr=0.05, decay=0.0, seed=0, distribution="rademacher")
+    p = {"w": md.tensor([3.0, -2.0, 1.0])}
+    for _ in range(300):
+        _, p = opt.step(lambda q: (q["w"] ** 2).sum(), p)
+    assert float((p["w"] ** 2).sum().item()) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_directions": 0}, "n_directions"),
+        ({"distribution": "cauchy"}, "distribution"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    f, params = _problem()
+    with pytest.raises(ValueError, match=message):
+        md.forward_grad(f, params, md.random.Generator(0), **kwargs)
+
+
+def test_fgd_rejects_a_negative_rate():
+    with pytest.raises(ValueError, match="lr"):
+        md.FGD(lr=-1.0)
+
+
+def _mlp(depth, width=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (md.tensor(rng.normal(size=(width, width)) / np.sqrt(width)), md.tensor(np.zeros(width)))
+        for _ in range(depth)
+    ]
+
+
+def test_forward_mode_memory_does_not_grow_with_depth_like_reverse_mode():
+    """Reverse mode keeps every layer's activations until the backward pass; forward mode keeps none.
+
+    Peak memory grows with depth for both only through the parameter-sized tangent; beyond that,
+    reverse mode adds at least one batch×width activation per layer (stated bound below).
+    """
+    batch, width = 512, 32
+    x = md.tensor(np.random.default_rng(1).normal(size=(batch, width)))
+
+    def loss(params):
+        h = x
+        for w, b in params:
+            h = md.tanh(F.linear(h, w, b))
+        return (h * h).mean()
+
+    peaks = {}
+    for depth in (2, 10):
+        params = _mlp(depth)
+        tangent = pytree.tree_map(md.ones_like, params)
+        before = nodes_created()
+        peaks[("fwd", depth)] = peak_memory(lambda: md.jvp(loss, (params,), (tangent,)))
+        assert nodes_created() == before  # the forward-mode tape stays empty
+        peaks[("rev", depth)] = peak_memory(lambda: md.grad(loss)(params))
+    activation = batch * width * 8
+    param_growth = 8 * (width * width + width) * 8  # 8 more layers of parameters, in float64
+    assert peaks[("fwd", 10)] - peaks[("fwd", 2)] <= 3 * param_growth + 4 * activation
+    assert peaks[("rev", 10)] - peaks[("rev", 2)] >= 8 * activation
+    assert peaks[("rev", 10)] > 2 * peaks[("fwd", 10)]
