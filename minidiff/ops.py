@@ -1,6 +1,6 @@
 """The NumPy-named functions of minidiff: the primitives' public spellings and composites of them.
 
-Composites (mean, var, logsumexp, softmax, ...) need no rules of their own: they are differentiated
+Composites (mean, var, softmax, log_softmax, ...) need no rules of their own: they are differentiated
 through the primitives they are made of.
 """
 
@@ -48,7 +48,7 @@ from .primitives.elementwise import (  # noqa: F401 - re-exported
     where,
 )
 from .primitives.linalg import dot, einsum, matmul, outer  # noqa: F401
-from .primitives.reductions import all, any, argmax, argmin, max, min, prod  # noqa: F401
+from .primitives.reductions import all, any, argmax, argmin, logsumexp, max, min, prod  # noqa: F401
 from .primitives.shape import (  # noqa: F401
     broadcast_to,
     concatenate,
@@ -100,16 +100,6 @@ def var(x, axis=None, keepdims=False, ddof=0) -> Tensor:
     return sum(centered * centered, axis=axes, keepdims=keepdims) / (n - ddof)
 
 
-def logsumexp(x, axis=None, keepdims=False) -> Tensor:
-    """``log(sum(exp(x)))`` over ``axis``, computed stably (shifted by the detached maximum)."""
-    x = asarray(x)
-    axes = normalize_axis("logsumexp", axis, x.ndim)
-    shift = max(x, axis=axes, keepdims=True).detach()
-    shift = where(isfinite(shift), shift, 0.0)
-    out = log(sum(exp(x - shift), axis=axes, keepdims=True)) + shift
-    return out if keepdims else squeeze(out, axes) if axes else out
-
-
 def log_softmax(x, axis=-1) -> Tensor:
     """``x - logsumexp(x)`` along ``axis``."""
     x = asarray(x)
@@ -121,9 +111,7 @@ def softmax(x, axis=-1) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``axis``, computed stably."""
     x = asarray(x)
     normalize_axis("softmax", axis, x.ndim)
-    shift = max(x, axis=axis, keepdims=True).detach()
-    e = exp(x - shift)
-    return e / sum(e, axis=axis, keepdims=True)
+    return exp(x - logsumexp(x, axis=axis, keepdims=True))
 
 
 def trace(x) -> Tensor:

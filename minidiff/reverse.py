@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from . import levels
 from .errors import DTypeError, ShapeError, TapeError
 from .primitives.registry import bind
-from .tensor import Tensor, Tracer
+from .tensor import Tensor, Tracer, column_major
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
 
@@ -38,10 +38,11 @@ def nodes_created() -> int:
 class Aval:
     """Shape, dtype and device of an input the VJP rules do not need the value of."""
 
-    __slots__ = ("shape", "dtype", "device")
+    __slots__ = ("shape", "dtype", "device", "column_major")
 
     def __init__(self, x: Tensor):
         self.shape, self.dtype, self.device = x.shape, x.dtype, x.device
+        self.column_major = column_major(x)
 
     @property
     def ndim(self) -> int:

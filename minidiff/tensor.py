@@ -318,3 +318,19 @@ def wrap(data, device) -> Tensor:
     t._data = data
     t._device = device
     return t
+
+
+def column_major(x) -> bool:
+    """Whether a 2-D value is stored column by column (e.g. ``W.T`` of a row-major ``W``).
+
+    Rules may use it to produce a cotangent in its value's memory order, which makes the gradient
+    of a weight used as ``W.T`` row-major, as a hand-written backprop computes it (and BLAS is faster).
+    Tape stubs of unsaved inputs carry the answer; traced values answer False.
+    """
+    hint = getattr(x, "column_major", None)
+    if hint is not None:
+        return hint
+    if type(x) is not Tensor or x._data.ndim != 2:
+        return False
+    flags = x._data.flags
+    return bool(flags.f_contiguous and not flags.c_contiguous)

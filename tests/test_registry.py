@@ -163,6 +163,7 @@ SENSIBLE_SAVES = {
     "det": {0, A},
     "cholesky": {A},
     "max": {0, A},
+    "logsumexp": {0, A},
     "min": {0, A},
     "prod": {0},
     # linear: shapes only

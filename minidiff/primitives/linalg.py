@@ -6,15 +6,17 @@ Matrix rules are written with matmul and solve themselves, so they differentiate
 from __future__ import annotations
 
 from ..errors import ShapeError
-from ..tensor import Tensor
+from ..tensor import Tensor, column_major
 from .batching_rules import align
 from .elementwise import multiply, where
 from .registry import bind, general
-from .shape import _t, broadcast_to, expand_dims, reshape, squeeze, sum, swapaxes
+from .shape import _t, broadcast_to, expand_dims, reshape, squeeze, sum, transpose_p
 
 
 def _mT(a):
-    return swapaxes(a, -1, -2)
+    """Swap the last two axes (the matrix transpose of a stack)."""
+    n = a.ndim
+    return bind(transpose_p, a, axes=tuple(range(n - 2)) + (n - 1, n - 2))
 
 
 def _col(v):
@@ -35,6 +37,8 @@ def _matmul_vjp_y(g, ans, x, y):
         return multiply(_col(x), expand_dims(g, -2)) if y.ndim > 1 else g * x
     if y.ndim == 1:
         return squeeze(matmul(_mT(x), _col(g)), -1)
+    if column_major(y):  # y is W.T: compute (gᵀx)ᵀ so the gradient of W comes out row-major
+        return _mT(matmul(_mT(g), x))
     return matmul(_mT(x), g)
 
 

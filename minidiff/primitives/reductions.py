@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..tensor import Tensor
 from .batching_rules import batch_axis_op
-from .elementwise import astype, equal, where
+from .elementwise import astype, equal, exp, where
 from .registry import bind, general, nondifferentiable
 from .shape import (
     _t,
@@ -65,8 +65,37 @@ prod_p = general(  # one axis at a time; prod() below folds several axes into on
     lambda g, ans, x, axis, keepdims: _keep(g, (axis,), keepdims) * _others(x, axis),
     None,
 )
-for _p in (max_p, min_p, prod_p):
+
+
+def _lse(xp, x, axis, keepdims):
+    m = xp.max(x, axis=axis, keepdims=True) if x.size else xp.zeros((1,) * x.ndim, x.dtype)
+    m = xp.where(xp.isfinite(m), m, 0)
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _softmax_of(x, ans, axis, keepdims):
+    """exp(x − logsumexp(x)): the derivative of logsumexp, from its saved output."""
+    return exp(x - _keep(ans, axis, keepdims))
+
+
+logsumexp_p = general(  # one primitive rather than eight: cross-entropy is on every training step
+    "logsumexp",
+    _lse,
+    lambda t, ans, x, axis, keepdims: sum(
+        t * _softmax_of(x, ans, axis, keepdims), axis=axis, keepdims=keepdims
+    ),
+    lambda g, ans, x, axis, keepdims: _keep(g, axis, keepdims) * _softmax_of(x, ans, axis, keepdims),
+    None,
+)
+for _p in (max_p, min_p, prod_p, logsumexp_p):
     _p.batch = batch_axis_op(_p)
+
+
+def logsumexp(x, axis=None, keepdims=False) -> Tensor:
+    """``log(sum(exp(x)))`` over ``axis``, computed stably (shifted by the maximum)."""
+    x = _t(x)
+    return bind(logsumexp_p, x, axis=normalize_axis("logsumexp", axis, x.ndim), keepdims=bool(keepdims))
 
 
 def max(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - NumPy's name
