@@ -177,6 +177,72 @@ def mlp(repeats, batch=64):
     return out
 
 
+SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2 - 1
+
+
+def np_rademacher(rng, shape):
+    """The hand-written twin of minidiff's sampler: eight signs per random byte, by table lookup."""
+    n = int(np.prod(shape))
+    words = rng.integers(0, 256, size=(n + 7) // 8, dtype=np.uint8)
+    return np.take(SIGNS, words, axis=0).reshape(-1)[:n].reshape(shape)
+
+
+def rfrb_against_numpy(repeats, batch=64, distribution="normal"):
+    """Rf and Rb of minidiff and of hand-written NumPy on the same MLP, minibatch and sampler."""
+    rng = np.random.default_rng(0)
+    params = init_params(rng)
+    x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], batch)
+
+    def np_f():
+        return _np_loss(params, x, y)
+
+    draw = (
+        (lambda shape: rng.standard_normal(shape, dtype=np.float32))
+        if distribution == "normal"
+        else (lambda shape: np_rademacher(rng, shape))
+    )
+
+    def np_fg():
+        v = [(draw(w.shape), draw(b.shape)) for w, b in params]
+        loss, d = np_jvp(params, v, x, y)
+        return loss, [(d * vw, d * vb) for vw, vb in v]
+
+    mp = [(md.tensor(w), md.tensor(b)) for w, b in params]
+    mx, my = md.tensor(x), md.tensor(y)
+    mrng = md.random.Generator(0)
+    f = lambda p: md_loss(p, mx, my)  # noqa: E731
+    vg = md.value_and_grad(f)
+    t = {
+        "numpy f": timeit(np_f, repeats),
+        "numpy forward gradient": timeit(np_fg, repeats),
+        "numpy backprop": timeit(lambda: np_grad(params, x, y), repeats),
+        "minidiff f": timeit(lambda: f(mp), repeats),
+        "minidiff forward gradient": timeit(
+            lambda: md.forward_grad(f, mp, mrng, distribution=distribution), repeats
+        ),
+        "minidiff backprop": timeit(lambda: vg(mp), repeats),
+    }
+    out = {k: {"median_ms": v[0] * 1e3, "iqr_ms": v[1] * 1e3} for k, v in t.items()}
+    for who in ("numpy", "minidiff"):
+        out[f"{who} Rf"] = t[f"{who} forward gradient"][0] / t[f"{who} f"][0]
+        out[f"{who} Rb"] = t[f"{who} backprop"][0] / t[f"{who} f"][0]
+    out["Rf minidiff / numpy"] = out["minidiff Rf"] / out["numpy Rf"]
+    out["Rb minidiff / numpy"] = out["minidiff Rb"] / out["numpy Rb"]
+    out["distribution"] = distribution
+    return out
+
+
+def _np_loss(params, x, y):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = h @ w.T + b
+        if i < len(params) - 1:
+            h = np.maximum(h, 0)
+    m = h.max(axis=1, keepdims=True)
+    return np.mean(np.log(np.exp(h - m).sum(axis=1)) + m[:, 0] - h[np.arange(len(y)), y])
+
+
 def environment():
     env = {
         "python": platform.python_version(),
@@ -215,9 +281,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="make glibc keep freed memory (mallopt) before measuring",
+    )
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        from minidiff.bench.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    from minidiff.bench.allocator import allocator_state
+
     d = dispatch(args.repeats)
     m = mlp(args.repeats)
+    fg = {dist: rfrb_against_numpy(args.repeats, distribution=dist) for dist in ("normal", "rademacher")}
     print(f"{'dispatch (one-element add)':44s} {'median':>10s} {'IQR':>9s} {'target':>8s}")
     print(f"{'  plain, no AD':44s} {d['plain_us']:8.2f}µs {d['plain_iqr_us']:7.2f}µs {'≤ 5µs':>8s}")
     print(
@@ -236,9 +314,35 @@ def main(argv=None):
         print(f"{'  ' + k:44s} {m[k]['median_ms']:8.2f}ms {m[k]['iqr_ms']:7.2f}ms")
     print(f"{'  jvp minidiff / numpy':44s} {m['jvp_ratio']:8.3f}×  (target ≤ 1.15×)")
     print(f"{'  grad minidiff / numpy':44s} {m['grad_ratio']:8.3f}×  (target ≤ 1.15×)")
+    print()
+    print(f"Rf and Rb, same MLP and minibatch, allocator {allocator_state()['mode']}")
+    print(
+        f"{'  sampler':14s} {'who':10s} {'f ms':>8s} {'fwd-grad ms':>12s} {'backprop ms':>12s} {'Rf':>7s} {'Rb':>7s}"
+    )
+    for dist, r in fg.items():
+        for who in ("numpy", "minidiff"):
+            print(
+                f"  {dist:12s} {who:10s} {r[who + ' f']['median_ms']:8.2f} {r[who + ' forward gradient']['median_ms']:12.2f} "
+                f"{r[who + ' backprop']['median_ms']:12.2f} {r[who + ' Rf']:7.3f} {r[who + ' Rb']:7.3f}"
+            )
+        print(
+            f"  {dist:12s} minidiff/numpy: Rf {r['Rf minidiff / numpy']:.3f}×, Rb {r['Rb minidiff / numpy']:.3f}× "
+            "(targets ≤ 1.15×)"
+        )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"schema": 1, "dispatch": d, "mlp": m, "environment": environment()}, fh, indent=2)
+            json.dump(
+                {
+                    "schema": 2,
+                    "dispatch": d,
+                    "mlp": m,
+                    "rfrb": fg,
+                    "environment": environment(),
+                    "allocator": allocator_state(),
+                },
+                fh,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

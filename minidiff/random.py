@@ -27,6 +27,18 @@ class Generator:
         self.device = backend.get_device(device)
         self._rng = self.device.xp.random.default_rng(seed)
 
+    def get_state(self):
+        """The bit generator's state (to checkpoint a run that draws random numbers)."""
+        import copy
+
+        return copy.deepcopy(self._rng.bit_generator.state)
+
+    def set_state(self, state) -> None:
+        """Resume from a state :meth:`get_state` returned."""
+        import copy
+
+        self._rng.bit_generator.state = copy.deepcopy(state)
+
     def normal(self, shape, mean=0.0, std=1.0, dtype="float64") -> Tensor:
         """Gaussian samples; float32 is drawn directly in float32 (no float64 detour)."""
         dt = _dtype(dtype)
@@ -65,7 +77,8 @@ class Generator:
             bits = xp.unpackbits(xp.arange(256, dtype=xp.uint8)[:, None], axis=1)
             table = _SIGN_TABLES[(self.device.name, dt)] = bits.astype(dt) * 2 - 1
         words = self._rng.integers(0, 256, size=(n + 7) // 8, dtype=xp.uint8)
-        out = table[words].reshape(-1)[:n].reshape(shape)
+        # xp.take is about 6x faster than fancy indexing table[words] here
+        out = xp.take(table, words, axis=0).reshape(-1)[:n].reshape(shape)
         return wrap(out, self.device)
 
     def randint(self, low, high=None, shape=(), dtype="int64") -> Tensor:

@@ -104,7 +104,10 @@ def test_ci_runs_the_readme_test_command():
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```(?:bash|sh|console)\n(.*?)```", quickstart, flags=re.S)
     lines = [line for block in commands for line in block.strip().splitlines()]
-    assert lines == ["pip install . && minidiff demo", 'pip install ".[test]" && python -m pytest']
+    assert lines == [
+        'pip install ".[plot]" && minidiff reproduce forward-gradient',
+        'pip install ".[test]" && python -m pytest',
+    ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert 'pip install ".[test]"' in ci
     calls = re.findall(r"python -m pytest(.*)", ci)
