@@ -10,7 +10,7 @@ True
 from __future__ import annotations
 
 from . import data, errors, levels, nn, primitives, pytree, testing  # noqa: F401
-from . import linalg, random  # noqa: F401
+from . import linalg, optim, random  # noqa: F401
 from .backend import (  # noqa: F401
     Device,
     bool_,
@@ -51,3 +51,12 @@ from .transforms import (
 custom_jvp = custom_vjp = primitive  # one decorator carries both rules
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``md.curvature`` loads on first use: its SciPy operators cost ~0.3 s to import."""
+    if name == "curvature":
+        import importlib
+
+        return importlib.import_module(".curvature", __name__)
+    raise AttributeError(f"module 'minidiff' has no attribute {name!r}")

@@ -80,8 +80,22 @@ def _allocator(args):
 
 
 # ----------------------------------------------------------------------------- bench
+# Benchmarks of the layers above the engine: each module offers add_arguments(parser) and run(args).
+EXTRA_BENCHES = {
+    "curvature": ("curvature_bench", "cost of hvp in its three orders and of ggn_vp, in gradients"),
+    "optim": ("optim_bench", "every optimizer on the MLP and CNN under one budget; GC overhead"),
+}
+
+
+def _extra_bench(name):
+    import importlib
+
+    return importlib.import_module(f"minidiff.bench.{EXTRA_BENCHES[name][0]}")
+
+
 def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
-    sub = p.add_subparsers(dest="bench_command", metavar="{rfrb,depth}", required=True, parser_class=type(p))
+    names = ",".join(("rfrb", "depth", *EXTRA_BENCHES))
+    sub = p.add_subparsers(dest="bench_command", metavar=f"{{{names}}}", required=True, parser_class=type(p))
     r = sub.add_parser(
         "rfrb",
         help="Rf, Rb and Rf/Rb of one model (forward gradient vs backprop)",
@@ -118,10 +132,15 @@ def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
     d.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per depth (default 5)")
     d.add_argument("--json", metavar="PATH", help="write the result as JSON")
     _add_common(d, device_type)
+    for name, (_, summary) in EXTRA_BENCHES.items():
+        e = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        _extra_bench(name).add_arguments(e)
 
 
 def run_bench(args) -> int:
     _allocator(args)
+    if args.bench_command in EXTRA_BENCHES:
+        return _extra_bench(args.bench_command).run(args)
     if args.bench_command == "rfrb":
         from .rfrb import build_model, rfrb
 

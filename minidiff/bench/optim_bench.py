@@ -1,0 +1,512 @@
+"""``minidiff bench optim``: every optimizer on the MLP and the CNN, on the embedded digits, one budget.
+
+Each (model, optimizer) run starts from the same initial parameters, sees the same minibatches in the
+same order, and stops after ``steps`` minibatch steps or ``seconds`` of training time, whichever comes
+first (the *budget*).  Recorded per run: the minibatch loss against steps and against the wall-clock time
+of the steps alone; the steps and seconds until the smoothed loss (EMA, as in
+:mod:`minidiff.bench.training`) first reaches ``target_loss``; final train and test accuracy; the mean
+step time and its ratio to the SGD run's.  Methods that evaluate the loss several times per step
+(L-BFGS, Newton-CG, the curvature methods) are charged for all of it.
+
+The second-order methods of ``minidiff.optim.{kfac,shampoo,adahessian,sophia}`` are imported by name at
+run time and skipped (with the reason recorded) where absent.
+
+Separately, the cost of Gradient Centralization on one CNN training step: the time of the centralization
+of every weight gradient against the time of the whole step (target: under 1%), and the end-to-end step
+time with and without it.
+
+>>> r = run_optim_bench(models=("mlp",), optimizers=("sgd", "adam"), steps=2, width=8, gc_repeats=0,
+...                     train_limit=128)
+>>> sorted(r["runs"]["mlp"]), r["runs"]["mlp"]["adam"]["steps"]
+(['adam', 'sgd'], 2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import time
+
+from .. import pytree
+from ..nn import functional as F
+from ..random import Generator
+from .environment import environment
+from .timing import measure
+from .training import accuracy, digits_data, smooth
+
+SCHEMA = "minidiff.optim_bench/1"
+
+
+# ----------------------------------------------------------------------------- the optimizers
+def _mine(cls_name, **kwargs):
+    def make(model, params):
+        from .. import optim
+
+        return getattr(optim, cls_name)(params, **kwargs)
+
+    return make
+
+
+def _external(module, cls_name, takes_model=False, **kwargs):
+    """A factory for an optimizer that may not exist yet: imported by name when the bench runs."""
+
+    def make(model, params):
+        mod = importlib.import_module(f"minidiff.optim.{module}")
+        cls = getattr(mod, cls_name)
+        return cls(model, **kwargs) if takes_model else cls(params, **kwargs)
+
+    return make
+
+
+#: name -> (factory(model, params), closure style, description).  Closure styles: "tape" (zero_grad,
+#: backward, step()), "functional" (step(f) with f(params) -> loss), "tape_logits" (step(closure) with
+#: closure() -> (loss, logits)), "functional_logits" (f(params) -> (loss, logits)).
+OPTIMIZERS = {
+    "sgd": (_mine("SGD", lr=0.05, momentum=0.9), "tape", "SGD lr 0.05, momentum 0.9"),
+    "sgd-gc": (
+        _mine("SGD", lr=0.05, momentum=0.9, centralize="grad"),
+        "tape",
+        "SGD lr 0.05, momentum 0.9, GC on gradients",
+    ),
+    "adam": (_mine("Adam", lr=1e-3), "tape", "Adam lr 1e-3"),
+    "adam-gc": (_mine("Adam", lr=1e-3, centralize="update"), "tape", "Adam lr 1e-3, GC on the update"),
+    "adamw": (_mine("AdamW", lr=1e-3, weight_decay=1e-2), "tape", "AdamW lr 1e-3, decay 0.01"),
+    "adagrad": (_mine("Adagrad", lr=1e-2), "tape", "Adagrad lr 1e-2"),
+    "rmsprop": (_mine("RMSprop", lr=1e-3), "tape", "RMSprop lr 1e-3, alpha 0.99"),
+    "lbfgs": (
+        _mine("LBFGS", lr=1.0, max_iter=1, history_size=10),
+        "functional",
+        "L-BFGS, 1 iteration (strong-Wolfe search) per minibatch, history 10",
+    ),
+    "newton-cg": (
+        _mine("NewtonCG", damping=1e-2, max_cg_iter=5),
+        "functional",
+        "Newton-CG, damping 1e-2, at most 5 CG iterations, Armijo backtracking",
+    ),
+    "fgd": (_mine("FGD"), "functional", "FGD, the paper's η₀ 2e-4, k 1e-4"),
+    "kfac": (_external("kfac", "KFAC", takes_model=True), "tape_logits", "K-FAC, its defaults"),
+    # Tuned on the default MLP by steps to the target loss (150 steps): Adam's lr over
+    # {3e-4, 1e-3, 3e-3, 1e-2}; K-FAC's lr over {0.01, 0.03, 0.1, 0.3}, κ over {1e-3, 1e-2},
+    # T_inv over {10, 20, 100} and damping over {1e-3, 1e-2} (with T_stat 5).
+    "adam-tuned": (_mine("Adam", lr=3e-3), "tape", "Adam lr 3e-3 (tuned)"),
+    "kfac-tuned": (
+        _external("kfac", "KFAC", takes_model=True, lr=0.3, kl_clip=1e-2, stat_period=5, inverse_period=20),
+        "tape_logits",
+        "K-FAC lr 0.3, κ 1e-2, T_stat 5, T_inv 20 (tuned)",
+    ),
+    "shampoo": (_external("shampoo", "Shampoo"), "tape", "Shampoo, its defaults"),
+    "adahessian": (_external("adahessian", "AdaHessian"), "functional", "AdaHessian, its defaults"),
+    "sophia": (_external("sophia", "Sophia", lr=1e-3), "functional_logits", "Sophia-G, lr 1e-3"),
+}
+
+BASELINE = "sgd"
+
+
+# ----------------------------------------------------------------------------- models
+def _model(name, width, channels, cnn_hidden, paper_size, dtype, device, seed):
+    from ..nn import models
+
+    rng = Generator(seed, device)
+    if name == "mlp":
+        hidden = (1024, 1024) if paper_size else (width, width)
+        return models.mlp(hidden=hidden, rng=rng, dtype=dtype, device=device)
+    if name == "cnn":
+        if paper_size:
+            return models.cnn(rng=rng, dtype=dtype, device=device)
+        return models.cnn(channels=channels, hidden=cnn_hidden, rng=rng, dtype=dtype, device=device)
+    raise ValueError(f"optim bench: unknown model {name!r}; choose mlp or cnn")
+
+
+def _train_one(name, factory, style, model, init_values, splits, steps, seconds, batch, seed, target):
+    """One budgeted run; returns its record (or the reason it could not run)."""
+    from .. import data
+    from ..creation import asarray
+
+    (x_tr, y_tr), (x_te, y_te) = splits
+    model.set_parameters(pytree.tree_map(lambda v: v, init_values))
+    model.requires_grad_()
+    leaves, treedef = pytree.flatten(model.parameters())
+    try:
+        opt = factory(model, leaves)
+    except (ImportError, AttributeError) as exc:
+        return {"skipped": f"not available: {type(exc).__name__}: {exc}"}
+    history = {"step": [], "seconds": [], "loss": []}
+    elapsed, step, epoch, diverged = 0.0, 0, 0, False
+    while step < steps and elapsed < seconds and not diverged:
+        for xb, yb in data.batches(x_tr, y_tr, batch, seed=seed + epoch):
+            xb, yb = asarray(xb), asarray(yb)
+            t0 = time.perf_counter()
+            if style == "tape":
+                opt.zero_grad()
+                loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                opt.step()
+            elif style == "tape_logits":
+
+                def closure():
+                    logits = model(xb)
+                    return F.cross_entropy(logits, yb), logits
+
+                loss = opt.step(closure)
+            elif style == "functional":
+                loss = opt.step(lambda p: F.cross_entropy(model.apply(pytree.unflatten(treedef, p), xb), yb))
+            else:
+
+                def closure(p):
+                    logits = model.apply(pytree.unflatten(treedef, p), xb)
+                    return F.cross_entropy(logits, yb), logits
+
+                loss = opt.step(closure)
+            if isinstance(loss, tuple):
+                loss = loss[0]
+            value = float(loss)
+            elapsed += time.perf_counter() - t0
+            step += 1
+            history["step"].append(step)
+            history["seconds"].append(elapsed)
+            history["loss"].append(value)
+            if not math.isfinite(value):
+                diverged = True
+                break
+            if step >= steps or elapsed >= seconds:
+                break
+        epoch += 1
+    params = model.parameters()
+    curve = smooth(history["loss"])
+    reached = next((i for i, v in enumerate(curve) if v <= target), None)
+    return {
+        "steps": step,
+        "seconds": elapsed,
+        "diverged": diverged,
+        "mean_step_seconds": elapsed / max(step, 1),
+        "target_loss": target,
+        "steps_to_target": None if reached is None else history["step"][reached],
+        "seconds_to_target": None if reached is None else history["seconds"][reached],
+        "final_smoothed_loss": curve[-1] if curve else float("nan"),
+        "train_accuracy": accuracy(model, params, x_tr, y_tr),
+        "test_accuracy": accuracy(model, params, x_te, y_te),
+        "history": history,
+    }
+
+
+# ----------------------------------------------------------------------------- GC overhead
+def gc_overhead(
+    batch=64, channels=16, cnn_hidden=128, paper_size=False, repeats=10, dtype="float32", device=None, seed=0
+):
+    """Cost of Gradient Centralization on one CNN training step (SGD with momentum).
+
+    ``centralize_seconds`` times the centralization of every weight gradient alone; ``step_seconds`` a
+    whole plain step (forward, backward, update); ``fraction`` is their ratio (the target is < 1%).
+    ``step_with_gc_seconds`` times the whole step with GC on, for the end-to-end difference (noisier).
+
+    >>> r = gc_overhead(batch=2, channels=2, cnn_hidden=4, repeats=1)
+    >>> r["weights_centralized"], r["fraction"] > 0
+    (6, True)
+    """
+    from ..nn import models
+    from ..optim import SGD, centralize
+
+    rng = Generator(seed, device)
+    model = (
+        models.cnn(rng=rng, dtype=dtype, device=device)
+        if paper_size
+        else models.cnn(channels=channels, hidden=cnn_hidden, rng=rng, dtype=dtype, device=device)
+    )
+    model.requires_grad_()
+    x = Generator(seed + 1, device).normal((batch, 1, 28, 28), dtype=dtype)
+    y = Generator(seed + 2, device).randint(0, 10, (batch,))
+    leaves = pytree.flatten(model.parameters())[0]
+    plain = SGD(leaves, lr=1e-3, momentum=0.9)
+    with_gc = SGD(leaves, lr=1e-3, momentum=0.9, centralize="grad")
+
+    def step(opt):
+        def run():
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        return run
+
+    step(plain)()
+    grads = [p.grad for p in leaves]
+    dev = leaves[0].device
+
+    def centralize_all():
+        for g in grads:
+            centralize(g)
+
+    t_gc = measure(centralize_all, repeats=max(repeats * 5, 5), warmup=2, device=dev)
+    t_plain = measure(step(plain), repeats=repeats, warmup=1, device=dev)
+    t_with = measure(step(with_gc), repeats=repeats, warmup=1, device=dev)
+    return {
+        "centralize_seconds": t_gc.median,
+        "step_seconds": t_plain.median,
+        "step_with_gc_seconds": t_with.median,
+        "fraction": t_gc.median / t_plain.median,
+        "end_to_end_fraction": t_with.median / t_plain.median - 1,
+        "weights_centralized": sum(1 for p in leaves if p.ndim > 1),
+        "parameters": sum(p.size for p in leaves),
+        "repeats": repeats,
+    }
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def run_optim_bench(
+    models=("mlp", "cnn"),
+    optimizers=None,
+    steps: int = 150,
+    seconds: float = 8.0,
+    batch: int = 64,
+    target_loss: float = 0.5,
+    width: int = 256,
+    channels: int = 16,
+    cnn_hidden: int = 128,
+    paper_size: bool = False,
+    gc_repeats: int = 10,
+    dtype="float32",
+    device=None,
+    seed: int = 0,
+    train_limit: int | None = None,
+    progress=None,
+) -> dict:
+    """Run the benchmark (see the module docstring); returns a JSON-ready dict.
+
+    ``optimizers``: names from :data:`OPTIMIZERS` (all by default).  ``width`` is the MLP's hidden width,
+    ``channels``/``cnn_hidden`` the CNN's; ``paper_size=True`` uses the paper's 1024-wide MLP and 64-channel
+    CNN instead (far slower on a CPU).  ``train_limit`` keeps only the first examples of the training split
+    (for smoke runs).  ``gc_repeats=0`` skips the GC overhead measurement.
+    """
+    names = list(OPTIMIZERS) if optimizers is None else list(optimizers)
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"optim bench: unknown optimizer(s) {unknown}; choose from {sorted(OPTIMIZERS)}")
+    if steps < 1 or not seconds > 0 or batch < 1:
+        raise ValueError(
+            f"optim bench: need steps >= 1, seconds > 0, batch >= 1; got {steps}, {seconds}, {batch}"
+        )
+    start = time.perf_counter()
+    runs: dict = {}
+    for model_name in models:
+        model = _model(model_name, width, channels, cnn_hidden, paper_size, dtype, device, seed)
+        init_values = pytree.tree_map(lambda p: p.detach(), model.parameters())
+        splits = digits_data(model_name, dtype, device, seed)
+        if train_limit is not None:
+            (x_tr, y_tr), test = splits
+            splits = ((x_tr[:train_limit], y_tr[:train_limit]), test)
+        runs[model_name] = {}
+        for name in names:
+            factory, style, _ = OPTIMIZERS[name]
+            try:
+                record = _train_one(
+                    name, factory, style, model, init_values, splits, steps, seconds, batch, seed, target_loss
+                )
+            except Exception as exc:  # noqa: BLE001 - one failing optimizer must not end the benchmark
+                record = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
+            runs[model_name][name] = record
+            if progress is not None:
+                progress(1)
+        base = runs[model_name].get(BASELINE, {}).get("mean_step_seconds")
+        for record in runs[model_name].values():
+            if "mean_step_seconds" in record:
+                record["step_time_vs_sgd"] = record["mean_step_seconds"] / base if base else None
+    result = {
+        "schema": SCHEMA,
+        "settings": {
+            "models": list(models),
+            "optimizers": {n: OPTIMIZERS[n][2] for n in names},
+            "steps": steps,
+            "seconds": seconds,
+            "batch": batch,
+            "target_loss": target_loss,
+            "width": width,
+            "channels": channels,
+            "cnn_hidden": cnn_hidden,
+            "paper_size": paper_size,
+            "dtype": str(dtype),
+            "seed": seed,
+            "train_limit": train_limit,
+        },
+        "runs": runs,
+        "gc_overhead": None,
+        "environment": environment(device),
+    }
+    if gc_repeats:
+        result["gc_overhead"] = gc_overhead(
+            batch, channels, cnn_hidden, paper_size, gc_repeats, dtype=dtype, device=device, seed=seed
+        )
+    result["total_seconds"] = time.perf_counter() - start
+    return result
+
+
+def _fmt(v, spec):
+    return "—" if v is None else format(v, spec)
+
+
+def format_optim_bench(result: dict) -> str:
+    """The tables of a :func:`run_optim_bench` result, as text (Markdown tables).
+
+    >>> r = run_optim_bench(models=("mlp",), optimizers=("sgd",), steps=1, width=4, gc_repeats=0,
+    ...                     train_limit=64)
+    >>> print(format_optim_bench(r).splitlines()[4])
+    | optimizer | steps | s | steps to target | s to target | final loss (EMA) | train acc | test acc | step time / SGD |
+    """
+    s = result["settings"]
+    lines = [
+        f"Optimizers on the digits (budget: {s['steps']} steps or {s['seconds']:g} s per run, batch "
+        f"{s['batch']}, {s['dtype']}); target: smoothed training loss ≤ {s['target_loss']:g}",
+    ]
+    for model_name, runs in result["runs"].items():
+        lines += [
+            "",
+            f"{model_name}:",
+            "",
+            "| optimizer | steps | s | steps to target | s to target | final loss (EMA) | train acc | "
+            "test acc | step time / SGD |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in runs.items():
+            if "skipped" in r:
+                lines.append(f"| {name} | {r['skipped']} |||||||")
+                continue
+            lines.append(
+                f"| {name} | {r['steps']} | {r['seconds']:.1f} | {_fmt(r['steps_to_target'], 'd')} | "
+                f"{_fmt(r['seconds_to_target'], '.1f')} | {r['final_smoothed_loss']:.3f}"
+                f"{' (diverged)' if r['diverged'] else ''} | {r['train_accuracy']:.3f} | "
+                f"{r['test_accuracy']:.3f} | {_fmt(r.get('step_time_vs_sgd'), '.2f')} |"
+            )
+    gc = result.get("gc_overhead")
+    if gc:
+        lines += [
+            "",
+            f"GC on a CNN step ({gc['parameters']:,} parameters, {gc['weights_centralized']} weight tensors): "
+            f"centralization {gc['centralize_seconds'] * 1e3:.3f} ms of a {gc['step_seconds'] * 1e3:.1f} ms "
+            f"step = {100 * gc['fraction']:.2f}% (target < 1%); whole step with GC "
+            f"{gc['step_with_gc_seconds'] * 1e3:.1f} ms ({100 * gc['end_to_end_fraction']:+.1f}%, noisier)",
+        ]
+    env = result.get("environment", {})
+    lines.append("")
+    lines.append(
+        f"Total {result.get('total_seconds', 0):.0f} s on {env.get('cpu', '?')} (a shared machine: "
+        "timings are indicative)."
+    )
+    return "\n".join(lines)
+
+
+def figures(result: dict, out_dir: str) -> list[str]:
+    """Loss-vs-step and loss-vs-time PNGs per model (needs matplotlib; returns [] without it).
+
+    >>> figures({"runs": {}, "settings": {"target_loss": 0.5}}, "/tmp/minidiff-optim-figures")
+    []
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for model_name, runs in result["runs"].items():
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for name, r in runs.items():
+            if "history" not in r:
+                continue
+            h = r["history"]
+            axes[0].plot(h["step"], smooth(h["loss"]), label=name)
+            axes[1].plot(h["seconds"], smooth(h["loss"]), label=name)
+        target = result["settings"]["target_loss"]
+        for ax, xlabel in zip(axes, ("step", "training seconds")):
+            ax.axhline(target, color="grey", lw=0.8, ls=":")
+            ax.set(xlabel=xlabel, ylabel="training loss (EMA)", yscale="log")
+        axes[0].set_title(f"{model_name}: loss vs step")
+        axes[1].set_title(f"{model_name}: loss vs time")
+        axes[1].legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"optim_{model_name}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------- command line
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``minidiff bench optim``.
+
+    >>> p = argparse.ArgumentParser()
+    >>> add_arguments(p)
+    >>> p.parse_args(["--models", "mlp", "--optimizers", "sgd,lbfgs"]).optimizers
+    ('sgd', 'lbfgs')
+    """
+    p.add_argument(
+        "--models", type=_names, default=("mlp", "cnn"), help="comma-separated: mlp,cnn (default both)"
+    )
+    p.add_argument(
+        "--optimizers",
+        type=_names,
+        default=None,
+        help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default all)",
+    )
+    p.add_argument("--steps", type=int, default=150, help="step budget per run (default 150)")
+    p.add_argument("--seconds", type=float, default=8.0, help="time budget per run, seconds (default 8)")
+    p.add_argument("--batch", type=int, default=64, help="minibatch size (default 64)")
+    p.add_argument(
+        "--target-loss", type=float, default=0.5, help="target smoothed training loss (default 0.5)"
+    )
+    p.add_argument("--width", type=int, default=256, help="MLP hidden width (default 256)")
+    p.add_argument("--channels", type=int, default=16, help="CNN channels (default 16)")
+    p.add_argument("--cnn-hidden", type=int, default=128, help="CNN dense width (default 128)")
+    p.add_argument("--paper-size", action="store_true", help="the paper's 1024-wide MLP and 64-channel CNN")
+    p.add_argument("--gc-repeats", type=int, default=10, help="timed repeats for the GC overhead (0: skip)")
+    p.add_argument("--train-limit", type=int, default=None, help="use only this many training examples")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    p.add_argument("--keep-freed-memory", action="store_true", help="set the allocator to keep freed memory")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--figures", metavar="DIR", default=None, help="write loss-vs-step/time PNGs into DIR")
+
+
+def run(args) -> int:
+    """Run ``minidiff bench optim`` with parsed ``args``; prints the tables, writes JSON and figures."""
+    from .progress import Progress
+
+    names = args.optimizers or tuple(OPTIMIZERS)
+    with Progress(len(names) * len(args.models), "optim bench") as bar:
+        result = run_optim_bench(
+            models=args.models,
+            optimizers=names,
+            steps=args.steps,
+            seconds=args.seconds,
+            batch=args.batch,
+            target_loss=args.target_loss,
+            width=args.width,
+            channels=args.channels,
+            cnn_hidden=args.cnn_hidden,
+            paper_size=args.paper_size,
+            gc_repeats=args.gc_repeats,
+            dtype=args.dtype,
+            device=args.device,
+            seed=args.seed,
+            train_limit=args.train_limit,
+            progress=bar.update,
+        )
+    if args.figures:
+        result["figures"] = figures(result, args.figures)
+    print(format_optim_bench(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1, default=float)
+        print(f"wrote {args.json}")
+    return 0

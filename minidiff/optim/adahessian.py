@@ -1,0 +1,168 @@
+"""AdaHessian (Yao et al., 2021): Adam with the squared Hutchinson estimate of the Hessian diagonal.
+
+Each step draws one Rademacher probe z per parameter and computes the gradient g and ``H z`` together
+by one forward-over-reverse pass (``md.jvp`` of ``md.value_and_grad`` — what ``md.hvp`` does), on the
+functional closure ``f(params) -> loss``.  Then (``docs/papers.md`` §6):
+
+1. ``D = |z ⊙ Hz| = |Hz|`` (E[z ⊙ Hz] = diag H; exact when H is diagonal); 4-D convolution kernels
+   replace D by its mean over the two spatial axes (``spatial_average``), and with ``average_rows``
+   matrices by the mean of each row;
+2. ``m ← β₁m + (1 − β₁)g``, ``v ← β₂v + (1 − β₂)D²``;
+3. ``θ ← θ − lr·(m/(1 − β₁ᵗ) / ((√(v/(1 − β₂ᵗ)))^k + ε) + wd·θ)`` (decoupled weight decay).
+
+Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradients in forward-over-reverse).
+
+>>> import minidiff as md
+>>> from minidiff.optim.adahessian import AdaHessian
+>>> w = md.tensor([1.0, -2.0], requires_grad=True)
+>>> opt = AdaHessian([w], lr=0.1)
+>>> loss = opt.step(lambda ps: (md.tensor([1.0, 10.0]) * ps[0] ** 2).sum())
+>>> [round(v, 4) for v in w.tolist()]  # first step: lr × the Newton step g/|diag H| (ε aside)
+[0.9, -1.8]
+"""
+
+from __future__ import annotations
+
+from ..random import Generator
+from ..reverse import no_grad
+from ..tensor import wrap
+from ..transforms import HVP_MODES, hvp, jvp, value_and_grad
+from .base import Optimizer, assign_
+
+__all__ = ["AdaHessian"]
+
+
+def _hutchinson_probes(params, rng: Generator, distribution: str = "rademacher") -> list:
+    """One probe per parameter, shaped and typed like it: Rademacher signs or standard normals."""
+    draw = rng.rademacher if distribution == "rademacher" else rng.normal
+    return [draw(p.shape, dtype=p.dtype) for p in params]
+
+
+def _fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
+    """``(loss, gradient list, H·probes list)`` of ``f(params)``; forward-over-reverse gets all three
+    from one pass (the JVP of ``value_and_grad``), the other modes take a gradient and an ``md.hvp``."""
+    if mode == "fwd-over-rev":
+        (loss, grads), (_, hz) = jvp(value_and_grad(f), (params,), (probes,))
+        return loss, list(grads), list(hz)
+    loss, grads = value_and_grad(f)(params)
+    return loss, list(grads), list(hvp(f, (params,), (probes,), mode=mode)[0])
+
+
+def _check_finite(op: str, what: str, tensors) -> None:
+    """Raise ``FloatingPointError`` naming the first non-finite tensor (nothing is changed)."""
+    for i, t in enumerate(tensors):
+        xp = t.device.xp
+        if not bool(xp.isfinite(t._data).all()):
+            raise FloatingPointError(
+                f"{op}: the {what} of parameter {i} (shape {t.shape}, {t.dtype}) is not finite; "
+                "no parameter was changed"
+            )
+
+
+class AdaHessian(Optimizer):
+    """AdaHessian; ``step(closure)`` needs the functional closure ``closure(params) -> loss``.
+
+    Defaults (``docs/papers.md`` §6): lr 0.15, betas (0.9, 0.999), eps 10⁻⁴, hessian_power k = 1,
+    weight_decay 0 (decoupled), spatial averaging of 4-D kernels on, row averaging off.  ``seed``/``rng``
+    drive the probes; ``hvp_mode`` picks the HVP order (forward-over-reverse by default).
+    """
+
+    needs_closure = True
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.15,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-4,
+        hessian_power: float = 1.0,
+        weight_decay: float = 0.0,
+        *,
+        spatial_average: bool = True,
+        average_rows: bool = False,
+        hvp_mode: str = "fwd-over-rev",
+        seed: int | None = 0,
+        rng: Generator | None = None,
+    ):
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "betas": tuple(betas),
+                "eps": eps,
+                "hessian_power": hessian_power,
+                "weight_decay": weight_decay,
+                "spatial_average": spatial_average,
+                "average_rows": average_rows,
+            },
+        )
+        if hvp_mode not in HVP_MODES:
+            raise ValueError(f"AdaHessian: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
+        self.hvp_mode = hvp_mode
+        self.rng = rng if rng is not None else Generator(seed, self.parameters()[0].device)
+
+    def validate(self, settings: dict) -> None:
+        super().validate(settings)
+        k = settings["hessian_power"]
+        if not (isinstance(k, (int, float)) and 0 < k <= 1):
+            raise ValueError(f"AdaHessian: hessian_power must lie in (0, 1], got {k!r}")
+        if len(settings["betas"]) != 2:
+            raise ValueError(f"AdaHessian: betas must be a pair, got {settings['betas']}")
+
+    def step(self, closure=None):
+        """One AdaHessian step on ``closure(params) -> loss``; returns the loss."""
+        f = self.loss_function(closure)
+        params = [p.detach() for p in self.parameters()]
+        rng_state = self.rng.get_state()
+        try:
+            z = _hutchinson_probes(params, self.rng)
+            loss, grads, hz = _fused_hvp(f, params, z, self.hvp_mode)
+            _check_finite("AdaHessian.step", "gradient", grads)
+            _check_finite("AdaHessian.step", "Hessian-vector product", hz)
+        except BaseException:
+            self.rng.set_state(rng_state)
+            raise
+        t = self.steps + 1
+        it = iter(zip(grads, hz))
+        new_values = []
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    g, h = next(it)
+                    new_values.append((p, *self._update(p.detach(), g, h, self.state[id(p)], group, t)))
+        for p, value, new_state in new_values:
+            self.state[id(p)].update(new_state)
+            assign_(p, value)
+        self.steps += 1
+        return loss
+
+    def _update(self, p, g, hz, state, group, t):
+        xp = p.device.xp
+        beta1, beta2 = group["betas"]
+        d = xp.abs(hz._data)
+        if d.ndim == 4 and group["spatial_average"]:
+            d = xp.broadcast_to(d.mean(axis=(2, 3), keepdims=True), d.shape)
+        elif d.ndim == 2 and group["average_rows"]:
+            d = xp.broadcast_to(d.mean(axis=1, keepdims=True), d.shape)
+        gd = g._data
+        m = state.get("exp_avg")
+        v = state.get("exp_hessian_diag_sq")
+        m = (1 - beta1) * gd if m is None else beta1 * m._data + (1 - beta1) * gd
+        v = (1 - beta2) * d * d if v is None else beta2 * v._data + (1 - beta2) * d * d
+        k = group["hessian_power"]
+        denom = xp.sqrt(v / (1 - beta2**t)) ** k + group["eps"]
+        pd = p._data
+        step = m / (1 - beta1**t) / denom
+        if group["weight_decay"]:
+            step = step + group["weight_decay"] * pd
+        dt = pd.dtype
+        new_state = {"exp_avg": wrap(m.astype(dt, copy=False), p.device)}
+        new_state["exp_hessian_diag_sq"] = wrap(v.astype(dt, copy=False), p.device)
+        return wrap((pd - group["lr"] * step).astype(dt, copy=False), p.device), new_state
+
+    def extra_state(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_extra_state(self, extra: dict) -> None:
+        if "rng" in extra:
+            self.rng.set_state(extra["rng"])

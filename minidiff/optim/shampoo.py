@@ -1,0 +1,263 @@
+"""Shampoo (Gupta, Koren & Singer, 2018) with the practical extensions of the scalable version.
+
+For a parameter of order k, one statistic per axis: the gradient contracted with itself over all the
+other axes, ``S_i ← β₂ S_i + (1 − β₂) G_(i) G_(i)ᵀ`` (plain sums ``S_i ← S_i + G_(i) G_(i)ᵀ`` with
+``β₂ = 1``, as in the paper).  The direction is the gradient multiplied along every axis i by
+``(S_i + ε I)^(−1/(2k))``; for a matrix ``L^(−1/4) G R^(−1/4)``, for a vector full-matrix AdaGrad.  The
+roots come from a symmetric eigendecomposition in float64, recomputed every ``inverse_period`` steps;
+``ε`` is relative to each statistic's largest eigenvalue by default (``eps_relative=False``: absolute,
+which reproduces the paper's ``L₀ = εI``).
+
+Practical parts (``docs/papers.md`` §5): axes longer than ``block_size`` are split into blocks, each
+block a separate Shampoo tensor (the last block is zero-padded, which changes nothing); axes of length 1
+and axes longer than ``max_preconditioner_dim`` get no statistic (k counts the preconditioned axes; a
+tensor with none, a scalar for example, takes the grafted step alone).  **Grafting**: the step has
+Shampoo's direction and the norm of the SGD (``graft="sgd"``) or AdaGrad (``"adagrad"``) step, per
+parameter (AdaGrad's squared gradients are summed, whatever β₂); ``graft=None`` is pure Shampoo.  For the first ``start_delay`` steps the grafted step is used
+alone (statistics still accumulate).  Then weight decay, momentum β₁ (heavy ball, Nesterov by default).
+
+Cost per step: one product per preconditioned axis for the statistics and one for the direction,
+about 4·k·b flops per entry of an order-k tensor cut in blocks of b (a dense layer's gradient costs
+about 6·B per entry at batch B), plus every ``inverse_period`` steps one eigendecomposition per
+statistic; no extra gradient.
+
+>>> import minidiff as md
+>>> from minidiff.optim.shampoo import Shampoo
+>>> w = md.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+>>> opt = Shampoo([w], lr=0.1, start_delay=0)
+>>> for _ in range(5):
+...     opt.zero_grad()
+...     (w * w).sum().backward()
+...     _ = opt.step()
+>>> float((w * w).sum().item()) < 30.0
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..tensor import wrap
+from .base import Optimizer
+
+__all__ = ["Shampoo"]
+
+GRAFTS = ("sgd", "adagrad", None)
+
+
+class Shampoo(Optimizer):
+    """Shampoo for tensors of any order (see the module docstring for the algorithm and settings).
+
+    Defaults: lr 0.01, betas (β₁ momentum 0.9, β₂ statistics decay 0.999; β₂ = 1 sums them), eps 10⁻⁶
+    (relative), diagonal_eps 10⁻¹⁰ (AdaGrad graft), start_delay 5, inverse_period 100, block_size 128
+    (None: no blocking), max_preconditioner_dim 4096, graft "sgd", nesterov True, weight_decay 0.
+    ``step()`` reads ``.grad`` (or takes a closure of either style, as every optimizer).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        *,
+        eps: float = 1e-6,
+        eps_relative: bool = True,
+        diagonal_eps: float = 1e-10,
+        weight_decay: float = 0.0,
+        start_delay: int = 5,
+        inverse_period: int = 100,
+        block_size: int | None = 128,
+        max_preconditioner_dim: int = 4096,
+        graft: str | None = "sgd",
+        nesterov: bool = True,
+    ):
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "betas": tuple(betas),
+                "eps": eps,
+                "eps_relative": eps_relative,
+                "diagonal_eps": diagonal_eps,
+                "weight_decay": weight_decay,
+                "start_delay": start_delay,
+                "inverse_period": inverse_period,
+                "block_size": block_size,
+                "max_preconditioner_dim": max_preconditioner_dim,
+                "graft": graft,
+                "nesterov": nesterov,
+            },
+        )
+
+    def validate(self, settings: dict) -> None:
+        name = type(self).__name__
+        betas = settings["betas"]
+        super().validate({k: v for k, v in settings.items() if k != "betas"})
+        if len(betas) != 2 or not (0 <= betas[0] < 1 and 0 < betas[1] <= 1):
+            raise ValueError(
+                f"{name}: betas must be (β₁ in [0, 1), β₂ in (0, 1]) (β₂ = 1 sums the statistics), "
+                f"got {betas}"
+            )
+        if not settings["eps"] > 0:
+            raise ValueError(f"{name}: eps must be positive, got {settings['eps']!r}")
+        if not settings["diagonal_eps"] >= 0:
+            raise ValueError(f"{name}: diagonal_eps must be non-negative, got {settings['diagonal_eps']!r}")
+        for key, low in (("start_delay", 0), ("inverse_period", 1), ("max_preconditioner_dim", 1)):
+            v = settings[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name}: {key} must be an int >= {low}, got {v!r}")
+        bs = settings["block_size"]
+        if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            raise ValueError(f"{name}: block_size must be a positive int or None, got {bs!r}")
+        if settings["graft"] not in GRAFTS:
+            raise ValueError(f"{name}: graft must be one of {GRAFTS}, got {settings['graft']!r}")
+
+    def step_group(self, group: dict, grads: list) -> list:
+        t = self.steps + 1
+        return [
+            None if g is None else self._update(p.detach(), g.detach(), self.state[id(p)], group, t)
+            for p, g in zip(group["params"], grads)
+        ]
+
+    def _update(self, p, g, state, group, t):
+        xp, dev = p.device.xp, p.device
+        beta1, beta2 = group["betas"]
+        w_old, w_new = (1.0, 1.0) if beta2 == 1 else (beta2, 1.0 - beta2)
+        gd, pd = g._data, p._data
+        lay = _Layout(p.shape, group["block_size"], group["max_preconditioner_dim"])
+        new = {}
+
+        # statistics, one per preconditioned axis (blocks stacked on a leading axis)
+        blocks = lay.to_blocks(xp, gd) if lay.k else None
+        if lay.k:
+            old = state.get("stats")
+            stats = []
+            for j, i in enumerate(lay.axes):
+                x = _axis_last(xp, blocks, i)
+                s = _gram(xp, x)
+                stats.append(w_new * s if old is None else w_old * old[j]._data + w_new * s)
+            new["stats"] = [wrap(s, dev) for s in stats]
+
+        # the grafted step
+        graft = group["graft"]
+        if graft == "adagrad":
+            acc = state.get("graft_acc")
+            acc = gd * gd if acc is None else acc._data + gd * gd  # AdaGrad: plain sums
+            new["graft_acc"] = wrap(acc, dev)
+            graft_step = gd / (xp.sqrt(acc) + group["diagonal_eps"])
+        else:
+            graft_step = gd
+
+        # Shampoo's direction
+        active = lay.k > 0 and t > group["start_delay"]
+        if active:
+            if (t - group["start_delay"] - 1) % group["inverse_period"] == 0 or "roots" not in state:
+                roots = [
+                    _inverse_root(xp, s, 2 * lay.k, group["eps"], group["eps_relative"]).astype(pd.dtype)
+                    for s in stats
+                ]
+                new["roots"] = [wrap(r, dev) for r in roots]
+            else:
+                roots = [r._data for r in state["roots"]]
+            y = blocks
+            for j, i in enumerate(lay.axes):
+                y = _apply_along(xp, y, i, roots[j])
+            direction = lay.from_blocks(xp, y)
+            if graft is None:
+                update = direction
+            else:
+                scale = float(xp.linalg.norm(graft_step)) / (float(xp.linalg.norm(direction)) + 1e-16)
+                update = direction * scale
+        else:
+            update = graft_step if graft is not None else gd
+
+        if group["weight_decay"]:
+            update = update + group["weight_decay"] * pd
+        m = state.get("momentum")
+        m = update if m is None else beta1 * m._data + update
+        new["momentum"] = wrap(m.astype(pd.dtype, copy=False), dev)
+        final = beta1 * m + update if group["nesterov"] else m
+        state.update(new)
+        return wrap((pd - group["lr"] * final).astype(pd.dtype, copy=False), dev)
+
+
+class _Layout:
+    """How a parameter is cut into blocks: per axis the number of chunks and the chunk length."""
+
+    def __init__(self, shape, block_size, max_dim):
+        self.shape = tuple(shape)
+        self.chunks, self.lengths, self.axes = [], [], []
+        for i, n in enumerate(self.shape):
+            if n <= 1 or n > max_dim:
+                self.chunks.append(1)
+                self.lengths.append(n)
+                continue
+            if block_size is not None and n > block_size:
+                self.chunks.append(math.ceil(n / block_size))
+                self.lengths.append(block_size)
+            else:
+                self.chunks.append(1)
+                self.lengths.append(n)
+            self.axes.append(i)
+        self.k = len(self.axes)
+        self.nblocks = math.prod(self.chunks)
+
+    def to_blocks(self, xp, a):
+        """(n₁, …, n_k) → (blocks, b₁, …, b_k), zero-padding the last chunk of each blocked axis."""
+        padded = [c * b for c, b in zip(self.chunks, self.lengths)]
+        if tuple(padded) != self.shape:
+            a = xp.pad(a, [(0, q - n) for q, n in zip(padded, self.shape)])
+        r = len(self.shape)
+        inter = [d for c, b in zip(self.chunks, self.lengths) for d in (c, b)]
+        a = a.reshape(inter).transpose([2 * i for i in range(r)] + [2 * i + 1 for i in range(r)])
+        return a.reshape((self.nblocks, *self.lengths))
+
+    def from_blocks(self, xp, blocks):
+        r = len(self.shape)
+        a = blocks.reshape((*self.chunks, *self.lengths))
+        order = [j for i in range(r) for j in (i, r + i)]
+        a = a.transpose(order).reshape([c * b for c, b in zip(self.chunks, self.lengths)])
+        if a.shape != self.shape:
+            a = a[tuple(slice(0, n) for n in self.shape)]
+        return xp.ascontiguousarray(a)
+
+
+def _axis_last(xp, blocks, i):
+    """Blocks as (nblocks, rest, b_i): axis i of each block last, the others flattened."""
+    x = xp.moveaxis(blocks, 1 + i, -1)
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def _apply_along(xp, blocks, i, mat):
+    """Multiply every block along its axis i by the symmetric (nblocks, b_i, b_i) ``mat``."""
+    x = xp.moveaxis(blocks, 1 + i, -1)
+    shape = x.shape
+    y = _bmm(xp, x.reshape(shape[0], -1, shape[-1]), mat).reshape(shape)
+    return xp.moveaxis(y, -1, 1 + i)
+
+
+def _inverse_root(xp, stat, p, eps, relative):
+    """``(S + ridge·I)^(−1/p)`` for a stack of symmetric PSD matrices, by ``eigh`` in float64.
+
+    One ``eigh`` per matrix: NumPy's stacked ``eigh`` was measured 12× slower than this loop."""
+    roots = []
+    for s in stat.astype(xp.float64):
+        d, q = xp.linalg.eigh(s)
+        d = xp.maximum(d, 0.0)
+        ridge = eps * max(float(d[-1]), 1e-30) if relative else eps  # eigh sorts: d[-1] is the largest
+        roots.append((q * (d + ridge) ** (-1.0 / p)) @ q.T)
+    return xp.stack(roots)
+
+
+def _gram(xp, x):
+    """``x[i]ᵀ x[i]`` for a stack; the copy makes NumPy call a general product rather than its
+    symmetric rank-k path, measured up to 15× slower on 128×128 blocks on the project's machine."""
+    return xp.stack([x[i].T @ x[i].copy() for i in range(x.shape[0])])
+
+
+def _bmm(xp, a, b):
+    """``a[i] @ b[i]`` for a stack of matrices, one 2-D product (BLAS) each: NumPy's stacked ``matmul``
+    was measured about 15× slower than this loop on 56 blocks of 128×128."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return xp.stack([a[i] @ b[i] for i in range(a.shape[0])])

@@ -1,0 +1,238 @@
+"""Sophia (Liu et al., 2024): sign momentum clipped by a cheap diagonal Hessian estimate.
+
+Every step (``docs/papers.md`` §7), with g the minibatch gradient (optionally clipped to global norm
+``grad_clip``)::
+
+    θ ← θ·(1 − lr·λ)                               decoupled weight decay
+    m ← β₁ m + (1 − β₁) g
+    θ ← θ − lr · sign(m) · min(|m| / (ρ·h + ε), 1)
+
+and every ``update_period`` = k steps (steps k + 1, 2k + 1, …, so the first k steps have h = 0 and move
+by ``lr·sign(m)``, as in the reference code) the estimate is refreshed, ``h ← β₂h + (1 − β₂)ĥ``, with
+
+* ``estimator="gnb"`` (Gauss-Newton-Bartlett, Sophia-G): labels ŷ sampled from the model's softmax on the
+  current batch, ĝ the gradient of the mean loss on ŷ (one more backward pass), ``ĥ = B·ĝ ⊙ ĝ``;
+* ``estimator="hutchinson"`` (Sophia-H): ``ĥ = u ⊙ Hu`` with a Rademacher (or ``probe="normal"``) u, by
+  one forward-over-reverse pass that also yields g.  ĥ may be negative there; negative entries of h
+  are treated as 0 in the denominator (the paper's ``max(ρh, ε)``).
+
+After each step ``unclipped_fraction`` holds the fraction of coordinates with ``|m| < ρh + ε`` (not
+clipped); the authors tune ρ to keep it between 0.1 and 0.5.
+
+Closures: Sophia-H needs ``closure(params) -> loss`` (functional).  Sophia-G needs the logits too:
+``closure(params) -> (loss, logits)`` (functional) or ``closure() -> (loss, logits)`` computed with
+the model's stored leaves and *without* calling ``backward`` (tape style).
+
+>>> import minidiff as md
+>>> from minidiff.optim.sophia import Sophia
+>>> w = md.tensor([1.0, -2.0], requires_grad=True)
+>>> opt = Sophia([w], lr=0.1, estimator="hutchinson", weight_decay=0.0)
+>>> loss = opt.step(lambda ps: (ps[0] ** 2).sum())
+>>> w.tolist(), opt.unclipped_fraction  # h = 0 before the first refresh: lr·sign(m)
+([0.9, -1.9], 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..creation import ones, zeros
+from ..random import Generator
+from ..reverse import no_grad
+from ..tensor import wrap
+from ..transforms import HVP_MODES, value_and_grad, vjp
+from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
+from .base import Optimizer, assign_, takes_params
+from .kfac import sample_labels
+
+__all__ = ["Sophia"]
+
+ESTIMATORS = ("gnb", "hutchinson")
+PROBES = ("rademacher", "normal")
+
+
+class Sophia(Optimizer):
+    """Sophia-G / Sophia-H (see the module docstring); ``step(closure)`` returns the loss.
+
+    Defaults: lr 10⁻⁴, betas (0.965, 0.99), rho 0.04, eps 10⁻¹², weight_decay 0.1, estimator "gnb",
+    update_period k = 10, probe "rademacher", grad_clip 1.0 (global gradient norm; None disables it).
+    """
+
+    needs_closure = True
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.965, 0.99),
+        rho: float = 0.04,
+        eps: float = 1e-12,
+        weight_decay: float = 0.1,
+        *,
+        estimator: str = "gnb",
+        update_period: int = 10,
+        probe: str = "rademacher",
+        grad_clip: float | None = 1.0,
+        hvp_mode: str = "fwd-over-rev",
+        seed: int | None = 0,
+        rng: Generator | None = None,
+    ):
+        super().__init__(
+            params, {"lr": lr, "betas": tuple(betas), "rho": rho, "eps": eps, "weight_decay": weight_decay}
+        )
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"Sophia: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if isinstance(update_period, bool) or not isinstance(update_period, int) or update_period < 1:
+            raise ValueError(f"Sophia: update_period must be a positive int, got {update_period!r}")
+        if probe not in PROBES:
+            raise ValueError(f"Sophia: probe must be one of {PROBES}, got {probe!r}")
+        if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
+            raise ValueError(f"Sophia: grad_clip must be positive or None, got {grad_clip!r}")
+        if hvp_mode not in HVP_MODES:
+            raise ValueError(f"Sophia: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
+        self.estimator, self.update_period, self.probe = estimator, update_period, probe
+        self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
+        self.rng = rng if rng is not None else Generator(seed, self.parameters()[0].device)
+        self.unclipped_fraction = None
+        self.sampled_labels = None
+
+    def validate(self, settings: dict) -> None:
+        super().validate(settings)
+        if len(settings["betas"]) != 2:
+            raise ValueError(f"Sophia: betas must be a pair, got {settings['betas']}")
+        for key in ("rho", "eps"):
+            if not settings[key] > 0:
+                raise ValueError(f"Sophia: {key} must be positive, got {settings[key]!r}")
+
+    # ------------------------------------------------------------------ gradients and estimates
+    def _evaluate(self, closure, refresh):
+        """``(loss, grads, ĥ or None)``, with grads and ĥ in :meth:`parameters` order."""
+        if closure is None:
+            raise TypeError(
+                "Sophia.step: Sophia evaluates the loss itself; pass step(closure) — "
+                "closure(params) -> loss for Sophia-H, closure(params) or closure() -> (loss, logits) "
+                "for Sophia-G"
+            )
+        params = self.parameters()
+        if self.estimator == "hutchinson":
+            f = self.loss_function(closure)
+            values = [p.detach() for p in params]
+            if not refresh:
+                loss, grads = value_and_grad(f)(values)
+                return loss, list(grads), None
+            u = _hutchinson_probes(values, self.rng, self.probe)
+            loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
+            return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
+        if takes_params(closure):
+            out, back = vjp(closure, [p.detach() for p in params])
+            loss, logits = _check_pair(*_pair(out))
+            one = ones((), loss.dtype, loss.device)
+            grads = back((one, zeros(logits.shape, logits.dtype, logits.device)))[0]
+            if not refresh:
+                return loss, list(grads), None
+            labels, ct = sample_labels(logits, self.rng)
+            ghat = back((zeros((), loss.dtype, loss.device), ct))[0]
+        else:
+            self.zero_grad()
+            loss, logits = _check_pair(*_pair(closure()))
+            loss.backward(retain_graph=refresh)
+            grads = [_grad_or_zeros(p) for p in params]
+            if not refresh:
+                return loss.detach(), grads, None
+            labels, ct = sample_labels(logits, self.rng)
+            self.zero_grad()
+            logits.backward(ct)
+            ghat = [_grad_or_zeros(p) for p in params]
+            for p, g in zip(params, grads):  # keep the data gradients in .grad
+                p.grad = g
+            loss = loss.detach()
+        self.sampled_labels = labels
+        b = logits.shape[0]
+        return loss, list(grads), [b * g * g for g in ghat]
+
+    def step(self, closure=None):
+        """One Sophia step (see the module docstring for the closure); returns the loss."""
+        refresh = self.steps > 0 and self.steps % self.update_period == 0
+        rng_state = self.rng.get_state()
+        try:
+            labels_before = self.sampled_labels
+            loss, grads, hhat = self._evaluate(closure, refresh)
+            _check_finite("Sophia.step", "gradient", grads)
+            if hhat is not None:
+                _check_finite("Sophia.step", "Hessian estimate", hhat)
+        except BaseException:
+            self.rng.set_state(rng_state)
+            self.sampled_labels = labels_before
+            raise
+        scale = 1.0
+        if self.grad_clip is not None:
+            norm = math.sqrt(sum(float((g._data * g._data).sum()) for g in grads))
+            if norm > self.grad_clip:
+                scale = self.grad_clip / norm
+        results, unclipped, total = [], 0, 0
+        i = 0
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    h = None if hhat is None else hhat[i]._data
+                    value, new_state, n_ok = self._update(p.detach(), grads[i]._data * scale, h, group, p)
+                    results.append((p, value, new_state))
+                    unclipped += n_ok
+                    total += p.size
+                    i += 1
+        for p, value, new_state in results:
+            self.state[id(p)].update(new_state)
+            assign_(p, value)
+        self.unclipped_fraction = unclipped / max(total, 1)
+        self.steps += 1
+        return loss
+
+    def _update(self, p, g, hhat, group, leaf):
+        xp, dev = p.device.xp, p.device
+        state = self.state[id(leaf)]
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        pd = p._data
+        dt = pd.dtype
+        m = state.get("exp_avg")
+        m = (1 - beta1) * g if m is None else beta1 * m._data + (1 - beta1) * g
+        h = state.get("hessian")
+        h = xp.zeros_like(pd) if h is None else h._data
+        if hhat is not None:
+            h = beta2 * h + (1 - beta2) * hhat
+        ratio = xp.abs(m) / (group["rho"] * xp.maximum(h, 0) + group["eps"])
+        n_ok = int((ratio < 1).sum())
+        new = pd * (1 - lr * group["weight_decay"]) - lr * xp.sign(m) * xp.minimum(ratio, 1.0)
+        new_state = {"exp_avg": wrap(m.astype(dt, copy=False), dev), "hessian": wrap(h.astype(dt), dev)}
+        return wrap(new.astype(dt, copy=False), dev), new_state, n_ok
+
+    def extra_state(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_extra_state(self, extra: dict) -> None:
+        if "rng" in extra:
+            self.rng.set_state(extra["rng"])
+
+
+def _pair(out):
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(
+            f"Sophia.step: with estimator='gnb' the closure must return (loss, logits), got {type(out).__name__}"
+        )
+    return out
+
+
+def _check_pair(loss, logits):
+    if getattr(loss, "shape", None) != ():
+        raise ValueError(
+            f"Sophia.step: the loss must be a scalar batch mean, got {getattr(loss, 'shape', loss)}"
+        )
+    if getattr(logits, "ndim", None) != 2:
+        raise ValueError(
+            f"Sophia.step: the logits must have shape (B, K), got {getattr(logits, 'shape', logits)}"
+        )
+    return loss, logits
+
+
+def _grad_or_zeros(p):
+    return p.grad if p.grad is not None else zeros(p.shape, p.dtype, p.device)
