@@ -10,7 +10,7 @@ True
 from __future__ import annotations
 
 from . import data, errors, levels, nn, primitives, pytree, testing  # noqa: F401
-from . import linalg, optim, random  # noqa: F401
+from . import deer, linalg, optim, random  # noqa: F401
 from .backend import (  # noqa: F401
     Device,
     bool_,

@@ -84,6 +84,8 @@ def _allocator(args):
 EXTRA_BENCHES = {
     "curvature": ("curvature_bench", "cost of hvp in its three orders and of ggn_vp, in gradients"),
     "optim": ("optim_bench", "every optimizer on the MLP and CNN under one budget; GC overhead"),
+    "deer": ("deer_bench", "DEER against sequential evaluation of RNN cells, by hidden size and length"),
+    "deer-ode": ("deer_ode_bench", "DEER for ODEs against SciPy's solve_ivp (evaluation and training)"),
 }
 
 
