@@ -199,7 +199,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "bench",
-            "measure: Rf and Rb of a model (bench rfrb), or of MLPs by depth (bench depth)",
+            "measure: Rf/Rb (bench rfrb, bench depth), curvature costs, optimizers, DEER (bench --help)",
             lambda p: _bench.bench_arguments(p, _device),
             _bench.run_bench,
         ),
