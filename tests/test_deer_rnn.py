@@ -282,3 +282,29 @@ def test_float32_gradients_at_default_tolerances():
     for k in want:
         assert got[k].dtype == md.float32
         np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_jacobians_in_blocks_of_time_steps_give_the_same_answers(cell, monkeypatch):
+    """The Newton loop and the rules compute the Jacobians a block of steps at a time (for cache);
+    with blocks of 2 steps (T = 9: an uneven last block) outputs, gradients and JVPs are unchanged."""
+    from minidiff.deer import rnn
+
+    f, y0, xs, p = setup(cell, T=9)
+    loss = lambda y0, xs, p: (deer_rnn(f, y0, xs, p, **TIGHT) ** 2).sum()  # noqa: E731
+    whole = (deer_rnn(f, y0, xs, p, **TIGHT), md.grad(loss, argnums=(0, 1, 2))(y0, xs, p))
+    tangents = (md.ones_like(y0), md.ones_like(xs), md.pytree.tree_map(md.ones_like, p))
+    whole_jvp = md.jvp(lambda *a: deer_rnn(f, *a, **TIGHT), (y0, xs, p), tangents)[1]
+    state = y0.shape[-1]
+    monkeypatch.setattr(rnn, "JACOBIAN_BLOCK_BYTES", 2 * 2 * state * state * 8)  # 2 steps × batch 2
+    blocked = (deer_rnn(f, y0, xs, p, **TIGHT), md.grad(loss, argnums=(0, 1, 2))(y0, xs, p))
+    blocked_jvp = md.jvp(lambda *a: deer_rnn(f, *a, **TIGHT), (y0, xs, p), tangents)[1]
+    np.testing.assert_allclose(blocked[0].numpy(), whole[0].numpy(), rtol=1e-12, atol=1e-14)
+    for a, b in zip(leaves(blocked[1]), leaves(whole[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(blocked_jvp.numpy(), whole_jvp.numpy(), rtol=1e-10, atol=1e-12)
+    calls = []
+    original = rnn._jacobian
+    monkeypatch.setattr(rnn, "_jacobian", lambda *a: calls.append(a[1].shape) or original(*a))
+    deer_rnn(f, y0, xs, p, **TIGHT)
+    assert calls and all(shape[-2] <= 2 for shape in calls)  # the blocked route was taken

@@ -104,6 +104,34 @@ def _jacobian(f, P, xs, params):
     return F, moveaxis(JT, 0, -1)  # JT[k, ..., i] = ∂f_i/∂y_k
 
 
+#: The Newton loop computes the Jacobians a block of time steps at a time, so that the n tangent
+#: copies of the cell's intermediate values stay in cache rather than streaming through memory
+#: (bytes of one block's Jacobians; see docs/deer.md for the measurement).
+JACOBIAN_BLOCK_BYTES = 1 << 20
+
+
+def _jacobian_in_blocks(f, P, xs, params):
+    """:func:`_jacobian` in blocks of time steps (same result, less memory traffic) when every input
+    is a concrete value; traced inputs (a rule differentiated again) take the one-pass route."""
+    if any(type(t) is not Tensor for t in [P, xs, *pytree.flatten(params)[0]]):
+        return _jacobian(f, P, xs, params)
+    T, n = P.shape[-2], P.shape[-1]
+    batch = math.prod(P.shape[:-2])
+    block = max(1, JACOBIAN_BLOCK_BYTES // max(1, batch * n * n * P.dtype.itemsize))
+    if block >= T:
+        return _jacobian(f, P, xs, params)
+    xp = P.device.xp
+    F = xp.empty(P.shape, dtype=P.dtype)
+    J = xp.empty(P.shape + (n,), dtype=P.dtype)
+    for start in range(0, T, block):
+        steps = slice(start, start + block)
+        Fb, Jb = _jacobian(f, P[..., steps, :], xs[..., steps, :], params)
+        _check_output(Fb, P[..., steps, :])
+        F[..., steps, :] = Fb._data
+        J[..., steps, :, :] = Jb._data
+    return wrap(F, P.device), wrap(J, P.device)
+
+
 def _check_output(F, like):
     if not isinstance(F, Tensor) or F.shape != like.shape:
         raise ShapeError(
@@ -157,7 +185,7 @@ def _newton(f, y0, xs, params, *, max_iter, atol, rtol, init, method):
         step = 0.0 if step_ok else math.inf
     while not step_ok and it < max_iter:
         P = _shift(Y, y0)
-        F, J = _jacobian(f, P, xs, params)
+        F, J = _jacobian_in_blocks(f, P, xs, params)
         _check_output(F, P)
         b = F._data - _mv(xp, J._data, P._data, False)
         with _quiet(xp):  # an unstable early iterate may overflow: the guard below handles it
@@ -219,7 +247,7 @@ def _deer_jvp(primals, tangents, **params):
     P = _shift(ys, y0)
     theta = pytree.unflatten(treedef, leaves)
     dtheta = pytree.unflatten(treedef, list(dleaves))
-    _, J = _jacobian(f, P, xs, theta)
+    _, J = _jacobian_in_blocks(f, P, xs, theta)
     _, drive = jvp(lambda x, th: f(P, x, th), (xs, theta), (dxs, dtheta))
     return affine_scan(J, drive, broadcast_to(dy0, y0.shape), method=params["method"])
 
@@ -229,7 +257,7 @@ def _deer_vjp(cotangent, output, y0, xs, *leaves, **params):
     f, treedef = params["f"], params["treedef"]
     P = _shift(output, y0)
     theta = pytree.unflatten(treedef, list(leaves))
-    _, J = _jacobian(f, P, xs, theta)
+    _, J = _jacobian_in_blocks(f, P, xs, theta)
     lam = _transposed_scan(J, cotangent, False, params["method"])
     _, back = vjp(lambda p, x, th: f(p, x, th), P, xs, theta)
     gP, gx, gtheta = back(lam)
