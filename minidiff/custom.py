@@ -1,4 +1,4 @@
-"""User-defined primitives: ``md.primitive`` with ``defjvp`` and ``defvjp``.
+"""User-defined primitives: ``md.primitive`` with ``defjvp`` and ``defvjp`` (and, optionally, ``defbatch``).
 
 The forward function is written with minidiff operations; the transforms never look inside it, they
 use the rules given here instead (this is how DEER avoids differentiating through its iterations).
@@ -70,6 +70,19 @@ class UserPrimitive(Primitive):
                 f"arguments, but {getattr(rule, '__name__', rule)} takes {n}{hint}"
             )
         self.vjp_fn = _checked_vjp(self, rule)
+        return rule
+
+    def defbatch(self, rule):
+        """Set the batching rule ``rule(values, batched, size, **params) -> output`` used by ``vmap``
+        (and vector-mode JVPs): ``values`` are the inputs, those flagged in ``batched`` carrying the
+        batch of ``size`` along axis 0; the output carries it along axis 0.  Without a rule ``vmap``
+        calls the primitive once per example."""
+        if _n_positional(rule) < 3 and not _has_varargs(rule):
+            raise TypeError(
+                f"primitive {self.name!r}: a batching rule takes (values, batched, size), but "
+                f"{getattr(rule, '__name__', rule)} takes {_n_positional(rule)} positional arguments"
+            )
+        self.batch = rule
         return rule
 
 

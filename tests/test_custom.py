@@ -216,3 +216,29 @@ def test_decorating_the_same_function_twice_gives_two_independent_primitives():
 
 def test_custom_jvp_and_custom_vjp_are_the_same_decorator():
     assert md.custom_jvp is md.primitive and md.custom_vjp is md.primitive
+
+
+def test_a_batching_rule_makes_vmap_call_the_primitive_once():
+    """With defbatch, vmap calls the primitive once for the whole batch (without: once per example)."""
+    calls = []
+
+    @md.primitive
+    def row_sums(x):
+        calls.append(x.shape)
+        return md.sum(x, axis=-1)
+
+    x = md.tensor(np.arange(12.0).reshape(3, 4))
+    looped = md.vmap(row_sums)(x)
+    assert calls == [(4,)] * 3
+    calls.clear()
+
+    @row_sums.defbatch
+    def row_sums_batched(values, batched, size):
+        (v,), (is_batched,) = values, batched
+        assert is_batched and size == 3
+        return row_sums(v)  # sums over the last axis already work on a leading batch axis
+
+    np.testing.assert_allclose(md.vmap(row_sums)(x).numpy(), looped.numpy())
+    assert calls == [(3, 4)]
+    with pytest.raises(TypeError, match="a batching rule takes \\(values, batched, size\\)"):
+        row_sums.defbatch(lambda values, batched: values[0])

@@ -208,7 +208,7 @@ def _batch_rule(vals, batched, size, diagonal=False, method="auto"):
     return _affine_scan_p(*out, diagonal=diagonal, method=method)
 
 
-_affine_scan_p.batch = _batch_rule
+_affine_scan_p.defbatch(_batch_rule)
 
 
 def _shift(y, y0):
