@@ -39,6 +39,7 @@ class UserPrimitive(Primitive):
         self.fn = fn
         self.n_inputs = _n_positional(fn, required=True)  # parameters with defaults are params
         self.jvp_fn = None
+        self.jvp_takes_output = False
         self.vjp_fn = None
         self.saves = self.saves_for = frozenset({"ans", "*"})
         update_wrapper(self, fn)
@@ -47,7 +48,11 @@ class UserPrimitive(Primitive):
         return bind(self, *args, **params)
 
     def defjvp(self, rule):
-        """Set the JVP rule ``rule(primals, tangents, **params) -> tangent of the output``."""
+        """Set the JVP rule ``rule(primals, tangents, **params) -> tangent of the output``.
+
+        A rule that declares a keyword parameter ``output`` is also given the primitive's output at
+        ``primals`` (computed by the forward pass, and traced by any outer transform), so a rule for
+        an expensive solve need not solve again."""
         n = _n_positional(rule)
         if not _n_positional(rule, required=True) <= 2 <= n:
             hint = " (it looks like a VJP rule: cotangent, output, *inputs)" if n >= 3 else ""
@@ -56,6 +61,7 @@ class UserPrimitive(Primitive):
                 f"{getattr(rule, '__name__', rule)} takes {n} positional arguments{hint}"
             )
         self.jvp_fn = rule
+        self.jvp_takes_output = "output" in inspect.signature(rule).parameters
         return rule
 
     def defvjp(self, rule):

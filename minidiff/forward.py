@@ -67,7 +67,10 @@ class ForwardTrace(levels.Trace):
                 t if t is not None else (_zeros_like(p) if isinstance(p, Tensor) else None)
                 for t, p in zip(tangents, primals)
             )
-            t_out = prim.jvp_fn(tuple(primals), ts, **params)
+            if prim.jvp_takes_output:
+                t_out = prim.jvp_fn(tuple(primals), ts, output=out, **params)
+            else:
+                t_out = prim.jvp_fn(tuple(primals), ts, **params)
         else:  # elementwise and general: sum the contribution of every input that has a tangent
             t_out = None
             for i, t in enumerate(tangents):

@@ -242,3 +242,30 @@ def test_a_batching_rule_makes_vmap_call_the_primitive_once():
     assert calls == [(3, 4)]
     with pytest.raises(TypeError, match="a batching rule takes \\(values, batched, size\\)"):
         row_sums.defbatch(lambda values, batched: values[0])
+
+
+def test_a_jvp_rule_may_take_the_output():
+    """A JVP rule declaring ``output`` gets the forward pass's value (no second solve), traced by
+    outer transforms: exp's rule ``output * t`` gives the right first and second derivatives."""
+    calls = []
+
+    @md.primitive
+    def my_exp(x):
+        calls.append(1)
+        return md.exp(x)
+
+    @my_exp.defjvp
+    def my_exp_jvp(primals, tangents, *, output):
+        return output * tangents[0]
+
+    @my_exp.defvjp
+    def my_exp_vjp(cotangent, output, x):
+        return (output * cotangent,)
+
+    x, t = t64([0.5, -1.0]), t64([1.0, 2.0])
+    _, dy = md.jvp(my_exp, (x,), (t,))
+    assert len(calls) == 1  # the rule used the forward pass's output
+    close(dy, np.exp([0.5, -1.0]) * [1.0, 2.0])
+    f = lambda x: md.sum(my_exp(x) * x)  # noqa: E731  Hessian: diag((x + 2) e^x)
+    for mode in ("fwd-over-rev", "rev-over-fwd", "rev-over-rev"):
+        close(md.hvp(f, (x,), (t,), mode=mode)[0], (np.array([0.5, -1.0]) + 2) * np.exp([0.5, -1.0]) * [1, 2])

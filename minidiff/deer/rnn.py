@@ -209,14 +209,11 @@ def _newton(f, y0, xs, params, *, max_iter, atol, rtol, init, method):
 
 
 @primitive(name="deer_rnn")
-def _deer_p(y0, xs, *leaves, f, treedef, max_iter, atol, rtol, init, on_failure, method, box, reuse=False):
-    if reuse:  # inside a rule: the solution the forward pass found, now as a traced function
-        box["ys"] = init
-        return init
+def _deer_p(y0, xs, *leaves, f, treedef, max_iter, atol, rtol, init, on_failure, method, box):
     y0, xs = y0.detach(), xs.detach()
     params = pytree.unflatten(treedef, [leaf.detach() for leaf in leaves])
     ys, stats = _newton(f, y0, xs, params, max_iter=max_iter, atol=atol, rtol=rtol, init=init, method=method)
-    box["ys"], box["stats"] = ys, stats
+    box["stats"] = stats
     if not stats.converged:
         msg = (
             f"deer_rnn: Newton's iteration did not converge for states of shape {tuple(ys.shape)} after "
@@ -231,20 +228,11 @@ def _deer_p(y0, xs, *leaves, f, treedef, max_iter, atol, rtol, init, on_failure,
     return ys
 
 
-def _solution(y0, xs, leaves, params):
-    """The trajectory as a function of the primals, for the JVP rule (which is not given the
-    output): the solution the forward pass found, bound again as this primitive so that outer
-    transforms see its dependence on the primals (no Newton step is repeated)."""
-    hot = dict(params, init=params["box"]["ys"], box={}, reuse=True)
-    return _deer_p(y0, xs, *leaves, **hot)
-
-
 @_deer_p.defjvp
-def _deer_jvp(primals, tangents, **params):
+def _deer_jvp(primals, tangents, *, output, **params):
     (y0, xs, *leaves), (dy0, dxs, *dleaves) = primals, tangents
     f, treedef = params["f"], params["treedef"]
-    ys = _solution(y0, xs, leaves, params)
-    P = _shift(ys, y0)
+    P = _shift(output, y0)  # the converged trajectory, as the forward pass found it
     theta = pytree.unflatten(treedef, leaves)
     dtheta = pytree.unflatten(treedef, list(dleaves))
     _, J = _jacobian_in_blocks(f, P, xs, theta)
