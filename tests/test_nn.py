@@ -494,3 +494,20 @@ def test_uniform_normal_zeros_and_layer_defaults():
         assert np.abs(p.numpy()).max() <= 1 / 20 and np.abs(p.numpy()).max() > 0.95 / 20
     conv = nn.Conv2d(4, 8, 5, rng=0)
     assert np.abs(conv.weight.numpy()).max() <= 1 / 10 and np.abs(conv.bias.numpy()).max() <= 1 / 10
+
+
+def test_unfold_gives_the_windows_conv2d_multiplies():
+    """unfold(x) against windows cut out by hand; conv2d equals weights times the unfolded input."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 5, 4))
+    cols = md.nn.functional.unfold(md.tensor(x), (2, 3), stride=1, padding=1)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.stack(
+        [xp[:, :, i : i + 6, j : j + 4] for i in range(2) for j in range(3)], axis=2
+    )  # (N, C, kh·kw, Ho, Wo) with Ho = 5 + 2 - 2 + 1, Wo = 4 + 2 - 3 + 1
+    np.testing.assert_allclose(cols.numpy(), want, rtol=0, atol=0)
+    w = rng.normal(size=(4, 3, 2, 3))
+    conv = md.nn.functional.conv2d(md.tensor(x), md.tensor(w), padding=1).numpy()
+    np.testing.assert_allclose(conv, np.einsum("ock,nckhw->nohw", w.reshape(4, 3, 6), want), rtol=1e-12)
+    with pytest.raises(md.ShapeError, match="unfold: expected NCHW"):
+        md.nn.functional.unfold(md.ones((3, 4, 4)), 2)

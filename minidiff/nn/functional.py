@@ -17,6 +17,7 @@ from ..tensor import Tensor
 __all__ = [
     "linear",
     "conv2d",
+    "unfold",
     "max_pool2d",
     "avg_pool2d",
     "cross_entropy",
@@ -59,6 +60,21 @@ def _patches(x, kh, kw, stride, padding, op):
         for j in range(kw)
     ]
     return ops.stack(windows, axis=2), ho, wo
+
+
+def unfold(x, kernel_size, stride=1, padding=0) -> Tensor:
+    """The sliding windows of NCHW ``x`` as ``(N, C, kh·kw, Ho, Wo)``: what ``conv2d`` multiplies by
+    its weights (im2col), and what K-FAC's convolution factor averages.  Differentiable.
+
+    >>> import minidiff as md
+    >>> x = md.arange(16.0).reshape(1, 1, 4, 4)
+    >>> cols = md.nn.functional.unfold(x, 2, stride=2)
+    >>> cols.shape, cols[0, 0, :, 0, 0].tolist()       # the top-left 2×2 window, row by row
+    ((1, 1, 4, 2, 2), [0.0, 1.0, 4.0, 5.0])
+    """
+    x = asarray(x)
+    kh, kw = _pair(kernel_size)
+    return _patches(x, kh, kw, stride, padding, "unfold")[0]
 
 
 def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:

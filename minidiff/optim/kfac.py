@@ -376,11 +376,11 @@ def _input_rows(module, x: Tensor):
     """The layer's inputs as rows (examples × locations, features): unfolded patches for a convolution."""
     xp = x.device.xp
     if isinstance(module, Conv2d):
-        from ..nn.functional import _patches
+        from ..nn.functional import unfold
 
         kh, kw = module.kernel_size
-        cols, ho, wo = _patches(x, kh, kw, module.stride, module.padding, "KFAC")
-        n, c = cols.shape[0], cols.shape[1]
+        cols = unfold(x, (kh, kw), module.stride, module.padding)
+        n, c, _, ho, wo = cols.shape
         return xp.moveaxis(cols._data.reshape(n, c * kh * kw, ho * wo), 1, 2).reshape(n * ho * wo, -1)
     return x._data.reshape(-1, x.shape[-1])
 
