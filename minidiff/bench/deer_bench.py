@@ -292,7 +292,7 @@ def run_deer_bench(
         "skipped": skipped,
         "targets": _targets(points),
         "environment": environment(device),
-        "note": "timings from a shared machine; the minidiff loop is timed on a prefix and scaled to T",
+        "note": "the minidiff loop is timed on a prefix of the sequence and scaled to T",
     }
 
 

@@ -389,8 +389,9 @@ def format_optim_bench(result: dict) -> str:
     env = result.get("environment", {})
     lines.append("")
     lines.append(
-        f"Total {result.get('total_seconds', 0):.0f} s on {env.get('cpu', '?')} (a shared machine: "
-        "timings are indicative)."
+        f"Total {result.get('total_seconds', 0):.0f} s on {env.get('cpu', '?')}, "
+        f"{env.get('logical_cores', '?')} logical cores (one run per optimizer: step-time ratios of "
+        "fast steps carry timer noise; run nothing else while measuring)."
     )
     return "\n".join(lines)
 
