@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import minidiff as md
 from minidiff.bench import commands as _bench
+from minidiff.bench.arguments import device as _device
+from minidiff.bench.arguments import positive_int as _positive_int
 
 __all__ = ["Command", "COMMANDS", "build_parser", "main"]
 
@@ -40,26 +42,6 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     description: str = ""
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _device(name: str) -> str:
-    """argparse type for ``--device``: a usable device name, or a one-line usage error."""
-    try:
-        md.get_device(name)
-    except (RuntimeError, ValueError, md.MinidiffError) as exc:
-        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
-    return name
 
 
 # ----------------------------------------------------------------------------- minidiff demo

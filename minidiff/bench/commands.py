@@ -9,47 +9,13 @@ import argparse
 import json
 import sys
 
+from .arguments import dtype as _dtype
+from .arguments import int_list as _layers
+from .arguments import nonnegative_float as _nonnegative_float
+from .arguments import positive_int as _positive_int
 from .progress import Progress
 
 MODEL_NAMES = ("logreg", "mlp", "cnn")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 1,2,5, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"layer counts must be integers >= 1, got {text!r}")
-    return values
-
-
-def _dtype(text: str) -> str:
-    if text not in ("float32", "float64"):
-        raise argparse.ArgumentTypeError(f"dtype must be float32 or float64, got {text!r}")
-    return text
 
 
 def _add_common(p, device_type):

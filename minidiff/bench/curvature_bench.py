@@ -23,13 +23,14 @@ import statistics
 import sys
 import time
 
-from .. import backend, pytree
+from .. import pytree
 from ..creation import asarray
 from ..curvature import fisher_vp, gauss_newton, ggn_vp, hvp
 from ..forward_gradient import sample_directions
 from ..nn import functional as F
 from ..random import Generator
 from ..transforms import value_and_grad
+from .arguments import device, nonnegative_int, positive_int
 from .environment import environment
 from .rfrb import build_model, synthetic_batch
 from .timing import ratio, summarize
@@ -224,49 +225,19 @@ def format_curvature_costs(result: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _device(name: str) -> str:
-    try:
-        backend.get_device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
-    return name
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``minidiff bench curvature``."""
     parser.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="which model (default mlp)")
-    parser.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
-    parser.add_argument("--repeats", type=_positive_int, default=10, help="timed repeats (default 10)")
-    parser.add_argument(
-        "--warmup", type=_nonnegative_int, default=2, help="untimed warm-up calls (default 2)"
-    )
+    parser.add_argument("--batch", type=positive_int, default=64, help="minibatch size (default 64)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed repeats (default 10)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed warm-up calls (default 2)")
     parser.add_argument(
         "--dtype",
         choices=("float32", "float64"),
         default="float32",
         help="float32 or float64 (default float32)",
     )
-    parser.add_argument("--device", type=_device, default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="'cpu' or 'cuda' (default cpu)")
     parser.add_argument(
         "--keep-freed-memory",
         action="store_true",

@@ -27,6 +27,7 @@ import minidiff as md
 
 from ..deer import cells as deer_cells
 from ..deer import deer_rnn, sequential_rnn
+from .arguments import int_list
 from .environment import environment
 from .timing import measure
 
@@ -397,22 +398,12 @@ def heatmap(result: dict, path: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- command line
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return vals
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``minidiff bench deer``."""
     p.add_argument("--grid", choices=("small", "full"), default="small", help="preset grid (default small)")
-    p.add_argument("--sizes", type=_ints, help="comma-separated hidden sizes n (overrides the grid)")
-    p.add_argument("--lengths", type=_ints, help="comma-separated lengths T (overrides the grid)")
-    p.add_argument("--batches", type=_ints, help="comma-separated batch sizes (overrides the grid)")
+    p.add_argument("--sizes", type=int_list, help="comma-separated hidden sizes n (overrides the grid)")
+    p.add_argument("--lengths", type=int_list, help="comma-separated lengths T (overrides the grid)")
+    p.add_argument("--batches", type=int_list, help="comma-separated batch sizes (overrides the grid)")
     p.add_argument("--cell", choices=sorted(deer_cells.CELLS), default="gru", help="the cell (default gru)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")

@@ -32,6 +32,7 @@ from ..creation import arange, linspace, tensor, zeros
 from ..deer.ode import deer_odeint, sequential_odeint
 from ..optim import Adam
 from ..random import Generator
+from .arguments import int_at_least, int_list
 from .environment import environment
 from .timing import measure
 
@@ -284,46 +285,21 @@ def format_ode_bench(result: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _intervals(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"interval counts must be at least 1, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``minidiff bench deer-ode``."""
     parser.add_argument(
         "--points",
-        type=_intervals,
+        type=int_list,
         default=(100, 1000, 10000),
         help="evaluation grids: numbers of intervals T",
     )
+    parser.add_argument("--batch", type=int_at_least(1), default=1, help="trajectories per solve (default 1)")
+    parser.add_argument("--hidden", type=int_at_least(1), default=16, help="MLP hidden units (default 16)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=5, help="timed repeats (default 5)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed calls (default 1)")
+    parser.add_argument("--train-steps", type=int_at_least(1), default=10, help="Adam steps (default 10)")
     parser.add_argument(
-        "--batch", type=_int_at_least(1), default=1, help="trajectories per solve (default 1)"
-    )
-    parser.add_argument("--hidden", type=_int_at_least(1), default=16, help="MLP hidden units (default 16)")
-    parser.add_argument("--repeats", type=_int_at_least(1), default=5, help="timed repeats (default 5)")
-    parser.add_argument("--warmup", type=_int_at_least(0), default=1, help="untimed calls (default 1)")
-    parser.add_argument("--train-steps", type=_int_at_least(1), default=10, help="Adam steps (default 10)")
-    parser.add_argument(
-        "--train-points", type=_int_at_least(1), default=120, help="training grid intervals (default 120)"
+        "--train-points", type=int_at_least(1), default=120, help="training grid intervals (default 120)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="write the full result as JSON")
