@@ -27,7 +27,7 @@ from ..random import Generator
 from ..reverse import no_grad
 from ..tensor import wrap
 from ..transforms import HVP_MODES, hvp, jvp, value_and_grad
-from .base import Optimizer, assign_
+from .base import Optimizer
 
 __all__ = ["AdaHessian"]
 
@@ -130,10 +130,7 @@ class AdaHessian(Optimizer):
                 for p in group["params"]:
                     g, h = next(it)
                     new_values.append((p, *self._update(p.detach(), g, h, self.state[id(p)], group, t)))
-        for p, value, new_state in new_values:
-            self.state[id(p)].update(new_state)
-            assign_(p, value)
-        self.steps += 1
+        self.commit((p, value, new_state) for p, value, new_state in new_values)
         return loss
 
     def _update(self, p, g, hz, state, group, t):

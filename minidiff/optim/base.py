@@ -132,12 +132,24 @@ class Optimizer:
         if self.check_finite:
             self.check_grads_finite(grads)
         updates = [self.step_group(g, gs) for g, gs in zip(self.param_groups, grads)]
-        for group, new in zip(self.param_groups, updates):  # assign only once everything is computed
-            for p, value in zip(group["params"], new):
-                if value is not None:
-                    assign_(p, value)
-        self.steps += 1
+        self.commit(
+            (p, value, None)
+            for group, new in zip(self.param_groups, updates)
+            for p, value in zip(group["params"], new)
+        )
         return loss
+
+    def commit(self, updates) -> None:
+        """Apply ``(parameter, new value or None, new state or None)`` triples and count the step.
+
+        Methods compute every update first and commit last, so an exception leaves parameters and
+        state as they were."""
+        for p, value, new_state in updates:
+            if new_state:
+                self.state[id(p)].update(new_state)
+            if value is not None:
+                assign_(p, value)
+        self.steps += 1
 
     def evaluate(self, closure=None):
         """``(loss, grads per group)``.  Two closure styles are accepted:

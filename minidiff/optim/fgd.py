@@ -24,7 +24,7 @@ import math
 
 from ..forward_gradient import DISTRIBUTIONS, forward_grad
 from ..random import Generator
-from .base import Optimizer, assign_
+from .base import Optimizer
 
 __all__ = ["FGD"]
 
@@ -95,11 +95,8 @@ class FGD(Optimizer):
         new = []
         for group, gs in zip(self.param_groups, grads):
             lr = self.learning_rate(group)
-            new.append([p.detach() - lr * gp for p, gp in zip(group["params"], gs)])
-        for group, values in zip(self.param_groups, new):
-            for p, value in zip(group["params"], values):
-                assign_(p, value)
-        self.steps += 1
+            new.extend((p, p.detach() - lr * gp, None) for p, gp in zip(group["params"], gs))
+        self.commit(new)
         return loss
 
     def extra_state(self) -> dict:

@@ -57,7 +57,7 @@ from ..nn.modules import Conv2d, Linear, Module
 from ..random import Generator
 from ..reverse import no_grad
 from ..tensor import Tensor, wrap
-from .base import Optimizer, assign_
+from .base import Optimizer
 
 __all__ = ["KFAC", "sample_labels"]
 
@@ -267,13 +267,9 @@ class KFAC(Optimizer):
         finally:
             for h in handles:
                 h.remove()
-        for p, value in zip(params, new_values):  # commit only once everything is computed
-            self.state[id(p)].update(new_state[id(p)])
-            if value is not None:
-                assign_(p, value)
+        self.commit((p, value, new_state[id(p)]) for p, value in zip(params, new_values))
         if labels is not None:
             self.sampled_labels = labels
-        self.steps += 1
         return loss.detach()
 
     def _update(self, group, grads, captured, stats_step, inverse_step):

@@ -42,7 +42,7 @@ from ..reverse import no_grad
 from ..tensor import wrap
 from ..transforms import HVP_MODES, value_and_grad, vjp
 from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
-from .base import Optimizer, assign_, takes_params
+from .base import Optimizer, takes_params
 from .kfac import sample_labels
 
 __all__ = ["Sophia"]
@@ -180,11 +180,8 @@ class Sophia(Optimizer):
                     unclipped += n_ok
                     total += p.size
                     i += 1
-        for p, value, new_state in results:
-            self.state[id(p)].update(new_state)
-            assign_(p, value)
+        self.commit(results)
         self.unclipped_fraction = unclipped / max(total, 1)
-        self.steps += 1
         return loss
 
     def _update(self, p, g, hhat, group, leaf):
