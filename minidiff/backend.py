@@ -16,6 +16,7 @@ __all__ = [
     "cuda_available",
     "cuda_unavailable_reason",
     "numpy_module",
+    "scipy_linalg",
     "float16",
     "float32",
     "float64",
@@ -83,6 +84,21 @@ def scatter_add(xp, target, index, values) -> None:
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+def scipy_linalg(xp):
+    """SciPy's ``linalg`` for NumPy arrays, ``cupyx.scipy.linalg`` for CuPy arrays.
+
+    Imported on first use (SciPy takes a noticeable time to import).  Used for the routines NumPy's
+    ``linalg`` lacks, such as ``solve_triangular``.
+    """
+    if xp is numpy:
+        import scipy.linalg
+
+        return scipy.linalg
+    import cupyx.scipy.linalg  # pragma: no cover - needs a GPU
+
+    return cupyx.scipy.linalg  # pragma: no cover
 
 
 _DEVICES: dict[str, Device] = {

@@ -23,6 +23,11 @@ class TapeError(MinidiffError, RuntimeError):
     """Misuse of the reverse-mode tape (second backward through a freed tape, nothing to differentiate)."""
 
 
+class LinAlgError(MinidiffError, ValueError):
+    """A matrix an operation cannot take: singular where an inverse is needed, a derivative that is
+    not defined (full SVD of a non-square matrix), a decomposition that did not converge."""
+
+
 class TracerError(MinidiffError, RuntimeError):
     """A traced value used outside the transform that created it, or read where it has no value."""
 
