@@ -32,6 +32,11 @@ class TracerError(MinidiffError, RuntimeError):
     """A traced value used outside the transform that created it, or read where it has no value."""
 
 
+class UnsupportedError(MinidiffError, TypeError):
+    """A NumPy function, keyword or ufunc method minidiff has no differentiable equivalent for, applied
+    to a value that carries derivatives (or asked to write into a tensor with ``out=``)."""
+
+
 def describe(x) -> str:
     """A short description of an argument for error messages: shape, dtype and device of a tensor."""
     shape = getattr(x, "shape", None)

@@ -88,6 +88,18 @@ class Tensor:
         a = self.numpy()
         return a if dtype is None else a.astype(dtype)
 
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """NEP 13: ``np.sin(t)``, ``ndarray + t``... run minidiff's function (see :mod:`minidiff.numpy_api`)."""
+        from .numpy_api import array_ufunc
+
+        return array_ufunc(ufunc, method, *inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """NEP 18: ``np.sum(t)``, ``np.linalg.solve(a, t)``... run minidiff's function (same module)."""
+        from .numpy_api import array_function
+
+        return array_function(func, types, args, kwargs)
+
     def item(self):
         """The value of a one-element tensor as a Python scalar."""
         if self.size != 1:
