@@ -1,12 +1,37 @@
-"""Helpers for testing derivatives: :func:`check_grads` and Hypothesis strategies (``strategies``).
+"""Helpers for testing derivatives.
+
+* :func:`check_grads` — finite differences, the adjoint identity, and the same one order up, at one
+  input;
+* :func:`check_primitive` — the whole property battery over Hypothesis-drawn inputs (``battery``);
+* :func:`check_mutation` — whether a property catches a deliberate bug in a rule (``mutation``);
+* ``strategies`` — Hypothesis strategies for tensors and shapes.
+
+``check_primitive``, ``check_mutation`` and ``strategies`` need Hypothesis (the ``test`` extra); it is
+imported when they run.
 
 >>> import minidiff as md
 >>> md.testing.check_grads(lambda x: md.sin(x) * x, (md.tensor([0.5, 1.5]),), order=2)
 """
 
+from .battery import CHECKS, Domain, Tolerances, check_example, check_jacobian, check_primitive
 from .checks import check_grads, numerical_jvp
+from .mutation import Mutation, MutationResult, check_mutation, mutated
 
-__all__ = ["check_grads", "numerical_jvp", "strategies"]
+__all__ = [
+    "CHECKS",
+    "Domain",
+    "Mutation",
+    "MutationResult",
+    "Tolerances",
+    "check_example",
+    "check_grads",
+    "check_jacobian",
+    "check_mutation",
+    "check_primitive",
+    "mutated",
+    "numerical_jvp",
+    "strategies",
+]
 
 
 def __getattr__(name):
