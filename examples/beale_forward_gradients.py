@@ -23,8 +23,9 @@ def beale(p):
 
 
 def samples(theta, n, seed=0):
-    """``n`` forward-gradient samples at ``theta`` and the exact gradient."""
-    rng = md.random.Generator(seed)
+    """``n`` forward-gradient samples at ``theta`` and the exact gradient (``seed``: an int, a
+    ``md.random.Generator`` or a ``numpy.random.Generator``)."""
+    rng = md.random.as_generator(seed, op="samples")
     v = rng.normal((n, 2))
     # one vector-mode pass pushes all n directions at once: d_k = ∇f·v_k
     _, d = md.jvp(beale, (theta,), (v,), vectorized=True)

@@ -33,9 +33,11 @@ def make_data(size: int, dtype: str):
     return xs, labels.numpy()
 
 
-def init_params(hidden: int, dtype: str, seed: int = 0) -> dict:
+def init_params(hidden: int, dtype: str, seed=0) -> dict:
+    """``seed``: an int (the readout is drawn with ``seed + 1``), a ``md.random.Generator`` or a
+    ``numpy.random.Generator`` (the readout continues its stream)."""
     p = init_gru(1, hidden, seed=seed, dtype=dtype)
-    rng = md.random.Generator(seed + 1)
+    rng = md.random.as_generator(seed + 1 if isinstance(seed, int) else seed, op="init_params")
     p["W_out"] = rng.normal((hidden, 10), std=1.0 / np.sqrt(hidden), dtype=dtype)
     p["b_out"] = md.zeros(10, dtype=dtype)
     return p

@@ -32,12 +32,13 @@ def spiral_data(n_points: int = 121, t_end: float = 6.0):
     return md.tensor(ts), md.tensor(sol.y.T)
 
 
-def init_mlp(hidden: int = 32, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
+def init_mlp(hidden: int = 32, seed=0) -> dict:
+    """``seed``: an int, a ``md.random.Generator`` or a ``numpy.random.Generator``."""
+    rng = md.random.as_generator(seed, op="init_mlp")
     return {
-        "W1": md.tensor(rng.normal(size=(hidden, 2)) * 0.5, requires_grad=True),
+        "W1": rng.normal((hidden, 2), std=0.5).requires_grad_(),
         "b1": md.zeros(hidden, dtype="float64").requires_grad_(),
-        "W2": md.tensor(rng.normal(size=(2, hidden)) * 0.1, requires_grad=True),
+        "W2": rng.normal((2, hidden), std=0.1).requires_grad_(),
         "b2": md.zeros(2, dtype="float64").requires_grad_(),
     }
 

@@ -15,19 +15,25 @@ is ``(1/K) Σ_k (∇f·v_k) v_k``, computed in one vector-mode pass.  No tape is
 from __future__ import annotations
 
 from . import pytree
-from .random import Generator
+from .random import RngLike, as_generator
 from .tensor import Tensor
 from .transforms import jvp
 
 DISTRIBUTIONS = ("normal", "rademacher")
 
 
-def sample_directions(params, rng: Generator, distribution: str = "normal", n_directions: int = 1):
-    """Random directions shaped like ``params`` (with a leading axis of K when ``n_directions > 1``)."""
+def sample_directions(params, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1):
+    """Random directions shaped like ``params`` (with a leading axis of K when ``n_directions > 1``).
+
+    ``rng``: an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator`` or None
+    (the default generator), converted by :func:`minidiff.random.as_generator` on the parameters' device.
+    """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(
             f"forward_grad: unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}"
         )
+    leaves = pytree.flatten(params)[0]
+    rng = as_generator(rng, leaves[0].device if leaves else None, op="forward_grad")
     lead = () if n_directions == 1 else (n_directions,)
     draw = rng.normal if distribution == "normal" else rng.rademacher
 
@@ -40,7 +46,7 @@ def sample_directions(params, rng: Generator, distribution: str = "normal", n_di
 def forward_grad(
     f,
     params,
-    rng: Generator,
+    rng: RngLike = None,
     n_directions: int = 1,
     distribution: str = "normal",
     clip: float | None = None,
@@ -48,10 +54,12 @@ def forward_grad(
 ):
     """``(f(params), (1/K) Σ_k (∇f·v_k) v_k)`` from forward mode only.
 
-    ``params`` is a pytree of float tensors; ``rng`` a :class:`minidiff.random.Generator` (on the
-    parameters' device).  ``distribution``: ``"normal"`` or ``"rademacher"``.  ``clip`` caps
-    ``|∇f·v|`` (the public reproduction caps it at 1 to keep FGD from blowing up).  ``directions``
-    may be given instead of sampled (shaped like ``params``, with a leading K axis if K > 1).
+    ``params`` is a pytree of float tensors; ``rng`` an int seed, a :class:`minidiff.random.Generator`
+    (on the parameters' device), a ``numpy.random.Generator`` (wrapped: its state advances) or None
+    for the default generator (see :func:`minidiff.random.as_generator`).  ``distribution``:
+    ``"normal"`` or ``"rademacher"``.  ``clip`` caps ``|∇f·v|`` (the public reproduction caps it at 1
+    to keep FGD from blowing up).  ``directions`` may be given instead of sampled (shaped like
+    ``params``, with a leading K axis if K > 1).
     """
     if n_directions < 1:
         raise ValueError(f"forward_grad: n_directions must be at least 1, got {n_directions}")
@@ -76,7 +84,8 @@ class FGD:
     """Forward gradient descent: ``θ ← θ − η_i (∇f·v) v`` with ``η_i = η₀·exp(−k·i)``.
 
     Each :meth:`step` runs one forward-mode pass (no tape).  Defaults are the paper's (η₀ = 2·10⁻⁴,
-    k = 10⁻⁴).  ``clip`` caps ``|∇f·v|``; ``n_directions`` averages K directions per step.
+    k = 10⁻⁴).  ``clip`` caps ``|∇f·v|``; ``n_directions`` averages K directions per step.  ``rng``
+    (or, when it is None, ``seed``) is anything :func:`minidiff.random.as_generator` takes.
 
     >>> import minidiff as md
     >>> opt = md.FGD(lr=0.1, seed=0)
@@ -95,7 +104,7 @@ class FGD:
         n_directions: int = 1,
         clip: float | None = None,
         seed: int | None = 0,
-        rng: Generator | None = None,
+        rng: RngLike = None,
     ):
         if lr < 0 or decay < 0:
             raise ValueError(f"FGD: lr and decay must be non-negative, got lr={lr}, decay={decay}")
@@ -103,7 +112,7 @@ class FGD:
             raise ValueError(f"FGD: unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
         self.lr0, self.decay = lr, decay
         self.distribution, self.n_directions, self.clip = distribution, n_directions, clip
-        self.rng = rng if rng is not None else Generator(seed)
+        self.rng = as_generator(seed if rng is None else rng, op="FGD")
         self.iteration = 0
 
     def learning_rate(self, i: int | None = None) -> float:

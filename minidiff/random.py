@@ -4,6 +4,17 @@ Each function draws from a :class:`Generator` (the module's default one unless `
 ``seed(n)`` resets the default.  Generators use the backend's own bit generator, so samples are
 made where they are used (on the GPU for ``device="cuda"``).
 
+Every ``rng=`` argument in minidiff (and the ``seed=`` of the classes and functions that have no
+``rng=``) goes through one conversion, :func:`as_generator`, and so accepts the same four forms:
+
+* an ``int`` seed — a new generator seeded with it (the same seed gives the same draws);
+* a :class:`Generator` — used as is (its draws advance it);
+* a ``numpy.random.Generator`` — wrapped, not copied: minidiff's draws advance *your* generator.  On a
+  device whose array module is not NumPy (CUDA) a NumPy generator cannot make device arrays, so one
+  63-bit seed is drawn from it and seeds a CuPy generator: the NumPy generator advances by that one draw
+  and the same NumPy state gives the same samples, but later draws no longer advance it;
+* ``None`` — the module's default generator of the device (see :func:`seed`).
+
 >>> import minidiff as md
 >>> rng = md.random.Generator(0)
 >>> v = rng.rademacher((3,), dtype="float32")
@@ -15,17 +26,41 @@ from __future__ import annotations
 
 from . import backend
 from .creation import _dtype
+from .errors import DeviceError
 from .tensor import Tensor, wrap
 
-__all__ = ["Generator", "seed", "normal", "uniform", "rademacher", "randint", "default_generator"]
+__all__ = [
+    "Generator",
+    "RngLike",
+    "as_generator",
+    "seed",
+    "normal",
+    "uniform",
+    "rademacher",
+    "randint",
+    "default_generator",
+]
+
+_np = backend.numpy_module
 
 
 class Generator:
-    """A seeded source of random tensors on one device."""
+    """A seeded source of random tensors on one device.
 
-    def __init__(self, seed=None, device=None):
+    ``seed`` is an int, None (fresh entropy), or a ``numpy.random.Generator`` or :class:`Generator` whose
+    stream is shared, not copied (on CUDA a NumPy generator seeds the CuPy one with one draw, see the
+    module docstring).  ``op`` names the caller in errors.  The sampling methods are the same code
+    whichever bit generator backs them.
+
+    >>> import numpy as np, minidiff as md
+    >>> user = np.random.default_rng(0)
+    >>> md.random.Generator(user).normal((2,)).tolist() == np.random.default_rng(0).normal(size=2).tolist()
+    True
+    """
+
+    def __init__(self, seed: RngLike = None, device=None, *, op: str = "Generator"):
         self.device = backend.get_device(device)
-        self._rng = self.device.xp.random.default_rng(seed)
+        self._rng = _bit_source(seed, self.device, op)
 
     def get_state(self):
         """The bit generator's state (to checkpoint a run that draws random numbers)."""
@@ -92,15 +127,100 @@ class Generator:
         return wrap(self._rng.permutation(n), self.device)
 
 
+#: What an ``rng=`` argument may be (see :func:`as_generator`), for type hints.
+RngLike = int | Generator | _np.random.Generator | None
+
+
+def _bit_source(seed, device, op: str = "Generator"):
+    """The backend generator a :class:`Generator` on ``device`` draws from.
+
+    A NumPy generator (on a device whose array module is NumPy) or a :class:`Generator` of the same device
+    is shared, not copied; on another device one 63-bit draw of it seeds a generator of ``device.xp``.
+    """
+    if isinstance(seed, Generator):
+        if seed.device is device:
+            return seed._rng
+        seed = int(seed._rng.integers(0, 2**63 - 1))
+    elif isinstance(seed, _np.random.Generator):
+        if device.xp is _np:
+            return seed  # wrapped, not copied: draws advance the caller's generator
+        seed = int(seed.integers(0, 2**63 - 1))  # e.g. CUDA: one draw of the caller's generator seeds ours
+    elif seed is not None and not _is_int(seed):
+        raise _type_error(op, seed)
+    if seed is not None and seed < 0:
+        raise ValueError(f"{op}: an rng seed must be a non-negative int, got {seed}")
+    return device.xp.random.default_rng(None if seed is None else int(seed))
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, _np.integer)) and not isinstance(x, (bool, _np.bool_))
+
+
+def _type_error(op: str, rng) -> TypeError:
+    hint = " (use numpy.random.default_rng, not the legacy RandomState)" if _is_legacy(rng) else ""
+    return TypeError(
+        f"{op}: rng must be a minidiff.random.Generator or an int seed (or a numpy.random.Generator, or "
+        f"None for the default), got {type(rng).__name__}{hint}"
+    )
+
+
 _DEFAULT: dict = {}
 _SIGN_TABLES: dict = {}
 
 
 def default_generator(device=None) -> Generator:
+    """The module's default generator of ``device`` (seeded by the last :func:`seed`, if any)."""
     dev = backend.get_device(device)
     if dev.name not in _DEFAULT:
-        _DEFAULT[dev.name] = Generator(None, dev)
+        _DEFAULT[dev.name] = Generator(_SEED[0], dev)
     return _DEFAULT[dev.name]
+
+
+def as_generator(rng: RngLike = None, device=None, *, op: str = "as_generator") -> Generator:
+    """The :class:`Generator` that an ``rng=`` argument stands for: the one conversion minidiff uses.
+
+    ``rng`` is an int seed (a new generator), a :class:`Generator` (returned as is), a
+    ``numpy.random.Generator`` (wrapped without copying, so draws advance it; on CUDA a CuPy generator
+    seeded from one draw of it) or None (the default generator of ``device``).  ``device`` is where the
+    draws are needed; None means the CPU for new generators and accepts a :class:`Generator` of any
+    device.  ``op`` names the calling function in errors: a :class:`Generator` of another device raises
+    :class:`~minidiff.errors.DeviceError`, any other type ``TypeError``.
+
+    >>> import numpy as np, minidiff as md
+    >>> user = np.random.default_rng(0)
+    >>> gen = md.random.as_generator(user)
+    >>> before = user.bit_generator.state["state"]["state"]
+    >>> _ = gen.normal((3,))
+    >>> user.bit_generator.state["state"]["state"] != before      # your generator advanced
+    True
+    >>> md.random.as_generator(0).normal((2,)).tolist() == md.random.as_generator(0).normal((2,)).tolist()
+    True
+    >>> md.random.as_generator("0", op="forward_grad")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: forward_grad: rng must be a minidiff.random.Generator or an int seed (...), got str
+    """
+    if rng is None:
+        return default_generator(device)
+    if isinstance(rng, Generator):
+        return _check_device(rng, device, op)
+    if _is_int(rng) or isinstance(rng, _np.random.Generator):
+        return Generator(rng, device, op=op)
+    raise _type_error(op, rng)
+
+
+def _check_device(rng: Generator, device, op: str) -> Generator:
+    if device is None or rng.device is backend.get_device(device):
+        return rng
+    dev = backend.get_device(device)
+    raise DeviceError(
+        f"{op}: the generator draws on {rng.device} but the values are needed on {dev}; pass an int seed "
+        f"or md.random.Generator(seed, device={dev.name!r})"
+    )
+
+
+def _is_legacy(rng) -> bool:
+    return isinstance(rng, _np.random.RandomState)
 
 
 def seed(n: int) -> None:
@@ -113,30 +233,26 @@ def seed(n: int) -> None:
 _SEED = [None]
 
 
-def _gen(rng, device):
-    if rng is not None:
-        return rng
-    dev = backend.get_device(device)
-    if dev.name not in _DEFAULT:
-        _DEFAULT[dev.name] = Generator(_SEED[0], dev)
-    return _DEFAULT[dev.name]
+def normal(shape, mean=0.0, std=1.0, dtype="float64", device=None, rng: RngLike = None) -> Tensor:
+    """Gaussian samples of ``shape`` (``rng``: any form :func:`as_generator` takes)."""
+    return as_generator(rng, device, op="normal").normal(shape, mean, std, dtype)
 
 
-def normal(shape, mean=0.0, std=1.0, dtype="float64", device=None, rng: Generator | None = None) -> Tensor:
-    """Gaussian samples of ``shape``."""
-    return _gen(rng, device).normal(shape, mean, std, dtype)
+def uniform(shape, low=0.0, high=1.0, dtype="float64", device=None, rng: RngLike = None) -> Tensor:
+    """Uniform samples on ``[low, high)`` (``rng``: any form :func:`as_generator` takes)."""
+    return as_generator(rng, device, op="uniform").uniform(shape, low, high, dtype)
 
 
-def uniform(shape, low=0.0, high=1.0, dtype="float64", device=None, rng: Generator | None = None) -> Tensor:
-    """Uniform samples on ``[low, high)``."""
-    return _gen(rng, device).uniform(shape, low, high, dtype)
+def rademacher(shape, dtype="float64", device=None, rng: RngLike = None) -> Tensor:
+    """Random signs ±1 (``rng``: any form :func:`as_generator` takes)."""
+    return as_generator(rng, device, op="rademacher").rademacher(shape, dtype)
 
 
-def rademacher(shape, dtype="float64", device=None, rng: Generator | None = None) -> Tensor:
-    """Random signs ±1."""
-    return _gen(rng, device).rademacher(shape, dtype)
+def randint(low, high=None, shape=(), dtype="int64", device=None, rng: RngLike = None) -> Tensor:
+    """Random integers on ``[low, high)`` (``rng``: any form :func:`as_generator` takes).
 
-
-def randint(low, high=None, shape=(), dtype="int64", device=None, rng: Generator | None = None) -> Tensor:
-    """Random integers on ``[low, high)``."""
-    return _gen(rng, device).randint(low, high, shape, dtype)
+    >>> import numpy as np, minidiff as md
+    >>> md.random.randint(10, shape=(3,), rng=np.random.default_rng(0)).tolist()
+    [8, 6, 5]
+    """
+    return as_generator(rng, device, op="randint").randint(low, high, shape, dtype)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from .. import ops, pytree
 from ..errors import ShapeError
-from ..random import Generator
+from ..random import RngLike, as_generator
 from ..tensor import Tensor
 from ..transforms import vmap
-from .products import _check_mode, _generator, check_params, check_vector, hvp
+from .products import _check_mode, check_params, check_vector, hvp
 
 __all__ = ["PROBE_DISTRIBUTIONS", "RunningEstimate", "hutchinson_diag", "hutchinson_trace", "sample_probes"]
 
@@ -112,9 +112,7 @@ class RunningEstimate:
         return pytree.tree_map(lambda s: ops.sqrt(s * (1.0 / self.n_probes)), self.variance)
 
 
-def sample_probes(
-    params, n_probes: int, distribution: str = "rademacher", rng: Generator | int | None = None
-):
+def sample_probes(params, n_probes: int, distribution: str = "rademacher", rng: RngLike = None):
     """``n_probes`` random probes shaped like ``params`` (each leaf with a leading axis of ``n_probes``),
     in each leaf's dtype, on the parameters' device.
 
@@ -127,7 +125,7 @@ def sample_probes(
     """
     leaves = check_params("sample_probes", params)
     _check_probe_args("sample_probes", n_probes, distribution)
-    gen = _generator("sample_probes", rng, leaves[0].device, "the parameters")
+    gen = as_generator(rng, leaves[0].device, op="sample_probes")
     draw = gen.rademacher if distribution == "rademacher" else gen.normal
     return pytree.tree_map(lambda p: draw((n_probes,) + tuple(p.shape), dtype=p.dtype), params)
 
@@ -161,7 +159,7 @@ def _estimate(op, reduce, f, params, matvec, n_probes, distribution, rng, mode, 
         estimate = RunningEstimate(op)
     else:
         raise TypeError(f"{op}: running must be a bool or a RunningEstimate, got {type(running).__name__}")
-    gen = _generator(op, rng, leaves[0].device, "the parameters")
+    gen = as_generator(rng, leaves[0].device, op=op)
     chunk = n_probes if chunk_size is None else min(chunk_size, n_probes)
     done = 0
     while done < n_probes:
@@ -189,7 +187,7 @@ def hutchinson_diag(
     matvec=None,
     n_probes: int = 1,
     distribution: str = "rademacher",
-    rng: Generator | int | None = None,
+    rng: RngLike = None,
     mode: str = "fwd-over-rev",
     chunk_size: int | None = None,
     running: bool | RunningEstimate = False,
@@ -199,7 +197,8 @@ def hutchinson_diag(
     ``A`` is the Hessian of scalar ``f`` at ``params`` (products by :func:`hvp` in ``mode``) or, with
     ``matvec=`` instead of ``f``, the symmetric operator ``v ↦ matvec(v)`` on trees shaped like ``params``.
     ``n_probes`` (K) probes of ``distribution`` (``"rademacher"`` or ``"normal"``) are drawn with ``rng``
-    (a :class:`minidiff.random.Generator` or an int seed; the default generator if None) and pushed
+    (an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator``; the default
+    generator if None) and pushed
     through ``A`` ``chunk_size`` at a time in vector mode (all at once by default; 1 calls ``matvec`` on
     single vectors, for a matvec that ``md.vmap`` cannot batch).
 
@@ -245,7 +244,7 @@ def hutchinson_trace(
     matvec=None,
     n_probes: int = 1,
     distribution: str = "rademacher",
-    rng: Generator | int | None = None,
+    rng: RngLike = None,
     mode: str = "fwd-over-rev",
     chunk_size: int | None = None,
     running: bool | RunningEstimate = False,

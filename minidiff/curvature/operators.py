@@ -24,6 +24,7 @@ from .. import pytree
 from ..backend import numpy_module as _host
 from ..creation import asarray
 from ..errors import ShapeError
+from ..random import RngLike, as_generator
 from ..tensor import Tensor
 from ..transforms import grad, vjp
 from .products import _check_mode, check_params, check_vector, fisher, gauss_newton, hvp
@@ -227,7 +228,7 @@ def fisher_operator(
     kind: str = "analytic",
     *,
     n_samples: int = 1,
-    rng=None,
+    rng: RngLike = None,
     labels=None,
     damping: float = 0.0,
 ) -> CurvatureOperator:
@@ -267,14 +268,15 @@ def top_eigenvalues(
     mode: str = "fwd-over-rev",
     tol: float = 0.0,
     maxiter: int | None = None,
-    seed: int = 0,
+    seed: RngLike = 0,
     return_eigenvectors: bool = False,
 ):
     """The ``k`` extreme eigenvalues of a symmetric operator by Lanczos (``scipy.sparse.linalg.eigsh``).
 
     ``operator``: a LinearOperator (e.g. from :func:`ggn_operator`), or a scalar function ``f`` with
     ``params``, for its Hessian (products in ``mode``).  ``which``: ``"LA"`` largest (default), ``"SA"``
-    smallest, ``"LM"`` largest in magnitude.  The start vector comes from ``seed``, so results repeat.
+    smallest, ``"LM"`` largest in magnitude.  The start vector comes from ``seed`` (anything
+    :func:`minidiff.random.as_generator` takes), so results repeat.
     Returns a host array of eigenvalues, largest first (smallest first for ``"SA"``), and with
     ``return_eigenvectors`` also the host ``(n, k)`` eigenvectors (``operator.unflatten(vecs[:, i])``
     makes a tree of one).  ``k`` must be below the operator's size (a Lanczos limit).
@@ -301,7 +303,7 @@ def top_eigenvalues(
         )
     if which not in _WHICH:
         raise ValueError(f"top_eigenvalues: unknown which {which!r}; choose one of {_WHICH}")
-    v0 = _host.random.default_rng(seed).standard_normal(n)
+    v0 = as_generator(seed, op="top_eigenvalues").normal((n,)).numpy()
     vals, vecs = eigsh(operator, k=k, which=which, v0=v0, tol=tol, maxiter=maxiter)
     if which == "SA":
         order = _host.argsort(vals)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from .. import ops, pytree
 from ..creation import arange
 from ..errors import DeviceError, DTypeError, ShapeError
-from ..random import Generator, default_generator
+from ..random import RngLike, as_generator
 from ..tensor import Tensor
 from ..transforms import HVP_MODES, grad, jvp, vjp, vmap
 from ..transforms import hvp as _engine_hvp
@@ -269,22 +269,11 @@ def _check_logits(op: str, z) -> Tensor:
     return z
 
 
-def _generator(op: str, rng, device, what: str = "the model's outputs") -> Generator:
-    if rng is None:
-        return default_generator(device)
-    if isinstance(rng, bool) or not isinstance(rng, (int, Generator)):
-        raise TypeError(
-            f"{op}: rng must be a minidiff.random.Generator or an int seed, got {type(rng).__name__}"
-        )
-    if isinstance(rng, int):
-        return Generator(rng, device)
-    if rng.device is not device:
-        raise DeviceError(f"{op}: the generator draws on {rng.device} but {what} are on {device}")
-    return rng
-
-
-def sample_labels(logits: Tensor, n_samples: int = 1, rng: Generator | int | None = None) -> Tensor:
+def sample_labels(logits: Tensor, n_samples: int = 1, rng: RngLike = None) -> Tensor:
     """Integer labels ``(n_samples, N)`` drawn from ``softmax(logits)`` row by row (inverse CDF).
+
+    ``rng``: an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator`` or None (see
+    :func:`minidiff.random.as_generator`).
 
     Example:
         >>> import minidiff as md
@@ -295,7 +284,7 @@ def sample_labels(logits: Tensor, n_samples: int = 1, rng: Generator | int | Non
     """
     z = _check_logits("sample_labels", logits)
     _check_count("sample_labels", "n_samples", n_samples)
-    gen = _generator("sample_labels", rng, z.device)
+    gen = as_generator(rng, z.device, op="sample_labels")
     p = ops.softmax(z.detach(), axis=-1)
     cdf = ops.cumsum(p, axis=-1)[:, :-1]  # (N, C-1): the label is how many of these u exceeds
     u = gen.uniform((n_samples, z.shape[0], 1), dtype=p.dtype)
@@ -326,7 +315,7 @@ def _check_labels(op: str, labels, z: Tensor) -> Tensor:
     return labels
 
 
-def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng=None, labels=None):
+def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng: RngLike = None, labels=None):
     """The Fisher product at ``params`` as a reusable callable ``v ↦ F v`` (see :func:`fisher_vp`).
 
     The sampled form draws its labels once, here: every product of the callable then applies the same
@@ -356,7 +345,7 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng=
 
     else:
         if labels is None:
-            labels = sample_labels(z, n_samples, _generator(op, rng, z.device))
+            labels = sample_labels(z, n_samples, as_generator(rng, z.device, op=op))
         else:
             labels = _check_labels(op, labels, z)
         s = labels.shape[0]
@@ -381,7 +370,7 @@ def fisher_vp(
     kind: str = "analytic",
     *,
     n_samples: int = 1,
-    rng: Generator | int | None = None,
+    rng: RngLike = None,
     labels: Tensor | None = None,
     vectorized: bool = False,
 ):
@@ -391,9 +380,9 @@ def fisher_vp(
     ``p_i = softmax(z_i)`` — the expectation over labels drawn from the model.  For cross-entropy it equals
     the Gauss-Newton matrix (``M`` is the loss Hessian in the logits), whatever the data's labels.
 
-    ``kind="sampled"``: labels ``ŷ_is ~ Categorical(p_i)`` for ``s = 1..n_samples`` (drawn with ``rng``, a
-    :class:`minidiff.random.Generator` or an int seed) and ``M`` replaced by ``(1/(N S)) Σ_s g_is g_isᵀ`` with
-    ``g_is = p_i − onehot(ŷ_is)`` the per-example logit gradient: an unbiased Monte-Carlo estimate of the
+    ``kind="sampled"``: labels ``ŷ_is ~ Categorical(p_i)`` for ``s = 1..n_samples`` (drawn with ``rng``: an
+    int seed, a :class:`minidiff.random.Generator` or a ``numpy.random.Generator``) and ``M`` replaced
+    by ``(1/(N S)) Σ_s g_is g_isᵀ`` with ``g_is = p_i − onehot(ŷ_is)`` the per-example logit gradient: an unbiased Monte-Carlo estimate of the
     analytic Fisher (the "sampled-label true Fisher" of K-FAC), of rank at most ``N·S``.  ``labels``
     ((N,) or (S, N) integers) fixes the draw instead; passing the data's own labels gives the *empirical*
     Fisher, which is not an unbiased estimate of ``F``.

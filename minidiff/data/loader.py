@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from ..creation import asarray
-from ..random import Generator
+from ..random import Generator, RngLike, as_generator
 
 __all__ = ["train_test_split", "Batches", "batches"]
 
@@ -33,11 +33,13 @@ def _permutation(n, rng: Generator, device):
     return asarray(rng.permutation(n).numpy(), device=device)
 
 
-def train_test_split(x, y, test_fraction: float = 0.2, seed=0):
+def train_test_split(x, y, test_fraction: float = 0.2, seed: RngLike = 0):
     """A seeded random split: ``(x_train, x_test, y_train, y_test)`` (scikit-learn's order).
 
     ``round(N·test_fraction)`` samples go to the test part, at least one and at most N − 1; there is no
-    stratification.  The same seed gives the same split.
+    stratification.  The same seed gives the same split.  ``seed`` may also be a
+    :class:`minidiff.random.Generator` or a ``numpy.random.Generator`` (see
+    :func:`minidiff.random.as_generator`).
     """
     x, y = _pair(x, y, "train_test_split")
     if not 0.0 < test_fraction < 1.0:
@@ -46,7 +48,7 @@ def train_test_split(x, y, test_fraction: float = 0.2, seed=0):
     if n < 2:
         raise ValueError(f"train_test_split: need at least 2 samples to split, got {n}")
     n_test = min(max(int(round(n * test_fraction)), 1), n - 1)
-    perm = _permutation(n, Generator(seed), x.device)
+    perm = _permutation(n, as_generator(seed, op="train_test_split"), x.device)
     test, train = perm[:n_test], perm[n_test:]
     return x[train], x[test], y[train], y[test]
 
@@ -55,14 +57,18 @@ class Batches:
     """Minibatches ``(x_batch, y_batch)`` of one epoch per iteration, shuffled by a seeded generator.
 
     Each ``iter()`` runs one epoch and draws that epoch's order from the generator, so successive epochs
-    differ while the whole sequence is fixed by ``seed`` (``seed=None``: fresh randomness).  Every sample
+    differ while the whole sequence is fixed by ``seed``: an int, a :class:`minidiff.random.Generator` or a
+    ``numpy.random.Generator`` (see :func:`minidiff.random.as_generator`), or None for the default
+    generator (fresh randomness unless :func:`minidiff.random.seed` was called).  Every sample
     appears once per epoch; with ``drop_last=True`` the last ``N mod batch_size`` of the epoch's order
     are skipped (``len()`` counts full batches only), with ``drop_last=False`` they form a smaller last
     batch.  ``shuffle=False`` keeps the data order.  :meth:`forever` chains epochs without end, for
     loops counted in steps.
     """
 
-    def __init__(self, x, y, batch_size: int, *, seed=None, shuffle: bool = True, drop_last: bool = True):
+    def __init__(
+        self, x, y, batch_size: int, *, seed: RngLike = None, shuffle: bool = True, drop_last: bool = True
+    ):
         self.x, self.y = _pair(x, y, "batches")
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
@@ -74,7 +80,7 @@ class Batches:
                 "drop_last=True an epoch would have no batch"
             )
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
-        self.rng = Generator(seed)
+        self.rng = as_generator(seed, op="batches")
         self.epoch = 0  # epochs started so far
 
     def __len__(self) -> int:
@@ -114,6 +120,8 @@ class Batches:
         )
 
 
-def batches(x, y, batch_size: int, *, seed=None, shuffle: bool = True, drop_last: bool = True) -> Batches:
+def batches(
+    x, y, batch_size: int, *, seed: RngLike = None, shuffle: bool = True, drop_last: bool = True
+) -> Batches:
     """Seeded shuffled minibatches over ``(x, y)``: iterate it for one epoch (see :class:`Batches`)."""
     return Batches(x, y, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)

@@ -2,7 +2,9 @@
 
 Every cell broadcasts over leading axes (``y (..., n)``, ``x (..., m)``), so DEER can evaluate it
 at all time steps at once.  Each comes with an initializer returning its ``params`` dict (uniform
-on ±1/√hidden like PyTorch's recurrent layers; ``scale`` multiplies the recurrent weights).
+on ±1/√hidden like PyTorch's recurrent layers; ``scale`` multiplies the recurrent weights; ``seed`` is
+an int, a :class:`minidiff.random.Generator` or a ``numpy.random.Generator``, see
+:func:`minidiff.random.as_generator`).
 
 * :func:`gru_cell` (PyTorch's gate order r, z, n), state ``h`` of size ``hidden``;
 * :func:`lstm_cell`, state ``concat(h, c)`` of size ``2·hidden`` (gates i, f, g, o);
@@ -15,7 +17,7 @@ import math
 
 from .. import ops
 from ..primitives.shape import concatenate
-from ..random import Generator
+from ..random import RngLike, as_generator
 from ..tensor import Tensor
 
 __all__ = ["gru_cell", "init_gru", "lstm_cell", "init_lstm", "elman_cell", "init_elman", "CELLS"]
@@ -25,12 +27,14 @@ def _uniform(rng, shape, bound, dtype, device):
     return rng.uniform(shape, -bound, bound, dtype)
 
 
-def _init(gates, input_size, hidden_size, seed, dtype, device, scale, names=("W_ih", "W_hh", "b_ih", "b_hh")):
+def _init(
+    op, gates, input_size, hidden_size, seed, dtype, device, scale, names=("W_ih", "W_hh", "b_ih", "b_hh")
+):
     if input_size < 1 or hidden_size < 1:
         raise ValueError(
             f"cell initializer: sizes must be positive, got input {input_size}, hidden {hidden_size}"
         )
-    rng = Generator(seed, device)
+    rng = as_generator(seed, device, op=op)
     k = 1.0 / math.sqrt(hidden_size)
     g = gates * hidden_size
     return {
@@ -64,7 +68,9 @@ def gru_cell(h: Tensor, x: Tensor, params) -> Tensor:
     return cand + z * (h - cand)
 
 
-def init_gru(input_size: int, hidden_size: int, *, seed=0, dtype="float64", device=None, scale=1.0) -> dict:
+def init_gru(
+    input_size: int, hidden_size: int, *, seed: RngLike = 0, dtype="float64", device=None, scale=1.0
+) -> dict:
     """Parameters of :func:`gru_cell`: ``W_ih (3H, m)``, ``W_hh (3H, H)``, ``b_ih``, ``b_hh (3H,)``.
 
     Example:
@@ -72,7 +78,7 @@ def init_gru(input_size: int, hidden_size: int, *, seed=0, dtype="float64", devi
         >>> sorted((k, v.shape) for k, v in init_gru(2, 4).items())
         [('W_hh', (12, 4)), ('W_ih', (12, 2)), ('b_hh', (12,)), ('b_ih', (12,))]
     """
-    return _init(3, input_size, hidden_size, seed, dtype, device, scale)
+    return _init("init_gru", 3, input_size, hidden_size, seed, dtype, device, scale)
 
 
 def lstm_cell(y: Tensor, x: Tensor, params) -> Tensor:
@@ -95,7 +101,9 @@ def lstm_cell(y: Tensor, x: Tensor, params) -> Tensor:
     return concatenate([o * ops.tanh(c_new), c_new], axis=-1)
 
 
-def init_lstm(input_size: int, hidden_size: int, *, seed=0, dtype="float64", device=None, scale=1.0) -> dict:
+def init_lstm(
+    input_size: int, hidden_size: int, *, seed: RngLike = 0, dtype="float64", device=None, scale=1.0
+) -> dict:
     """Parameters of :func:`lstm_cell` (gates i, f, g, o): ``W_ih (4H, m)``, ``W_hh (4H, H)``, biases.
     The state has size ``2·hidden_size``.
 
@@ -104,7 +112,7 @@ def init_lstm(input_size: int, hidden_size: int, *, seed=0, dtype="float64", dev
         >>> init_lstm(2, 3)["W_hh"].shape
         (12, 3)
     """
-    return _init(4, input_size, hidden_size, seed, dtype, device, scale)
+    return _init("init_lstm", 4, input_size, hidden_size, seed, dtype, device, scale)
 
 
 def elman_cell(h: Tensor, x: Tensor, params) -> Tensor:
@@ -119,7 +127,9 @@ def elman_cell(h: Tensor, x: Tensor, params) -> Tensor:
     return ops.tanh(_linear(x, params["W_ih"], params["b_ih"]) + _linear(h, params["W_hh"], params["b_hh"]))
 
 
-def init_elman(input_size: int, hidden_size: int, *, seed=0, dtype="float64", device=None, scale=1.0) -> dict:
+def init_elman(
+    input_size: int, hidden_size: int, *, seed: RngLike = 0, dtype="float64", device=None, scale=1.0
+) -> dict:
     """Parameters of :func:`elman_cell`: ``W_ih (H, m)``, ``W_hh (H, H)``, ``b_ih``, ``b_hh (H,)``.
 
     Example:
@@ -127,7 +137,7 @@ def init_elman(input_size: int, hidden_size: int, *, seed=0, dtype="float64", de
         >>> init_elman(3, 5)["W_ih"].shape
         (5, 3)
     """
-    return _init(1, input_size, hidden_size, seed, dtype, device, scale)
+    return _init("init_elman", 1, input_size, hidden_size, seed, dtype, device, scale)
 
 
 #: name -> (cell, initializer, state size as a function of the hidden size)

@@ -2,8 +2,9 @@
 
 Tensors are immutable values, so unlike PyTorch's ``init.uniform_`` these functions *return* a new
 tensor of the requested shape.  Every function draws from ``rng``: a
-:class:`minidiff.random.Generator`, an int (a new CPU generator seeded with it), or ``None`` for the
-default generator of ``device`` (see ``md.random.seed``).
+:class:`minidiff.random.Generator`, a ``numpy.random.Generator`` (wrapped, so draws advance it), an
+int (a new CPU generator seeded with it), or ``None`` for the default generator of ``device`` (see
+``md.random.seed`` and :func:`minidiff.random.as_generator`, which does the conversion).
 When ``rng`` lives on another device than ``device`` the values are drawn where ``rng`` is and then
 moved, so a CPU generator gives the same initial values on every device.
 
@@ -94,13 +95,6 @@ def _float_dtype(op, dtype):
     return dt
 
 
-def _generator(rng, device):
-    """``rng`` itself, a new generator seeded with it when it is an int, or the default one."""
-    if isinstance(rng, int) and not isinstance(rng, bool):
-        return _random.Generator(rng)
-    return _random._gen(rng, device)
-
-
 def _place(t: Tensor, device) -> Tensor:
     if device is None:
         return t
@@ -113,7 +107,7 @@ def uniform(shape, low=0.0, high=1.0, *, rng=None, dtype="float32", device=None)
     dt = _float_dtype("uniform", dtype)
     if not high >= low:
         raise ValueError(f"uniform: need low <= high, got low={low}, high={high}")
-    gen = _generator(rng, device)
+    gen = _random.as_generator(rng, device if rng is None else None, op="uniform")
     return _place(gen.uniform(_shape(shape), float(low), float(high), dtype=dt), device)
 
 
@@ -122,12 +116,13 @@ def normal(shape, mean=0.0, std=1.0, *, rng=None, dtype="float32", device=None) 
     dt = _float_dtype("normal", dtype)
     if not std >= 0:
         raise ValueError(f"normal: std must be non-negative, got {std}")
-    gen = _generator(rng, device)
+    gen = _random.as_generator(rng, device if rng is None else None, op="normal")
     return _place(gen.normal(_shape(shape), float(mean), float(std), dtype=dt), device)
 
 
 def zeros(shape, *, rng=None, dtype="float32", device=None) -> Tensor:
-    """Zeros (``rng`` is accepted, and ignored, so every initializer has the same signature)."""
+    """Zeros (``rng`` is checked, and not drawn from, so every initializer has the same signature)."""
+    _random.as_generator(rng, op="zeros")
     return _zeros(_shape(shape), dtype=_float_dtype("zeros", dtype), device=device)
 
 
@@ -148,6 +143,7 @@ def kaiming_uniform(
     ``a`` is the negative slope used when ``nonlinearity="leaky_relu"`` (PyTorch's default layer
     initialization is ``a=√5, nonlinearity="leaky_relu"``, which gives ``b = 1/√fan_in``).
     """
+    rng = _random.as_generator(rng, device if rng is None else None, op="kaiming_uniform")
     shape = _shape(shape)
     gain = calculate_gain(nonlinearity, a)
     bound = gain * math.sqrt(3.0 / _fan(shape, mode))
@@ -158,6 +154,7 @@ def kaiming_normal(
     shape, *, a=0.0, mode="fan_in", nonlinearity="relu", rng=None, dtype="float32", device=None
 ) -> Tensor:
     """He initialization, Gaussian: ``N(0, std²)`` with ``std = gain / √fan``."""
+    rng = _random.as_generator(rng, device if rng is None else None, op="kaiming_normal")
     shape = _shape(shape)
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode))
     return normal(shape, 0.0, std, rng=rng, dtype=dtype, device=device)
@@ -165,6 +162,7 @@ def kaiming_normal(
 
 def xavier_uniform(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -> Tensor:
     """Glorot initialization, uniform: ``U(−b, b)`` with ``b = gain·√(6 / (fan_in + fan_out))``."""
+    rng = _random.as_generator(rng, device if rng is None else None, op="xavier_uniform")
     shape = _shape(shape)
     fan_in, fan_out = compute_fans(shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
@@ -173,6 +171,7 @@ def xavier_uniform(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -
 
 def xavier_normal(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -> Tensor:
     """Glorot initialization, Gaussian: ``std = gain·√(2 / (fan_in + fan_out))``."""
+    rng = _random.as_generator(rng, device if rng is None else None, op="xavier_normal")
     shape = _shape(shape)
     fan_in, fan_out = compute_fans(shape)
     std = gain * math.sqrt(2.0 / (fan_in + fan_out))
@@ -181,6 +180,7 @@ def xavier_normal(shape, *, gain=1.0, rng=None, dtype="float32", device=None) ->
 
 def lecun_normal(shape, *, rng=None, dtype="float32", device=None) -> Tensor:
     """LeCun initialization: ``N(0, 1 / fan_in)`` (untruncated)."""
+    rng = _random.as_generator(rng, device if rng is None else None, op="lecun_normal")
     shape = _shape(shape)
     fan_in, _ = compute_fans(shape)
     return normal(shape, 0.0, 1.0 / math.sqrt(fan_in), rng=rng, dtype=dtype, device=device)

@@ -10,10 +10,11 @@
 The MLPs take flattened input (N, 784), the CNN NCHW input (N, 1, 28, 28); each model records the shape
 of one example as ``model.example_shape``.  Outputs are logits (use ``F.cross_entropy``).
 
-Randomness: pass ``rng`` (a :class:`minidiff.random.Generator`) or ``seed`` (default 0, so a model is
-reproducible by default).  Values are drawn on the CPU from that seed and moved to ``device``, so one seed
-gives the same initial parameters on every device.  Layers are initialized as PyTorch's defaults
-(uniform on ±1/√fan_in for weights and biases).
+Randomness: pass ``rng`` or ``seed`` (default 0, so a model is reproducible by default), each an int, a
+:class:`minidiff.random.Generator` or a ``numpy.random.Generator`` (see
+:func:`minidiff.random.as_generator`); ``rng`` wins when both are given.  Values are drawn on the CPU
+from that seed and moved to ``device``, so one seed gives the same initial parameters on every device.
+Layers are initialized as PyTorch's defaults (uniform on ±1/√fan_in for weights and biases).
 
 >>> import minidiff as md
 >>> model = md.nn.models.cnn()
@@ -23,21 +24,15 @@ gives the same initial parameters on every device.  Layers are initialized as Py
 
 from __future__ import annotations
 
-from ..random import Generator
+from ..random import as_generator
 from .modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
 
 __all__ = ["logreg", "mlp", "mlp_depth", "cnn", "build", "MODELS"]
 
 
-def _rng(rng, seed):
-    if rng is not None:
-        return rng
-    return Generator(seed)
-
-
 def logreg(in_features=784, classes=10, *, seed=0, rng=None, dtype="float32", device=None) -> Sequential:
     """Multinomial logistic regression: one dense layer ``in_features → classes`` (logits)."""
-    gen = _rng(rng, seed)
+    gen = as_generator(seed if rng is None else rng, op="logreg")
     model = Sequential(Linear(in_features, classes, rng=gen, dtype=dtype, device=device))
     model.example_shape = (int(in_features),)
     return model
@@ -47,7 +42,7 @@ def mlp(
     in_features=784, hidden=(1024, 1024), classes=10, *, seed=0, rng=None, dtype="float32", device=None
 ) -> Sequential:
     """Dense layers ``in_features → hidden[0] → … → classes`` with ReLU between them."""
-    gen = _rng(rng, seed)
+    gen = as_generator(seed if rng is None else rng, op="mlp")
     if isinstance(hidden, int):
         hidden = (hidden,)
     sizes = [int(in_features), *(int(h) for h in hidden), int(classes)]
@@ -102,7 +97,7 @@ def cnn(
 
     ``image_size`` (default 28) sets the dense layer's input size; it must leave a map of at least 1×1.
     """
-    gen = _rng(rng, seed)
+    gen = as_generator(seed if rng is None else rng, op="cnn")
     kw = {"rng": gen, "dtype": dtype, "device": device}
     features = [
         Conv2d(in_channels, channels, 3, **kw),

@@ -49,6 +49,7 @@ import math
 from types import MappingProxyType
 
 from .. import ops
+from .. import random as _random
 from ..creation import asarray
 from ..custom import primitive
 from ..errors import DeviceError, DTypeError, ShapeError
@@ -402,16 +403,13 @@ def _pair(v, what):
     return out
 
 
-def _resolve_rng(rng, device):
-    return init._generator(rng, device)
-
-
 # ----------------------------------------------------------------------------- layers
 class Linear(Module):
     """``y = x Wᵀ + b`` with ``W`` of shape (out_features, in_features), as PyTorch.
 
     Initialization as PyTorch's default: weight and bias uniform on ±1/√in_features.  ``rng`` is a
-    :class:`minidiff.random.Generator`, an int seed, or None for the default generator.
+    :class:`minidiff.random.Generator`, a ``numpy.random.Generator``, an int seed, or None for the
+    default generator (as in :mod:`minidiff.nn.init`).
     """
 
     def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype="float32", device=None):
@@ -419,7 +417,7 @@ class Linear(Module):
         if in_features < 1 or out_features < 1:
             raise ValueError(f"Linear: sizes must be positive, got {in_features} → {out_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        gen = _resolve_rng(rng, device)
+        gen = _random.as_generator(rng, device if rng is None else None, op="Linear")
         bound = 1.0 / math.sqrt(self.in_features)
         kw = {"rng": gen, "dtype": dtype, "device": device}
         self.weight = init.uniform((self.out_features, self.in_features), -bound, bound, **kw)
@@ -457,7 +455,8 @@ class Linear(Module):
 class Conv2d(Module):
     """2-D convolution (cross-correlation), NCHW input and OIHW weights, by im2col and one matmul.
 
-    Initialization as PyTorch's default: weight and bias uniform on ±1/√(in_channels·kh·kw).
+    Initialization as PyTorch's default: weight and bias uniform on ±1/√(in_channels·kh·kw); ``rng`` as
+    for :class:`Linear`.
     """
 
     def __init__(
@@ -485,7 +484,7 @@ class Conv2d(Module):
                 f"Conv2d: kernel_size and stride must be positive and padding non-negative, got "
                 f"{self.kernel_size}, {self.stride}, {self.padding}"
             )
-        gen = _resolve_rng(rng, device)
+        gen = _random.as_generator(rng, device if rng is None else None, op="Conv2d")
         kh, kw = self.kernel_size
         bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
         kws = {"rng": gen, "dtype": dtype, "device": device}

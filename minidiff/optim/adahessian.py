@@ -23,7 +23,7 @@ Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradient
 
 from __future__ import annotations
 
-from ..random import Generator
+from ..random import Generator, RngLike, as_generator
 from ..reverse import no_grad
 from ..tensor import wrap
 from ..transforms import HVP_MODES, hvp, jvp, value_and_grad
@@ -64,7 +64,8 @@ class AdaHessian(Optimizer):
 
     Defaults (``docs/papers.md`` §6): lr 0.15, betas (0.9, 0.999), eps 10⁻⁴, hessian_power k = 1,
     weight_decay 0 (decoupled), spatial averaging of 4-D kernels on, row averaging off.  ``seed``/``rng``
-    drive the probes; ``hvp_mode`` picks the HVP order (forward-over-reverse by default).
+    (an int, a ``minidiff.random.Generator`` or a ``numpy.random.Generator``; ``rng`` wins) drive the
+    probes; ``hvp_mode`` picks the HVP order (forward-over-reverse by default).
     """
 
     needs_closure = True
@@ -81,8 +82,8 @@ class AdaHessian(Optimizer):
         spatial_average: bool = True,
         average_rows: bool = False,
         hvp_mode: str = "fwd-over-rev",
-        seed: int | None = 0,
-        rng: Generator | None = None,
+        seed: RngLike = 0,
+        rng: RngLike = None,
     ):
         super().__init__(
             params,
@@ -99,7 +100,7 @@ class AdaHessian(Optimizer):
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"AdaHessian: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.hvp_mode = hvp_mode
-        self.rng = rng if rng is not None else Generator(seed, self.parameters()[0].device)
+        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="AdaHessian")
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from ..forward_gradient import DISTRIBUTIONS, forward_grad
-from ..random import Generator
+from ..random import RngLike, as_generator
 from .base import Optimizer
 
 __all__ = ["FGD"]
@@ -34,7 +34,8 @@ class FGD(Optimizer):
 
     Group settings: ``lr`` (η₀) and ``decay`` (k).  Whole-run settings: ``distribution`` (``"normal"`` or
     ``"rademacher"``), ``n_directions`` (K directions averaged per step, one vector-mode pass), ``clip``
-    (cap on ``|∇f·v|``, as the public reproduction uses to avoid blow-ups) and ``seed``.
+    (cap on ``|∇f·v|``, as the public reproduction uses to avoid blow-ups) and ``seed`` or ``rng`` (an int, a
+    ``minidiff.random.Generator`` or a ``numpy.random.Generator``; ``rng`` wins).
     """
 
     needs_closure = True
@@ -47,7 +48,8 @@ class FGD(Optimizer):
         distribution: str = "normal",
         n_directions: int = 1,
         clip: float | None = None,
-        seed: int | None = 0,
+        seed: RngLike = 0,
+        rng: RngLike = None,
     ):
         super().__init__(params, dict(lr=lr, decay=decay))
         if distribution not in DISTRIBUTIONS:
@@ -60,7 +62,7 @@ class FGD(Optimizer):
         if len(devices) > 1:
             raise ValueError(f"FGD: all parameters must be on one device, got {sorted(map(str, devices))}")
         self.distribution, self.n_directions, self.clip = distribution, n_directions, clip
-        self.rng = Generator(seed, self.parameters()[0].device)
+        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="FGD")
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)

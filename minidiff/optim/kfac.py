@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 
 from ..nn.modules import Conv2d, Linear, Module
-from ..random import Generator
+from ..random import RngLike, as_generator
 from ..reverse import no_grad
 from ..tensor import Tensor, wrap
 from .base import Optimizer
@@ -65,11 +65,12 @@ FISHERS = ("true", "empirical")
 DAMPING_MODES = ("tikhonov", "eigen")
 
 
-def sample_labels(logits: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
+def sample_labels(logits: Tensor, rng: RngLike) -> tuple[Tensor, Tensor]:
     """Labels drawn from ``softmax(logits)`` row by row, and the cotangent of the batch-mean
     cross-entropy on them with respect to the logits: ``(softmax(logits) − onehot(ŷ)) / B``.
 
-    Sampling is by the inverse CDF of one uniform per row (drawn from ``rng``), in float64.
+    Sampling is by the inverse CDF of one uniform per row (drawn from ``rng``: an int seed, a
+    :class:`minidiff.random.Generator` or a ``numpy.random.Generator``), in float64.
 
     >>> import minidiff as md
     >>> labels, ct = sample_labels(md.tensor([[0.0, 50.0], [50.0, 0.0]]), md.random.Generator(0))
@@ -85,7 +86,7 @@ def sample_labels(logits: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
     a = a - a.max(axis=1, keepdims=True)
     p = xp.exp(a)
     p /= p.sum(axis=1, keepdims=True)
-    u = rng.uniform((b, 1), dtype="float64")._data
+    u = as_generator(rng, z.device, op="sample_labels").uniform((b, 1), dtype="float64")._data
     labels = xp.minimum((xp.cumsum(p, axis=1) < u).sum(axis=1), k - 1).astype(xp.int64)
     p[xp.arange(b), labels] -= 1.0
     ct = (p / b).astype(z.dtype)
@@ -103,7 +104,8 @@ class KFAC(Optimizer):
 
     ``step(closure)`` needs ``closure() -> (loss, logits)`` (tape style, no ``backward`` inside);
     it returns the loss.  After a step, ``kl_scale`` holds ν and ``sampled_labels`` the labels drawn
-    at the last statistics step (true Fisher).  ``seed``/``rng`` drive the label sampling.
+    at the last statistics step (true Fisher).  ``seed``/``rng`` drive the label sampling (any form
+    :func:`minidiff.random.as_generator` takes; ``rng`` wins).
     """
 
     needs_closure = True
@@ -123,8 +125,8 @@ class KFAC(Optimizer):
         fisher: str = "true",
         damping_mode: str = "tikhonov",
         factored_gradient: bool = True,
-        seed: int | None = 0,
-        rng: Generator | None = None,
+        seed: RngLike = 0,
+        rng: RngLike = None,
     ):
         if not isinstance(model, Module):
             raise TypeError(f"KFAC: expected a minidiff.nn.Module, got {type(model).__name__}")
@@ -148,7 +150,7 @@ class KFAC(Optimizer):
         for name, m in model.named_modules():
             if isinstance(m, (Linear, Conv2d)):
                 self.layers.append((name, m, m._params["weight"], m._params.get("bias")))
-        self.rng = rng if rng is not None else Generator(seed, params[0].device)
+        self.rng = as_generator(seed if rng is None else rng, params[0].device, op="KFAC")
         self.kl_scale = 1.0
         self.sampled_labels = None
 

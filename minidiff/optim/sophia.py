@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 
 from ..creation import ones, zeros
-from ..random import Generator
+from ..random import RngLike, as_generator
 from ..reverse import no_grad
 from ..tensor import wrap
 from ..transforms import HVP_MODES, value_and_grad, vjp
@@ -56,6 +56,8 @@ class Sophia(Optimizer):
 
     Defaults: lr 10⁻⁴, betas (0.965, 0.99), rho 0.04, eps 10⁻¹², weight_decay 0.1, estimator "gnb",
     update_period k = 10, probe "rademacher", grad_clip 1.0 (global gradient norm; None disables it).
+    ``seed``/``rng`` drive the probes and sampled labels (any form :func:`minidiff.random.as_generator`
+    takes; ``rng`` wins).
     """
 
     needs_closure = True
@@ -74,8 +76,8 @@ class Sophia(Optimizer):
         probe: str = "rademacher",
         grad_clip: float | None = 1.0,
         hvp_mode: str = "fwd-over-rev",
-        seed: int | None = 0,
-        rng: Generator | None = None,
+        seed: RngLike = 0,
+        rng: RngLike = None,
     ):
         super().__init__(
             params, {"lr": lr, "betas": tuple(betas), "rho": rho, "eps": eps, "weight_decay": weight_decay}
@@ -92,7 +94,7 @@ class Sophia(Optimizer):
             raise ValueError(f"Sophia: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
-        self.rng = rng if rng is not None else Generator(seed, self.parameters()[0].device)
+        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="Sophia")
         self.unclipped_fraction = None
         self.sampled_labels = None
 

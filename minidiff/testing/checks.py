@@ -16,7 +16,7 @@ from __future__ import annotations
 from .. import pytree
 from ..backend import numpy_module as np
 from ..creation import asarray
-from ..random import Generator
+from ..random import RngLike, as_generator
 from ..tensor import Tensor
 from ..transforms import jvp, vjp
 
@@ -72,12 +72,13 @@ def check_grads(
     eps: float = 1e-6,
     rtol: float = 1e-5,
     atol: float = 1e-6,
-    seed: int = 0,
+    seed: RngLike = 0,
 ) -> None:
     """Raise ``AssertionError`` unless the derivatives of ``f`` at ``args`` up to ``order`` are right.
 
     ``args`` is a tuple of arguments (pytrees of float64 tensors for tight checks); ``modes`` chooses
-    forward (``"fwd"``), reverse (``"rev"``) or both.  Directions are random with ``seed``.
+    forward (``"fwd"``), reverse (``"rev"``) or both.  Directions are random with ``seed`` (an int, or
+    a ``minidiff.random.Generator`` / ``numpy.random.Generator`` whose draws continue at each order).
 
     Example:
         >>> import minidiff as md
@@ -88,7 +89,8 @@ def check_grads(
     unknown = set(modes) - {"fwd", "rev"}
     if unknown or not modes:
         raise ValueError(f"check_grads: modes must be drawn from ('fwd', 'rev'), got {modes}")
-    rng = Generator(seed)
+    rng = as_generator(seed, op="check_grads")
+    seeds = (seed + 1, seed + 2) if isinstance(seed, int) else (rng, rng)
     v = tuple(_random_like(a, rng) for a in args)
     out = f(*args)
     u = _random_like(out, rng)
@@ -125,9 +127,9 @@ def check_grads(
                 _close_scalar("adjoint identity <J^T u, J^T u> = <u, J J^T u>", ww, uw, rtol, atol, w_scale)
     if order > 1:
         if "fwd" in modes:
-            check_grads(lambda *a: jvp(f, a, v)[1], args, order - 1, modes, eps, rtol, atol, seed + 1)
+            check_grads(lambda *a: jvp(f, a, v)[1], args, order - 1, modes, eps, rtol, atol, seeds[0])
         if "rev" in modes:
-            check_grads(lambda *a: vjp(f, *a)[1](u), args, order - 1, modes, eps, rtol, atol, seed + 2)
+            check_grads(lambda *a: vjp(f, *a)[1](u), args, order - 1, modes, eps, rtol, atol, seeds[1])
 
 
 __all__ = ["check_grads", "numerical_jvp", "Tensor"]
