@@ -61,9 +61,10 @@ __all__ = ["CHECKS", "Domain", "Tolerances", "check_example", "check_jacobian", 
 class Domain:
     """Where the values of one input are drawn.
 
-    ``shape``: a fixed shape, a Hypothesis strategy of shapes, or None (the inputs whose shape is
-    None share one drawn non-empty shape of up to 3 dimensions of up to 4 — broadcastable shapes
-    instead with ``broadcasts=True``).  Values are floats in ``[low, high]`` for which ``where``
+    ``shape``: a fixed shape, a Hypothesis strategy of shapes, or None: the inputs whose shape is
+    None share one drawn shape of 1 to 3 axes with different sides in [2, 5] (with
+    ``broadcasts=True``, each gets that shape or a broadcast of it: some sides 1, leading axes
+    dropped).  Values are floats in ``[low, high]`` for which ``where``
     (a predicate on one float, e.g. ``lambda v: abs(v) > 0.1``) holds.
     """
 
@@ -423,25 +424,49 @@ def _n_inputs(f) -> int | None:
     )
 
 
+def _shape_strategies():
+    """Non-degenerate shapes: 1 to 3 axes, sides in [2, 5], all different (a transposed Jacobian or
+    a mixed-up axis then changes the shape, and no input is empty or a single element)."""
+    from hypothesis import strategies as st
+
+    return st.lists(st.integers(2, 5), min_size=1, max_size=3, unique=True).map(tuple)
+
+
+def _broadcasts_of(draw, full, n):
+    """``n`` shapes broadcasting to ``full``: each axis kept by one operand at least, set to 1 in
+    others; leading axes set to 1 are dropped half the time."""
+    from hypothesis import strategies as st
+
+    keep = [[draw(st.booleans()) for _ in full] for _ in range(n)]
+    for axis in range(len(full)):
+        if not any(k[axis] for k in keep):
+            keep[draw(st.integers(0, n - 1))][axis] = True
+    out = []
+    for k in keep:
+        shape = [s if kept else 1 for s, kept in zip(full, k)]
+        while shape and shape[0] == 1 and draw(st.booleans()):
+            shape.pop(0)
+        out.append(tuple(shape))
+    return tuple(out)
+
+
 def _inputs_strategy(domains: list[Domain], broadcasts: bool):
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 
     free = [i for i, d in enumerate(domains) if d.shape is None]
     fixed = [tuple(d.shape) for d in domains if isinstance(d.shape, (tuple, list))]
-    if broadcasts and free:
-        base = np.broadcast_shapes(*fixed) if fixed else ()
-        shared = hnp.mutually_broadcastable_shapes(
-            num_shapes=len(free), base_shape=base, min_dims=0, max_dims=3, min_side=1, max_side=4
-        ).map(lambda b: b.input_shapes)
-    else:
-        shared = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4).map(
-            lambda s: (s,) * len(free)
-        )
+
+    @st.composite
+    def shared(draw):
+        if broadcasts and fixed:  # broadcast against the fixed shapes
+            return _broadcasts_of(draw, np.broadcast_shapes(*fixed), len(free))
+        full = draw(_shape_strategies())
+        return _broadcasts_of(draw, full, len(free)) if broadcasts else (full,) * len(free)
 
     @st.composite
     def draw_inputs(draw):
-        free_shapes = dict(zip(free, draw(shared))) if free else {}
+        free_shapes = dict(zip(free, draw(shared()))) if free else {}
         arrays = []
         for i, d in enumerate(domains):
             if d.shape is None:
