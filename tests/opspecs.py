@@ -852,3 +852,8 @@ def builtin_primitives():
         for name, p in REGISTRY.items()
         if p.kind != "custom" and getattr(p.impl, "__module__", "").startswith("minidiff.")
     }
+
+from opspecs_linalg import LINALG_SPECS  # noqa: E402 - md.linalg's specs, kept in their own file
+
+SPECS += LINALG_SPECS
+DIFF_SPECS += [s for s in LINALG_SPECS if s.diff]

@@ -1,11 +1,11 @@
-"""Matrix primitives: matmul, einsum, solve, inv, det, cholesky.
+"""Matrix primitives: matmul, einsum, solve, inv, det, cholesky (decompositions: ``decompositions``).
 
 Matrix rules are written with matmul and solve themselves, so they differentiate again.
 """
 
 from __future__ import annotations
 
-from ..errors import ShapeError
+from ..errors import LinAlgError, ShapeError
 from ..tensor import Tensor, column_major
 from .batching_rules import align
 from .elementwise import multiply, where
@@ -231,9 +231,18 @@ def _solve_vjp_a(g, ans, a, b):
     return -matmul(bbar, _mT(ans))
 
 
+def _lapack(op: str, fn, xp, x, *rest):
+    """``fn(x, *rest)``; LAPACK's complaint about ``x`` (singular, not positive definite) becomes a
+    :class:`~minidiff.errors.LinAlgError` naming the operation and the shape."""
+    try:
+        return fn(x, *rest)
+    except xp.linalg.LinAlgError as exc:
+        raise LinAlgError(f"{op}: cannot take the matrix of shape {tuple(x.shape)}: {exc}") from exc
+
+
 solve_p = general(
     "solve",
-    lambda xp, a, b: xp.linalg.solve(a, b),
+    lambda xp, a, b: _lapack("linalg.solve", xp.linalg.solve, xp, a, b),
     (_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
     (_solve_vjp_a, lambda g, ans, a, b: _solve_rhs(_mT(a), b.ndim == 1, g)),
     None,
@@ -292,7 +301,7 @@ def _cholesky_vjp(g, ans, x):
 
 inv_p = general(
     "inv",
-    lambda xp, x: xp.linalg.inv(x),
+    lambda xp, x: _lapack("linalg.inv", xp.linalg.inv, xp, x),
     lambda t, ans, x: -matmul(ans, matmul(t, ans)),
     lambda g, ans, x: -matmul(_mT(ans), matmul(g, _mT(ans))),
     lambda vals, b, n: bind(inv_p, vals[0]),
@@ -306,7 +315,7 @@ det_p = general(
 )
 cholesky_p = general(
     "cholesky",
-    lambda xp, x: xp.linalg.cholesky(x),
+    lambda xp, x: _lapack("linalg.cholesky", xp.linalg.cholesky, xp, x),
     _cholesky_jvp,
     _cholesky_vjp,
     lambda vals, b, n: bind(cholesky_p, vals[0]),
