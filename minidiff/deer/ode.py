@@ -40,6 +40,7 @@ from .. import ops, pytree
 from ..creation import asarray, eye, zeros
 from ..custom import primitive
 from ..errors import DTypeError, ShapeError
+from ..linalg import expm as _expm  # the public md.linalg.expm (scaling and squaring)
 from ..linalg import solve
 from ..ops import (
     broadcast_to,
@@ -84,31 +85,6 @@ def _fields(f, Y, t, params):
     basis = broadcast_to(reshape(eye(n, dtype=Y.dtype, device=Y.device), (n, 1, n)), (n, N, n))
     F, dF = jvp(lambda Yv: fv(Yv, t), (Y,), (basis,), vectorized=True)  # dF[k, i] = J_i e_k
     return F, moveaxis(dF, 0, -1)
-
-
-def _host_norm(X) -> float:
-    """The largest 1-norm among the matrices of ``X``, as a Python float (no derivative)."""
-    X = _concrete(X)
-    return float(ops.max(ops.sum(ops.abs(X), axis=-2)).item()) if X.size else 0.0
-
-
-def _expm(X, terms: int = 14):
-    """``e^X`` for a stack of matrices: scaling and squaring around a Taylor polynomial.
-
-    ``X`` is scaled by ``2^-s`` to a 1-norm of at most 1/2, where the Taylor remainder after
-    ``terms`` terms is below ``0.5^{terms+1}/(terms+1)! ≈ 2e-17`` (14 terms), then squared ``s``
-    times.  Only matrix products: differentiable in every mode.
-    """
-    norm = _host_norm(X)
-    s = 0 if norm <= 0.5 or not math.isfinite(norm) else int(math.ceil(math.log2(norm / 0.5)))
-    X = X * (0.5**s)
-    ident = eye(X.shape[-1], dtype=X.dtype, device=X.device)
-    R = ident + X / terms
-    for k in range(terms - 1, 0, -1):  # Horner: I + X/k (I + X/(k+1) (…))
-        R = ident + matmul(X, R) / k
-    for _ in range(s):
-        R = matmul(R, R)
-    return R
 
 
 def _exp_phi(M, method: str):
