@@ -346,14 +346,19 @@ def unpack_qr(p, m):
     return p[..., :m, :], p[..., m:, :]
 
 
-def _right_rinv(x, r):
-    """``x R⁻¹`` for upper-triangular ``R``."""
-    return _mT(_st(r, _mT(x), False, 1, False))
+def _solve_r(r, rhs, trans, shape):
+    """``R⁻¹ rhs`` (``R⁻ᵀ rhs`` if ``trans``); a zero on R's diagonal raises an error naming qr."""
+    try:
+        return _st(r, rhs, False, trans, False)
+    except LinAlgError as exc:
+        raise LinAlgError(
+            f"linalg.qr: no derivative at a rank-deficient matrix of shape {tuple(shape)}: R is singular"
+        ) from exc
 
 
 def _qr_jvp(t, ans, x):
     q, r = unpack_qr(ans, x.shape[-2])
-    dx_rinv = _right_rinv(t, r)
+    dx_rinv = _mT(_solve_r(r, _mT(t), 1, x.shape))  # t R⁻¹
     qt = matmul(_mT(q), dx_rinv)
     low = _tril(qt, -1)
     omega = low - _mT(low)  # skew-symmetric: Qᵀ dQ
@@ -369,7 +374,7 @@ def _qr_vjp(g, ans, x):
     low = _tril(m, -1)
     copyltu = low + _mT(low) + _diag_part(m)
     b = gq + matmul(q, copyltu)
-    return _mT(_st(r, _mT(b), False, 0, False))  # b R⁻ᵀ
+    return _mT(_solve_r(r, _mT(b), 0, x.shape))  # b R⁻ᵀ
 
 
 qr_p = general("qr", _qr_impl, _qr_jvp, _qr_vjp, lambda vals, b, n: bind(qr_p, vals[0]))
