@@ -39,7 +39,6 @@ docs/numpy.md`` (without arguments it prints the table).
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import sys
 from collections.abc import Callable
@@ -322,6 +321,63 @@ def _tri(lower: bool):
     return tri
 
 
+def _atleast(ndim: int):
+    def atleast(*arys):
+        out = [_padded_shape(_md().asarray(a), ndim) for a in arys]
+        return out[0] if len(out) == 1 else tuple(out)
+
+    return atleast
+
+
+def _padded_shape(a, ndim: int):
+    """``a`` with size-1 axes added as ``np.atleast_{1,2,3}d`` adds them."""
+    if a.ndim >= ndim:
+        return a
+    if a.ndim == 0:
+        shape = (1,) * ndim
+    elif ndim == 2 or a.ndim == 2:  # (n,) -> (1, n); (m, n) -> (m, n, 1)
+        shape = (1, *a.shape) if ndim == 2 else (*a.shape, 1)
+    else:  # (n,) -> (1, n, 1)
+        shape = (1, *a.shape, 1)
+    return _md().reshape(a, shape)
+
+
+def _broadcast_arrays(*args):
+    md = _md()
+    xs = [md.asarray(a) for a in args]
+    shape = _np.broadcast_shapes(*[x.shape for x in xs])
+    return tuple(md.broadcast_to(x, shape) for x in xs)
+
+
+def _diagonal(a, offset=0, axis1=0, axis2=1):
+    md = _md()
+    if offset != 0:
+        raise _Unsupported(f"offset={offset!r} (only 0)")
+    a = md.moveaxis(md.asarray(a), (axis1, axis2), (-2, -1))
+    n, m = a.shape[-2:]
+    return md.sum(a * md.eye(n, m, dtype=a.dtype, device=a.device), axis=-1)[..., : min(n, m)]
+
+
+def _diag(v, k=0):
+    md = _md()
+    v = md.asarray(v)
+    if k != 0 or v.ndim not in (1, 2):
+        raise _Unsupported(f"k={k!r} with a {v.ndim}-d input (only k=0, 1-d or 2-d)")
+    if v.ndim == 2:
+        return _diagonal(v)
+    return md.expand_dims(v, 1) * md.eye(v.shape[0], dtype=v.dtype, device=v.device)
+
+
+def _array_equal(a1, a2):
+    md = _md()
+    a1, a2 = md.asarray(a1), md.asarray(a2)
+    return a1.shape == a2.shape and bool(md.all(md.equal(a1.detach(), a2.detach())))
+
+
+def _result_type(*arrays_and_dtypes):
+    return _np.result_type(*[a.dtype if isinstance(a, Tensor) else a for a in arrays_and_dtypes])
+
+
 def _matrix_transpose(x):
     return _md().swapaxes(x, -1, -2)
 
@@ -372,6 +428,15 @@ FUNCTIONS: dict[str, Rule] = {
     "shape": Rule("Tensor.shape", lambda a: _md().asarray(a).shape, note="the attribute"),
     "ndim": Rule("Tensor.ndim", lambda a: _md().asarray(a).ndim, note="the attribute"),
     "size": Rule("Tensor.size", _size, note="the attribute"),
+    "atleast_1d": Rule("reshape", _atleast(1)), "atleast_2d": Rule("reshape", _atleast(2)),
+    "atleast_3d": Rule("reshape", _atleast(3)),
+    "broadcast_arrays": Rule("broadcast_to", _broadcast_arrays, ignore=("subok",)),
+    "diagonal": Rule("eye", _diagonal, note="offset=0: sum(a * eye, axis=-1)"),
+    "diag": Rule("eye", _diag, note="k=0"),
+    "result_type": Rule("Tensor.dtype", _result_type, note="of the dtypes"),
+    "iscomplexobj": Rule("Tensor.dtype", lambda x: _md().asarray(x).dtype.kind == "c", note="of the dtype"),
+    "isrealobj": Rule("Tensor.dtype", lambda x: _md().asarray(x).dtype.kind != "c", note="of the dtype"),
+    "array_equal": Rule("equal", _array_equal, note="values only"),
     "allclose": Rule("allclose"), "isclose": Rule("less_equal", _isclose, note="values only"),
     "linalg.solve": Rule("linalg.solve"), "linalg.inv": Rule("linalg.inv"),
     "linalg.det": Rule("linalg.det"), "linalg.slogdet": Rule("linalg.slogdet"),
@@ -733,5 +798,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    importlib.import_module("minidiff")
     main()

@@ -249,6 +249,12 @@ FUNCTION_CASES = {
     "ones_like": (lambda x: x * np.ones_like(x, dtype=np.float64), normal()),
     "empty_like": (lambda x: x + 0.0 * np.empty_like(x), normal()),
     "full_like": (lambda x: np.full_like(x, x[0, 1]) * x + np.full_like(x, 2.0), normal()),
+    "atleast_1d": (lambda x: np.atleast_1d(x[0, 0]) * np.atleast_1d(x, x)[1], normal()),
+    "atleast_2d": (lambda x: np.atleast_2d(x[0]) * np.atleast_2d(x), normal()),
+    "atleast_3d": (lambda x: np.atleast_3d(x) * np.atleast_3d(x[0]), normal()),
+    "broadcast_arrays": (lambda x: np.multiply(*np.broadcast_arrays(x[:1], x[:, :1])), normal()),
+    "diagonal": (lambda x: np.diagonal(x)[:2] * np.diagonal(x[:2], axis1=1, axis2=0), normal((3, 3))),
+    "diag": (lambda x: np.diag(x[0]) + np.diag(x), normal((3, 3))),
     "matrix_transpose": (
         lambda x: np.matrix_transpose(x) if hasattr(np, "matrix_transpose") else x.T,
         normal(),
@@ -299,7 +305,12 @@ def test_value_functions_on_tracers():
 
     def f(t):
         assert np.shape(t) == (2, 3) and np.ndim(t) == 2 and np.size(t) == 6 and np.size(t, 1) == 3
-        assert np.allclose(t, x) and bool(np.all(np.isclose(t, x)))
+        assert np.allclose(t, x) and bool(np.all(np.isclose(t, x))) and np.array_equal(t, x)
+        assert not np.array_equal(t, x[:1]) and not np.array_equal(t, x + 1.0)
+        assert (
+            np.result_type(t, np.float32) == np.float64 and np.result_type(t.astype("float32")) == np.float32
+        )
+        assert np.isrealobj(t) and not np.iscomplexobj(t)
         assert np.argmax(t, axis=1).tolist() == np.argmax(x, axis=1).tolist()
         assert np.argmin(t).tolist() == np.argmin(x).tolist()
         assert bool(np.any(t > 0)) == bool(np.any(x > 0)) and bool(np.all(t == t))
@@ -314,6 +325,7 @@ def test_every_table_entry_has_a_test_case():
     """The tables cannot grow without a case above (a row in the docs with nothing behind it)."""
     covered = set(UFUNC_CASES) | set(PREDICATE_CASES) | set(FUNCTION_CASES)
     covered |= {"shape", "ndim", "size", "allclose", "isclose", "argmax", "argmin", "any", "all"}
+    covered |= {"array_equal", "result_type", "isrealobj", "iscomplexobj"}
     assert set(numpy_api.UFUNCS) <= covered, sorted(set(numpy_api.UFUNCS) - covered)
     assert set(numpy_api.FUNCTIONS) <= covered, sorted(set(numpy_api.FUNCTIONS) - covered)
 
