@@ -2,12 +2,31 @@
 
 Each line declares an op with its derivative rule per input, ``rule(g, ans, *inputs) -> g · d``.
 The Jacobian of an elementwise op is diagonal, so one rule is both the JVP (``g`` a tangent) and the
-VJP (``g`` a cotangent).  Conventions at kinks, the same in both modes: relu'(0) = 0, abs'(0) = 0,
-clip' = 1 on the closed interval [lo, hi], and maximum/minimum split ties evenly (½ to each side).
+VJP (``g`` a cotangent).
+
+Conventions where the derivative is not defined — the same in both modes and at every order
+(forward-over-reverse, reverse-over-forward, reverse-over-reverse), tested in
+``tests/test_conventions.py``:
+
+* ``relu'(0) = 0``; ``abs'(0) = 0`` (the sign); their second derivatives are 0 everywhere;
+* ``clip(x, lo, hi)' = 1`` on the closed interval ``[lo, hi]`` (bounds included), 0 outside;
+* ``maximum``/``minimum`` split a tie evenly: ½ to each side (``maximum(x, x)' = 1``); the ``max``/
+  ``min`` reductions share the derivative evenly among the k tied elements (1/k each);
+* ``x**y``: ``d/dx = 0`` where ``y = 0`` (``x**0 = 1`` for every x, 0 included); ``d/dy = 0`` where
+  ``x <= 0`` (the limit from the right at 0 for ``y > 0``; no real derivative for ``x < 0``); integer
+  powers at ``x = 0`` are exact (``x**2`` has derivatives 0 and 2 there).  The rules route the
+  excluded points through a safe base (1), so no NaN appears at any order — not even through a
+  ``where`` whose untaken branch is differentiated with a zero cotangent.  The mixed second
+  derivative at ``x = 0, y = 1`` does not exist (``∂/∂x (x**y·log x) → −∞``): there the two orders
+  of differentiation give 1 (``∂/∂y`` of ``d/dx``) and 0 (``∂/∂x`` of ``d/dy``);
+* ``sqrt'(0) = +inf`` as in NumPy and JAX (with NumPy's divide-by-zero warning); the derivative of
+  ``where(x > 0, sqrt(x), 0)`` at 0 is then NaN in reverse mode (``0·inf``), as in JAX: write
+  ``sqrt(where(x > 0, x, 1))`` for the untaken branch (the "double where").
 """
 
 from __future__ import annotations
 
+import math
 from numbers import Number
 
 from ..tensor import Tensor
@@ -19,9 +38,38 @@ def _share(x, y):
     return where(x > y, 1.0, where(x == y, 0.5, 0.0))
 
 
+def _positive_or_one(x):
+    """x where x > 0, and 1 elsewhere: a base at which x**y and log(x) are finite at every order."""
+    return where(greater(x, 0), x, 1.0)
+
+
 def _log_positive(x):
-    """log(x) where x > 0, and 0 elsewhere (d(x**y)/dy at x = 0 taken as 0)."""
-    return log(where(greater(x, 0), x, 1.0))
+    """log(x) where x > 0, and 0 elsewhere (d(x**y)/dy at x <= 0 taken as 0).  Only safe values reach
+    ``log``: the untaken branch of a ``where`` is still differentiated (with a zero cotangent), and
+    log(0) there would turn that zero into NaN (the where-NaN trap)."""
+    if isinstance(x, Number):
+        return math.log(x) if x > 0 else 0.0
+    return log(_positive_or_one(x))
+
+
+def _dpow_dx(x, y):
+    """d(x**y)/dx = y·x**(y-1), taken as 0 at x = y = 0 (x**0 = 1 for every x, 0 included), where
+    0·0**-1 would be NaN.  There x is replaced by 1 on the side, so no NaN at any order; elsewhere the
+    formula is left alone, so its derivative in y stays right (x**(y-1) + y·x**(y-1)·log x)."""
+    if isinstance(y, Number):
+        return y * x ** (y - 1) if y != 0 else 0.0
+    both_zero = logical_and(equal(x, 0), equal(y, 0))
+    x_safe = where(both_zero, 1.0, x)
+    return where(both_zero, 0.0, y * x_safe ** (y - 1))
+
+
+def _dpow_dy(x, y):
+    """d(x**y)/dy = x**y·log(x) where x > 0, and 0 where x <= 0 (at x = 0 the limit from the right
+    for y > 0; for x < 0 the real power has no derivative in y).  x**y is recomputed at the safe base
+    rather than read from the output, whose own derivative at x = 0 can be infinite (0·inf = NaN)."""
+    if isinstance(x, Number):
+        return x**y * math.log(x) if x > 0 else 0.0 * y
+    return _positive_or_one(x) ** y * _log_positive(x)
 
 
 # fmt: off
@@ -30,7 +78,7 @@ add_p = elementwise("add", lambda xp, x, y: xp.add(x, y), lambda g, ans, x, y: g
 subtract_p = elementwise("subtract", lambda xp, x, y: xp.subtract(x, y), lambda g, ans, x, y: g, lambda g, ans, x, y: -g)
 multiply_p = elementwise("multiply", lambda xp, x, y: xp.multiply(x, y), lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x)
 divide_p = elementwise("divide", lambda xp, x, y: xp.divide(x, y), lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y)
-power_p = elementwise("power", lambda xp, x, y: xp.power(x, y), lambda g, ans, x, y: g * y * x ** (y - 1), lambda g, ans, x, y: g * ans * _log_positive(x))
+power_p = elementwise("power", lambda xp, x, y: xp.power(x, y), lambda g, ans, x, y: g * _dpow_dx(x, y), lambda g, ans, x, y: g * _dpow_dy(x, y))
 maximum_p = elementwise("maximum", lambda xp, x, y: xp.maximum(x, y), lambda g, ans, x, y: g * _share(x, y), lambda g, ans, x, y: g * _share(y, x))
 minimum_p = elementwise("minimum", lambda xp, x, y: xp.minimum(x, y), lambda g, ans, x, y: g * _share(y, x), lambda g, ans, x, y: g * _share(x, y))
 negative_p = elementwise("negative", lambda xp, x: xp.negative(x), lambda g, ans, x: -g)
