@@ -587,43 +587,61 @@ def _function_call(name: str, rule: Rule | None, func, args, kwargs):
     return _call(_target(rule), params, dict(rule.renames))
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_EMPTY = inspect.Parameter.empty
+
+
 @functools.cache
-def _signature(fn) -> inspect.Signature:
-    return inspect.signature(fn)
+def _spec(fn) -> tuple[tuple[str, inspect._ParameterKind, object], ...]:
+    """``(name, kind, default)`` of each parameter of ``fn``, computed once per function (binding with
+    ``inspect.Signature.bind`` on every call would cost more than the minidiff operation itself)."""
+    return tuple((p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values())
 
 
 def _bound(name: str, func, args, kwargs) -> dict:
     """The arguments of a NumPy call by NumPy's parameter names, leaving out those given their default."""
-    sig = _signature(func)
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"np.{name}: {exc}") from None
-    params = {}
-    for key, value in bound.arguments.items():
-        p = sig.parameters[key]
-        if p.kind is p.VAR_KEYWORD:
-            params.update(value)
-        elif p.kind is p.VAR_POSITIONAL or p.default is p.empty or not _same(value, p.default):
-            params[key] = value
+    params, kwargs, i = {}, dict(kwargs), 0
+    for pname, kind, default in _spec(func):
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            params[pname], i = tuple(args[i:]), len(args)
+            continue
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            params.update(kwargs)
+            kwargs = {}
+            continue
+        if kind in _POSITIONAL and i < len(args):
+            if pname in kwargs:
+                raise TypeError(f"np.{name}: got multiple values for argument {pname!r}")
+            value, i = args[i], i + 1
+        elif kind is not inspect.Parameter.POSITIONAL_ONLY and pname in kwargs:
+            value = kwargs.pop(pname)
+        elif default is _EMPTY:
+            raise TypeError(f"np.{name}: missing required argument {pname!r}")
+        else:
+            continue
+        if default is _EMPTY or not _same(value, default):
+            params[pname] = value
+    if i < len(args) or kwargs:
+        raise TypeError(f"np.{name}: unexpected arguments {args[i:]!r} {sorted(kwargs)}")
     return params
 
 
 def _call(fn, params: dict, renames: dict):
     """Call ``fn`` with NumPy's arguments: the first one positionally, the others matched by name."""
-    items = list(params.items())
-    (_, first), rest = items[0], {renames.get(k, k): v for k, v in items[1:]}
-    sig = _signature(fn)
-    ps = list(sig.parameters.values())
-    args = list(first) if ps and ps[0].kind is ps[0].VAR_POSITIONAL else [first]
-    if not any(p.kind is p.VAR_KEYWORD for p in ps):
+    items = iter(params.items())
+    first = next(items)[1]
+    rest = {renames.get(k, k): v for k, v in items}
+    spec = _spec(fn)
+    args = list(first) if spec and spec[0][1] is inspect.Parameter.VAR_POSITIONAL else [first]
+    if not any(kind is inspect.Parameter.VAR_KEYWORD for _, kind, _ in spec):
+        named = {n for n, kind, _ in spec[1:] if kind is not inspect.Parameter.VAR_POSITIONAL}
         for key in rest:
-            if key not in sig.parameters or sig.parameters[key].kind is inspect.Parameter.VAR_POSITIONAL:
+            if key not in named:
                 raise _Unsupported(f"keyword {key}= is not supported")
-    for p in ps[1:]:  # fill positional parameters in order, so positional-only ones work too
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.name not in rest:
+    for pname, kind, _ in spec[1:]:  # fill positional parameters in order, so positional-only ones work too
+        if kind not in _POSITIONAL or pname not in rest:
             break
-        args.append(rest.pop(p.name))
+        args.append(rest.pop(pname))
     return fn(*args, **rest)
 
 
@@ -725,10 +743,10 @@ def _keywords(rule: Rule) -> list[str]:
         return []
     back = {md_name: np_name for np_name, md_name in rule.renames}
     names = []
-    for p in list(_signature(fn).parameters.values())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+    for pname, kind, _ in _spec(fn)[1:]:
+        if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
-        names.append(f"{p.name}/{back[p.name]}" if p.name in back else p.name)
+        names.append(f"{pname}/{back[pname]}" if pname in back else pname)
     if rule.cast_dtype:
         names.append("dtype")
     return [n for n in names if n not in rule.ignore]
