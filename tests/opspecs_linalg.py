@@ -63,10 +63,11 @@ def separated_singular(draw, shape):
 
 
 def full_rank(draw, shape):
-    """``R + 3·[I 0]`` (or its transpose's shape): columns or rows well independent."""
+    """``R + (k + 1)·[I 0]`` with ``k = min(m, n)`` and ``R`` in [-1, 1]: the leading k×k block is
+    strictly diagonally dominant, so the columns (or rows) are independent."""
     m, n = shape[-2:]
     r = draw(hnp.arrays(np.float64, shape, elements=st.floats(-1.0, 1.0)))
-    return r + 3.0 * np.eye(m, n)
+    return r + (min(m, n) + 1.0) * np.eye(m, n)
 
 
 def signed_well_conditioned(draw, shape):
