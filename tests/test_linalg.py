@@ -346,6 +346,48 @@ def test_float32_stays_float32(sym, mat):
 
 
 # ----------------------------------------------------------------------------- degenerate inputs
+SQUARE_FUNCTIONS = {
+    "eigh": lambda a: LA.eigh(a)[1] ** 2,
+    "eigvalsh": LA.eigvalsh,
+    "svd": lambda a: LA.svd(a)[0] ** 2,
+    "svdvals": LA.svdvals,
+    "qr": lambda a: LA.qr(a)[1] ** 2,
+    "slogdet": lambda a: LA.slogdet(a)[1],
+    "solve_triangular": lambda a: LA.solve_triangular(a, a, lower=True),
+    "cho_solve": lambda a: LA.cho_solve(LA.cho_factor(a), a),
+    "expm": LA.expm,
+    "matrix_power": lambda a: LA.matrix_power(a, -3),
+    "trace": LA.trace,
+    "norm_2": lambda a: LA.norm(a, 2, axis=(-2, -1)),
+}
+RECT_FUNCTIONS = {
+    "svd": lambda a: LA.svd(a, full_matrices=False)[2] ** 2,
+    "svdvals": LA.svdvals,
+    "qr": lambda a: LA.qr(a)[0] ** 2,
+    "norm_nuc": lambda a: LA.norm(a, "nuc", axis=(-2, -1)),
+}
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (0, 0), (2, 1, 1), (2, 0, 0), (1, 3), (3, 1), (0, 2)])
+def test_one_element_and_empty_matrices(shape):
+    """1×1 and empty matrices: the right shapes, finite derivatives in both modes, and, with an
+    element, derivatives that match finite differences."""
+    fns = SQUARE_FUNCTIONS if shape[-1] == shape[-2] else RECT_FUNCTIONS
+    x = t(np.full(shape, 2.0))
+    for name, f in fns.items():
+        if name == "norm_2" and x.size == 0:
+            with pytest.raises(ShapeError, match="zero-size array"):  # as np.linalg.norm: max of nothing
+                f(x)
+            continue
+        out = f(x)
+        _, jv = md.jvp(f, (x,), (md.ones(shape),))
+        (g,) = md.vjp(f, x)[1](md.ones(out.shape))
+        assert jv.shape == out.shape and g.shape == shape, name
+        assert np.all(np.isfinite(jv.numpy())) and np.all(np.isfinite(g.numpy())), name
+        if x.size:
+            check_grads(f, (x,), order=1)
+
+
 def _rotated(d, seed=0):
     q = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(d), len(d))))[0]
     return (q * np.asarray(d, dtype=float)) @ q.T
