@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import warnings
 
-from ..backend import scipy_linalg
+from ..backend import numpy_module, scipy_linalg
 from ..errors import LinAlgError, describe
 from ..tensor import Tracer
 from .batching_rules import align
@@ -118,7 +118,7 @@ def _solve_triangular_impl(xp, a, b, lower, trans, unit_diagonal):
             out[idx] = solve(
                 a[idx], b[idx], trans=trans, lower=lower, unit_diagonal=unit_diagonal, check_finite=False
             )
-        except xp.linalg.LinAlgError as exc:
+        except numpy_module.linalg.LinAlgError as exc:  # SciPy's and CuPy's are NumPy's class
             raise LinAlgError(
                 f"linalg.solve_triangular: the triangular matrix of shape {tuple(a.shape[-2:])} is "
                 f"singular ({exc}); a zero on the diagonal has no solution"

@@ -5,6 +5,7 @@ Matrix rules are written with matmul and solve themselves, so they differentiate
 
 from __future__ import annotations
 
+from ..backend import numpy_module
 from ..errors import LinAlgError, ShapeError
 from ..tensor import Tensor, column_major
 from .batching_rules import align
@@ -236,7 +237,7 @@ def _lapack(op: str, fn, xp, x, *rest):
     :class:`~minidiff.errors.LinAlgError` naming the operation and the shape."""
     try:
         return fn(x, *rest)
-    except xp.linalg.LinAlgError as exc:
+    except numpy_module.linalg.LinAlgError as exc:  # CuPy raises NumPy's class too
         raise LinAlgError(f"{op}: cannot take the matrix of shape {tuple(x.shape)}: {exc}") from exc
 
 
