@@ -60,6 +60,7 @@ class Rule:
     the target (the target then only names what the adapter calls, for the docs and for error hints).
     ``renames``: NumPy keyword -> minidiff keyword.  ``cast_dtype``: ``dtype=`` casts the first argument.
     ``ignore``: NumPy keywords that do not change the result.  ``note``: shown in the docs table.
+    ``raw``: ``call`` receives the NumPy function and its arguments untouched (the value-only rows).
     """
 
     target: str
@@ -68,6 +69,7 @@ class Rule:
     cast_dtype: bool = False
     ignore: tuple[str, ...] = ()
     note: str = ""
+    raw: bool = False  # ``call`` takes (numpy function, args, kwargs) as NumPy received them
 
 
 class _Unsupported(Exception):
@@ -154,6 +156,47 @@ def _logaddexp(x, y):
     return md.maximum(x, y) + md.log1p(md.exp(md.negative(md.abs(md.subtract(x, y)))))
 
 
+def _value_of(v):
+    """The host value of a tensor whose derivative cannot matter (see :func:`_on_values`)."""
+    if isinstance(v, Tensor):
+        value = v.detach()
+        if isinstance(value, Tracer):
+            raise _Unsupported("a batch of values inside vmap has no single value to compute on")
+        return value.numpy()
+    if isinstance(v, (list, tuple)):
+        return type(v)(_value_of(i) for i in v)
+    return v
+
+
+def _on_values(func, args, kwargs):
+    """NumPy's ``func`` on the values of the arguments, for functions whose result carries no
+    derivative whatever the inputs (indices, counts, rounding): detaching loses nothing."""
+    device = next(_leaves((args, kwargs), Tensor)).device
+    return _wrap(func(*_value_of(args), **{k: _value_of(v) for k, v in kwargs.items()}), device)
+
+
+def _ufunc_on_values(name: str):
+    def run(*inputs):
+        return _on_values(getattr(_np, name), inputs, {})
+
+    return run
+
+
+_DEG = 0.017453292519943295  # π / 180
+
+
+def _scaled(factor: float):
+    def scaled(x):
+        return _md().multiply(x, factor)
+
+    return scaled
+
+
+def _logaddexp2(x, y):
+    md = _md()
+    return _logaddexp(md.multiply(x, _LN2), md.multiply(y, _LN2)) * (1.0 / _LN2)
+
+
 def _hypot(x, y):
     md = _md()
     return md.sqrt(md.square(x) + md.square(y))
@@ -204,6 +247,12 @@ UFUNCS: dict[str, Rule] = {
     "logical_and": Rule("logical_and"), "logical_or": Rule("logical_or"),
     "logical_not": Rule("logical_not"), "logical_xor": Rule("logical_xor"),
     "sign": Rule("sign"), "floor": Rule("floor"), "ceil": Rule("floor", _ceil, note="-floor(-x)"),
+    "rint": Rule("stop_gradient", _ufunc_on_values("rint"), note="NumPy on the values (derivative 0)"),
+    "trunc": Rule("stop_gradient", _ufunc_on_values("trunc"), note="NumPy on the values (derivative 0)"),
+    "deg2rad": Rule("multiply", _scaled(_DEG), note="x · π/180"), "radians": Rule("multiply", _scaled(_DEG)),
+    "rad2deg": Rule("multiply", _scaled(1 / _DEG), note="x · 180/π"),
+    "degrees": Rule("multiply", _scaled(1 / _DEG)),
+    "logaddexp2": Rule("log1p", _logaddexp2, note="logaddexp(x ln 2, y ln 2) / ln 2"),
     "isfinite": Rule("isfinite"), "isnan": Rule("isnan"), "isinf": Rule("isfinite", _isinf, note="not isfinite and not isnan"),
 }
 #: ``ufunc.reduce`` and ``ufunc.accumulate`` -> minidiff reduction (NumPy's default ``axis=0``).
@@ -218,8 +267,10 @@ _UFUNC_DEFAULTS = {"where": True, "casting": "same_kind", "order": "K", "subok":
 # ----------------------------------------------------------------------------- array-function adapters
 # Each takes NumPy's parameter names; what it does not accept is reported as an unsupported keyword.
 def _where(condition, x=None, y=None):
+    if x is None and y is None:  # np.nonzero: indices, no derivative to keep
+        return _on_values(_np.nonzero, (condition,), {})
     if x is None or y is None:
-        raise _Unsupported("the one-argument form (np.nonzero) has no minidiff equivalent")
+        raise _Unsupported("np.where needs both x and y, or neither")
     return _md().where(condition, x, y)
 
 
@@ -394,6 +445,65 @@ def _vstack(tup):
     return md.concatenate(xs, axis=0)
 
 
+def _order(a, axis: int):
+    """``argsort`` of the values of ``a`` along ``axis`` (stable), as a backend integer array."""
+    value = a.detach()
+    if isinstance(value, Tracer):
+        raise _Unsupported("sorting inside vmap is not supported")
+    return value.device.xp.argsort(value._data, axis=axis, kind="stable")
+
+
+def _gather(a, index, axis: int):
+    """``np.take_along_axis(a, index, axis)`` as one differentiable integer-array index of ``a``."""
+    xp = a.device.xp
+    grid = [xp.arange(n).reshape([-1 if j == i else 1 for j in range(a.ndim)]) for i, n in enumerate(a.shape)]
+    grid[axis] = index
+    return _md().getitem(a, tuple(grid))
+
+
+def _take_along_axis(arr, indices, axis=-1):
+    md = _md()
+    arr = md.asarray(arr)
+    if axis is None:
+        arr, axis = md.ravel(arr), 0
+    index = _value_of(indices)
+    return _gather(arr, arr.device.xp.asarray(index), axis % arr.ndim)
+
+
+def _sort(a, axis=-1, kind=None, stable=None):
+    md = _md()
+    a = md.asarray(a)
+    if axis is None:
+        a, axis = md.ravel(a), 0
+    axis %= a.ndim
+    return _gather(a, _order(a, axis), axis)
+
+
+def _median(a, axis=None, keepdims=False):
+    md = _md()
+    a = md.asarray(a)
+    shape = a.shape
+    if axis is None:
+        a, axis = md.ravel(a), 0
+    axis %= a.ndim
+    n = a.shape[axis]
+    middle = md.take(_sort(a, axis=axis), [(n - 1) // 2, n // 2], axis=axis)
+    out = md.mean(middle, axis=axis, keepdims=keepdims)
+    return md.reshape(out, (1,) * len(shape)) if keepdims and a.shape != shape else out
+
+
+_VALUES = "NumPy on the values: the result carries no derivative"
+_VALUE_FUNCTIONS = (
+    "argsort",
+    "nonzero",
+    "argwhere",
+    "flatnonzero",
+    "count_nonzero",
+    "searchsorted",
+    "digitize",
+    "round",
+    "around",
+)
 # fmt: off
 _REDUCTION = dict(cast_dtype=True)
 #: NumPy array function (dotted name below ``numpy``) -> minidiff.
@@ -437,6 +547,10 @@ FUNCTIONS: dict[str, Rule] = {
     "iscomplexobj": Rule("Tensor.dtype", lambda x: _md().asarray(x).dtype.kind == "c", note="of the dtype"),
     "isrealobj": Rule("Tensor.dtype", lambda x: _md().asarray(x).dtype.kind != "c", note="of the dtype"),
     "array_equal": Rule("equal", _array_equal, note="values only"),
+    "sort": Rule("getitem", _sort, ignore=("kind", "stable"), note="gather at the argsort of the values"),
+    "median": Rule("mean", _median, note="middle of the sort"),
+    "take_along_axis": Rule("getitem", _take_along_axis),
+    **{name: Rule("stop_gradient", _on_values, raw=True, note=_VALUES) for name in _VALUE_FUNCTIONS},
     "allclose": Rule("allclose"), "isclose": Rule("less_equal", _isclose, note="values only"),
     "linalg.solve": Rule("linalg.solve"), "linalg.inv": Rule("linalg.inv"),
     "linalg.det": Rule("linalg.det"), "linalg.slogdet": Rule("linalg.slogdet"),
@@ -454,10 +568,9 @@ FUNCTIONS: dict[str, Rule] = {
 # Where a NumPy name is missing from the tables, the hint names the minidiff way if there is one.
 HINTS = {
     "arctan2": "minidiff has no arctan yet; write the function with md.* operations instead.",
-    "median": "minidiff has no median (it needs a sort); md.mean if another average will do.",
-    "sort": "minidiff has no differentiable sort.",
-    "nonzero": "Use md.where(condition, x, y) to select values differentiably.",
-    "round": "A rounded value has derivative zero almost everywhere: .detach() the argument if that is meant.",
+    "percentile": "minidiff has no percentile; np.median (a sort, then the middle) is supported.",
+    "quantile": "minidiff has no quantile; np.median (a sort, then the middle) is supported.",
+    "cumprod": "minidiff has no cumprod; md.exp(md.cumsum(md.log(x))) for positive x.",
 }
 
 
@@ -572,6 +685,8 @@ def _cast(x, dtype):
 def _function_call(name: str, rule: Rule | None, func, args, kwargs):
     if rule is None:
         raise _Unsupported("minidiff has no equivalent")
+    if rule.raw:
+        return rule.call(func, args, kwargs)
     params = _bound(name, func, args, kwargs)
     for key in rule.ignore:
         params.pop(key, None)
@@ -668,6 +783,8 @@ def _hint(name: str, rule: Rule | None, method: str = "") -> str:
         )
     if method and rule is not None and resolve(rule.target) is not None:
         return f"Use md.{rule.target}, or .detach() the argument if no derivative should flow."
+    if rule is not None and rule.call is not None:
+        return "Compute it with md.* functions, or .detach() the argument if no derivative should flow."
     if rule is not None and resolve(rule.target) is not None:
         accepted = _keywords(rule)
         said = f" (it accepts {', '.join(accepted)})" if accepted else ""
@@ -738,6 +855,8 @@ def _same(value, default) -> bool:
 # ----------------------------------------------------------------------------- the docs table
 def _keywords(rule: Rule) -> list[str]:
     """The NumPy arguments after the first that a rule honours (minidiff names mapped back)."""
+    if rule.raw:
+        return ["all of NumPy's"]
     fn = rule.call or resolve(rule.target)
     if fn is None or not callable(fn):
         return []
