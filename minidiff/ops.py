@@ -191,4 +191,103 @@ def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
     return pairs
 
 
+# ----------------------------------------------------------------------------- NumPy's remaining operators
+# ``//`` and ``%`` as composites: floor_divide is piecewise constant (its output carries no derivative),
+# and remainder = x - floor_divide(x, y) * y differentiates as d/dx = 1, d/dy = -floor_divide(x, y).
+def _both_integer(x, y) -> bool:
+    kinds = [v.dtype.kind if isinstance(v, Tensor) else "f" if isinstance(v, float) else "i" for v in (x, y)]
+    return all(k in "iu" for k in kinds)
+
+
+def floor_divide(x, y) -> Tensor:
+    """``x // y`` elementwise, as ``numpy.floor_divide``: the largest integer not above ``x / y``.
+
+    Piecewise constant, so its output carries no derivative (like ``md.floor``).  Integer inputs give
+    integers (exact while ``|x / y| < 2**53``), and ``n // 0 == 0`` as in NumPy.  For floats this is
+    ``floor(x / y)``, which can differ from NumPy's fmod-based result where ``x / y`` rounds onto an
+    integer (``1.0 // 0.1`` is 10.0 here, 9.0 in NumPy).
+
+    >>> import minidiff as md
+    >>> md.floor_divide(md.tensor([7, -7]), 2).tolist(), (md.tensor([7.5, -7.5]) // 2).tolist()
+    ([3, -4], [3.0, -4.0])
+    """
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        x = asarray(x)
+    if not _both_integer(x, y):
+        return floor(divide(x, y))
+    from .backend import numpy_module
+
+    dtype = numpy_module.result_type(*[v.dtype if isinstance(v, Tensor) else v for v in (x, y)])
+    zero = equal(y, 0)
+    q = floor(divide(x, where(zero, 1, y)))
+    return where(zero, 0, q).astype(dtype)
+
+
+def remainder(x, y) -> Tensor:
+    """``x % y`` elementwise, as ``numpy.remainder``: the result has the sign of ``y``.
+
+    Differentiable: d/dx = 1 and d/dy = -(x // y), jumps excepted.  Integer inputs give integers and
+    ``n % 0 == 0`` as in NumPy.  For floats the same rounding caveat as :func:`floor_divide` applies
+    where ``x / y`` rounds onto an integer.
+
+    >>> import minidiff as md
+    >>> (md.tensor([5.5, -5.5]) % 2).tolist()
+    [1.5, 0.5]
+    >>> float(md.grad(lambda y: md.remainder(7.0, y))(md.tensor(2.0)))
+    -3.0
+    """
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        x = asarray(x)
+    r = subtract(x, multiply(floor_divide(x, y), y))
+    return where(equal(y, 0), 0, r) if _both_integer(x, y) else r
+
+
+mod = remainder
+
+
+def divmod(x, y) -> tuple[Tensor, Tensor]:  # noqa: A001 - NumPy's name
+    """``(x // y, x % y)``, as ``numpy.divmod`` and Python's ``divmod(x, y)`` on tensors."""
+    return floor_divide(x, y), remainder(x, y)
+
+
+def logical_xor(x, y) -> Tensor:
+    """Elementwise exclusive or of the truth values of ``x`` and ``y`` (a boolean tensor)."""
+    x = asarray(x) if not isinstance(x, Tensor) else x
+    return not_equal(astype(x, bool), astype(asarray(y, device=x.device), bool))
+
+
+def std(x, axis=None, keepdims=False, ddof=0) -> Tensor:
+    """Standard deviation over ``axis``: ``sqrt(var(x, axis, ddof=ddof))``.
+
+    >>> import minidiff as md
+    >>> md.std(md.tensor([1.0, 3.0])).item()
+    1.0
+    """
+    return sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+
+
+def repeat(x, repeats, axis=None) -> Tensor:
+    """Repeat each element ``repeats`` times along ``axis`` (of the flattened array if None), as
+    ``numpy.repeat``; differentiable (gathering, whose transpose sums the copies back).
+
+    >>> import minidiff as md
+    >>> md.repeat(md.tensor([1.0, 2.0]), 2).tolist(), md.tensor([[1, 2]]).repeat([1, 2], axis=1).tolist()
+    ([1.0, 1.0, 2.0, 2.0], [[1, 2, 2]])
+    """
+    from .errors import ShapeError
+    from .primitives.shape import normalize_one_axis
+
+    x = asarray(x)
+    if axis is None:
+        x, axis = ravel(x), 0
+    ax = normalize_one_axis("repeat", axis, x.ndim)
+    xp = x.device.xp
+    counts = repeats.detach()._data if isinstance(repeats, Tensor) else repeats
+    try:
+        index = xp.repeat(xp.arange(x.shape[ax]), counts)
+    except (ValueError, TypeError) as exc:
+        raise ShapeError(f"repeat: cannot repeat axis {ax} of shape {x.shape} by {repeats!r}: {exc}") from exc
+    return take(x, index, axis=ax)
+
+
 _tensor_module._ops = __import__(__name__, fromlist=["*"])

@@ -178,7 +178,7 @@ def _iterate(f, y0, leaves, ts, treedef, opts, init):
         tail = Y[:, 1:]
         resid = ops.abs(tail - (_matvec(A, Y[:, :-1]) + b))
         res_ok = bool(ops.all(resid <= atol + rtol * ops.abs(tail)).item())
-        residual = float(ops.max(resid).item())
+        residual = float(ops.max(resid).detach().item())
         if (step_ok and res_ok) or iters >= opts["max_iter"]:
             stats = DeerStats(
                 iterations=iters,
@@ -191,7 +191,7 @@ def _iterate(f, y0, leaves, ts, treedef, opts, init):
         new = affine_scan(A, b, y0, method=opts["method"])
         new = clip(where(isnan(new), 0.0, new), -_GUARD, _GUARD)  # the NaN/overflow guard
         change = ops.abs(new - tail)
-        step = float(ops.max(change).item())
+        step = float(ops.max(change).detach().item())
         step_ok = bool(ops.all(change <= atol + rtol * ops.abs(new)).item())
         Y = concatenate([head, new], axis=1)
         iters += 1
@@ -304,11 +304,11 @@ def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, ini
         raise DTypeError(f"{op}: ts must be numeric, got {ts.dtype}")
     ts = ts.astype(y0.dtype)
     if not bool(ops.all(isfinite(ts)).item()):
-        raise ValueError(f"{op}: ts holds NaN or infinite values: {ts.numpy()}")
+        raise ValueError(f"{op}: ts holds NaN or infinite values: {ts.detach().numpy()}")
     d = ts[1:] - ts[:-1]
     if not (bool(ops.all(d > 0).item()) or bool(ops.all(d < 0).item())):
         raise ValueError(
-            f"{op}: ts must be strictly monotone (all steps of one sign, none zero), got {ts.numpy()}"
+            f"{op}: ts must be strictly monotone (all steps of one sign, none zero), got {ts.detach().numpy()}"
         )
     leaves, treedef = pytree.flatten(params)
     leaves = [asarray(p) for p in leaves]
@@ -472,13 +472,13 @@ def sequential_odeint(
             Fr, Jr = _fields(f, yr, tr, params)
             A, b = _affine_maps(Fl, Jl, y, Fr, Jr, yr, dt, expm)
             new = _matvec(A, y) + b
-            change = float(ops.max(ops.abs(new - yr)).item())
+            change = float(ops.max(ops.abs(new - yr)).detach().item())
             yr = new
-            if change <= tol * (1.0 + float(ops.max(ops.abs(new)).item())):
+            if change <= tol * (1.0 + float(ops.max(ops.abs(new)).detach().item())):
                 break
         else:
             raise DeerConvergenceError(
-                f"sequential_odeint: the implicit step {i} (t={ts[i].item():g} → {ts[i + 1].item():g}) "
+                f"sequential_odeint: the implicit step {i} (t={ts[i].detach().item():g} → {ts[i + 1].detach().item():g}) "
                 f"did not converge in {max_iter} fixed-point iterations (last change {change:.3g}); "
                 "use a finer time grid"
             )
