@@ -51,7 +51,7 @@ def tape_nodes(y) -> list:
 
 def _short(v, limit: int = 40) -> str:
     if isinstance(v, Tensor):
-        return repr(v.item()) if v.size == 1 and v.ndim == 0 else f"const {_type(v)}"
+        return repr(v.detach().item()) if v.size == 1 and v.ndim == 0 else f"const {_type(v)}"
     text = repr(v)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
