@@ -11,7 +11,7 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 from __future__ import annotations
 
 from . import backend
-from .errors import TapeError, TracerError
+from .errors import DTypeError, TapeError, TracerError
 
 _ops = None  # minidiff.ops, bound when the package is imported (operators call into it)
 
@@ -46,8 +46,19 @@ def _check_order(op: str, order: str) -> None:
         )
 
 
-def _cast(x, dtype):
-    return x if dtype is None else _ops.astype(x, dtype)
+def _cast(method: str, x, dtype):
+    """``x`` in the accumulator ``dtype`` of a reduction (None: its own); real dtypes only."""
+    if dtype is None:
+        return x
+    try:
+        dt = backend.numpy_module.dtype(dtype)
+    except TypeError as exc:
+        raise DTypeError(f"{method}: unknown dtype={dtype!r}") from exc
+    if dt.kind not in "biuf":
+        raise DTypeError(
+            f"{method}: dtype={dt} is not supported (minidiff tensors hold booleans, integers and reals)"
+        )
+    return _ops.astype(x, dt)
 
 
 def _keep(out, x, axis, keepdims: bool):
@@ -543,23 +554,23 @@ class Tensor:
 
     def sum(self, axis=None, dtype=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
         _unsupported("sum", out=out, initial=initial, where=where)
-        return _ops.sum(_cast(self, dtype), axis=axis, keepdims=keepdims)
+        return _ops.sum(_cast("sum", self, dtype), axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False, *, where=True):
         _unsupported("mean", out=out, where=where)
-        return _ops.mean(_cast(self, dtype), axis=axis, keepdims=keepdims)
+        return _ops.mean(_cast("mean", self, dtype), axis=axis, keepdims=keepdims)
 
     def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True):
         _unsupported("var", out=out, where=where)
-        return _ops.var(_cast(self, dtype), axis=axis, keepdims=keepdims, ddof=ddof)
+        return _ops.var(_cast("var", self, dtype), axis=axis, keepdims=keepdims, ddof=ddof)
 
     def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True):
         _unsupported("std", out=out, where=where)
-        return _ops.std(_cast(self, dtype), axis=axis, keepdims=keepdims, ddof=ddof)
+        return _ops.std(_cast("std", self, dtype), axis=axis, keepdims=keepdims, ddof=ddof)
 
     def prod(self, axis=None, dtype=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
         _unsupported("prod", out=out, initial=initial, where=where)
-        return _ops.prod(_cast(self, dtype), axis=axis, keepdims=keepdims)
+        return _ops.prod(_cast("prod", self, dtype), axis=axis, keepdims=keepdims)
 
     def max(self, axis=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
         _unsupported("max", out=out, initial=initial, where=where)
@@ -587,7 +598,7 @@ class Tensor:
 
     def cumsum(self, axis=None, dtype=None, out=None) -> Tensor:
         _unsupported("cumsum", out=out)
-        return _ops.cumsum(_cast(self, dtype), axis=axis)
+        return _ops.cumsum(_cast("cumsum", self, dtype), axis=axis)
 
     def clip(self, min=None, max=None, out=None) -> Tensor:  # noqa: A002 - NumPy's names
         _unsupported("clip", out=out)

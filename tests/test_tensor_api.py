@@ -202,6 +202,16 @@ def test_unsupported_keywords_raise_clearly(call, match):
         call(md.tensor(_x()))
 
 
+@pytest.mark.parametrize("method", ["sum", "mean", "var", "std", "prod", "cumsum"])
+def test_unsupported_accumulator_dtypes_raise(method):
+    t = md.tensor(_x())
+    with pytest.raises(md.DTypeError, match=rf"{method}: dtype=complex128 is not supported"):
+        getattr(t, method)(dtype=complex)
+    with pytest.raises(md.DTypeError, match=rf"{method}: unknown dtype='foo'"):
+        getattr(t, method)(dtype="foo")
+    _close(getattr(t, method)(dtype="float32"), getattr(_x(), method)(dtype="float32"), rtol=1e-6)
+
+
 def test_repeat_rejects_counts_that_do_not_fit():
     with pytest.raises(ShapeError, match="repeat"):
         md.tensor(_x()).repeat([1, 2], axis=0)
@@ -235,7 +245,10 @@ def _transforms():
         "vjp": lambda g: md.vjp(scalar(g), x),
         "hvp": lambda g: md.hvp(scalar(g), (x,), (v,)),
         "hvp-rev-over-rev": lambda g: md.hvp(scalar(g), (x,), (v,), mode="rev-over-rev"),
+        "hvp-rev-over-fwd": lambda g: md.hvp(scalar(g), (x,), (v,), mode="rev-over-fwd"),
         "jacfwd": lambda g: md.jacfwd(lambda x: x * g(x))(x),
+        "jacrev": lambda g: md.jacrev(lambda x: x * g(x))(x),
+        "hessian": lambda g: md.hessian(scalar(g))(x),
         "vmap": lambda g: md.vmap(lambda r: r * g(r))(md.tensor([[1.0, 2.0], [3.0, 4.0]])),
         "dual_level": lambda g: _in_dual_level(g, x, v),
     }
