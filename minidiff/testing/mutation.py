@@ -274,6 +274,8 @@ def check_mutation(
         with mutated(mutation):
             run_hypothesis(body, inputs, max_examples=max_examples, seed=seed, shrink=False)
     except Exception as exc:  # noqa: BLE001 - any failure under the mutation catches it
+        if not seen:  # the strategy itself failed: nothing was checked
+            raise
         failing = seen[-1]
         _must_pass(mutation, lambda: prop(failing), "on the input that caught it")
         return MutationResult(mutation, True, len(seen), _message(exc), failing, time.perf_counter() - start)
