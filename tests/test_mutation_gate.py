@@ -6,8 +6,13 @@ Each mutation changes one rule in memory (``md.testing.mutated``: always undone)
 * derivative mutations run the battery's derivative checks (adjoint identity, finite differences
   at first and second order, the three HVP modes) on the inputs that the op specs of
   ``tests/opspecs.py`` draw — the same strategies ``tests/test_primitives.py`` uses;
-* kink-convention mutations run forward- and reverse-mode Jacobians against the documented
-  convention on tie-heavy drawn inputs (values from a small set holding the kinks).
+  this includes the specs that draw kinks where the convention equals the central difference
+  (``abs_at_zero``, ``power_exponent_at_zero_base``);
+* the other kink-convention mutations run forward- and reverse-mode Jacobians against the
+  documented convention on tie-heavy drawn inputs (values from a small set holding the kinks), as
+  the central difference there differs from the convention (relu'(0), clip at a bound, ties);
+* mutations of ``affine_scan`` (a primitive made with ``md.primitive``) run the derivative checks on
+  scans drawn here.
 
 The input that caught a mutation is run again with the real rule, and must pass.  The score table of
 ``docs/testing.md`` is generated from this list and checked by a test here; regenerate it with
@@ -174,7 +179,7 @@ GATES = [
         "both",
         replaced(lambda g, ans, x: g * md.where(x >= 0, 1.0, -1.0)),
         description="sign(0) = 0 → 1",
-        kink="abs",
+        spec="abs_at_zero",
     ),
     M(
         "abs'(0) = −1",
@@ -182,7 +187,7 @@ GATES = [
         "both",
         replaced(lambda g, ans, x: g * md.where(x > 0, 1.0, -1.0)),
         description="sign(0) = 0 → −1",
-        kink="abs",
+        spec="abs_at_zero",
     ),
     M(
         "maximum ties 1/0",
@@ -223,7 +228,7 @@ GATES = [
         replaced(_power_dy_nan),
         1,
         "x^y·log x with log 0 = −∞: NaN instead of 0",
-        kink="power",
+        spec="power_exponent_at_zero_base",
     ),
     M(
         "power ∂y ≠ 0 at x = 0",
