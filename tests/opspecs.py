@@ -737,6 +737,77 @@ def astype_case(draw):
     return case(lambda x: md.astype(md.astype(x, "float32") * 2.0, x.dtype), [shape], [ANY], "f32 round trip")
 
 
+# --- the library's own custom primitives (md.primitive): DEER, the scan, the nn hooks -----------------
+SMALL = elements(_floats(-0.4, 0.4))  # contracting transitions and recurrent weights
+
+
+def _tight(x):
+    """Solver tolerances: tight in float64 (finite differences need the exact fixed point), the
+    solver's defaults otherwise."""
+    return dict(atol=1e-13, rtol=0.0) if x.dtype == np.float64 else {}
+
+
+@st.composite
+def affine_scan_case(draw):
+    """``y_i = A_i y_{i-1} + b_i`` by each scan method, dense or diagonal, A sometimes shared."""
+    T, n = draw(sides(2, 2, 5))
+    diagonal = draw(st.booleans())
+    method = draw(st.sampled_from(["sequential", "log", "blocked"]))
+    batch = draw(st.sampled_from([(), (3,)]))
+    a_batch = draw(st.sampled_from([(), batch]))
+    a_shape = a_batch + (T, n) + (() if diagonal else (n,))
+
+    def f(A, b, y0):
+        return md.deer.affine_scan(A, b, y0, diagonal=diagonal, method=method)
+
+    label = f"{'diagonal' if diagonal else 'dense'} {method}"
+    return case(f, [a_shape, batch + (T, n), batch + (n,)], [SMALL, ANY, ANY], label)
+
+
+@st.composite
+def deer_rnn_case(draw):
+    """An Elman recurrence solved by DEER, differentiated in the initial state, inputs and weights."""
+    T, m, n = draw(sides(3, 2, 4))
+
+    def f(y0, xs, w_ih, w_hh, b):
+        params = {"W_ih": w_ih, "W_hh": w_hh, "b_ih": b, "b_hh": b * 0.5}
+        return md.deer.deer_rnn(md.deer.cells.elman_cell, y0, xs, params, **_tight(y0))
+
+    shapes_ = [(n,), (T, m), (n, m), (n, n), (n,)]
+    return case(f, shapes_, [ANY, ANY, SMALL, SMALL, ANY], f"T={T} m={m} n={n}")
+
+
+def _decay(y, t, p):
+    """A smooth nonlinear ODE: y' = -k y + a sin(y) cos(t)."""
+    return -p["k"] * y + p["a"] * md.sin(y) * md.cos(t)
+
+
+@st.composite
+def deer_odeint_case(draw):
+    """A batch of a nonlinear ODE solved by DEER on a grid, differentiated in y0 and the parameters."""
+    B, n = draw(sides(2, 2, 3))
+    T = draw(st.integers(2, 4))
+    ts = md.tensor(np.linspace(0.0, 1.0, T + 1))
+
+    def f(y0, k, a):
+        grid = md.astype(ts, y0.dtype)
+        return md.deer.deer_odeint(_decay, y0, grid, {"k": k, "a": a}, **_tight(y0))
+
+    return case(f, [(B, n), (n,), ()], [ANY, elements(_floats(0.5, 1.5)), SMALL], f"T={T}")
+
+
+def _hooked_module():
+    """A module with a backward hook registered: its output passes through ``nn.backward_hook``."""
+    module = md.nn.ReLU()
+    module.register_backward_hook(lambda mod, grad_output: None)
+    return module
+
+
+def _backward_hook_case(shape):
+    hooked = _hooked_module()
+    return case(lambda x: hooked(md.sin(x) + 2.0), [shape], [ANY], "hooked ReLU")
+
+
 def _scalars(x):
     return (2.5 * x - 1.0) / (x * x + 1.0) + x**3 + 2.0**x - (1.0 - x) ** 2
 
@@ -902,6 +973,13 @@ SPECS: list[Spec] = [
     Spec("max_pool2d", ("max",), pool_case(F.max_pool2d, distinct)),
     Spec("avg_pool2d", ("getitem", "stack", "sum"), pool_case(F.avg_pool2d, ANY)),
     Spec("cross_entropy", ("getitem", "logsumexp", "sum"), cross_entropy_case()),
+    Spec("nn.backward_hook", ("nn.backward_hook",), SHAPES.map(_backward_hook_case)),
+    # ---- the library's custom primitives
+    Spec("affine_scan", ("affine_scan",), affine_scan_case(), agree=dict(rtol=1e-8, atol=1e-9)),
+    Spec("deer_rnn", ("deer_rnn",), deer_rnn_case(), agree=dict(rtol=1e-8, atol=1e-9)),
+    # first order against finite differences (each evaluation is a Newton solve); second order by the
+    # HVP test (three modes agree) and in tests/test_deer_ode.py against the sequential solver
+    Spec("deer_odeint", ("deer_odeint",), deer_odeint_case(), order=1, agree=dict(rtol=1e-8, atol=1e-9)),
     # ---- non-differentiable ops: vmapped and spied only
     *[Spec(name, (name,), nondiff_binary_case(fn), diff=False) for name, fn in _COMPARISONS.items()],
     unary("logical_not", lambda x: ~(x > 0), TIES, diff=False),
@@ -925,6 +1003,9 @@ NOT_DEGENERATE = {
     "avg_pool2d": "the image must cover the pooling window",
     "cross_entropy": "needs a class axis and labels in range; (N, 1) logits have a zero gradient",
     "linear": "the layer's sizes are its own parameters, at least 2",
+    "affine_scan": "steps and state sizes of at least 2 (size 0 and 1 in tests/test_deer_scan.py)",
+    "deer_rnn": "a recurrence needs steps and a state (empty inputs: tests/test_deer_rnn.py)",
+    "deer_odeint": "an ODE needs a grid and a state (shapes checked in tests/test_deer_ode.py)",
 }
 #: The differentiable specs of this table whose strategies draw degenerate inputs when asked.
 DEGENERATE_SPECS = [s for s in DIFF_SPECS if s.name not in NOT_DEGENERATE]
@@ -970,15 +1051,60 @@ def spy(f, args) -> dict:
 
 BUILTIN_KINDS = ("elementwise", "linear", "general", "nondiff")
 
+_WALK = """
+import gc, importlib, json, pkgutil, sys
+import minidiff
+from minidiff.primitives.registry import REGISTRY, Primitive
+failed = {}
+for mod in pkgutil.walk_packages(minidiff.__path__, "minidiff."):
+    try:
+        importlib.import_module(mod.name)
+    except Exception as exc:  # reported: a module that cannot be imported hides its primitives
+        failed[mod.name] = repr(exc)
+exec(sys.argv[1])
+registered = {id(p) for p in REGISTRY.values()}
+found = {p.name: p.kind for p in gc.get_objects() if isinstance(p, Primitive)}
+print(json.dumps({"failed": failed, "found": found}))
+"""
+
+
+@functools.cache
+def walk_library(extra: str = "") -> dict:
+    """Every :class:`Primitive` object alive after importing every module of the package, in a fresh
+    interpreter (so no test-made primitive is counted): ``{"found": {name: kind}, "failed": {module:
+    error}}``.  Objects are found with the garbage collector, whatever holds them: the registry, a
+    module attribute, a ``functools.partial``, a closure or a container.  ``extra`` is code run after
+    the imports (for the test of this walk)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(md.__file__).resolve().parent.parent)  # the minidiff under test, wherever it is
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-c", _WALK, extra], capture_output=True, text=True, check=True, timeout=300, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def library_primitives() -> dict:
+    """``{name: primitive}`` of every primitive the library makes, registered or custom (``md.primitive``:
+    DEER, the scan, the nn hooks...), found by :func:`walk_library`; the objects are this process's."""
+    import gc
+
+    from minidiff.custom import UserPrimitive
+
+    names = walk_library()["found"]
+    custom = {p.name: p for p in gc.get_objects() if isinstance(p, UserPrimitive) and p.name in names}
+    return {name: REGISTRY.get(name) or custom.get(name) for name in names}
+
 
 def builtin_primitives():
-    """The registered primitives of the library itself: not user primitives (kind ``custom``), nor
-    primitives that some test declares with its own implementation."""
-    return {
-        name: p
-        for name, p in REGISTRY.items()
-        if p.kind != "custom" and getattr(p.impl, "__module__", "").startswith("minidiff.")
-    }
+    """The registered primitives the library itself makes (from :func:`library_primitives`: no filter
+    on module names, which a ``functools.partial`` impl would slip past)."""
+    return {name: p for name, p in library_primitives().items() if name in REGISTRY and p.kind != "custom"}
 
 
 from opspecs_linalg import LINALG_SPECS  # noqa: E402 - md.linalg's specs, kept in their own file

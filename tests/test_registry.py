@@ -1,13 +1,17 @@
 """The primitive registry: every primitive has its rules, every primitive has an op spec, and the
 property harness catches a wrong rule ("test the tester").
 
-* Walk ``md.primitives.REGISTRY``: a primitive that is not ``nondiff`` must have the JVP and VJP rules
-  its kind calls for (one per input, or one ``argnum=`` rule if variadic) and every primitive a
-  batching rule.
+* Walk every primitive object of the library — registered ones and custom ones made with
+  ``md.primitive`` (DEER, the scan, the nn hooks) — found by importing every module in a fresh
+  interpreter and asking the garbage collector (``opspecs.walk_library``: no filter on module names,
+  nothing a ``functools.partial`` or a closure could hide): a primitive that is not ``nondiff`` must
+  have the JVP and VJP rules its kind calls for (one per input, or one ``argnum=`` rule if variadic),
+  every registered primitive a batching rule.
 * ``prim.saves`` (what the tape keeps for the VJP rules) must stay within what the rules sensibly
   need: nothing for a linear op, the output and/or the inputs the derivative reads otherwise.
 * A spy trace runs every op spec of ``tests/opspecs.py`` and records the primitives it binds: every
-  spec binds what it claims, and every registered primitive is bound by some spec.
+  spec binds what it claims, and every library primitive is bound by some spec, or is listed in
+  ``EXEMPT`` with its reason.
 * Meta-tests: a rule perturbed by a factor 1.001 makes ``check_grads`` fail at first order; a rule
   perturbed so that only the *second* derivative is wrong passes ``order=1`` and fails ``order=2``.
 """
@@ -20,13 +24,28 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from opspecs import BUILTIN_KINDS, DIFF_SPECS, SPECS, builtin_primitives, hyp_settings, spy, tensors
+from opspecs import (
+    BUILTIN_KINDS,
+    DIFF_SPECS,
+    SPECS,
+    builtin_primitives,
+    hyp_settings,
+    library_primitives,
+    spy,
+    tensors,
+    walk_library,
+)
 
 import minidiff as md
 from minidiff.primitives import REGISTRY
 
 PRIMS = builtin_primitives()
 DIFF_PRIMS = sorted(n for n, p in PRIMS.items() if p.kind != "nondiff")
+LIBRARY = library_primitives()  # registered and custom
+CUSTOM = sorted(n for n, p in LIBRARY.items() if n not in PRIMS)
+
+#: Library primitives that no op spec needs to bind, each with the reason (checked below).
+EXEMPT: dict[str, str] = {}
 
 #: elementwise inputs that carry no derivative (their rule is None): the condition of ``where``
 NONDIFF_INPUTS = {"where": {0}}
@@ -60,12 +79,49 @@ def test_each_spec_binds_the_primitives_it_claims(spec, bound):
     assert not missing, f"spec {spec.name!r} claims {sorted(missing)} but never binds them"
 
 
-def test_every_registered_primitive_is_bound_by_a_spec(bound):
+def test_every_library_primitive_is_bound_by_a_spec(bound):
+    """Registered and custom primitives alike: each is bound by an op spec (a differentiable one if it
+    is differentiable), or exempt with a stated reason."""
     everything = set().union(*(set(b) for b in bound.values()))
     diff = set().union(*(set(bound[s.name]) for s in DIFF_SPECS))
-    assert not set(PRIMS) - everything, f"primitives no op spec binds: {sorted(set(PRIMS) - everything)}"
-    lacking = sorted(set(DIFF_PRIMS) - diff)
+    unbound = sorted(set(LIBRARY) - everything - set(EXEMPT))
+    assert not unbound, f"library primitives no op spec binds (add a spec to tests/opspecs.py): {unbound}"
+    lacking = sorted(n for n, p in LIBRARY.items() if p.kind != "nondiff" and n not in diff | set(EXEMPT))
     assert not lacking, f"differentiable primitives no differentiable spec binds: {lacking}"
+    for name, reason in EXEMPT.items():
+        assert name in LIBRARY, f"EXEMPT names {name!r}, which the library no longer makes"
+        assert name not in everything, f"{name!r} is exempt but a spec binds it: drop the exemption"
+        assert len(reason.split()) >= 4, f"EXEMPT[{name!r}] needs a reason, got {reason!r}"
+
+
+def test_the_walk_finds_custom_primitives_and_those_hidden_in_partials_or_closures():
+    """Nothing the library makes escapes the walk: the custom DEER/scan/hook primitives are found, and
+    so would be a primitive held only by a ``functools.partial`` or a closure, whatever its module."""
+    assert walk_library()["failed"] == {}, f"modules that fail to import: {walk_library()['failed']}"
+    assert {"deer_rnn", "deer_odeint", "affine_scan", "nn.backward_hook"} <= set(CUSTOM), CUSTOM
+    assert set(PRIMS) <= set(LIBRARY) and {"add", "matmul", "getitem"} <= set(PRIMS)
+    hidden = (
+        "import functools\n"
+        "from minidiff.custom import primitive\n"
+        "from minidiff.primitives.registry import Primitive\n"
+        "held = functools.partial(primitive(lambda x: x, name='in_a_partial'))\n"
+        "def _maker():\n"
+        "    p = Primitive('in_a_closure', functools.partial(lambda xp, x: x), 'linear', register=False)\n"
+        "    return lambda x: p(x)\n"
+        "closure = _maker()\n"
+    )
+    found = walk_library(hidden)["found"]
+    assert {"in_a_partial", "in_a_closure"} <= set(found), sorted(found)
+
+
+@pytest.mark.parametrize("name", CUSTOM)
+def test_every_custom_primitive_has_both_rules(name):
+    """A library primitive made with ``md.primitive`` must define its JVP and its VJP rule."""
+    prim = LIBRARY[name]
+    assert prim is not None and prim.kind == "custom", f"{name}: not found in this process"
+    assert callable(prim.jvp_fn), f"{name}: no JVP rule (defjvp)"
+    assert callable(prim.vjp_fn), f"{name}: no VJP rule (defvjp)"
+    assert callable(prim.fn), f"{name}: no forward function"
 
 
 def _arity(name, bound):
@@ -162,6 +218,14 @@ SENSIBLE_SAVES = {
     "inv": {A},
     "det": {0, A},
     "cholesky": {A},
+    # decompositions (md.linalg): the factorization, or the input when the rule refactorizes
+    "eigh": {A},  # eigenvalues and eigenvectors
+    "eigvalsh": {0},  # only the eigenvalues are output: the rule needs the eigenvectors again
+    "svd": {A},
+    "svdvals": {0},
+    "qr": {A},
+    "slogdet": {0, A},
+    "solve_triangular": {0, A},  # the triangular factor and the solution
     "max": {0, A},
     "logsumexp": {0, A},
     "min": {0, A},
