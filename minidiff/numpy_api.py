@@ -503,6 +503,7 @@ _VALUE_FUNCTIONS = (
     "digitize",
     "round",
     "around",
+    "linalg.matrix_rank",
 )
 # fmt: off
 _REDUCTION = dict(cast_dtype=True)
