@@ -32,7 +32,7 @@ def close(got, want, rtol=RTOL, atol=ATOL):
 def check_all_modes(f, x: np.ndarray, vmap: bool = True) -> None:
     """``f`` is written with ``np.`` calls; its derivatives through minidiff match NumPy's own values.
 
-    The scalar ``s(x) = sum(f(x) * w)`` is differentiated by grad, jvp, the tape, the three hvp modes,
+    The scalar ``s(x) = sum(f(x) * w)`` is differentiated by grad, vjp, jvp, the tape, the three hvp modes,
     grad-of-grad and vmap-of-grad; the references are central differences of ``s`` (and of its
     gradient) with ``f`` run by NumPy on arrays.
     """
@@ -49,6 +49,8 @@ def check_all_modes(f, x: np.ndarray, vmap: bool = True) -> None:
 
     g = md.grad(s)(xt)
     close(np.vdot(g.numpy(), v), fd, rtol=1e-6, atol=1e-6)
+    _, pullback = md.vjp(f, xt)
+    close(pullback(md.tensor(w))[0], g)
     out, jv = md.jvp(s, (xt,), (vt,))
     close(out, s(x))
     close(jv, fd, rtol=1e-6, atol=1e-6)
