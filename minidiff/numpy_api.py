@@ -41,8 +41,9 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from .backend import numpy_module as _np
 from .errors import UnsupportedError, describe
@@ -80,7 +81,7 @@ def _md():
     return sys.modules["minidiff"]
 
 
-def resolve(target: str):
+def resolve(target: str) -> Any:
     """The minidiff function named ``target`` (``"sum"``, ``"linalg.eigh"``), or None if it is missing.
 
     >>> resolve("linalg.inv").__name__, resolve("linalg.no_such_function")
@@ -576,7 +577,7 @@ HINTS = {
 
 
 # ----------------------------------------------------------------------------- the protocols
-def array_ufunc(ufunc, method: str, *inputs, **kwargs):
+def array_ufunc(ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
     """``Tensor.__array_ufunc__`` (NEP 13): ``ufunc.method(*inputs, **kwargs)`` through minidiff.
 
     >>> import numpy as np
@@ -604,7 +605,7 @@ def array_ufunc(ufunc, method: str, *inputs, **kwargs):
         return _fallback(name, str(why), getattr(ufunc, method), inputs, kwargs, hint)
 
 
-def array_function(func, types, args, kwargs):
+def array_function(func: Callable, types: Collection[type], args: tuple, kwargs: dict) -> Any:
     """``Tensor.__array_function__`` (NEP 18): the NumPy function ``func`` through minidiff.
 
     >>> import numpy as np
@@ -622,7 +623,7 @@ def array_function(func, types, args, kwargs):
         return _fallback(f"np.{name}", str(why), func, args, kwargs, _hint(name, rule))
 
 
-def numpy_name(func) -> str:
+def numpy_name(func: Callable) -> str:
     """The dotted name of a NumPy function below ``numpy`` (``"sum"``, ``"linalg.solve"``).
 
     >>> import numpy as np
