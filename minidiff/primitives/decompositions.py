@@ -20,11 +20,11 @@ import itertools
 import warnings
 
 from ..backend import numpy_module, scipy_linalg
-from ..errors import LinAlgError, describe
+from ..errors import LinAlgError
 from ..tensor import Tracer
 from .batching_rules import align
 from .elementwise import where
-from .linalg import _diag_part, _mT, _tril, inv, matmul
+from .linalg import _diag_part, _inverse_for, _mT, _tril, matmul
 from .registry import bind, general, nondifferentiable
 from .shape import concatenate, expand_dims, sum
 
@@ -95,16 +95,6 @@ def _nonzero(x) -> bool:
     return bool(_concrete(x).any())
 
 
-def _inverse_for(op: str, x):
-    """``inv(x)`` for the derivative of ``op``; a singular ``x`` raises an error naming ``op``."""
-    try:
-        return inv(x)
-    except LinAlgError as exc:
-        raise LinAlgError(
-            f"{op}: the derivative at a singular matrix ({describe(x)}) is not defined ({exc})"
-        ) from exc
-
-
 # ----------------------------------------------------------------------------- solve_triangular
 def _solve_triangular_impl(xp, a, b, lower, trans, unit_diagonal):
     solve = scipy_linalg(xp).solve_triangular
@@ -141,11 +131,13 @@ def _st(a, b, lower, trans, unit_diagonal):
 
 
 def _st_jvp_a(t, ans, a, b, lower, trans, unit_diagonal):
+    """x = op(a)⁻¹ b  ⇒  dx = −op(a)⁻¹ op(da) x, with da the part of the tangent on the triangle read."""
     tri = _triangle(t, lower, unit_diagonal)
     return -_st(a, matmul(_op(tri, trans), ans), lower, trans, unit_diagonal)
 
 
 def _st_vjp_a(g, ans, a, b, lower, trans, unit_diagonal):
+    """ā = −(b̄ xᵀ) (or −(x b̄ᵀ) for the transposed solve) on the triangle read, b̄ = op(a)⁻ᵀ g."""
     bbar = _st(a, g, lower, 1 - trans, unit_diagonal)
     outer = matmul(ans, _mT(bbar)) if trans else matmul(bbar, _mT(ans))
     return -_triangle(outer, lower, unit_diagonal)

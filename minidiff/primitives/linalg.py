@@ -6,7 +6,7 @@ Matrix rules are written with matmul and solve themselves, so they differentiate
 from __future__ import annotations
 
 from ..backend import numpy_module
-from ..errors import LinAlgError, ShapeError
+from ..errors import LinAlgError, ShapeError, describe
 from ..tensor import Tensor, column_major
 from .batching_rules import align
 from .elementwise import multiply, where
@@ -300,6 +300,16 @@ def _cholesky_vjp(g, ans, x):
     return _tril(c + _mT(c), -1) + _diag_part(c)
 
 
+def _inverse_for(op: str, x):
+    """``inv(x)`` inside the derivative of ``op``; a singular ``x`` raises an error naming ``op``."""
+    try:
+        return inv(x)
+    except LinAlgError as exc:
+        raise LinAlgError(
+            f"{op}: the derivative at a singular matrix ({describe(x)}) needs its inverse ({exc})"
+        ) from exc
+
+
 inv_p = general(
     "inv",
     lambda xp, x: _lapack("linalg.inv", xp.linalg.inv, xp, x),
@@ -310,8 +320,8 @@ inv_p = general(
 det_p = general(
     "det",
     lambda xp, x: xp.linalg.det(x),
-    lambda t, ans, x: ans * sum(_mT(inv(x)) * t, axis=(-2, -1)),
-    lambda g, ans, x: expand_dims(g * ans, (-2, -1)) * _mT(inv(x)),
+    lambda t, ans, x: ans * sum(_mT(_inverse_for("linalg.det", x)) * t, axis=(-2, -1)),
+    lambda g, ans, x: expand_dims(g * ans, (-2, -1)) * _mT(_inverse_for("linalg.det", x)),
     lambda vals, b, n: bind(det_p, vals[0]),
 )
 cholesky_p = general(
