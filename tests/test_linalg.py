@@ -17,10 +17,15 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg as sl
+from hypothesis import strategies as st
+from opspecs import SPECS  # (imports opspecs_linalg, whose specs it holds)
 
 import minidiff as md
 from minidiff.errors import DTypeError, LinAlgError, ShapeError
-from minidiff.testing import check_grads
+from minidiff.primitives import REGISTRY
+from minidiff.primitives.decompositions import _st, _triangle
+from minidiff.testing import Mutation, check_example, check_grads, check_mutation
+from minidiff.testing.mutation import detached, negated, replaced, scaled
 
 LA = md.linalg
 RTOL = 1e-10
@@ -571,3 +576,81 @@ def test_linalg_names_are_public():
         assert name in LA.__all__ and callable(getattr(LA, name))
     for name in ("eigvalsh", "svdvals", "cho_solve", "cho_factor", "matrix_power", "trace", "expm"):
         assert name in LA.__all__
+
+
+# ----------------------------------------------------------------------------- the battery bites on these rules
+def _st_vjp_trans_kept(g, ans, a, b, lower, trans, unit_diagonal):
+    """solve_triangular's VJP for ``a`` solving with op(a) instead of its transpose."""
+    bbar = _st(a, g, lower, trans, unit_diagonal)
+    outer = md.matmul(ans, md.swapaxes(bbar, -1, -2)) if trans else md.matmul(bbar, md.swapaxes(ans, -1, -2))
+    return -_triangle(outer, lower, unit_diagonal)
+
+
+def _st_vjp_other_triangle(g, ans, a, b, lower, trans, unit_diagonal):
+    """solve_triangular's VJP for ``a`` put on the triangle that is not read."""
+    bbar = _st(a, g, lower, 1 - trans, unit_diagonal)
+    outer = md.matmul(ans, md.swapaxes(bbar, -1, -2)) if trans else md.matmul(bbar, md.swapaxes(ans, -1, -2))
+    return -_triangle(outer, not lower, unit_diagonal)
+
+
+def _logabsdet_vjp_untransposed(g, ans, x):
+    return md.expand_dims(g, (-2, -1)) * LA.inv(x)
+
+
+P = REGISTRY
+LINALG_MUTATIONS = [
+    # (mutation, spec whose drawn inputs must catch it)
+    (Mutation("eigh VJP x1.001", P["eigh"], "vjp", scaled(1.001)), "linalg.eigh"),
+    (Mutation("eigh JVP sign", P["eigh"], "jvp", negated()), "linalg.eigh"),
+    (Mutation("eigh VJP on raw arrays", P["eigh"], "vjp", detached()), "linalg.eigh"),
+    (Mutation("eigvalsh JVP x1.001", P["eigvalsh"], "jvp", scaled(1.001)), "linalg.eigvalsh"),
+    (Mutation("svd VJP x1.001", P["svd"], "vjp", scaled(1.001)), "linalg.svd"),
+    (Mutation("svd JVP on raw arrays", P["svd"], "jvp", detached()), "linalg.svd"),
+    (Mutation("svdvals VJP x1.001", P["svdvals"], "vjp", scaled(1.001)), "linalg.svdvals"),
+    (Mutation("qr JVP x1.001", P["qr"], "jvp", scaled(1.001)), "linalg.qr"),
+    (Mutation("qr VJP on raw arrays", P["qr"], "vjp", detached()), "linalg.qr"),
+    (
+        Mutation("slogdet VJP missing transpose", P["slogdet"], "vjp", replaced(_logabsdet_vjp_untransposed)),
+        "linalg.slogdet",
+    ),
+    (
+        Mutation("solve_triangular VJP x1.001", P["solve_triangular"], "vjp", scaled(1.001), 1),
+        "linalg.solve_triangular",
+    ),
+    (
+        Mutation(
+            "solve_triangular VJP trans kept", P["solve_triangular"], "vjp", replaced(_st_vjp_trans_kept), 0
+        ),
+        "linalg.solve_triangular",
+    ),
+    (
+        Mutation(
+            "solve_triangular VJP other triangle",
+            P["solve_triangular"],
+            "vjp",
+            replaced(_st_vjp_other_triangle),
+            0,
+        ),
+        "linalg.solve_triangular",
+    ),
+]
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+@st.composite
+def _spec_inputs(draw, spec):
+    case = draw(spec.case)
+    return case, case.draw_values(draw, contiguous=False), draw(st.integers(0, 2**16))
+
+
+def _derivative_property(example):
+    case, arrays, seed = example
+    check_example(case.f, arrays, checks=("adjoint", "finite_differences", "hvp"), order=2, seed=seed)
+
+
+@pytest.mark.parametrize("mutation, spec", LINALG_MUTATIONS, ids=[m.name for m, _ in LINALG_MUTATIONS])
+def test_a_wrong_linalg_rule_is_caught_by_drawn_inputs(mutation, spec):
+    """Each deliberate bug in a new rule fails the battery's derivative checks on the spec's drawn
+    inputs (and the input that caught it passes with the real rule: check_mutation verifies it)."""
+    result = check_mutation(mutation, _derivative_property, _spec_inputs(SPEC_BY_NAME[spec]), max_examples=20)
+    assert result.caught, f"{mutation.name} survived {result.examples} drawn examples of {spec}"
