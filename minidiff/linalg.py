@@ -128,7 +128,8 @@ def _floating(op: str, x: Tensor) -> None:
 def _carries_derivative(x) -> bool:
     """Whether ``x`` is traced by a differentiating transform or recorded on a tape (not just vmapped)."""
     while isinstance(x, Tracer):
-        if x._trace.kind in ("forward", "reverse", "tape"):
+        trace = x._trace
+        if trace.kind == "forward" or (trace.kind in ("reverse", "tape") and trace.recording):
             return True
         x = x.primal
     return False
