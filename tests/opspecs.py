@@ -465,7 +465,8 @@ def concatenate_case(draw):
     parts = []
     for (side,) in [draw(sides(1)) for _ in range(k)]:
         s = list(base)
-        s[axis] = side
+        if not _Regime.degenerate:  # (a degenerate base keeps its 0 side: the parts stay degenerate)
+            s[axis] = side
         parts.append(tuple(s))
     return case(lambda *xs: md.concatenate(xs, axis=axis), parts, [ANY] * k, f"axis={axis}")
 
@@ -563,8 +564,8 @@ def matmul_case(draw):
         xs, ys = (n, k), (k, m)
     else:
         bx, by = draw(broadcastable(2, max_dims=1, max_side=3))
-        if not bx and not by or _Regime.degenerate:
-            bx = (2,)
+        if not bx and not by or _Regime.degenerate:  # (a 0 batch axis would not broadcast with 2)
+            bx, by = (2,), draw(st.sampled_from([(), (1,)]))
         xs, ys = bx + (n, k), by + (k, m)
     op = draw(st.booleans())
     f = (lambda x, y: x @ y) if op else (lambda x, y: md.matmul(x, y))
