@@ -11,8 +11,8 @@ Each mutation changes one rule in memory (``md.testing.mutated``: always undone)
 * the other kink-convention mutations run forward- and reverse-mode Jacobians against the
   documented convention on tie-heavy drawn inputs (values from a small set holding the kinks), as
   the central difference there differs from the convention (relu'(0), clip at a bound, ties);
-* mutations of ``affine_scan`` (a primitive made with ``md.primitive``) run the derivative checks on
-  scans drawn here.
+* mutations of ``affine_scan`` (DEER's scan, made with ``md.primitive``: ``jvp_fn``, and ``vjp_fn``
+  giving one cotangent per input) run the derivative checks on the ``affine_scan`` spec.
 
 The input that caught a mutation is run again with the real rule, and must pass.  The score table of
 ``docs/testing.md`` is generated from this list and checked by a test here; regenerate it with
@@ -35,7 +35,7 @@ from hypothesis.extra import numpy as hnp
 from opspecs import SPECS
 
 import minidiff as md
-from minidiff.deer.scan import _affine_scan_p, _transposed_scan, affine_scan
+from minidiff.deer.scan import _affine_scan_p, _transposed_scan
 from minidiff.primitives import REGISTRY
 from minidiff.primitives.linalg import _solve_rhs
 from minidiff.primitives.shape import expand_axes
@@ -113,21 +113,16 @@ class Gate:
     mutation: Mutation
     spec: str | None = None  # op spec whose drawn inputs run the derivative checks
     kink: str | None = None  # or: the kink convention whose drawn inputs catch it
-    own: str | None = None  # or: inputs drawn by a strategy of this file (OWN), for custom primitives
     examples: int = EXAMPLES
 
     @property
     def inputs(self) -> str:
-        if self.spec:
-            return f"spec `{self.spec}`"
-        return f"kinks `{self.kink}`" if self.kink else f"own `{self.own}`"
+        return f"spec `{self.spec}`" if self.spec else f"kinks `{self.kink}`"
 
 
-def M(
-    name, prim, rule, change, index=None, description="", spec=None, kink=None, own=None, examples=EXAMPLES
-):
+def M(name, prim, rule, change, index=None, description="", spec=None, kink=None, examples=EXAMPLES):
     prim = P[prim] if isinstance(prim, str) else prim
-    return Gate(Mutation(name, prim, rule, change, index, description), spec, kink, own, examples)
+    return Gate(Mutation(name, prim, rule, change, index, description), spec, kink, examples)
 
 
 GATES = [
@@ -353,7 +348,7 @@ GATES = [
         "jvp",
         scaled(1.001),
         description="forward mode",
-        own="affine_scan",
+        spec="affine_scan",
     ),
     M(
         "affine_scan ∂A off by one step",
@@ -362,7 +357,7 @@ GATES = [
         replaced(_scan_dA_current_state),
         0,
         "λ_i·y_i instead of λ_i·y_{i−1}",
-        own="affine_scan",
+        spec="affine_scan",
     ),
     M(
         "affine_scan ∂y0 missing transpose",
@@ -371,7 +366,7 @@ GATES = [
         replaced(_scan_dy0_untransposed),
         2,
         "A_0·λ_0 instead of A_0ᵀ·λ_0",
-        own="affine_scan",
+        spec="affine_scan",
     ),
 ]
 
@@ -485,42 +480,12 @@ def kink_property(name):
     return prop
 
 
-# ----------------------------------------------------------------------------- custom primitives
-@st.composite
-def scan_inputs(draw):
-    """``affine_scan(A, b, y0)`` with T steps of an n-vector (T ≠ n), A diagonal or full, contracting."""
-    diagonal = draw(st.booleans())
-    steps, n = draw(st.lists(st.integers(2, 5), min_size=2, max_size=2, unique=True))
-    values = st.floats(-0.8, 0.8, allow_nan=False)
-    a = draw(hnp.arrays(np.float64, (steps, n) if diagonal else (steps, n, n), elements=values))
-    b = draw(hnp.arrays(np.float64, (steps, n), elements=st.floats(-2, 2)))
-    y0 = draw(hnp.arrays(np.float64, (n,), elements=st.floats(-2, 2)))
-    return diagonal, (a, b, y0), draw(st.integers(0, 2**16))
-
-
-def scan_property(example):
-    diagonal, arrays, seed = example
-    check_example(
-        lambda a, b, y0: affine_scan(a, b, y0, diagonal=diagonal),
-        arrays,
-        checks=("adjoint", "finite_differences", "hvp"),
-        seed=seed,
-    )
-
-
-#: inputs drawn by this file for primitives the op specs do not cover: name -> (strategy, property)
-OWN = {"affine_scan": (scan_inputs, scan_property)}
-
-
 def run_gate(gate: Gate):
     if gate.spec:
         spec = SPEC[gate.spec]
         prop, inputs = derivative_property(spec), spec_inputs(spec)
-    elif gate.kink:
-        prop, inputs = kink_property(gate.kink), kink_inputs(gate.kink)
     else:
-        strategy, prop = OWN[gate.own]
-        inputs = strategy()
+        prop, inputs = kink_property(gate.kink), kink_inputs(gate.kink)
     return check_mutation(gate.mutation, prop, inputs, max_examples=gate.examples, seed=SEED)
 
 
@@ -538,8 +503,7 @@ def test_the_list_names_each_mutation_once_and_each_input_source_exists():
     names = [g.mutation.name for g in GATES]
     assert len(names) == len(set(names))
     for g in GATES:
-        assert sum(x is not None for x in (g.spec, g.kink, g.own)) == 1, g.mutation.name
-        assert g.own is None or g.own in OWN, g.mutation.name
+        assert (g.spec is None) != (g.kink is None), g.mutation.name
         assert g.spec is None or g.spec in SPEC, f"{g.mutation.name}: no op spec {g.spec!r}"
         prim = g.mutation.primitive.name
         bound = {TRANSPOSE_OF.get(prim, prim), prim}
