@@ -28,7 +28,15 @@ from .backend import (  # noqa: F401
 )
 from .creation import arange, asarray, empty, eye, full, linspace, ones, ones_like, tensor, zeros, zeros_like
 from .custom import primitive
-from .errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, UnsupportedError
+from .errors import (
+    DeviceError,
+    DTypeError,
+    MinidiffError,
+    ShapeError,
+    TapeError,
+    TracerError,
+    UnsupportedError,
+)
 from .forward import Dual, dual_level, make_dual, unpack_dual
 from .forward_gradient import FGD, forward_grad, sample_directions
 from .inspect_tape import format_tape
