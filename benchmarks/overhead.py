@@ -72,6 +72,22 @@ def dispatch(repeats):
     }
 
 
+def numpy_protocol(repeats):
+    """What NumPy's protocols add to a call: ``np.add``/``np.sum`` on tensors against ``md.add``/``md.sum``."""
+    a, b = md.tensor([1.0]), md.tensor([2.0])
+    rows = {
+        "md.add": lambda: md.add(a, b),
+        "np.add (__array_ufunc__)": lambda: np.add(a, b),
+        "md.sum": lambda: md.sum(a),
+        "np.sum (__array_function__)": lambda: np.sum(a),
+    }
+    out = {}
+    for name, fn in rows.items():
+        med, iqr = timeit(fn, repeats, number=2000)
+        out[name] = {"median_us": med * 1e6, "iqr_us": iqr * 1e6}
+    return out
+
+
 # ----------------------------------------------------------------------------- the MLP
 SIZES = (784, 1024, 1024, 10)
 
@@ -294,6 +310,7 @@ def main(argv=None):
     from minidiff.bench.allocator import allocator_state
 
     d = dispatch(args.repeats)
+    npp = numpy_protocol(args.repeats)
     m = mlp(args.repeats)
     fg = {dist: rfrb_against_numpy(args.repeats, distribution=dist) for dist in ("normal", "rademacher")}
     print(f"{'dispatch (one-element add)':44s} {'median':>10s} {'IQR':>9s} {'target':>8s}")
@@ -308,6 +325,10 @@ def main(argv=None):
         f"{'  tape style: recorded + backward, per op':44s} {d['tape_backward_per_op_us']:8.2f}µs "
         f"{d['tape_backward_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
     )
+    print()
+    print(f"{'NumPy protocols (one-element tensors)':44s} {'median':>10s} {'IQR':>9s}")
+    for k, r in npp.items():
+        print(f"{'  ' + k:44s} {r['median_us']:8.2f}µs {r['iqr_us']:7.2f}µs")
     print()
     print(f"{'MLP 784-1024-1024-10, batch 64, float32':44s} {'median':>10s} {'IQR':>9s}")
     for k in ("jvp numpy", "jvp minidiff", "grad numpy", "grad minidiff"):
@@ -335,6 +356,7 @@ def main(argv=None):
                 {
                     "schema": 2,
                     "dispatch": d,
+                    "numpy_protocol": npp,
                     "mlp": m,
                     "rfrb": fg,
                     "environment": environment(),
