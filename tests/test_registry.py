@@ -224,7 +224,7 @@ SENSIBLE_SAVES = {
     "svd": {A},
     "svdvals": {0},
     "qr": {A},
-    "slogdet": {0, A},
+    "slogdet": {0},  # the rules invert the input; the output (log|det|) is not read
     "solve_triangular": {0, A},  # the triangular factor and the solution
     "max": {0, A},
     "logsumexp": {0, A},
