@@ -424,32 +424,6 @@ def _n_inputs(f) -> int | None:
     )
 
 
-def _shape_strategies():
-    """Non-degenerate shapes: 1 to 3 axes, sides in [2, 5], all different (a transposed Jacobian or
-    a mixed-up axis then changes the shape, and no input is empty or a single element)."""
-    from hypothesis import strategies as st
-
-    return st.lists(st.integers(2, 5), min_size=1, max_size=3, unique=True).map(tuple)
-
-
-def _broadcasts_of(draw, full, n):
-    """``n`` shapes broadcasting to ``full``: each axis kept by one operand at least, set to 1 in
-    others; leading axes set to 1 are dropped half the time."""
-    from hypothesis import strategies as st
-
-    keep = [[draw(st.booleans()) for _ in full] for _ in range(n)]
-    for axis in range(len(full)):
-        if not any(k[axis] for k in keep):
-            keep[draw(st.integers(0, n - 1))][axis] = True
-    out = []
-    for k in keep:
-        shape = [s if kept else 1 for s, kept in zip(full, k)]
-        while shape and shape[0] == 1 and draw(st.booleans()):
-            shape.pop(0)
-        out.append(tuple(shape))
-    return tuple(out)
-
-
 def _inputs_strategy(domains: list[Domain], broadcasts: bool):
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
@@ -457,12 +431,14 @@ def _inputs_strategy(domains: list[Domain], broadcasts: bool):
     free = [i for i, d in enumerate(domains) if d.shape is None]
     fixed = [tuple(d.shape) for d in domains if isinstance(d.shape, (tuple, list))]
 
+    from .strategies import broadcasts_of, shapes
+
     @st.composite
     def shared(draw):
         if broadcasts and fixed:  # broadcast against the fixed shapes
-            return _broadcasts_of(draw, np.broadcast_shapes(*fixed), len(free))
-        full = draw(_shape_strategies())
-        return _broadcasts_of(draw, full, len(free)) if broadcasts else (full,) * len(free)
+            return draw(broadcasts_of(np.broadcast_shapes(*fixed), len(free)))
+        full = draw(shapes())  # non-degenerate: sides in [2, 5], all different
+        return draw(broadcasts_of(full, len(free))) if broadcasts else (full,) * len(free)
 
     @st.composite
     def draw_inputs(draw):

@@ -37,6 +37,7 @@ __all__ = [
     "broadcastable_shapes",
     "degenerate_shapes",
     "permutations",
+    "broadcasts_of",
     "float_dtypes",
     "noncontiguous",
 ]
@@ -69,7 +70,7 @@ def shapes(min_dims: int = 1, max_dims: int = 3, min_side: int = 2, max_side: in
 
 
 @st.composite
-def _broadcasts_of(draw, full, num_shapes):
+def broadcasts_of(draw, full, num_shapes):
     """``num_shapes`` shapes broadcasting to ``full``: each axis kept (full side) by ≥ 1 operand,
     set to 1 in others; leading axes set to 1 may be dropped."""
     nd = len(full)
@@ -107,7 +108,7 @@ def broadcastable_shapes(
             num_shapes=num_shapes, min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side
         ).map(lambda bs: bs.input_shapes)
     full = shapes(min_dims, max_dims, min_side, max_side, distinct=True)
-    return full.flatmap(lambda s: _broadcasts_of(s, num_shapes))
+    return full.flatmap(lambda s: broadcasts_of(s, num_shapes))
 
 
 @st.composite
