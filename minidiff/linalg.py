@@ -32,6 +32,7 @@ import math
 import operator
 from typing import NamedTuple
 
+from . import ops as _ops
 from .creation import asarray, eye
 from .errors import DTypeError, LinAlgError, ShapeError
 from .primitives.decompositions import (
@@ -443,9 +444,7 @@ def matrix_power(a, n: int) -> Tensor:
 
 def trace(x, offset: int = 0, dtype=None) -> Tensor:
     """Sum of diagonal ``offset`` of the last two axes (``numpy.linalg.trace``)."""
-    x = _matrices("linalg.trace", x)
-    mask = eye(x.shape[-2], x.shape[-1], k=offset, dtype=x.dtype, device=x.device)
-    out = _sum(x * mask, axis=(-2, -1))
+    out = _ops.trace(_matrices("linalg.trace", x), offset)
     return out if dtype is None else astype(out, dtype)
 
 

@@ -295,10 +295,7 @@ def _ravel(a, order="C"):
 
 def _trace(a, offset=0, axis1=0, axis2=1):
     md = _md()
-    if offset != 0:
-        raise _Unsupported(f"offset={offset!r} (only 0)")
-    a = md.asarray(a)
-    return md.trace(md.moveaxis(a, (axis1, axis2), (-2, -1)))
+    return md.trace(md.moveaxis(md.asarray(a), (axis1, axis2), (-2, -1)), offset)
 
 
 def _inner(a, b):
@@ -528,7 +525,7 @@ FUNCTIONS: dict[str, Rule] = {
     "concatenate": Rule("concatenate"), "stack": Rule("stack"),
     "hstack": Rule("concatenate", _hstack, note="axis 1 (0 for 1-D)"), "vstack": Rule("concatenate", _vstack, note="1-D as rows, axis 0"),
     "split": Rule("split"), "repeat": Rule("repeat"), "take": Rule("take"), "pad": Rule("pad"), "flip": Rule("flip"),
-    "trace": Rule("trace", _trace, note="offset=0", **_REDUCTION),
+    "trace": Rule("trace", _trace, note="any offset and axis pair", **_REDUCTION),
     "tril": Rule("where", _tri(True), note="triangular mask"),
     "triu": Rule("where", _tri(False), note="triangular mask"),
     "copy": Rule("asarray", _identity, ignore=("order", "subok"), note="identity: tensors are values"),

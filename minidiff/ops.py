@@ -116,12 +116,18 @@ def softmax(x, axis=-1) -> Tensor:
     return exp(x - logsumexp(x, axis=axis, keepdims=True))
 
 
-def trace(x) -> Tensor:
-    """Sum of the diagonal of the last two axes."""
+def trace(x, offset: int = 0) -> Tensor:
+    """Sum of diagonal ``offset`` of the last two axes (above the main one for ``offset > 0``).
+
+    >>> import minidiff as md
+    >>> md.trace(md.tensor([[1.0, 2.0], [3.0, 4.0]])).item(), md.trace(md.eye(2), offset=1).item()
+    (5.0, 0.0)
+    """
     from .creation import eye
 
     x = asarray(x)
-    return sum(x * eye(x.shape[-2], x.shape[-1], dtype=x.dtype, device=x.device), axis=(-2, -1))
+    mask = eye(x.shape[-2], x.shape[-1], k=offset, dtype=x.dtype, device=x.device)
+    return sum(x * mask, axis=(-2, -1))
 
 
 def stop_gradient(x) -> Tensor:

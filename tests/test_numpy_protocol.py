@@ -570,3 +570,13 @@ def test_docs_table_lists_every_entry_and_says_what_is_missing(tmp_path):
     doc.write_text(f"intro\n{numpy_api.START}\nold\n{numpy_api.END}\nafter\n", encoding="utf-8")
     numpy_api.write_table(str(doc))
     assert doc.read_text(encoding="utf-8") == f"intro\n{numpy_api.START}\n{table}\n{numpy_api.END}\nafter\n"
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_trace_offset_and_axes_match_numpy(offset):
+    """np.trace's offset and axis pair reach md.trace; the gradient is the offset diagonal's mask."""
+    a = np.arange(24.0).reshape(2, 3, 4)
+    got = np.trace(md.tensor(a), offset=offset, axis1=1, axis2=2)
+    np.testing.assert_allclose(got.numpy(), np.trace(a, offset=offset, axis1=1, axis2=2), rtol=0, atol=0)
+    g = md.grad(lambda t: np.sum(np.trace(t, offset=offset, axis1=1, axis2=2)))(md.tensor(a))
+    np.testing.assert_array_equal(g.numpy(), np.broadcast_to(np.eye(3, 4, k=offset), a.shape))
