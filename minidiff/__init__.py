@@ -42,7 +42,8 @@ from .forward_gradient import FGD, forward_grad, sample_directions
 from .inspect_tape import format_tape
 from .ops import *  # noqa: F403
 from .ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
-from .reverse import is_grad_enabled, no_grad, tape_stats
+from .kernel import array_kernel, array_namespace
+from .reverse import assign_, is_grad_enabled, no_grad, tape_stats
 from .tensor import Tensor
 from .transforms import (
     grad,

@@ -46,3 +46,52 @@ def describe(x) -> str:
     device = getattr(x, "device", None)
     where = f" on {device}" if device is not None and str(device) != "cpu" else ""
     return f"{dtype}{list(shape)}{where}"
+
+
+def check_number(
+    op: str,
+    name: str,
+    value,
+    *,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    none_ok: bool = False,
+) -> None:
+    """Raise ``ValueError`` naming ``op`` and ``name`` unless ``value`` is a finite number in the range.
+
+    The one check behind every setting minidiff validates (learning rates, damping, counts...):
+    ``low``/``high`` bound the range (``low_open``/``high_open`` exclude the bound), ``integer``
+    asks for an ``int``, ``none_ok`` lets ``None`` through.
+
+    >>> check_number("SGD", "lr", 0.1, low=0.0)
+    >>> check_number("SGD", "lr", -1.0, low=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: SGD: lr must be a number >= 0.0, got -1.0
+    """
+    if value is None and none_ok:
+        return
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    ok = ok and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        bounds = _describe_range(low, high, low_open, high_open) or ("" if integer else " (finite)")
+        also = " or None" if none_ok else ""
+        raise ValueError(f"{op}: {name} must be {kind}{bounds}{also}, got {value!r}")
+
+
+def _describe_range(low, high, low_open, high_open) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high}"
+    return ""

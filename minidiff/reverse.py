@@ -20,10 +20,11 @@ tape style of ``requires_grad=True`` tensors, recorded on the *ambient tape* (le
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 
 from . import levels
-from .errors import DTypeError, ShapeError, TapeError
+from .errors import DTypeError, ShapeError, TapeError, TracerError, describe
 from .primitives.registry import bind
 from .tensor import Tensor, Tracer, column_major
 
@@ -211,6 +212,8 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
     for n in reversed(nodes):  # newest first
         if n.prim is None or n not in cts:
             continue
+        if _VERSIONS.last_change >= n.seq:
+            _check_unmodified(n)
         g = cts.pop(n)
         prim = n.prim
         if prim.kind == "custom":
@@ -236,6 +239,104 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
                 n.parents = ()
                 n.freed = True
     return cts
+
+
+# ----------------------------------------------------------------------------- in-place updates
+class _Versions:
+    """How often :func:`assign_` changed each tensor, and when (on the node clock ``_CREATED``)."""
+
+    def __init__(self):
+        self.changed: dict[int, tuple] = {}  # id(tensor) -> (weakref, version, clock)
+        self.last_change = 0
+
+    def bump(self, x: Tensor) -> None:
+        entry = self.changed.get(id(x))
+        version = entry[1] + 1 if entry is not None and entry[0]() is x else 1
+        key = id(x)
+        self.changed[key] = (weakref.ref(x, lambda _: self.changed.pop(key, None)), version, _CREATED[0])
+        self.last_change = _CREATED[0]
+
+    def changed_since(self, x, seq: int):
+        """The version of ``x`` if :func:`assign_` changed it after node ``seq`` was recorded."""
+        entry = self.changed.get(id(x))
+        if entry is not None and entry[0]() is x and entry[2] >= seq:
+            return entry[1]
+        return None
+
+
+_VERSIONS = _Versions()
+
+
+def version(x: Tensor) -> int:
+    """How many times :func:`assign_` has changed ``x`` (0 if never)."""
+    x = x.primal if isinstance(x, Taped) else x
+    entry = _VERSIONS.changed.get(id(x))
+    return entry[1] if entry is not None and entry[0]() is x else 0
+
+
+def _check_unmodified(n: Node) -> None:
+    for i, v in enumerate((n.ans, *(n.args or ()))):
+        changed = isinstance(v, Tensor) and _VERSIONS.changed_since(v, n.seq)
+        if changed:
+            what = "its output" if i == 0 else f"its input {i - 1}"
+            raise TapeError(
+                f"backward: {n.prim.name} saved {what} ({describe(v)}) for the backward pass, and "
+                f"md.assign_ has changed that tensor in place since (now version {changed}); the "
+                "derivative would use the new value. Call backward() before updating the tensor, or "
+                "compute the loss again after the update"
+            )
+
+
+def assign_(x: Tensor, value) -> None:
+    """Replace the value of ``x`` in place, keeping its shape, dtype, device and identity.
+
+    The one in-place update in minidiff (optimizers update parameters with it).  On a tape leaf
+    (``requires_grad=True``) it must run under :func:`no_grad`.  Each call bumps the tensor's version:
+    a tape that saved the old value refuses to run ``backward()`` through it instead of using the new one.
+
+    >>> import minidiff as md
+    >>> w = md.tensor([1.0, 2.0], requires_grad=True)
+    >>> loss = (w * w).sum()
+    >>> with md.no_grad():
+    ...     md.assign_(w, md.tensor([5.0, 6.0]))
+    >>> w.tolist(), w.is_leaf
+    ([5.0, 6.0], True)
+    >>> loss.backward()
+    Traceback (most recent call last):
+    ...
+    minidiff.errors.TapeError: backward: multiply saved its input 0 (float64[2]) for the backward pass, and md.assign_ has changed that tensor in place since (now version 1); the derivative would use the new value. Call backward() before updating the tensor, or compute the loss again after the update
+    """
+    target = _assign_target(x)
+    from .creation import asarray
+
+    value = asarray(value, device=x.device).detach()
+    if value.shape != x.shape:
+        raise ShapeError(f"assign_: new value of shape {value.shape} for a tensor of shape {x.shape}")
+    if value.dtype != x.dtype:
+        value = value.astype(x.dtype)
+    target._data = value._data
+    if target is not x:
+        x._data = value._data
+    _VERSIONS.bump(target)
+
+
+def _assign_target(x) -> Tensor:
+    """The concrete tensor :func:`assign_` changes: ``x`` itself, or the value under a tape leaf."""
+    if isinstance(x, Taped) and x._trace is AMBIENT and x.is_leaf:
+        if AMBIENT.recording:
+            raise TapeError(
+                f"assign_: x ({describe(x)}) is a tape leaf with requires_grad=True; update it under "
+                "`with md.no_grad():` so the update itself is not recorded"
+            )
+        return x.primal
+    if isinstance(x, Tracer):
+        raise TracerError(
+            f"assign_: x ({describe(x)}) is traced by {x._trace}; only plain tensors and tape-style "
+            "leaves can be changed in place"
+        )
+    if not isinstance(x, Tensor):
+        raise TypeError(f"assign_: x must be a Tensor, got {type(x).__name__}")
+    return x
 
 
 # ----------------------------------------------------------------------------- tape style
