@@ -57,8 +57,6 @@ from .transforms import (
     vmap,
 )
 
-custom_jvp = custom_vjp = primitive  # one decorator carries both rules
-
 __version__ = "0.1.0"
 
 

@@ -24,28 +24,49 @@ from __future__ import annotations
 import inspect
 from functools import update_wrapper
 
-from .primitives.registry import Primitive, bind
+from .creation import zeros_like
+from .errors import TapeError, TracerError
+from .primitives.registry import ALL_INPUTS, Primitive, bind, declared_reads
+from .tensor import Tensor
 
 
 class UserPrimitive(Primitive):
     """A primitive whose forward computation and rules are Python functions on tensors."""
 
-    __slots__ = ()
+    kind = "custom"
 
     def __init__(self, fn, name=None):
         name = name or getattr(fn, "__qualname__", fn.__name__)
         # not added to the registry: user primitives live and die with the code that made them
-        super().__init__(name, None, "custom", register=False)
+        super().__init__(name, reads=frozenset({"ans", ALL_INPUTS}), register=False)
         self.fn = fn
         self.n_inputs = _n_positional(fn, required=True)  # parameters with defaults are params
         self.jvp_fn = None
         self.jvp_takes_output = False
         self.vjp_fn = None
-        self.saves = self.saves_for = frozenset({"ans", "*"})
         update_wrapper(self, fn)
 
     def __call__(self, *args, **params):
         return bind(self, *args, **params)
+
+    def apply(self, args, params):
+        return self.fn(*args, **params)
+
+    def jvp(self, primals, tangents, out, params):
+        if self.jvp_fn is None:
+            raise TracerError(f"primitive {self.name!r} has no JVP rule; define one with @{self.name}.defjvp")
+        ts = tuple(
+            t if t is not None else (zeros_like(p) if isinstance(p, Tensor) else None)
+            for t, p in zip(tangents, primals)
+        )
+        if self.jvp_takes_output:
+            return self.jvp_fn(tuple(primals), ts, output=out, **params)
+        return self.jvp_fn(tuple(primals), ts, **params)
+
+    def vjp(self, g, out, primals, params, wanted):
+        if self.vjp_fn is None:
+            raise TapeError(f"primitive {self.name!r} has no VJP rule; define one with @{self.name}.defvjp")
+        return self.vjp_fn(g, out, *primals, **params)
 
     def defjvp(self, rule):
         """Set the JVP rule ``rule(primals, tangents, **params) -> tangent of the output``.
@@ -64,8 +85,14 @@ class UserPrimitive(Primitive):
         self.jvp_takes_output = "output" in inspect.signature(rule).parameters
         return rule
 
-    def defvjp(self, rule):
-        """Set the VJP rule ``rule(cotangent, output, *inputs, **params) -> tuple of cotangents``."""
+    def defvjp(self, rule=None, *, reads: str | None = None):
+        """Set the VJP rule ``rule(cotangent, output, *inputs, **params) -> tuple of cotangents``.
+
+        ``reads`` names, with the rule's own parameter names, the values the rule reads (say
+        ``reads="output"``); the tape keeps only those.  Without it the tape keeps the output and
+        every input.  Use as ``@p.defvjp`` or ``@p.defvjp(reads="output x")``."""
+        if rule is None:
+            return lambda r: self.defvjp(r, reads=reads)
         n = _n_positional(rule)
         want = 2 + self.n_inputs
         if not _n_positional(rule, required=True) <= want <= n and not _has_varargs(rule):
@@ -75,6 +102,8 @@ class UserPrimitive(Primitive):
                 f"{', '.join(inspect.signature(self.fn).parameters)[:60]}) = {want} positional "
                 f"arguments, but {getattr(rule, '__name__', rule)} takes {n}{hint}"
             )
+        if reads is not None:
+            self.reads = declared_reads(self.name, rule, reads, self.n_inputs)
         self.vjp_fn = _checked_vjp(self, rule)
         return rule
 

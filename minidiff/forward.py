@@ -49,34 +49,9 @@ class ForwardTrace(levels.Trace):
                 primals[i] = a.primal
                 tangents[i] = a.tangent
         out = bind(prim, *primals, **params)
-        kind = prim.kind
-        if kind == "nondiff":
+        t_out = prim.jvp(primals, tangents, out, params)
+        if t_out is None:  # the output carries no derivative (a comparison, sign, ...)
             return out
-        if kind == "linear":  # the JVP of a linear op is the op applied to the tangents
-            ts = [
-                t if t is not None else (_zeros_like(p) if isinstance(p, Tensor) else p)
-                for t, p in zip(tangents, primals)
-            ]
-            t_out = bind(prim, *ts, **params)
-        elif kind == "custom":
-            if prim.jvp_fn is None:
-                raise TracerError(
-                    f"primitive {prim.name!r} has no JVP rule; define one with @{prim.name}.defjvp"
-                )
-            ts = tuple(
-                t if t is not None else (_zeros_like(p) if isinstance(p, Tensor) else None)
-                for t, p in zip(tangents, primals)
-            )
-            if prim.jvp_takes_output:
-                t_out = prim.jvp_fn(tuple(primals), ts, output=out, **params)
-            else:
-                t_out = prim.jvp_fn(tuple(primals), ts, **params)
-        else:  # elementwise and general: sum the contribution of every input that has a tangent
-            t_out = None
-            for i, t in enumerate(tangents):
-                if t is not None:
-                    c = prim.jvp_rule(i)(t, out, *primals, **params)
-                    t_out = c if t_out is None else t_out + c
         return Dual(self, out, fit(t_out, out))
 
 

@@ -2,7 +2,8 @@
 
 While a reverse trace is open, every primitive applied to one of its :class:`Taped` tensors appends a
 :class:`Node` to the tape: the primitive, its parent nodes, its parameters and *only* the inputs and
-output that its VJP rules read (``prim.saves``; the others are kept as shape-and-dtype stubs).
+output that its VJP rule declares it reads (``prim.saves(wanted)``; the others are kept as
+shape-and-dtype stubs that raise if a rule reads them).
 :func:`walk` then visits the nodes once, newest first — a node is always newer than its parents, so
 that is a reverse topological order — pushing cotangents through the VJP rules and summing them where a
 value was used more than once.  Broadcasting is undone in one place, :func:`fit_cotangent`.
@@ -32,18 +33,50 @@ _CREATED = [0]  # nodes made so far; also their creation order (parents are olde
 
 
 def nodes_created() -> int:
-    """How many tape nodes this process has recorded (a forward-mode-only path leaves it unchanged)."""
+    """How many tape nodes this process has recorded, on any tape (a forward-mode-only path leaves it
+    unchanged): the one node counter."""
     return _CREATED[0]
 
 
-class Aval:
-    """Shape, dtype and device of an input the VJP rules do not need the value of."""
+class UndeclaredRead(TapeError):
+    """A VJP rule read a value its ``reads=`` declaration does not name (so the tape did not keep it)."""
 
-    __slots__ = ("shape", "dtype", "device", "column_major")
 
-    def __init__(self, x: Tensor):
+class _Unsaved:
+    """Stands for a value the tape did not keep; reading it raises :class:`UndeclaredRead`."""
+
+    __slots__ = ()
+    what = "the output"
+
+    def _undeclared(self, *_, **__):
+        raise UndeclaredRead(
+            f"its VJP rule read the value of {self.what}, which its reads= declaration does not name, "
+            "so the tape did not keep it; add it to the rule's reads="
+        )
+
+    __array__ = __array_ufunc__ = __array_function__ = __getitem__ = __iter__ = _undeclared
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _undeclared
+    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __matmul__ = __rmatmul__ = _undeclared
+    __neg__ = __lt__ = __le__ = __gt__ = __ge__ = __float__ = __bool__ = _undeclared
+    shape = dtype = ndim = size = property(_undeclared)
+
+
+UNSAVED_OUTPUT = _Unsaved()
+
+
+class Aval(_Unsaved):
+    """An input the VJP rule does not declare it reads: the tape keeps its shape, dtype and device."""
+
+    __slots__ = ("shape", "dtype", "device", "column_major", "_position")
+
+    def __init__(self, x: Tensor, position: int = 0):
         self.shape, self.dtype, self.device = x.shape, x.dtype, x.device
         self.column_major = column_major(x)
+        self._position = position
+
+    @property
+    def what(self) -> str:
+        return f"input {self._position} ({self.dtype}{list(self.shape)})"
 
     @property
     def ndim(self) -> int:
@@ -75,13 +108,22 @@ class Node:
         self.freed = False
         self.grad = None  # accumulated gradient of a tape-style leaf
 
-    def saved_bytes(self) -> int:
-        """Bytes of array data this node keeps alive for the backward pass (views as their size)."""
-        total = 0
+    def saved_buffers(self) -> dict:
+        """``{id: bytes}`` of the buffers this node keeps alive for the backward pass.
+
+        A saved view keeps the whole buffer it views alive, so it counts as that buffer; a buffer kept
+        through several values counts once.  :func:`tape_stats` and ``format_tape`` add these up.
+        """
+        out = {}
         for v in (self.ans, *(self.args or ())):
             if isinstance(v, Tensor):
-                total += v.size * v.dtype.itemsize
-        return total
+                owner = _owner(v._data)
+                out[id(owner)] = owner.nbytes
+        return out
+
+    def saved_bytes(self) -> int:
+        """Bytes of the buffers this node keeps alive (see :meth:`saved_buffers`)."""
+        return sum(self.saved_buffers().values())
 
     def __repr__(self) -> str:
         what = "leaf" if self.prim is None else self.prim.name
@@ -123,7 +165,6 @@ class ReverseTrace(levels.Trace):
     def __init__(self):
         super().__init__()
         self.recording = True
-        self.nodes_recorded = 0
 
     def process(self, prim, args, params):
         primals = list(args)
@@ -133,24 +174,23 @@ class ReverseTrace(levels.Trace):
                 primals[i] = a.primal
                 parents.append((i, a._node))
         out = bind(prim, *primals, **params)
-        if prim.kind == "nondiff" or not self.recording:
+        if not (prim.differentiable and self.recording):
             return out
-        # save only what the VJP rules of the inputs on this tape read; shapes suffice for the rest
-        per_input = prim.saves_for
-        if isinstance(per_input, tuple):
-            keep = per_input[parents[0][0]]
-            for i, _ in parents[1:]:
-                keep = keep | per_input[i]
-        else:
-            keep = per_input
+        # save only what the VJP rule reads for the inputs on this tape; shapes suffice for the rest
+        keep = prim.saves([i for i, _ in parents])
         if "*" not in keep:
             for i, p in enumerate(primals):
                 if i not in keep and isinstance(p, Tensor):
-                    primals[i] = Aval(p)
+                    primals[i] = Aval(p, i)
         node = Node(
-            prim, tuple(parents), primals, out if "ans" in keep else None, params, out.shape, out.dtype
+            prim,
+            tuple(parents),
+            primals,
+            out if "ans" in keep else UNSAVED_OUTPUT,
+            params,
+            out.shape,
+            out.dtype,
         )
-        self.nodes_recorded += 1
         return Taped(self, out, node)
 
     def leaf(self, x: Tensor) -> Taped:
@@ -215,18 +255,12 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
         if _VERSIONS.last_change >= n.seq:
             _check_unmodified(n)
         g = cts.pop(n)
-        prim = n.prim
-        if prim.kind == "custom":
-            if prim.vjp_fn is None:
-                raise TapeError(
-                    f"primitive {prim.name!r} has no VJP rule; define one with @{prim.name}.defvjp"
-                )
-            contributions = prim.vjp_fn(g, n.ans, *n.args, **n.params)
-            edges = [(p, contributions[i]) for i, p in n.parents if p in useful]
-        else:
-            edges = [
-                (p, prim.vjp_rule(i)(g, n.ans, *n.args, **n.params)) for i, p in n.parents if p in useful
-            ]
+        wanted = [i for i, p in n.parents if p in useful]
+        try:
+            contributions = n.prim.vjp(g, n.ans, n.args, n.params, wanted)
+        except UndeclaredRead as exc:
+            raise UndeclaredRead(f"{n.prim.name}: {exc}") from None
+        edges = [(p, contributions[i]) for i, p in n.parents if p in useful]
         for p, c in edges:
             if c is None:
                 continue
@@ -427,12 +461,10 @@ def tape_stats(y: Tensor) -> dict:
             continue
         entry = stats.setdefault(n.prim.name, {"nodes": 0, "bytes": 0})
         entry["nodes"] += 1
-        for v in (n.ans, *(n.args or ())):
-            if isinstance(v, Tensor):
-                owner = _owner(v._data)  # views of one buffer count once, as the whole buffer
-                if id(owner) not in seen_arrays:
-                    seen_arrays.add(id(owner))
-                    entry["bytes"] += owner.nbytes
+        for key, nbytes in n.saved_buffers().items():
+            if key not in seen_arrays:
+                seen_arrays.add(key)
+                entry["bytes"] += nbytes
     return stats
 
 

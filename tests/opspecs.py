@@ -518,7 +518,9 @@ def prod_case(draw):
     shape = draw(SHAPES)
     axis, _ = draw(axis_for(len(shape)))
     keepdims = draw(st.booleans())
-    dom = draw(st.sampled_from([ANY, TIES]))  # TIES holds exact zeros: prod's rule is exact there
+    # TIES holds exact zeros: prod's rule is exact there.  Magnitudes stay near 1: a product of 30
+    # values of 2 is 2.7e8, whose finite differences lose ~1e-5 absolute to rounding
+    dom = draw(st.sampled_from([elements(_floats(-1.25, 1.25)), TIES]))
     return case(lambda x: md.prod(x, axis=axis, keepdims=keepdims), [shape], [dom], f"axis={axis}")
 
 

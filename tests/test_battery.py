@@ -215,7 +215,7 @@ def test_a_function_returning_a_tuple_is_refused():
 # ----------------------------------------------------------------------------- mutations of user rules
 def test_check_mutation_on_a_user_primitive_catches_and_restores():
     sp = make_softplus()
-    rules = (sp.jvp_fn, sp.vjp_fn, sp.saves)
+    rules = (sp.jvp_fn, sp.vjp_fn, sp.reads)
 
     def battery():
         check_primitive(sp, [None], max_examples=EX, seed=0)
@@ -224,11 +224,11 @@ def test_check_mutation_on_a_user_primitive_catches_and_restores():
         m = Mutation(f"softplus {rule}", sp, rule, change)
         with mutated(m):
             assert (sp.jvp_fn, sp.vjp_fn) != rules[:2]
-        assert (sp.jvp_fn, sp.vjp_fn, sp.saves) == rules
+        assert (sp.jvp_fn, sp.vjp_fn, sp.reads) == rules
         result = check_mutation(m, battery)
         assert result.caught, result
         assert "check_primitive(softplus)" in result.message
-    assert (sp.jvp_fn, sp.vjp_fn, sp.saves) == rules
+    assert (sp.jvp_fn, sp.vjp_fn, sp.reads) == rules
 
 
 def test_check_mutation_targets_one_cotangent_of_a_user_primitive():

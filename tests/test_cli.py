@@ -27,8 +27,8 @@ def test_demo_reports_agreement(capsys):
 def test_demo_fails_when_a_rule_is_wrong(capsys, monkeypatch):
     """The demo's checks can fail: tanh's JVP off by a factor 1.001 must give exit status 1."""
     tanh = md.primitives.REGISTRY["tanh"]
-    (rule,) = tanh.jvp
-    monkeypatch.setattr(tanh, "jvp", (lambda g, ans, x: 1.001 * rule(g, ans, x),))
+    (rule,) = tanh.jvp_rules
+    monkeypatch.setattr(tanh, "jvp_rules", (lambda g, ans, x: 1.001 * rule(g, ans, x),))
     assert main(["demo"]) == 1
     out = capsys.readouterr().out
     assert "FAILED: forward vs reverse" in out

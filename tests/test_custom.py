@@ -214,8 +214,9 @@ def test_decorating_the_same_function_twice_gives_two_independent_primitives():
     close(md.grad(lambda x: md.sum(b(x)))(t64(X)), 3 * np.ones(3))
 
 
-def test_custom_jvp_and_custom_vjp_are_the_same_decorator():
-    assert md.custom_jvp is md.primitive and md.custom_vjp is md.primitive
+def test_one_way_to_declare_a_primitive():
+    """md.primitive only: JAX's custom_jvp/custom_vjp mean something else, so minidiff has no aliases."""
+    assert not hasattr(md, "custom_jvp") and not hasattr(md, "custom_vjp")
 
 
 def test_a_batching_rule_makes_vmap_call_the_primitive_once():

@@ -161,6 +161,7 @@ solve_triangular_p = general(
         lambda g, ans, a, b, lower, trans, unit_diagonal: _st(a, g, lower, 1 - trans, unit_diagonal),
     ),
     _batch_solve_triangular,
+    reads=("a ans", "a"),
     n_inputs=2,
 )
 
@@ -204,7 +205,12 @@ def _eigh_vjp(g, ans, x, UPLO):
 
 
 eigh_p = general(
-    "eigh", _eigh_impl, _eigh_jvp, _eigh_vjp, lambda vals, b, n, UPLO: bind(eigh_p, vals[0], UPLO=UPLO)
+    "eigh",
+    _eigh_impl,
+    _eigh_jvp,
+    _eigh_vjp,
+    lambda vals, b, n, UPLO: bind(eigh_p, vals[0], UPLO=UPLO),
+    reads="ans",
 )
 
 
@@ -224,6 +230,7 @@ eigvalsh_p = general(
     _eigvalsh_jvp,
     _eigvalsh_vjp,
     lambda vals, b, n, UPLO: bind(eigvalsh_p, vals[0], UPLO=UPLO),
+    reads="x",  # only the eigenvalues are output: the rule needs the eigenvectors again
 )
 
 
@@ -290,7 +297,7 @@ def _svd_vjp(g, ans, x):
     return out
 
 
-svd_p = general("svd", _svd_impl, _svd_jvp, _svd_vjp, lambda vals, b, n: bind(svd_p, vals[0]))
+svd_p = general("svd", _svd_impl, _svd_jvp, _svd_vjp, lambda vals, b, n: bind(svd_p, vals[0]), reads="ans")
 
 
 def _svdvals_jvp(t, ans, x):
@@ -309,6 +316,7 @@ svdvals_p = general(
     _svdvals_jvp,
     _svdvals_vjp,
     lambda vals, b, n: bind(svdvals_p, vals[0]),
+    reads="x",
 )
 
 
@@ -369,7 +377,7 @@ def _qr_vjp(g, ans, x):
     return _mT(_solve_r(r, _mT(b), 0, x.shape))  # b R⁻ᵀ
 
 
-qr_p = general("qr", _qr_impl, _qr_jvp, _qr_vjp, lambda vals, b, n: bind(qr_p, vals[0]))
+qr_p = general("qr", _qr_impl, _qr_jvp, _qr_vjp, lambda vals, b, n: bind(qr_p, vals[0]), reads="ans")
 
 
 # ----------------------------------------------------------------------------- slogdet
@@ -387,6 +395,7 @@ logabsdet_p = general(
     _logabsdet_jvp,
     _logabsdet_vjp,
     lambda vals, b, n: bind(logabsdet_p, vals[0]),
+    reads="x",  # the rules invert the input; the output (log|det|) is not read
 )
 #: the sign is piecewise constant: no derivative
 slogdet_sign_p = nondifferentiable("slogdet_sign", lambda xp, x: xp.linalg.slogdet(x)[0])

@@ -1,8 +1,9 @@
 """Elementwise primitives.
 
-Each line declares an op with its derivative rule per input, ``rule(g, ans, *inputs) -> g · d``.
-The Jacobian of an elementwise op is diagonal, so one rule is both the JVP (``g`` a tangent) and the
-VJP (``g`` a cotangent).
+Each line declares an op with its derivative rule per input, ``rule(g, ans, *inputs) -> g · d``, and
+what those rules read (``reads=``, in the rules' own names: the tape keeps exactly that).  The
+Jacobian of an elementwise op is diagonal, so one rule is both the JVP (``g`` a tangent) and the VJP
+(``g`` a cotangent).
 
 Conventions where the derivative is not defined — the same in both modes and at every order
 (forward-over-reverse, reverse-over-forward, reverse-over-reverse), tested in
@@ -73,30 +74,30 @@ def _dpow_dy(x, y):
 
 
 # fmt: off
-# name           impl on backend arrays                 derivative rule per input (JVP = VJP)
+# name           impl on backend arrays                 derivative rule per input (JVP = VJP)     what the rules read (the tape keeps it)
 add_p = elementwise("add", lambda xp, x, y: xp.add(x, y), lambda g, ans, x, y: g, lambda g, ans, x, y: g)
 subtract_p = elementwise("subtract", lambda xp, x, y: xp.subtract(x, y), lambda g, ans, x, y: g, lambda g, ans, x, y: -g)
-multiply_p = elementwise("multiply", lambda xp, x, y: xp.multiply(x, y), lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x)
-divide_p = elementwise("divide", lambda xp, x, y: xp.divide(x, y), lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y)
-power_p = elementwise("power", lambda xp, x, y: xp.power(x, y), lambda g, ans, x, y: g * _dpow_dx(x, y), lambda g, ans, x, y: g * _dpow_dy(x, y))
-maximum_p = elementwise("maximum", lambda xp, x, y: xp.maximum(x, y), lambda g, ans, x, y: g * _share(x, y), lambda g, ans, x, y: g * _share(y, x))
-minimum_p = elementwise("minimum", lambda xp, x, y: xp.minimum(x, y), lambda g, ans, x, y: g * _share(y, x), lambda g, ans, x, y: g * _share(x, y))
+multiply_p = elementwise("multiply", lambda xp, x, y: xp.multiply(x, y), lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x, reads=("y", "x"))
+divide_p = elementwise("divide", lambda xp, x, y: xp.divide(x, y), lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y, reads=("y", "ans y"))
+power_p = elementwise("power", lambda xp, x, y: xp.power(x, y), lambda g, ans, x, y: g * _dpow_dx(x, y), lambda g, ans, x, y: g * _dpow_dy(x, y), reads="x y")
+maximum_p = elementwise("maximum", lambda xp, x, y: xp.maximum(x, y), lambda g, ans, x, y: g * _share(x, y), lambda g, ans, x, y: g * _share(y, x), reads="x y")
+minimum_p = elementwise("minimum", lambda xp, x, y: xp.minimum(x, y), lambda g, ans, x, y: g * _share(y, x), lambda g, ans, x, y: g * _share(x, y), reads="x y")
 negative_p = elementwise("negative", lambda xp, x: xp.negative(x), lambda g, ans, x: -g)
-exp_p = elementwise("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * ans)
-log_p = elementwise("log", lambda xp, x: xp.log(x), lambda g, ans, x: g / x)
-log1p_p = elementwise("log1p", lambda xp, x: xp.log1p(x), lambda g, ans, x: g / (1 + x))
-expm1_p = elementwise("expm1", lambda xp, x: xp.expm1(x), lambda g, ans, x: g * (ans + 1))
-sqrt_p = elementwise("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g * 0.5 / ans)
-square_p = elementwise("square", lambda xp, x: xp.square(x), lambda g, ans, x: g * 2 * x)
-abs_p = elementwise("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x))
-sin_p = elementwise("sin", lambda xp, x: xp.sin(x), lambda g, ans, x: g * cos(x))
-cos_p = elementwise("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * sin(x))
-tanh_p = elementwise("tanh", lambda xp, x: xp.tanh(x), lambda g, ans, x: g * (1 - ans * ans))
-sigmoid_p = elementwise("sigmoid", lambda xp, x: _sigmoid(xp, x), lambda g, ans, x: g * (ans * (1 - ans)))
-relu_p = elementwise("relu", lambda xp, x: xp.maximum(x, 0), lambda g, ans, x: g * greater(x, 0))
-softplus_p = elementwise("softplus", lambda xp, x: xp.logaddexp(x, 0), lambda g, ans, x: g * sigmoid(x))
-clip_p = elementwise("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), lambda g, ans, x, lo, hi: g * _inside(x, lo, hi))
-where_p = elementwise("where", lambda xp, c, x, y: xp.where(c, x, y), None, lambda g, ans, c, x, y: where(c, g, 0.0), lambda g, ans, c, x, y: where(c, 0.0, g))
+exp_p = elementwise("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * ans, reads="ans")
+log_p = elementwise("log", lambda xp, x: xp.log(x), lambda g, ans, x: g / x, reads="x")
+log1p_p = elementwise("log1p", lambda xp, x: xp.log1p(x), lambda g, ans, x: g / (1 + x), reads="x")
+expm1_p = elementwise("expm1", lambda xp, x: xp.expm1(x), lambda g, ans, x: g * (ans + 1), reads="ans")
+sqrt_p = elementwise("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g * 0.5 / ans, reads="ans")
+square_p = elementwise("square", lambda xp, x: xp.square(x), lambda g, ans, x: g * 2 * x, reads="x")
+abs_p = elementwise("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x), reads="x")
+sin_p = elementwise("sin", lambda xp, x: xp.sin(x), lambda g, ans, x: g * cos(x), reads="x")
+cos_p = elementwise("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * sin(x), reads="x")
+tanh_p = elementwise("tanh", lambda xp, x: xp.tanh(x), lambda g, ans, x: g * (1 - ans * ans), reads="ans")
+sigmoid_p = elementwise("sigmoid", lambda xp, x: _sigmoid(xp, x), lambda g, ans, x: g * (ans * (1 - ans)), reads="ans")
+relu_p = elementwise("relu", lambda xp, x: xp.maximum(x, 0), lambda g, ans, x: g * greater(x, 0), reads="x")
+softplus_p = elementwise("softplus", lambda xp, x: xp.logaddexp(x, 0), lambda g, ans, x: g * sigmoid(x), reads="x")
+clip_p = elementwise("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), lambda g, ans, x, lo, hi: g * _inside(x, lo, hi), reads="x")
+where_p = elementwise("where", lambda xp, c, x, y: xp.where(c, x, y), None, lambda g, ans, c, x, y: where(c, g, 0.0), lambda g, ans, c, x, y: where(c, 0.0, g), reads=(None, "c", "c"))
 astype_p = elementwise("astype", lambda xp, x, dtype: x.astype(dtype, copy=False), lambda g, ans, x, dtype: g)
 # fmt: on
 

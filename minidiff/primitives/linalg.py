@@ -74,6 +74,7 @@ matmul_p = general(
     (lambda t, ans, x, y: matmul(t, y), lambda t, ans, x, y: matmul(x, t)),
     (_matmul_vjp_x, _matmul_vjp_y),
     _batch_matmul,
+    reads=("y", "x"),  # and the other operand's shape and memory order, which the tape always keeps
     n_inputs=2,
 )
 
@@ -180,6 +181,7 @@ einsum_p = general(
     _einsum_jvp,
     _einsum_vjp,
     _batch_einsum,
+    reads="ops",
     variadic=True,
 )
 
@@ -247,6 +249,7 @@ solve_p = general(
     (_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
     (_solve_vjp_a, lambda g, ans, a, b: _solve_rhs(_mT(a), b.ndim == 1, g)),
     None,
+    reads=("a ans", "a"),
     n_inputs=2,
 )
 
@@ -316,6 +319,7 @@ inv_p = general(
     lambda t, ans, x: -matmul(ans, matmul(t, ans)),
     lambda g, ans, x: -matmul(_mT(ans), matmul(g, _mT(ans))),
     lambda vals, b, n: bind(inv_p, vals[0]),
+    reads="ans",
 )
 det_p = general(
     "det",
@@ -323,6 +327,7 @@ det_p = general(
     lambda t, ans, x: ans * sum(_mT(_inverse_for("linalg.det", x)) * t, axis=(-2, -1)),
     lambda g, ans, x: expand_dims(g * ans, (-2, -1)) * _mT(_inverse_for("linalg.det", x)),
     lambda vals, b, n: bind(det_p, vals[0]),
+    reads="ans x",
 )
 cholesky_p = general(
     "cholesky",
@@ -330,6 +335,7 @@ cholesky_p = general(
     _cholesky_jvp,
     _cholesky_vjp,
     lambda vals, b, n: bind(cholesky_p, vals[0]),
+    reads="ans",
 )
 
 

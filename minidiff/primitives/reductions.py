@@ -43,13 +43,14 @@ def _others(x, axis):
     return moveaxis(bind(prod_p, square, axis=square.ndim - 1, keepdims=False), -1, axis)
 
 
-# name     impl                                                JVP rule                                                      VJP rule
+# name     impl     JVP rule     VJP rule     batching rule (set below)     what the VJP rule reads
 max_p = general(
     "max",
     lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
     lambda t, ans, x, axis, keepdims: sum(t * _winners(x, ans, axis, keepdims), axis=axis, keepdims=keepdims),
     lambda g, ans, x, axis, keepdims: _keep(g, axis, keepdims) * _winners(x, ans, axis, keepdims),
     None,
+    reads="x ans",
 )
 min_p = general(
     "min",
@@ -57,6 +58,7 @@ min_p = general(
     lambda t, ans, x, axis, keepdims: sum(t * _winners(x, ans, axis, keepdims), axis=axis, keepdims=keepdims),
     lambda g, ans, x, axis, keepdims: _keep(g, axis, keepdims) * _winners(x, ans, axis, keepdims),
     None,
+    reads="x ans",
 )
 prod_p = general(  # one axis at a time; prod() below folds several axes into one
     "prod",
@@ -64,6 +66,7 @@ prod_p = general(  # one axis at a time; prod() below folds several axes into on
     lambda t, ans, x, axis, keepdims: sum(t * _others(x, axis), axis=(axis,), keepdims=keepdims),
     lambda g, ans, x, axis, keepdims: _keep(g, (axis,), keepdims) * _others(x, axis),
     None,
+    reads="x",
 )
 
 
@@ -87,6 +90,7 @@ logsumexp_p = general(  # one primitive rather than eight: cross-entropy is on e
     ),
     lambda g, ans, x, axis, keepdims: _keep(g, axis, keepdims) * _softmax_of(x, ans, axis, keepdims),
     None,
+    reads="x ans",
 )
 for _p in (max_p, min_p, prod_p, logsumexp_p):
     _p.batch = batch_axis_op(_p)

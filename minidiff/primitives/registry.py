@@ -1,74 +1,76 @@
 """Primitives and their dispatch.
 
-A :class:`Primitive` is one operation declared once with
+A :class:`Primitive` is one operation with two derivative rules, and every primitive — built-in or
+declared by a user with ``md.primitive`` — offers them in the same shape, the only one the traces call:
 
-* ``impl(xp, *arrays, **params)`` — the computation on backend arrays,
-* its JVP rule(s) and VJP rule(s) side by side, written with minidiff's own operations so they are
-  differentiable in turn (this is what makes every nesting of transforms work),
-* a batching rule used by ``vmap`` (vector-mode forward passes and ``jacrev``).
+``prim.jvp(primals, tangents, out, params) -> tangent of out``
+    forward mode: ``tangents`` holds ``None`` for inputs that carry none; ``None`` back means the
+    output carries no tangent (a non-differentiable op);
+``prim.vjp(cotangent, out, primals, params, wanted) -> cotangents``
+    reverse mode: one entry per input position, filled for the positions in ``wanted``;
+``prim.saves(wanted) -> frozenset``
+    what ``vjp`` reads for those inputs — ``"ans"`` (the output) and input positions — declared
+    beside each rule with ``reads=`` (never inferred).  The tape keeps exactly that and a
+    shape-and-dtype stub of the rest.
 
-Three kinds keep the rule tables short:
+Four constructors keep the rule tables short; each writes rules as ``rule(g, ans, *inputs, **params)``
+with minidiff's own operations, so rules are differentiable in turn (every nesting of transforms):
 
 ``elementwise``
-    one derivative rule per input, ``rule(g, ans, *args) -> g * d``.  Because the Jacobian of an
-    elementwise op is diagonal, the same line serves as JVP (``g`` a tangent) and VJP (``g`` a
-    cotangent).
+    one derivative rule per input, ``rule(g, ans, *args) -> g · d``.  The Jacobian of an elementwise
+    op is diagonal, so the same line is the JVP (``g`` a tangent) and the VJP (``g`` a cotangent).
 ``linear``
-    the JVP is the op itself applied to the tangent; the VJP rule is the transpose.
+    the JVP is the op itself applied to the tangents; the VJP is the transpose, which reads no values.
 ``general``
-    separate JVP and VJP rules per input.
+    a JVP rule and a VJP rule per input (one rule taking ``argnum=`` for a variadic op).
+``nondifferentiable``
+    comparisons and friends: outputs carry no derivative.
 
 :func:`bind` is the single dispatch point: it finds the highest-level tracer among the arguments
-and hands the primitive to that tracer's trace; with no tracer it evaluates ``impl`` directly.
+and hands the primitive to that tracer's trace; with no tracer it evaluates the primitive.
 """
 
 from __future__ import annotations
 
-import dis
 import inspect
 from functools import partial
 
 from ..errors import DeviceError, MinidiffError, ShapeError, TracerError, describe
 from ..tensor import Tensor, Tracer, wrap
 
-__all__ = ["Primitive", "bind", "REGISTRY", "elementwise", "linear", "general", "nondifferentiable"]
+__all__ = [
+    "Primitive",
+    "bind",
+    "REGISTRY",
+    "elementwise",
+    "linear",
+    "general",
+    "nondifferentiable",
+    "declared_reads",
+]
 
 #: Every primitive by name; tests walk it to make sure no rule is missing.
 REGISTRY: dict[str, Primitive] = {}
 
+ALL_INPUTS = "*"  # in a declaration: the rule reads every input
+
 
 class Primitive:
-    """One differentiable (or explicitly non-differentiable) operation and its rules."""
+    """One operation and its derivative rules, in the shape every trace calls (see the module doc)."""
 
-    __slots__ = ("name", "impl", "kind", "jvp", "vjp", "batch", "saves", "saves_for", "variadic", "__dict__")
+    kind = "primitive"  # for humans and reports only: no trace branches on it
+    differentiable = True
+    variadic = False  # True: one rule per mode taking argnum= serves every input (concatenate, einsum)
+    moves_device = False  # only to_device: its output lives on the device named in its params
 
-    def __init__(
-        self, name, impl, kind, jvp=None, vjp=None, batch=None, variadic=False, register=True, n_inputs=None
-    ):
+    def __init__(self, name: str, batch=None, reads=(), register: bool = True):
         if register and name in REGISTRY:
             raise ValueError(f"primitive {name!r} is already registered")
         self.name = name
-        self.impl = impl
-        self.kind = kind  # "elementwise" | "linear" | "general" | "nondiff"
-        self.jvp = jvp  # tuple of per-input rules (or one rule taking argnum= if variadic)
-        self.vjp = vjp
-        self.batch = batch  # batch(vals, batched, **params) -> value batched along axis 0
-        self.variadic = variadic
-        # what the tape saves when input i is being differentiated: the values its VJP rule reads
-        if kind == "nondiff" or vjp is None:
-            self.saves_for = ()
-        elif variadic:
-            self.saves_for = _names_used(vjp)
-        else:
-            n = len(vjp) if n_inputs is None else n_inputs
-            self.saves_for = tuple(_names_used(rule, n) for rule in vjp)
-        self.saves = (
-            frozenset().union(*self.saves_for) if isinstance(self.saves_for, tuple) else self.saves_for
-        )
+        self.batch = batch  # batch(vals, batched, size, **params) -> value batched along axis 0
+        self.reads = reads  # per input position a frozenset, or one frozenset for every input
         if register:
             REGISTRY[name] = self
-
-    moves_device = False  # only to_device: its output lives on the device named in its params
 
     def __repr__(self) -> str:
         return f"<primitive {self.name} ({self.kind})>"
@@ -76,62 +78,62 @@ class Primitive:
     def __call__(self, *args, **params):
         return bind(self, *args, **params)
 
-    def jvp_rule(self, i):
-        return partial(self.jvp, argnum=i) if self.variadic else self.jvp[i]
+    def apply(self, args, params) -> Tensor:  # pragma: no cover - abstract
+        """The output on concrete values (no tracers among ``args``)."""
+        raise NotImplementedError
 
-    def vjp_rule(self, i):
-        return partial(self.vjp, argnum=i) if self.variadic else self.vjp[i]
+    def jvp(self, primals, tangents, out, params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def vjp(self, cotangent, out, primals, params, wanted):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def saves(self, wanted) -> frozenset:
+        """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``."""
+        reads = self.reads
+        if isinstance(reads, frozenset):
+            return reads
+        keep = frozenset()
+        for i in wanted:
+            keep = keep | reads[i]
+        return keep
 
 
-_META = {"shape", "ndim", "dtype", "size", "device"}
+def declared_reads(prim: str, rule, declared: str | None, n_inputs: int | None = None) -> frozenset:
+    """Parse a ``reads=`` declaration written with the rule's own parameter names.
 
-
-def _names_used(rules, n_inputs=None) -> frozenset:
-    """What the tape must save for the VJP rules: ``"ans"``, input positions, or ``"*"`` for all.
-
-    Read off the rules' bytecode: an input the rules only ask for its ``.shape``/``.ndim``/``.dtype``
-    is not saved (the tape keeps a stub with those), one whose value they read is.
+    ``rule(g, ans, x, y)`` declared ``"ans y"`` reads the output and input 1; a ``*xs`` parameter
+    named in the declaration means every input.  A name the rule does not have fails at definition.
     """
-    if rules is None:
+    if rule is None or not declared:
         return frozenset()
-    used = set()
-    for rule in rules if isinstance(rules, tuple) else (rules,):
-        if rule is None:
-            continue
-        code = rule.__code__
-        n_pos = code.co_argcount
-        names = code.co_varnames[:n_pos]
-        varargs = (
-            code.co_varnames[n_pos + code.co_kwonlyargcount] if code.co_flags & inspect.CO_VARARGS else None
-        )
-        instrs = list(dis.get_instructions(rule))
-        read = set()
-        for k, ins in enumerate(instrs):
-            if not ins.opname.startswith("LOAD_"):
-                continue
-            nxt = instrs[k + 1] if k + 1 < len(instrs) else None
-            meta_only = (
-                ins.opname == "LOAD_FAST"
-                and nxt is not None
-                and nxt.opname == "LOAD_ATTR"
-                and nxt.argval in _META
+    params = list(inspect.signature(rule).parameters.values())
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    star = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
+    inputs = positional[2:] if n_inputs is None else positional[2 : 2 + n_inputs]
+    out = set()
+    for name in declared.split():
+        if len(positional) > 1 and name == positional[1]:
+            out.add("ans")
+        elif name in inputs:
+            out.add(inputs.index(name))
+        elif name == star:
+            out.add(ALL_INPUTS)
+        else:
+            raise TypeError(
+                f"primitive {prim!r}: reads={declared!r} names {name!r}, which is not the output or an "
+                f"input of its rule ({', '.join(positional + ([f'*{star}'] if star else []))})"
             )
-            if not meta_only:
-                read.add(ins.argval if isinstance(ins.argval, str) else None)
-                if isinstance(ins.argval, tuple):  # LOAD_FAST_LOAD_FAST on newer Pythons
-                    read.update(ins.argval)
-        for const in code.co_consts:  # nested functions read through closures
-            if inspect.iscode(const):
-                read |= set(const.co_freevars)
-        if len(names) > 1 and names[1] in read:
-            used.add("ans")
-        inputs = names[2:] if n_inputs is None else names[2 : 2 + n_inputs]  # the rest are parameters
-        for pos, name in enumerate(inputs):
-            if name in read:
-                used.add(pos)
-        if varargs is not None and varargs in read:
-            used.add("*")
-    return frozenset(used)
+    return frozenset(out)
+
+
+def _reads_per_rule(name, rules, reads, n_inputs):
+    """One frozenset per rule from ``reads``: one string for every rule, or a tuple of strings."""
+    if isinstance(reads, str) or reads is None:
+        reads = (reads,) * len(rules)
+    if len(reads) != len(rules):
+        raise TypeError(f"primitive {name!r}: {len(reads)} reads= declarations for {len(rules)} rules")
+    return tuple(declared_reads(name, r, d, n_inputs) for r, d in zip(rules, reads))
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -150,9 +152,7 @@ def bind(prim: Primitive, *args, **params):
             if top is None or trace.level > top.level:
                 top = trace
     if top is None:
-        if prim.kind == "custom":  # a user primitive's forward is written with minidiff ops
-            return prim.fn(*args, **params)
-        return evaluate(prim, args, params)
+        return prim.apply(args, params)
     return top.process(prim, args, params)
 
 
@@ -198,6 +198,118 @@ def _describe_params(params) -> str:
     return f" with {shown}" if shown else ""
 
 
+# ----------------------------------------------------------------------------- the four kinds
+class ArrayPrimitive(Primitive):
+    """A built-in primitive: ``impl(xp, *arrays, **params)`` computes it on backend arrays."""
+
+    def __init__(self, name, impl, batch=None, reads=(), register=True):
+        super().__init__(name, batch, reads, register)
+        self.impl = impl
+
+    def apply(self, args, params) -> Tensor:
+        return evaluate(self, args, params)
+
+
+class Elementwise(ArrayPrimitive):
+    """One rule per input, ``rule(g, ans, *inputs) -> g · d``, serving as JVP and as VJP."""
+
+    kind = "elementwise"
+
+    def __init__(self, name, impl, rules, batch, reads):
+        super().__init__(name, impl, batch, _reads_per_rule(name, rules, reads, len(rules)))
+        # one table serves both modes; None for an input without a derivative (where's condition)
+        self.jvp_rules = self.vjp_rules = rules
+
+    def jvp(self, primals, tangents, out, params):
+        return _sum_rules(self.jvp_rules.__getitem__, primals, tangents, out, params)
+
+    def vjp(self, g, out, primals, params, wanted):
+        return _each_rule(self.vjp_rules.__getitem__, g, out, primals, params, wanted)
+
+
+class Linear(ArrayPrimitive):
+    """The JVP applies the op to the tangents; the VJP is the transpose (which reads no values)."""
+
+    kind = "linear"
+
+    def __init__(self, name, impl, transpose, batch, variadic):
+        super().__init__(name, impl, batch, frozenset())
+        self.vjp_rules = transpose  # one rule per input, or one rule taking argnum= if variadic
+        self.variadic = variadic
+
+    def jvp(self, primals, tangents, out, params):
+        ts = [t if t is not None else _zeros_like(p) for t, p in zip(tangents, primals)]
+        return bind(self, *ts, **params)
+
+    def vjp(self, g, out, primals, params, wanted):
+        return _each_rule(_rule_of(self.vjp_rules, self.variadic), g, out, primals, params, wanted)
+
+
+class General(ArrayPrimitive):
+    """Its own JVP rule and VJP rule per input (one rule each taking ``argnum=`` if variadic)."""
+
+    kind = "general"
+
+    def __init__(self, name, impl, jvp, vjp, batch, reads, n_inputs, variadic):
+        if variadic:
+            reads = declared_reads(name, vjp, reads)
+        else:
+            reads = _reads_per_rule(name, vjp, reads, n_inputs)
+        super().__init__(name, impl, batch, reads)
+        self.jvp_rules, self.vjp_rules, self.variadic = jvp, vjp, variadic
+
+    def jvp(self, primals, tangents, out, params):
+        return _sum_rules(_rule_of(self.jvp_rules, self.variadic), primals, tangents, out, params)
+
+    def vjp(self, g, out, primals, params, wanted):
+        return _each_rule(_rule_of(self.vjp_rules, self.variadic), g, out, primals, params, wanted)
+
+
+class Nondifferentiable(ArrayPrimitive):
+    """Comparisons, sign, floor...: the output carries no derivative in either mode."""
+
+    kind = "nondiff"
+    differentiable = False
+
+    def jvp(self, primals, tangents, out, params):
+        return None
+
+    def vjp(self, g, out, primals, params, wanted):  # pragma: no cover - the tape records none
+        return [None] * len(primals)
+
+
+def _rule_of(rules, variadic):
+    """``i -> rule of input i``: the i-th rule of a table, or the one rule with ``argnum=i``."""
+    return (lambda i: partial(rules, argnum=i)) if variadic else rules.__getitem__
+
+
+def _sum_rules(rule_of, primals, tangents, out, params):
+    """Forward mode: the sum of every tangent-carrying input's contribution."""
+    total = None
+    for i, t in enumerate(tangents):
+        if t is not None:
+            c = rule_of(i)(t, out, *primals, **params)
+            total = c if total is None else total + c
+    return total
+
+
+def _each_rule(rule_of, g, out, primals, params, wanted):
+    """Reverse mode: the cotangent of each wanted input, ``None`` elsewhere."""
+    cts = [None] * len(primals)
+    for i in wanted:
+        cts[i] = rule_of(i)(g, out, *primals, **params)
+    return cts
+
+
+def _zeros_like(x):
+    """A zero tangent for a tensor input; other inputs (numbers, indices) pass through."""
+    if not isinstance(x, Tensor):
+        return x
+    from .. import creation
+
+    return creation.zeros(x.shape, dtype=x.dtype, device=x.device)
+
+
 # ----------------------------------------------------------------------------- declaring primitives
 def _check_rule_signature(name, what, rule, n_inputs, variadic):
     """Rules are ``rule(g, ans, *inputs, **params)``: fail at definition if one cannot be called so."""
@@ -222,14 +334,15 @@ def _tuple(rules):
     return rules if isinstance(rules, tuple) else (rules,)
 
 
-def elementwise(name, impl, *derivs, batch=None):
-    """An elementwise op with one rule ``(g, ans, *args) -> g * d`` per input, shared by both modes."""
+def elementwise(name, impl, *derivs, reads=None, batch=None):
+    """An elementwise op with one rule ``(g, ans, *args) -> g * d`` per input, shared by both modes;
+    ``reads`` names what each rule reads (one string for all, or one per rule)."""
     for d in derivs:
         if d is not None:
             _check_rule_signature(name, "derivative", d, len(derivs), False)
     from .batching_rules import batch_elementwise
 
-    prim = Primitive(name, impl, "elementwise", derivs, derivs, batch, n_inputs=len(derivs))
+    prim = Elementwise(name, impl, derivs, batch, reads)
     prim.batch = prim.batch or batch_elementwise(prim)
     return prim
 
@@ -238,26 +351,25 @@ def linear(name, impl, transpose, batch, variadic=False, n_inputs=1):
     """A linear op: its JVP applies the op to the tangent, its VJP is ``transpose``."""
     for t in _tuple(transpose):
         _check_rule_signature(name, "transpose", t, n_inputs, variadic)
-    return Primitive(
-        name, impl, "linear", None, _tuple(transpose) if not variadic else transpose, batch, variadic
-    )
+    return Linear(name, impl, transpose if variadic else _tuple(transpose), batch, variadic)
 
 
-def general(name, impl, jvp, vjp, batch, n_inputs=1, variadic=False):
-    """An op with its own JVP and VJP rule per input (one rule taking ``argnum=`` if variadic)."""
+def general(name, impl, jvp, vjp, batch, reads=None, n_inputs=1, variadic=False):
+    """An op with its own JVP and VJP rule per input (one rule taking ``argnum=`` if variadic);
+    ``reads`` names what each VJP rule reads (one string for all, or one per rule)."""
     for rule in _tuple(jvp):
         _check_rule_signature(name, "JVP", rule, n_inputs, variadic)
     for rule in _tuple(vjp):
         _check_rule_signature(name, "VJP", rule, n_inputs, variadic)
     if variadic:
-        return Primitive(name, impl, "general", jvp, vjp, batch, variadic=True)
-    return Primitive(name, impl, "general", _tuple(jvp), _tuple(vjp), batch)
+        return General(name, impl, jvp, vjp, batch, reads, None, True)
+    return General(name, impl, _tuple(jvp), _tuple(vjp), batch, reads, n_inputs, False)
 
 
 def nondifferentiable(name, impl, batch=None):
     """An op whose output carries no derivative (comparisons, sign, argmax...)."""
     from .batching_rules import batch_elementwise
 
-    prim = Primitive(name, impl, "nondiff", batch=batch)
+    prim = Nondifferentiable(name, impl, batch)
     prim.batch = prim.batch or batch_elementwise(prim)
     return prim

@@ -12,9 +12,9 @@ input, after how many examples.
 
 How rules are stored, and so what a mutation can target:
 
-* elementwise primitives share one derivative rule per input between both modes (``prim.jvp is
-  prim.vjp``): ``rule="both"`` changes that shared rule, ``"jvp"`` or ``"vjp"`` one mode only;
-* linear primitives have a transpose only (``prim.vjp``; the JVP is the op itself): ``"vjp"``, or
+* elementwise primitives share one derivative rule per input between both modes (``prim.jvp_rules
+  is prim.vjp_rules``): ``rule="both"`` changes that shared rule, ``"jvp"`` or ``"vjp"`` one mode only;
+* linear primitives have a transpose only (``prim.vjp_rules``; the JVP is the op itself): ``"vjp"``, or
   ``"impl"`` to change the op in both of its roles;
 * variadic primitives (concatenate, stack, einsum) have one rule taking ``argnum=``: ``index``
   picks the operand;
@@ -186,7 +186,7 @@ def _custom_vjp(vjp_fn, change, index):
     return vjp_mutated
 
 
-_SAVED = ("impl", "fn", "jvp", "vjp", "jvp_fn", "vjp_fn", "saves", "saves_for")
+_SAVED = ("impl", "fn", "jvp_rules", "vjp_rules", "jvp_fn", "vjp_fn", "reads")
 
 
 @contextmanager
@@ -211,11 +211,7 @@ def mutated(mutation: Mutation) -> Iterator[None]:
                 prim.vjp_fn = _custom_vjp(prim.vjp_fn, m.change, m.index)
         else:
             _mutate_registered(prim, m)
-        everything = frozenset({"ans", "*"})
-        prim.saves = everything
-        prim.saves_for = (
-            tuple(everything for _ in prim.saves_for) if isinstance(prim.saves_for, tuple) else everything
-        )
+        prim.reads = frozenset({"ans", "*"})
         yield
     finally:
         for attr, value in before.items():
@@ -229,12 +225,14 @@ def _need(rule, m: Mutation, what: str) -> None:
 
 def _mutate_registered(prim, m: Mutation) -> None:
     try:
+        variadic = getattr(prim, "variadic", False)
         if prim.kind == "elementwise" and m.rule == "both":  # one shared rule serves both modes
-            prim.jvp = prim.vjp = _per_index(prim.vjp, m.change, m.index, prim.variadic)
+            prim.jvp_rules = prim.vjp_rules = _per_index(prim.vjp_rules, m.change, m.index, variadic)
             return
-        for attr in ("jvp", "vjp") if m.rule == "both" else (m.rule,):
-            _need(getattr(prim, attr), m, attr.upper())
-            setattr(prim, attr, _per_index(getattr(prim, attr), m.change, m.index, prim.variadic))
+        for mode in ("jvp", "vjp") if m.rule == "both" else (m.rule,):
+            attr = f"{mode}_rules"
+            _need(getattr(prim, attr, None), m, mode.upper())
+            setattr(prim, attr, _per_index(getattr(prim, attr), m.change, m.index, variadic))
     except ValueError as exc:
         raise ValueError(f"Mutation {m.name!r} of {prim.name}: {exc}") from None
 
