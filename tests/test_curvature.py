@@ -596,7 +596,7 @@ def test_operator_errors(net):
     f, params = net["f"], net["params"]
     op = cv.hessian_operator(f, params)
     n = op.shape[0]
-    with pytest.raises(ValueError, match=rf"k must be an integer with 1 <= k < {n}"):
+    with pytest.raises(ValueError, match=rf"k must be an integer in \[1, {n}\)"):
         cv.top_eigenvalues(op, k=n)
     with pytest.raises(ValueError, match="unknown which 'BE'"):
         cv.top_eigenvalues(op, which="BE")
@@ -604,7 +604,7 @@ def test_operator_errors(net):
         cv.top_eigenvalues(op, params)
     with pytest.raises(TypeError, match="give a LinearOperator, or a scalar function f together with params"):
         cv.top_eigenvalues(f)
-    with pytest.raises(ValueError, match="damping must be a non-negative number, got -1.0"):
+    with pytest.raises(ValueError, match="damping must be a number >= 0.0, got -1"):
         cv.hessian_operator(f, params, damping=-1)
     with pytest.raises(ValueError, match="hessian_operator: unknown mode"):
         cv.hessian_operator(f, params, "both")

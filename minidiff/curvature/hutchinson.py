@@ -21,8 +21,8 @@ from .. import ops, pytree
 from ..errors import ShapeError
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
-from ..transforms import vmap
-from .products import _check_mode, check_params, check_vector, hvp
+from ..transforms import check_hvp_mode, vmap
+from .products import check_params, check_vector, hvp
 
 __all__ = ["PROBE_DISTRIBUTIONS", "RunningEstimate", "hutchinson_diag", "hutchinson_trace", "sample_probes"]
 
@@ -146,7 +146,7 @@ def _estimate(op, reduce, f, params, matvec, n_probes, distribution, rng, mode, 
         raise TypeError(f"{op}: params is required (the point, or the shapes of the vectors matvec takes)")
     leaves = check_params(op, params)
     _check_probe_args(op, n_probes, distribution)
-    _check_mode(op, mode)
+    check_hvp_mode(op, mode)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):

@@ -26,7 +26,7 @@ from ..creation import arange
 from ..errors import DeviceError, DTypeError, ShapeError
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
-from ..transforms import HVP_MODES, grad, jvp, vjp, vmap
+from ..transforms import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
 from ..transforms import hvp as _engine_hvp
 
 __all__ = ["HVP_MODES", "FISHER_KINDS", "hvp", "ggn_vp", "fisher_vp", "sample_labels"]
@@ -142,19 +142,19 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
     return k
 
 
-def _check_mode(op: str, mode: str) -> None:
-    if mode not in HVP_MODES:
-        raise ValueError(f"{op}: unknown mode {mode!r}; choose one of {HVP_MODES}")
-
-
 # ----------------------------------------------------------------------------- Hessian
 def hvp(f, params, v, mode: str = "fwd-over-rev", *, vectorized: bool = False):
     """``∇²f(params) · v`` for scalar ``f(params)``, with the structure of ``params``.
 
-    ``mode`` picks the composition of :func:`minidiff.hvp`: ``"fwd-over-rev"`` (default, the JVP of the
-    gradient), ``"rev-over-fwd"`` (the gradient of the directional derivative) or ``"rev-over-rev"``
-    (the VJP of the gradient).  With ``vectorized=True`` every leaf of ``v`` has a leading axis of K
-    directions and K products come back from one vector-mode pass.
+    This is :func:`minidiff.hvp` on one pytree argument: ``hvp(f, params, v, mode)`` equals
+    ``md.hvp(f, (params,), (v,), mode)[0]``.  Both apply the one implementation of the three
+    compositions, :func:`minidiff.transforms.hessian_product`; this one first checks ``params`` and
+    ``v`` leaf by leaf (naming the leaf at fault) and takes ``vectorized``.
+
+    ``mode``: ``"fwd-over-rev"`` (default, the JVP of the gradient), ``"rev-over-fwd"`` (the gradient
+    of the directional derivative) or ``"rev-over-rev"`` (the VJP of the gradient).  With
+    ``vectorized=True`` every leaf of ``v`` has a leading axis of K directions and K products come
+    back from one vector-mode pass.
 
     Example:
         >>> import minidiff as md
@@ -164,13 +164,9 @@ def hvp(f, params, v, mode: str = "fwd-over-rev", *, vectorized: bool = False):
         >>> [t.tolist() for t in hvp(f, p, (md.tensor([1.0]), md.tensor([0.0])), mode="rev-over-rev")]
         [[6.0], [2.0]]
     """
-    _check_mode("hvp", mode)
+    check_hvp_mode("hvp", mode)
     check_vector("hvp", params, v, vectorized)
-    if not vectorized:
-        return _engine_hvp(f, (params,), (v,), mode)[0]
-    if mode == "fwd-over-rev":  # vector mode: one tape, its walk carrying K tangents
-        return jvp(grad(f), (params,), (v,), vectorized=True)[1]
-    return vmap(lambda u: _engine_hvp(f, (params,), (u,), mode)[0])(v)
+    return hessian_product(f, (params,), mode)((v,), vectorized)[0]
 
 
 # ----------------------------------------------------------------------------- output-space curvature
