@@ -11,7 +11,7 @@ from functools import wraps
 from . import levels, pytree
 from .batching import Batched, BatchTrace
 from .creation import asarray, zeros
-from .errors import DTypeError, ShapeError, TracerError
+from .errors import DTypeError, ShapeError
 from .forward import Dual, ForwardTrace, check_tangent
 from .reverse import ReverseTrace, Taped, walk
 from .tensor import Tensor
@@ -528,9 +528,3 @@ def hessian_product(f, primals, mode: str = "fwd-over-rev"):
         return vmap(one)(tuple(tangents)) if vectorized else one(tangents)
 
     return product
-
-
-def escaped_check(x) -> None:
-    """Raise if ``x`` is a tracer whose transform has returned (for use in user code)."""
-    if isinstance(x, (Dual, Taped, Batched)) and not x._trace.active:
-        raise TracerError(f"a tensor traced by {x._trace} escaped its transform")
