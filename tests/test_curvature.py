@@ -565,7 +565,7 @@ def test_hutchinson_errors(net, fn):
             fn(f, params, n_probes=bad)
     with pytest.raises(ValueError, match="unknown distribution 'gauss'"):
         fn(f, params, distribution="gauss")
-    with pytest.raises(ValueError, match="chunk_size must be None or an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1 or None, got 0"):
         fn(f, params, chunk_size=0)
     with pytest.raises(TypeError, match="either f .* or matvec, not both or neither"):
         fn(f, params, matvec=lambda v: v)

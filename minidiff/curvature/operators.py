@@ -264,25 +264,34 @@ def top_eigenvalues(
         >>> [round(float(e), 8) for e in top_eigenvalues(f, md.zeros(3), k=2)]
         [10.0, 6.0]
     """
-    if not isinstance(operator, LinearOperator):
-        if not callable(operator) or params is None:
-            raise TypeError(
-                "top_eigenvalues: give a LinearOperator, or a scalar function f together with params"
-            )
-        operator = hessian_operator(operator, params, mode)
-    elif params is not None:
-        raise TypeError("top_eigenvalues: params is only used with a function f, not with a LinearOperator")
+    operator = _operator_of("top_eigenvalues", operator, params, mode)
     n = operator.shape[0]
     check_number("top_eigenvalues", "k", k, low=1, high=n, high_open=True, integer=True)  # n: the size
     if which not in _WHICH:
         raise ValueError(f"top_eigenvalues: unknown which {which!r}; choose one of {_WHICH}")
     v0 = as_generator(seed, op="top_eigenvalues").normal((n,)).numpy()
     vals, vecs = eigsh(operator, k=k, which=which, v0=v0, tol=tol, maxiter=maxiter)
-    if which == "SA":
-        order = _host.argsort(vals)
-    elif which == "LM":
-        order = _host.argsort(-_host.abs(vals))
-    else:
-        order = _host.argsort(-vals)
+    order = _eigen_order(vals, which)
     vals, vecs = vals[order], vecs[:, order]
     return (vals, vecs) if return_eigenvectors else vals
+
+
+def _operator_of(op: str, operator, params, mode: str) -> LinearOperator:
+    """``operator`` itself, or the Hessian operator of the function ``operator`` at ``params``."""
+    if not isinstance(operator, LinearOperator):
+        if not callable(operator) or params is None:
+            raise TypeError(f"{op}: give a LinearOperator, or a scalar function f together with params")
+        return hessian_operator(operator, params, mode)
+    if params is not None:
+        raise TypeError(f"{op}: params is only used with a function f, not with a LinearOperator")
+    return operator
+
+
+def _eigen_order(vals, which: str):
+    """Indices putting eigenvalues in the order :func:`top_eigenvalues` returns: smallest first for
+    ``"SA"``, largest magnitude first for ``"LM"``, largest first otherwise."""
+    if which == "SA":
+        return _host.argsort(vals)
+    if which == "LM":
+        return _host.argsort(-_host.abs(vals))
+    return _host.argsort(-vals)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from .. import ops, pytree
 from ..creation import arange
-from ..errors import DeviceError, DTypeError, ShapeError
+from ..errors import DeviceError, DTypeError, ShapeError, check_number, describe
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
 from ..transforms import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
@@ -69,7 +69,7 @@ def check_params(op: str, params) -> list[Tensor]:
         >>> check_params("demo", {"w": md.zeros(2), "n": md.tensor([1, 2])})
         Traceback (most recent call last):
         ...
-        minidiff.errors.DTypeError: demo: params leaf ['n'] has dtype int64 (shape (2,)); only floating-point parameters have curvature
+        minidiff.errors.DTypeError: demo: params leaf ['n'] is int64[2]; only floating-point parameters have curvature
     """
     leaves, treedef = pytree.flatten(params)
     if not leaves:
@@ -80,8 +80,7 @@ def check_params(op: str, params) -> list[Tensor]:
             raise TypeError(f"{op}: params leaf {i} is a {type(p).__name__}, expected a Tensor")
         if p.dtype.kind != "f":
             raise DTypeError(
-                f"{op}: params leaf {i} has dtype {p.dtype} (shape {p.shape}); only floating-point "
-                "parameters have curvature"
+                f"{op}: params leaf {i} is {describe(p)}; only floating-point parameters have curvature"
             )
         if p.device is not leaves[0].device:
             raise DeviceError(
@@ -192,7 +191,7 @@ class OutputSpaceProduct:
         for i, z in enumerate(pytree.flatten(self.z)[0]):
             if not isinstance(z, Tensor) or z.dtype.kind != "f":
                 raise DTypeError(
-                    f"{op}: model_fn output leaf {i} is {getattr(z, 'dtype', type(z).__name__)}; "
+                    f"{op}: model_fn output leaf {i} is {describe(z)}; "
                     "the model's outputs must be floating-point tensors"
                 )
         self._output_product = output_product
@@ -279,17 +278,12 @@ def sample_labels(logits: Tensor, n_samples: int = 1, rng: RngLike = None) -> Te
         [[1, 0], [1, 0]]
     """
     z = _check_logits("sample_labels", logits)
-    _check_count("sample_labels", "n_samples", n_samples)
+    check_number("sample_labels", "n_samples", n_samples, low=1, integer=True)
     gen = as_generator(rng, z.device, op="sample_labels")
     p = ops.softmax(z.detach(), axis=-1)
     cdf = ops.cumsum(p, axis=-1)[:, :-1]  # (N, C-1): the label is how many of these u exceeds
     u = gen.uniform((n_samples, z.shape[0], 1), dtype=p.dtype)
     return ops.sum((u >= cdf).astype("int64"), axis=-1)
-
-
-def _check_count(op: str, name: str, n) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{op}: {name} must be an integer >= 1, got {n!r}")
 
 
 def _check_labels(op: str, labels, z: Tensor) -> Tensor:
@@ -327,7 +321,7 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng:
     op = "fisher_vp"
     if kind not in FISHER_KINDS:
         raise ValueError(f"{op}: unknown kind {kind!r}; choose one of {FISHER_KINDS}")
-    _check_count(op, "n_samples", n_samples)
+    check_number(op, "n_samples", n_samples, low=1, integer=True)
     if labels is not None and kind != "sampled":
         raise ValueError(f"{op}: labels are only used by kind='sampled' (the analytic form needs none)")
     prod = OutputSpaceProduct(op, model_fn, params, None)
