@@ -93,7 +93,7 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
     """Check that ``v`` is shaped like ``params`` (with a leading axis of K directions if ``vectorized``).
 
     Returns K (or None when not vectorized).  Raises a ShapeError, DTypeError or DeviceError naming the
-    offending leaf, its shape and dtype.
+    offending leaf, its shape, dtype and device and its parameter's.
 
     Example:
         >>> import minidiff as md
@@ -103,7 +103,7 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
         >>> check_vector("demo", {"w": md.zeros(2)}, {"w": md.zeros(3)})
         Traceback (most recent call last):
         ...
-        minidiff.errors.ShapeError: demo: v leaf ['w'] has shape (3,) but its parameter has shape (2,)
+        minidiff.errors.ShapeError: demo: v leaf ['w'] is float64[3] but its parameter is float64[2]
     """
     p_leaves = check_params(op, params)
     _, p_def = pytree.flatten(params)
@@ -114,31 +114,35 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
     for i, p, t in zip(leaf_paths(params), p_leaves, v_leaves):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: v leaf {i} is a {type(t).__name__}, expected a Tensor")
-        if vectorized:
-            if t.ndim != p.ndim + 1 or tuple(t.shape[1:]) != tuple(p.shape):
-                raise ShapeError(
-                    f"{op}(vectorized=True): v leaf {i} has shape {t.shape}, expected (K,) + {p.shape} "
-                    "(a leading axis of K directions)"
-                )
-            if k is None:
-                k = t.shape[0]
-            elif t.shape[0] != k:
-                raise ShapeError(
-                    f"{op}(vectorized=True): v leaves carry different numbers of directions "
-                    f"{[x.shape[0] for x in v_leaves]}"
-                )
-        elif t.shape != p.shape:
-            raise ShapeError(f"{op}: v leaf {i} has shape {t.shape} but its parameter has shape {p.shape}")
-        if t.dtype != p.dtype:
-            raise DTypeError(
-                f"{op}: v leaf {i} has dtype {t.dtype} but its parameter has dtype {p.dtype}; "
-                f"cast it with .astype({p.dtype})"
+        _check_leaf_like(op, i, t, p, vectorized)
+        if vectorized and k is not None and t.shape[0] != k:
+            raise ShapeError(
+                f"{op}(vectorized=True): v leaves carry different numbers of directions "
+                f"{[x.shape[0] for x in v_leaves]}"
             )
-        if t.device is not p.device:
-            raise DeviceError(f"{op}: v leaf {i} is on {t.device} but its parameter is on {p.device}")
+        k = t.shape[0] if vectorized else None
     if vectorized and k == 0:
         raise ShapeError(f"{op}(vectorized=True): v carries no directions (K = 0)")
     return k
+
+
+def _check_leaf_like(op: str, i: str, t: Tensor, p: Tensor, vectorized: bool) -> None:
+    """Leaf ``i`` of ``v`` must have the shape (after a leading K axis if ``vectorized``), dtype and
+    device of its parameter ``p``."""
+    if not (t.ndim == p.ndim + 1 and t.shape[1:] == p.shape if vectorized else t.shape == p.shape):
+        if vectorized:
+            raise ShapeError(
+                f"{op}(vectorized=True): v leaf {i} is {describe(t)}, expected (K,) + {p.shape} "
+                "(a leading axis of K directions)"
+            )
+        error, hint = ShapeError, ""
+    elif t.dtype != p.dtype:
+        error, hint = DTypeError, f"; cast it with .astype({p.dtype})"
+    elif t.device is not p.device:
+        error, hint = DeviceError, ""
+    else:
+        return
+    raise error(f"{op}: v leaf {i} is {describe(t)} but its parameter is {describe(p)}{hint}")
 
 
 # ----------------------------------------------------------------------------- Hessian
