@@ -197,8 +197,8 @@ def test_tolerances_are_honoured():
         ([Domain(where=3)], {}, TypeError, "predicate"),
         ([1.5], {}, TypeError, "domain 0 must be a Domain"),
         ([None], {"checks": ["speed"]}, ValueError, "unknown checks ['speed']"),
-        ([None], {"order": 3}, ValueError, "order must be 1 or 2"),
-        ([None], {"max_examples": 0}, ValueError, "max_examples must be a positive integer"),
+        ([None], {"order": 3}, ValueError, "order must be an integer in [1, 2]"),
+        ([None], {"max_examples": 0}, ValueError, "max_examples must be an integer >= 1"),
     ],
 )
 def test_bad_arguments_raise_naming_check_primitive(domains, kw, error, words):
