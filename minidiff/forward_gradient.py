@@ -14,12 +14,60 @@ is ``(1/K) Σ_k (∇f·v_k) v_k``, computed in one vector-mode pass.  No tape is
 
 from __future__ import annotations
 
+import math
+
 from . import pytree
+from .errors import check_number
+from .ops import clip as clip_values
+from .ops import einsum
 from .random import RngLike, as_generator
 from .tensor import Tensor
 from .transforms import jvp
 
 DISTRIBUTIONS = ("normal", "rademacher")
+
+#: How each FGD setting is checked (:func:`check_fgd_settings`): the bounds given to
+#: :func:`minidiff.errors.check_number`.
+_SETTING_BOUNDS = {
+    "lr": dict(low=0.0),
+    "decay": dict(low=0.0),
+    "n_directions": dict(low=1, integer=True),
+    "clip": dict(low=0.0, low_open=True, none_ok=True),
+}
+
+
+def check_fgd_settings(op: str, **settings) -> None:
+    """The one check of forward gradient descent's settings, for :class:`FGD` and ``md.optim.FGD``.
+
+    Each keyword given is checked: ``lr`` (η₀) and ``decay`` (k) non-negative numbers,
+    ``n_directions`` an integer >= 1, ``clip`` None or a positive number, ``distribution`` one of
+    :data:`DISTRIBUTIONS`.  Raises ``ValueError`` naming ``op`` and the setting.
+
+    >>> from minidiff.forward_gradient import check_fgd_settings
+    >>> check_fgd_settings("FGD", lr=0.1, distribution="rademacher")
+    >>> check_fgd_settings("FGD", decay=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: FGD: decay must be a number >= 0.0, got -1.0
+    """
+    for name, value in settings.items():
+        if name == "distribution":
+            if value not in DISTRIBUTIONS:
+                raise ValueError(f"{op}: unknown distribution {value!r}; choose one of {DISTRIBUTIONS}")
+        elif name in _SETTING_BOUNDS:
+            check_number(op, name, value, **_SETTING_BOUNDS[name])
+        else:
+            raise TypeError(f"check_fgd_settings: unknown setting {name!r}")
+
+
+def fgd_learning_rate(lr: float, decay: float, i: int) -> float:
+    """FGD's schedule ``η_i = η₀·exp(−k·i)`` with ``η₀ = lr`` and ``k = decay`` (the paper's).
+
+    >>> from minidiff.forward_gradient import fgd_learning_rate
+    >>> fgd_learning_rate(0.5, 0.0, 10), round(fgd_learning_rate(1.0, 1.0, 1), 6)
+    (0.5, 0.367879)
+    """
+    return lr * math.exp(-decay * i)
 
 
 def sample_directions(params, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1):
@@ -28,10 +76,7 @@ def sample_directions(params, rng: RngLike = None, distribution: str = "normal",
     ``rng``: an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator`` or None
     (the default generator), converted by :func:`minidiff.random.as_generator` on the parameters' device.
     """
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"forward_grad: unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}"
-        )
+    check_fgd_settings("forward_grad", distribution=distribution)
     leaves = pytree.flatten(params)[0]
     rng = as_generator(rng, leaves[0].device if leaves else None, op="forward_grad")
     lead = () if n_directions == 1 else (n_directions,)
@@ -61,27 +106,29 @@ def forward_grad(
     to keep FGD from blowing up).  ``directions`` may be given instead of sampled (shaped like
     ``params``, with a leading K axis if K > 1).
     """
-    if n_directions < 1:
-        raise ValueError(f"forward_grad: n_directions must be at least 1, got {n_directions}")
+    check_fgd_settings("forward_grad", n_directions=n_directions)
     v = directions if directions is not None else sample_directions(params, rng, distribution, n_directions)
-    if n_directions == 1:
-        loss, d = jvp(f, (params,), (v,))
-    else:
-        loss, d = jvp(f, (params,), (v,), vectorized=True)
+    loss, d = jvp(f, (params,), (v,), vectorized=n_directions > 1)
     if clip is not None:
-        from .primitives.elementwise import clip as clip_
-
-        d = clip_(d, -clip, clip)
+        d = clip_values(d, -clip, clip)
     if n_directions == 1:
         return loss, pytree.tree_map(lambda vk: d * vk, v)
-    from .primitives.linalg import einsum
-
     scale = 1.0 / n_directions
     return loss, pytree.tree_map(lambda vk: einsum("k,k...->...", d, vk) * scale, v)
 
 
+def fgd_update(params, grads, lr: float):
+    """``θ − lr·g`` leaf by leaf: the FGD update of :class:`FGD` and ``md.optim.FGD``."""
+    return pytree.tree_map(lambda p, g: p - lr * g, params, grads)
+
+
 class FGD:
-    """Forward gradient descent: ``θ ← θ − η_i (∇f·v) v`` with ``η_i = η₀·exp(−k·i)``.
+    """Forward gradient descent on a pytree, functionally: ``θ ← θ − η_i (∇f·v) v``, ``η_i = η₀·exp(−k·i)``.
+
+    The functional face of ``md.optim.FGD`` (the optimizer, on tape leaves, with parameter groups and
+    ``state_dict``): both check their settings with :func:`check_fgd_settings`, follow
+    :func:`fgd_learning_rate` and update by :func:`fgd_update` with a :func:`forward_grad` estimate.
+    Here :meth:`step` takes ``f`` and the parameters and returns new ones, changing nothing in place.
 
     Each :meth:`step` runs one forward-mode pass (no tape).  Defaults are the paper's (η₀ = 2·10⁻⁴,
     k = 10⁻⁴).  ``clip`` caps ``|∇f·v|``; ``n_directions`` averages K directions per step.  ``rng``
@@ -106,10 +153,8 @@ class FGD:
         seed: int | None = 0,
         rng: RngLike = None,
     ):
-        if lr < 0 or decay < 0:
-            raise ValueError(f"FGD: lr and decay must be non-negative, got lr={lr}, decay={decay}")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"FGD: unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+        settings = dict(lr=lr, decay=decay, distribution=distribution, n_directions=n_directions, clip=clip)
+        check_fgd_settings("FGD", **settings)
         self.lr0, self.decay = lr, decay
         self.distribution, self.n_directions, self.clip = distribution, n_directions, clip
         self.rng = as_generator(seed if rng is None else rng, op="FGD")
@@ -117,13 +162,11 @@ class FGD:
 
     def learning_rate(self, i: int | None = None) -> float:
         """η_i = η₀·exp(−k·i) (the current step's by default)."""
-        import math
-
-        return self.lr0 * math.exp(-self.decay * (self.iteration if i is None else i))
+        return fgd_learning_rate(self.lr0, self.decay, self.iteration if i is None else i)
 
     def step(self, f, params):
         """One FGD step on ``f(params)``: returns ``(loss, new_params)``."""
         loss, g = forward_grad(f, params, self.rng, self.n_directions, self.distribution, self.clip)
         lr = self.learning_rate()
         self.iteration += 1
-        return loss, pytree.tree_map(lambda p, gp: p - lr * gp, params, g)
+        return loss, fgd_update(params, g, lr)

@@ -11,7 +11,7 @@ from functools import wraps
 from . import levels, pytree
 from .batching import Batched, BatchTrace
 from .creation import asarray, zeros
-from .errors import DTypeError, ShapeError, TracerError
+from .errors import DTypeError, ShapeError
 from .forward import Dual, ForwardTrace, check_tangent
 from .reverse import ReverseTrace, Taped, walk
 from .tensor import Tensor
@@ -449,14 +449,18 @@ def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
     ``"rev-over-rev"`` (VJP of the gradient: a tape of a tape walk, the most memory).  Returns a tuple with
     the structure of ``primals``.
 
+    The compositions are written once, in :func:`hessian_product`; this checks the positional
+    ``primals`` and ``tangents`` and applies it once.  ``minidiff.curvature.hvp(f, params, v, mode)``
+    is the same product on one pytree of parameters, ``hvp(f, (params,), (v,), mode)[0]``, with
+    its leaves checked by name and a ``vectorized=`` option for K directions at once.
+
     Example:
         >>> import minidiff as md
         >>> f = lambda x: (x ** 3).sum()
         >>> md.hvp(f, (md.tensor([1.0, 2.0]),), (md.tensor([1.0, 1.0]),))[0].tolist()
         [6.0, 12.0]
     """
-    if mode not in HVP_MODES:
-        raise ValueError(f"hvp: unknown mode {mode!r}; choose one of {HVP_MODES}")
+    check_hvp_mode("hvp", mode)
     primals, tangents = tuple(primals), tuple(tangents)
     p_leaves, p_def = _tensors("hvp", primals, "primal")
     t_leaves, t_def = _tensors("hvp", tangents, "tangent")
@@ -465,16 +469,62 @@ def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
     for p, t in zip(p_leaves, t_leaves):
         check_differentiable("hvp", p)
         check_tangent("hvp", p, t)
+    return hessian_product(f, primals, mode)(tangents)
+
+
+def check_hvp_mode(op: str, mode: str) -> None:
+    """Raise ``ValueError`` naming ``op`` unless ``mode`` is one of :data:`HVP_MODES`."""
+    if mode not in HVP_MODES:
+        raise ValueError(f"{op}: unknown mode {mode!r}; choose one of {HVP_MODES}")
+
+
+def hessian_product(f, primals, mode: str = "fwd-over-rev"):
+    """The Hessian of scalar ``f`` at ``primals`` as a reusable product ``product(tangents, vectorized=False)``.
+
+    This is the one place the three compositions of :func:`hvp` are written (``hvp``,
+    ``minidiff.curvature.hvp`` and ``minidiff.curvature.hessian_operator`` all go through it).
+    ``primals`` and ``tangents`` are tuples, one entry (a pytree) per argument of ``f``; a product
+    returns a tuple shaped like ``primals``.  Inputs are not checked here: the callers check them.
+
+    * ``"fwd-over-rev"``: the JVP of the gradient; each product records the gradient's tape again
+      and its walk carries the tangents;
+    * ``"rev-over-fwd"``: the gradient of the directional derivative ``∇f·v``;
+    * ``"rev-over-rev"``: the VJP of the gradient, whose tape is recorded here, once: each product
+      only walks it again (cheapest per product, most memory).
+
+    With ``vectorized=True`` every tangent carries a leading axis of K directions, and so does the
+    result: forward over reverse pushes them through one vector-mode JVP, the other modes batch the
+    product with :func:`vmap`.
+
+    Example:
+        >>> import minidiff as md
+        >>> from minidiff.transforms import hessian_product
+        >>> H = hessian_product(lambda x: (x ** 3).sum(), (md.tensor([1.0, 2.0]),), "rev-over-rev")
+        >>> H((md.tensor([1.0, 0.0]),))[0].tolist(), H((md.eye(2),), vectorized=True)[0].tolist()
+        ([6.0, 0.0], [[6.0, 0.0], [0.0, 12.0]])
+    """
+    check_hvp_mode("hvp", mode)
+    primals = tuple(primals)
     nums = tuple(range(len(primals)))
+    gradient = grad(f, argnums=nums)
     if mode == "fwd-over-rev":
-        return tuple(jvp(grad(f, argnums=nums), primals, tangents)[1])
+
+        def product(tangents, vectorized: bool = False):
+            return tuple(jvp(gradient, primals, tuple(tangents), vectorized=vectorized)[1])
+
+        return product
     if mode == "rev-over-fwd":
-        return tuple(grad(lambda *p: jvp(f, p, tangents)[1], argnums=nums)(*primals))
-    _, back = vjp(grad(f, argnums=nums), *primals)
-    return tuple(back(tangents))
 
+        def one(tangents):
+            return tuple(grad(lambda *p: jvp(f, p, tuple(tangents))[1], argnums=nums)(*primals))
 
-def escaped_check(x) -> None:
-    """Raise if ``x`` is a tracer whose transform has returned (for use in user code)."""
-    if isinstance(x, (Dual, Taped, Batched)) and not x._trace.active:
-        raise TracerError(f"a tensor traced by {x._trace} escaped its transform")
+    else:
+        _, back = vjp(gradient, *primals)
+
+        def one(tangents):
+            return tuple(back(tuple(tangents)))
+
+    def product(tangents, vectorized: bool = False):
+        return vmap(one)(tuple(tangents)) if vectorized else one(tangents)
+
+    return product

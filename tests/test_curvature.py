@@ -506,7 +506,7 @@ def test_mismatched_vectors_are_rejected(net):
     with pytest.raises(ShapeError, match=r"hvp: v has structure"):
         cv.hvp(f, params, {k: v[k] for k in ("w1", "b1", "w2")})
     with pytest.raises(
-        ShapeError, match=r"hvp: v leaf \['w1'\] has shape \(4,\) but its parameter has shape \(4, 3\)"
+        ShapeError, match=r"hvp: v leaf \['w1'\] is float64\[4\] but its parameter is float64\[4, 3\]"
     ):
         cv.hvp(f, params, {**v, "w1": md.zeros(4)})
     with pytest.raises(DTypeError, match="float32"):
@@ -553,7 +553,7 @@ def test_bad_settings_are_rejected(net, fake_device):
         cv.fisher_vp(model, params, v, "sampled", rng="0")  # numpy Generators are accepted: test_rng.py
     with pytest.raises(DeviceError, match="the generator draws on fake"):
         cv.fisher_vp(model, params, v, "sampled", rng=md.random.Generator(0, fake_device))
-    with pytest.raises(DeviceError, match=r"v leaf \['b1'\] is on fake"):
+    with pytest.raises(DeviceError, match=r"v leaf \['b1'\] is float64\[4\] on fake"):
         cv.hvp(f, params, {**v, "b1": v["b1"].to(fake_device)})
 
 
@@ -565,7 +565,7 @@ def test_hutchinson_errors(net, fn):
             fn(f, params, n_probes=bad)
     with pytest.raises(ValueError, match="unknown distribution 'gauss'"):
         fn(f, params, distribution="gauss")
-    with pytest.raises(ValueError, match="chunk_size must be None or an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1 or None, got 0"):
         fn(f, params, chunk_size=0)
     with pytest.raises(TypeError, match="either f .* or matvec, not both or neither"):
         fn(f, params, matvec=lambda v: v)
@@ -596,7 +596,7 @@ def test_operator_errors(net):
     f, params = net["f"], net["params"]
     op = cv.hessian_operator(f, params)
     n = op.shape[0]
-    with pytest.raises(ValueError, match=rf"k must be an integer with 1 <= k < {n}"):
+    with pytest.raises(ValueError, match=rf"k must be an integer in \[1, {n}\)"):
         cv.top_eigenvalues(op, k=n)
     with pytest.raises(ValueError, match="unknown which 'BE'"):
         cv.top_eigenvalues(op, which="BE")
@@ -604,7 +604,7 @@ def test_operator_errors(net):
         cv.top_eigenvalues(op, params)
     with pytest.raises(TypeError, match="give a LinearOperator, or a scalar function f together with params"):
         cv.top_eigenvalues(f)
-    with pytest.raises(ValueError, match="damping must be a non-negative number, got -1.0"):
+    with pytest.raises(ValueError, match="damping must be a number >= 0.0, got -1"):
         cv.hessian_operator(f, params, damping=-1)
     with pytest.raises(ValueError, match="hessian_operator: unknown mode"):
         cv.hessian_operator(f, params, "both")

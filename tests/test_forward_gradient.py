@@ -135,6 +135,38 @@ def test_fgd_rejects_a_negative_rate():
         md.FGD(lr=-1.0)
 
 
+def test_the_functional_fgd_and_the_optimizer_take_the_same_steps():
+    """md.FGD on a pytree and md.optim.FGD on tape leaves: one estimate, schedule and update."""
+    f, params = _problem()
+    functional = md.FGD(lr=0.3, decay=0.2, n_directions=3, clip=0.5, seed=5)
+    values, treedef = pytree.flatten(params)
+    leaves = [md.tensor(t.numpy(), requires_grad=True) for t in values]
+    optimizer = md.optim.FGD(leaves, lr=0.3, decay=0.2, n_directions=3, clip=0.5, seed=5)
+    p = params
+    for _ in range(4):
+        loss, p = functional.step(f, p)
+        loss_opt = optimizer.step(lambda ps: f(pytree.unflatten(treedef, ps)))
+        np.testing.assert_allclose(loss_opt.item(), loss.item(), rtol=1e-12)
+        np.testing.assert_allclose(_flat(leaves), _flat(p), rtol=1e-12, atol=1e-14)
+    assert functional.learning_rate() == pytest.approx(optimizer.learning_rate())
+    assert functional.learning_rate() == pytest.approx(0.3 * math.exp(-0.2 * 4))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"lr": -1.0}, {"decay": -0.1}, {"n_directions": 0}, {"clip": 0.0}, {"distribution": "cauchy"}],
+    ids=lambda b: next(iter(b)),
+)
+def test_the_functional_fgd_and_the_optimizer_refuse_the_same_settings(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"FGD: .*{name}") as functional:
+        md.FGD(**bad)
+    with pytest.raises(ValueError, match=f"FGD: .*{name}") as optimizer:
+        md.optim.FGD([md.zeros(2, requires_grad=True)], **bad)
+    if name != "lr":  # (the optimizer's base class checks lr first, for every optimizer)
+        assert str(functional.value) == str(optimizer.value)
+
+
 def _mlp(depth, width=32, seed=0):
     rng = np.random.default_rng(seed)
     return [

@@ -527,7 +527,7 @@ def test_mutation_is_caught_by_drawn_inputs(gate, results):
 
 
 def test_the_named_survivors_are_in_the_list():
-    """The two bugs that once survived every test file (issue 8) are caught now."""
+    """The two bugs that once survived every test file are caught now."""
     names = {g.mutation.name for g in GATES}
     assert {"transpose VJP forward permutation", "power ∂y NaN at x = 0"} <= names
 

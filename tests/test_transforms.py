@@ -13,6 +13,7 @@ import pytest
 
 import minidiff as md
 from minidiff.tensor import Tracer
+from minidiff.transforms import hessian_product
 
 RTOL = 1e-10  # float64 derivative checks against closed forms
 ATOL = 1e-10
@@ -476,6 +477,38 @@ def test_hvp_modes_agree_with_each_other_and_are_symmetric(rng):
 def test_hvp_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match="fwd-over-fwd"):
         md.hvp(lambda x: md.sum(x), (md.ones(2),), (md.ones(2),), mode="fwd-over-fwd")
+
+
+@pytest.mark.parametrize("mode", ["fwd-over-rev", "rev-over-fwd", "rev-over-rev"])
+def test_hessian_product_one_and_k_directions_equal_the_dense_hessian(rng, mode):
+    """The product behind md.hvp, reused at one point: one direction, then all 8 columns at once."""
+    w, b, H = _dense_hessian(rng)
+    product = hessian_product(_loss, (t64(w), t64(b)), mode)
+    vw, vb = rng.normal(size=(2, 3)), rng.normal(size=2)
+    hv = product((t64(vw), t64(vb)))
+    expected = H @ np.concatenate([vw.ravel(), vb])
+    close(hv[0], expected[:6].reshape(2, 3), rtol=1e-11, atol=1e-11)
+    close(hv[1], expected[6:], rtol=1e-11, atol=1e-11)
+    eye = np.eye(8)
+    cols = product((t64(eye[:, :6].reshape(8, 2, 3)), t64(eye[:, 6:])), vectorized=True)
+    assert cols[0].shape == (8, 2, 3) and cols[1].shape == (8, 2)
+    close(np.concatenate([cols[0].numpy().reshape(8, 6), cols[1].numpy()], axis=1), H, rtol=1e-11, atol=1e-11)
+
+
+def test_hessian_product_rev_over_rev_records_the_gradient_tape_once(rng):
+    from minidiff.reverse import nodes_created
+
+    x = t64(rng.normal(size=4))
+    f = lambda t: (md.sin(t) * t).sum()  # noqa: E731
+    recorded = {}
+    for mode in ("fwd-over-rev", "rev-over-rev"):
+        product = hessian_product(f, (x,), mode)
+        before = nodes_created()
+        for _ in range(3):
+            product((md.ones_like(x),))
+        recorded[mode] = nodes_created() - before
+    assert recorded["rev-over-rev"] == 0  # the products only walk the tape kept at construction
+    assert recorded["fwd-over-rev"] > 0  # (each JVP of the gradient records a tape: the count moves)
 
 
 # ----------------------------------------------------------------------------- vector mode

@@ -18,11 +18,11 @@ The K probes of a call run as vector-mode passes (``md.vmap``), ``chunk_size`` p
 from __future__ import annotations
 
 from .. import ops, pytree
-from ..errors import ShapeError
+from ..errors import ShapeError, check_number
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
-from ..transforms import vmap
-from .products import _check_mode, check_params, check_vector, hvp
+from ..transforms import check_hvp_mode, vmap
+from .products import check_params, check_vector, hvp
 
 __all__ = ["PROBE_DISTRIBUTIONS", "RunningEstimate", "hutchinson_diag", "hutchinson_trace", "sample_probes"]
 
@@ -131,13 +131,30 @@ def sample_probes(params, n_probes: int, distribution: str = "rademacher", rng: 
 
 
 def _check_probe_args(op, n_probes, distribution) -> None:
-    if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
-        raise ValueError(f"{op}: n_probes must be an integer >= 1, got {n_probes!r}")
+    check_number(op, "n_probes", n_probes, low=1, integer=True)
     if distribution not in PROBE_DISTRIBUTIONS:
         raise ValueError(f"{op}: unknown distribution {distribution!r}; choose one of {PROBE_DISTRIBUTIONS}")
 
 
-def _estimate(op, reduce, f, params, matvec, n_probes, distribution, rng, mode, chunk_size, running):
+def _estimate(op, reduce, f, params, matvec, probes: dict, running):
+    """What both estimators do: draw the probes ``z`` chunk by chunk, form ``A z`` and merge
+    ``reduce(z, A z)`` (one sample per probe) into a :class:`RunningEstimate`.
+
+    ``probes``: the settings ``n_probes``, ``distribution``, ``rng``, ``mode`` and ``chunk_size``."""
+    leaves = _check_estimate_args(op, f, params, matvec, probes)
+    estimate = _running_estimate(op, running)
+    n_probes, chunk_size = probes["n_probes"], probes["chunk_size"]
+    gen = as_generator(probes["rng"], leaves[0].device, op=op)
+    chunk = n_probes if chunk_size is None else min(chunk_size, n_probes)
+    for done in range(0, n_probes, chunk):
+        k = min(chunk, n_probes - done)
+        z = sample_probes(params, k, probes["distribution"], gen)
+        estimate.update(reduce(z, _products(op, f, params, matvec, z, k, probes["mode"])))
+    return estimate if running is not False else estimate.value
+
+
+def _check_estimate_args(op, f, params, matvec, probes: dict) -> list[Tensor]:
+    """The parameters' leaves, once every argument of an estimator is checked."""
     if (f is None) == (matvec is None):
         raise TypeError(
             f"{op}: give either f (a scalar function of params, for HVPs) or matvec, not both or neither"
@@ -145,39 +162,42 @@ def _estimate(op, reduce, f, params, matvec, n_probes, distribution, rng, mode, 
     if params is None:
         raise TypeError(f"{op}: params is required (the point, or the shapes of the vectors matvec takes)")
     leaves = check_params(op, params)
-    _check_probe_args(op, n_probes, distribution)
-    _check_mode(op, mode)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"{op}: chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    _check_probe_args(op, probes["n_probes"], probes["distribution"])
+    check_hvp_mode(op, probes["mode"])
+    check_number(op, "chunk_size", probes["chunk_size"], low=1, integer=True, none_ok=True)
+    return leaves
+
+
+def _running_estimate(op, running) -> RunningEstimate:
+    """The estimate to merge the new probes into: ``running`` itself, or a fresh one."""
     if isinstance(running, RunningEstimate):
         if running.kind not in (None, op):
             raise ValueError(f"{op}: cannot continue a running estimate of {running.kind}")
-        estimate = running
-    elif isinstance(running, bool):
-        estimate = RunningEstimate(op)
+        return running
+    if isinstance(running, bool):
+        return RunningEstimate(op)
+    raise TypeError(f"{op}: running must be a bool or a RunningEstimate, got {type(running).__name__}")
+
+
+def _products(op, f, params, matvec, z, k: int, mode: str):
+    """``A z`` for ``k`` probes ``z`` (a leading axis of k): Hessian-vector products of ``f`` in
+    ``mode``, or ``matvec`` batched by ``md.vmap`` (called on single vectors when k is 1)."""
+    if f is not None:
+        return hvp(f, params, z, mode, vectorized=True)
+    if k == 1:  # a matvec that cannot be batched still works one probe at a time
+        az = pytree.tree_map(lambda t: ops.expand_dims(t, 0), matvec(pytree.tree_map(lambda t: t[0], z)))
     else:
-        raise TypeError(f"{op}: running must be a bool or a RunningEstimate, got {type(running).__name__}")
-    gen = as_generator(rng, leaves[0].device, op=op)
-    chunk = n_probes if chunk_size is None else min(chunk_size, n_probes)
-    done = 0
-    while done < n_probes:
-        k = min(chunk, n_probes - done)
-        z = sample_probes(params, k, distribution, gen)
-        if f is not None:
-            az = hvp(f, params, z, mode, vectorized=True)
-        elif k == 1:  # a matvec that cannot be batched still works one probe at a time
-            az = pytree.tree_map(lambda t: ops.expand_dims(t, 0), matvec(pytree.tree_map(lambda t: t[0], z)))
-        else:
-            az = vmap(matvec)(z)
-        try:
-            check_vector(op, params, az, vectorized=True)
-        except (ShapeError, TypeError) as exc:
-            raise ShapeError(f"{op}: matvec must return a tree shaped like params: {exc}") from None
-        estimate.update(reduce(z, az))
-        done += k
-    return estimate if running is not False else estimate.value
+        az = vmap(matvec)(z)
+    try:
+        check_vector(op, params, az, vectorized=True)
+    except (ShapeError, TypeError) as exc:
+        raise ShapeError(f"{op}: matvec must return a tree shaped like params: {exc}") from None
+    return az
+
+
+def _elementwise_products(z, az):
+    """``z_k ⊙ A z_k`` for each probe k, leaf by leaf."""
+    return pytree.tree_map(lambda a, b: a * b, z, az)
 
 
 def hutchinson_diag(
@@ -213,19 +233,8 @@ def hutchinson_diag(
         >>> [round(x) for x in est.value.tolist()], est.n_probes
         ([2, 3], 2000)
     """
-    return _estimate(
-        "hutchinson_diag",
-        lambda z, az: pytree.tree_map(lambda a, b: a * b, z, az),
-        f,
-        params,
-        matvec,
-        n_probes,
-        distribution,
-        rng,
-        mode,
-        chunk_size,
-        running,
-    )
+    probes = dict(n_probes=n_probes, distribution=distribution, rng=rng, mode=mode, chunk_size=chunk_size)
+    return _estimate("hutchinson_diag", _elementwise_products, f, params, matvec, probes, running)
 
 
 def _quadratic_forms(z, az) -> Tensor:
@@ -262,16 +271,5 @@ def hutchinson_trace(
         >>> abs(est.value.item() - 2.0) < 5 * est.stderr.item()
         True
     """
-    return _estimate(
-        "hutchinson_trace",
-        _quadratic_forms,
-        f,
-        params,
-        matvec,
-        n_probes,
-        distribution,
-        rng,
-        mode,
-        chunk_size,
-        running,
-    )
+    probes = dict(n_probes=n_probes, distribution=distribution, rng=rng, mode=mode, chunk_size=chunk_size)
+    return _estimate("hutchinson_trace", _quadratic_forms, f, params, matvec, probes, running)

@@ -23,11 +23,11 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from .. import pytree
 from ..backend import numpy_module as _host
 from ..creation import asarray
-from ..errors import ShapeError
+from ..errors import ShapeError, check_number
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
-from ..transforms import grad, vjp
-from .products import _check_mode, check_params, check_vector, fisher, gauss_newton, hvp
+from ..transforms import check_hvp_mode, hessian_product, vmap
+from .products import check_params, check_vector, fisher, gauss_newton
 
 __all__ = [
     "CurvatureOperator",
@@ -54,9 +54,8 @@ class CurvatureOperator(LinearOperator):
         self, product, params, *, batched_product=None, damping: float = 0.0, name: str = "operator"
     ):
         leaves = check_params(name, params)
+        check_number(name, "damping", damping, low=0.0)
         damping = float(damping)
-        if not damping >= 0.0:
-            raise ValueError(f"{name}: damping must be a non-negative number, got {damping}")
         _, self._def = pytree.flatten(params)
         self.params, self.name, self.damping = params, name, damping
         self._shapes = [tuple(p.shape) for p in leaves]
@@ -146,7 +145,6 @@ def as_operator(matvec, params, *, vectorizable: bool = True, damping: float = 0
         >>> (op @ [1.0, 2.0, 3.0]).tolist()
         [2.0, 4.0, 6.0]
     """
-    from ..transforms import vmap
 
     def product(v):
         out = matvec(v)
@@ -175,28 +173,19 @@ def hessian_operator(f, params, mode: str = "fwd-over-rev", *, damping: float = 
         >>> (H @ [1.0, 1.0]).tolist(), H.shape
         ([6.0, 12.0], (2, 2))
     """
-    _check_mode("hessian_operator", mode)
+    check_hvp_mode("hessian_operator", mode)
     check_params("hessian_operator", params)
-    if mode == "rev-over-rev":
-        _, back = vjp(grad(f), params)
+    hessian = hessian_product(f, (params,), mode)
+    return _operator(
+        lambda v, vectorized=False: hessian((v,), vectorized)[0], params, damping, "hessian_operator"
+    )
 
-        def product(v):
-            return back(v)[0]
 
-        def batched(v):
-            from ..transforms import vmap
-
-            return vmap(product)(v)
-    else:
-
-        def product(v):
-            return hvp(f, params, v, mode)
-
-        def batched(v):
-            return hvp(f, params, v, mode, vectorized=True)
-
+def _operator(product, params, damping: float, name: str) -> CurvatureOperator:
+    """The CurvatureOperator of ``product(v, vectorized=False)`` (a Hessian, Gauss-Newton or Fisher
+    product at ``params``): ``matvec`` calls it on one vector, ``matmat`` on K at once."""
     return CurvatureOperator(
-        product, params, batched_product=batched, damping=damping, name="hessian_operator"
+        lambda v: product(v), params, batched_product=lambda v: product(v, True), damping=damping, name=name
     )
 
 
@@ -212,14 +201,7 @@ def ggn_operator(model_fn, loss_fn, params, *, damping: float = 0.0) -> Curvatur
         >>> (G @ [1.0, 1.0]).tolist()                      # J = diag(2p), G = diag(4p²)
         [4.0, 16.0]
     """
-    prod = gauss_newton(model_fn, loss_fn, params)
-    return CurvatureOperator(
-        lambda v: prod(v),
-        params,
-        batched_product=lambda v: prod(v, True),
-        damping=damping,
-        name="ggn_operator",
-    )
+    return _operator(gauss_newton(model_fn, loss_fn, params), params, damping, "ggn_operator")
 
 
 def fisher_operator(
@@ -245,13 +227,7 @@ def fisher_operator(
         [0.25, -0.25]
     """
     prod = fisher(model_fn, params, kind, n_samples=n_samples, rng=rng, labels=labels)
-    op = CurvatureOperator(
-        lambda v: prod(v),
-        params,
-        batched_product=lambda v: prod(v, True),
-        damping=damping,
-        name="fisher_operator",
-    )
+    op = _operator(prod, params, damping, "fisher_operator")
     op.labels = getattr(prod, "labels", None)
     return op
 
@@ -288,28 +264,34 @@ def top_eigenvalues(
         >>> [round(float(e), 8) for e in top_eigenvalues(f, md.zeros(3), k=2)]
         [10.0, 6.0]
     """
-    if not isinstance(operator, LinearOperator):
-        if not callable(operator) or params is None:
-            raise TypeError(
-                "top_eigenvalues: give a LinearOperator, or a scalar function f together with params"
-            )
-        operator = hessian_operator(operator, params, mode)
-    elif params is not None:
-        raise TypeError("top_eigenvalues: params is only used with a function f, not with a LinearOperator")
+    operator = _operator_of("top_eigenvalues", operator, params, mode)
     n = operator.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
-        raise ValueError(
-            f"top_eigenvalues: k must be an integer with 1 <= k < {n} (the operator's size), got {k!r}"
-        )
+    check_number("top_eigenvalues", "k", k, low=1, high=n, high_open=True, integer=True)  # n: the size
     if which not in _WHICH:
         raise ValueError(f"top_eigenvalues: unknown which {which!r}; choose one of {_WHICH}")
     v0 = as_generator(seed, op="top_eigenvalues").normal((n,)).numpy()
     vals, vecs = eigsh(operator, k=k, which=which, v0=v0, tol=tol, maxiter=maxiter)
-    if which == "SA":
-        order = _host.argsort(vals)
-    elif which == "LM":
-        order = _host.argsort(-_host.abs(vals))
-    else:
-        order = _host.argsort(-vals)
+    order = _eigen_order(vals, which)
     vals, vecs = vals[order], vecs[:, order]
     return (vals, vecs) if return_eigenvectors else vals
+
+
+def _operator_of(op: str, operator, params, mode: str) -> LinearOperator:
+    """``operator`` itself, or the Hessian operator of the function ``operator`` at ``params``."""
+    if not isinstance(operator, LinearOperator):
+        if not callable(operator) or params is None:
+            raise TypeError(f"{op}: give a LinearOperator, or a scalar function f together with params")
+        return hessian_operator(operator, params, mode)
+    if params is not None:
+        raise TypeError(f"{op}: params is only used with a function f, not with a LinearOperator")
+    return operator
+
+
+def _eigen_order(vals, which: str):
+    """Indices putting eigenvalues in the order :func:`top_eigenvalues` returns: smallest first for
+    ``"SA"``, largest magnitude first for ``"LM"``, largest first otherwise."""
+    if which == "SA":
+        return _host.argsort(vals)
+    if which == "LM":
+        return _host.argsort(-_host.abs(vals))
+    return _host.argsort(-vals)

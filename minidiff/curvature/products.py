@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from .. import ops, pytree
 from ..creation import arange
-from ..errors import DeviceError, DTypeError, ShapeError
+from ..errors import DeviceError, DTypeError, ShapeError, check_number, describe
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
-from ..transforms import HVP_MODES, grad, jvp, vjp, vmap
+from ..transforms import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
 from ..transforms import hvp as _engine_hvp
 
 __all__ = ["HVP_MODES", "FISHER_KINDS", "hvp", "ggn_vp", "fisher_vp", "sample_labels"]
@@ -69,7 +69,7 @@ def check_params(op: str, params) -> list[Tensor]:
         >>> check_params("demo", {"w": md.zeros(2), "n": md.tensor([1, 2])})
         Traceback (most recent call last):
         ...
-        minidiff.errors.DTypeError: demo: params leaf ['n'] has dtype int64 (shape (2,)); only floating-point parameters have curvature
+        minidiff.errors.DTypeError: demo: params leaf ['n'] is int64[2]; only floating-point parameters have curvature
     """
     leaves, treedef = pytree.flatten(params)
     if not leaves:
@@ -80,8 +80,7 @@ def check_params(op: str, params) -> list[Tensor]:
             raise TypeError(f"{op}: params leaf {i} is a {type(p).__name__}, expected a Tensor")
         if p.dtype.kind != "f":
             raise DTypeError(
-                f"{op}: params leaf {i} has dtype {p.dtype} (shape {p.shape}); only floating-point "
-                "parameters have curvature"
+                f"{op}: params leaf {i} is {describe(p)}; only floating-point parameters have curvature"
             )
         if p.device is not leaves[0].device:
             raise DeviceError(
@@ -94,7 +93,7 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
     """Check that ``v`` is shaped like ``params`` (with a leading axis of K directions if ``vectorized``).
 
     Returns K (or None when not vectorized).  Raises a ShapeError, DTypeError or DeviceError naming the
-    offending leaf, its shape and dtype.
+    offending leaf, its shape, dtype and device and its parameter's.
 
     Example:
         >>> import minidiff as md
@@ -104,7 +103,7 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
         >>> check_vector("demo", {"w": md.zeros(2)}, {"w": md.zeros(3)})
         Traceback (most recent call last):
         ...
-        minidiff.errors.ShapeError: demo: v leaf ['w'] has shape (3,) but its parameter has shape (2,)
+        minidiff.errors.ShapeError: demo: v leaf ['w'] is float64[3] but its parameter is float64[2]
     """
     p_leaves = check_params(op, params)
     _, p_def = pytree.flatten(params)
@@ -115,46 +114,50 @@ def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
     for i, p, t in zip(leaf_paths(params), p_leaves, v_leaves):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: v leaf {i} is a {type(t).__name__}, expected a Tensor")
-        if vectorized:
-            if t.ndim != p.ndim + 1 or tuple(t.shape[1:]) != tuple(p.shape):
-                raise ShapeError(
-                    f"{op}(vectorized=True): v leaf {i} has shape {t.shape}, expected (K,) + {p.shape} "
-                    "(a leading axis of K directions)"
-                )
-            if k is None:
-                k = t.shape[0]
-            elif t.shape[0] != k:
-                raise ShapeError(
-                    f"{op}(vectorized=True): v leaves carry different numbers of directions "
-                    f"{[x.shape[0] for x in v_leaves]}"
-                )
-        elif t.shape != p.shape:
-            raise ShapeError(f"{op}: v leaf {i} has shape {t.shape} but its parameter has shape {p.shape}")
-        if t.dtype != p.dtype:
-            raise DTypeError(
-                f"{op}: v leaf {i} has dtype {t.dtype} but its parameter has dtype {p.dtype}; "
-                f"cast it with .astype({p.dtype})"
+        _check_leaf_like(op, i, t, p, vectorized)
+        if vectorized and k is not None and t.shape[0] != k:
+            raise ShapeError(
+                f"{op}(vectorized=True): v leaves carry different numbers of directions "
+                f"{[x.shape[0] for x in v_leaves]}"
             )
-        if t.device is not p.device:
-            raise DeviceError(f"{op}: v leaf {i} is on {t.device} but its parameter is on {p.device}")
+        k = t.shape[0] if vectorized else None
     if vectorized and k == 0:
         raise ShapeError(f"{op}(vectorized=True): v carries no directions (K = 0)")
     return k
 
 
-def _check_mode(op: str, mode: str) -> None:
-    if mode not in HVP_MODES:
-        raise ValueError(f"{op}: unknown mode {mode!r}; choose one of {HVP_MODES}")
+def _check_leaf_like(op: str, i: str, t: Tensor, p: Tensor, vectorized: bool) -> None:
+    """Leaf ``i`` of ``v`` must have the shape (after a leading K axis if ``vectorized``), dtype and
+    device of its parameter ``p``."""
+    if not (t.ndim == p.ndim + 1 and t.shape[1:] == p.shape if vectorized else t.shape == p.shape):
+        if vectorized:
+            raise ShapeError(
+                f"{op}(vectorized=True): v leaf {i} is {describe(t)}, expected (K,) + {p.shape} "
+                "(a leading axis of K directions)"
+            )
+        error, hint = ShapeError, ""
+    elif t.dtype != p.dtype:
+        error, hint = DTypeError, f"; cast it with .astype({p.dtype})"
+    elif t.device is not p.device:
+        error, hint = DeviceError, ""
+    else:
+        return
+    raise error(f"{op}: v leaf {i} is {describe(t)} but its parameter is {describe(p)}{hint}")
 
 
 # ----------------------------------------------------------------------------- Hessian
 def hvp(f, params, v, mode: str = "fwd-over-rev", *, vectorized: bool = False):
     """``∇²f(params) · v`` for scalar ``f(params)``, with the structure of ``params``.
 
-    ``mode`` picks the composition of :func:`minidiff.hvp`: ``"fwd-over-rev"`` (default, the JVP of the
-    gradient), ``"rev-over-fwd"`` (the gradient of the directional derivative) or ``"rev-over-rev"``
-    (the VJP of the gradient).  With ``vectorized=True`` every leaf of ``v`` has a leading axis of K
-    directions and K products come back from one vector-mode pass.
+    This is :func:`minidiff.hvp` on one pytree argument: ``hvp(f, params, v, mode)`` equals
+    ``md.hvp(f, (params,), (v,), mode)[0]``.  Both apply the one implementation of the three
+    compositions, :func:`minidiff.transforms.hessian_product`; this one first checks ``params`` and
+    ``v`` leaf by leaf (naming the leaf at fault) and takes ``vectorized``.
+
+    ``mode``: ``"fwd-over-rev"`` (default, the JVP of the gradient), ``"rev-over-fwd"`` (the gradient
+    of the directional derivative) or ``"rev-over-rev"`` (the VJP of the gradient).  With
+    ``vectorized=True`` every leaf of ``v`` has a leading axis of K directions and K products come
+    back from one vector-mode pass.
 
     Example:
         >>> import minidiff as md
@@ -164,13 +167,9 @@ def hvp(f, params, v, mode: str = "fwd-over-rev", *, vectorized: bool = False):
         >>> [t.tolist() for t in hvp(f, p, (md.tensor([1.0]), md.tensor([0.0])), mode="rev-over-rev")]
         [[6.0], [2.0]]
     """
-    _check_mode("hvp", mode)
+    check_hvp_mode("hvp", mode)
     check_vector("hvp", params, v, vectorized)
-    if not vectorized:
-        return _engine_hvp(f, (params,), (v,), mode)[0]
-    if mode == "fwd-over-rev":  # vector mode: one tape, its walk carrying K tangents
-        return jvp(grad(f), (params,), (v,), vectorized=True)[1]
-    return vmap(lambda u: _engine_hvp(f, (params,), (u,), mode)[0])(v)
+    return hessian_product(f, (params,), mode)((v,), vectorized)[0]
 
 
 # ----------------------------------------------------------------------------- output-space curvature
@@ -196,7 +195,7 @@ class OutputSpaceProduct:
         for i, z in enumerate(pytree.flatten(self.z)[0]):
             if not isinstance(z, Tensor) or z.dtype.kind != "f":
                 raise DTypeError(
-                    f"{op}: model_fn output leaf {i} is {getattr(z, 'dtype', type(z).__name__)}; "
+                    f"{op}: model_fn output leaf {i} is {describe(z)}; "
                     "the model's outputs must be floating-point tensors"
                 )
         self._output_product = output_product
@@ -283,17 +282,12 @@ def sample_labels(logits: Tensor, n_samples: int = 1, rng: RngLike = None) -> Te
         [[1, 0], [1, 0]]
     """
     z = _check_logits("sample_labels", logits)
-    _check_count("sample_labels", "n_samples", n_samples)
+    check_number("sample_labels", "n_samples", n_samples, low=1, integer=True)
     gen = as_generator(rng, z.device, op="sample_labels")
     p = ops.softmax(z.detach(), axis=-1)
     cdf = ops.cumsum(p, axis=-1)[:, :-1]  # (N, C-1): the label is how many of these u exceeds
     u = gen.uniform((n_samples, z.shape[0], 1), dtype=p.dtype)
     return ops.sum((u >= cdf).astype("int64"), axis=-1)
-
-
-def _check_count(op: str, name: str, n) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{op}: {name} must be an integer >= 1, got {n!r}")
 
 
 def _check_labels(op: str, labels, z: Tensor) -> Tensor:
@@ -331,7 +325,7 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng:
     op = "fisher_vp"
     if kind not in FISHER_KINDS:
         raise ValueError(f"{op}: unknown kind {kind!r}; choose one of {FISHER_KINDS}")
-    _check_count(op, "n_samples", n_samples)
+    check_number(op, "n_samples", n_samples, low=1, integer=True)
     if labels is not None and kind != "sampled":
         raise ValueError(f"{op}: labels are only used by kind='sampled' (the analytic form needs none)")
     prod = OutputSpaceProduct(op, model_fn, params, None)

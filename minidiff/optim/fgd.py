@@ -3,7 +3,10 @@
 Each step draws ``v`` with independent zero-mean unit-variance entries (one array per parameter), runs
 the functional closure ``f(params)`` once in forward mode to get ``f`` and ``d = ∇f·v`` — no tape is
 recorded — and updates ``θ ← θ − η_i·d·v`` with ``η_i = η₀·exp(−k·i)``, ``i`` the steps taken so far.
-The paper's defaults: ``η₀ = 2·10⁻⁴``, ``k = 10⁻⁴``.  It wraps :func:`minidiff.forward_grad`.
+The paper's defaults: ``η₀ = 2·10⁻⁴``, ``k = 10⁻⁴``.  It shares its code with the functional ``md.FGD``
+(:mod:`minidiff.forward_gradient`): the settings checks (:func:`~minidiff.forward_gradient.check_fgd_settings`),
+the schedule (:func:`~minidiff.forward_gradient.fgd_learning_rate`), the estimate
+(:func:`minidiff.forward_grad`) and the update (:func:`~minidiff.forward_gradient.fgd_update`).
 
 Cost per step: one forward-mode evaluation (about Rf ≈ 1.4–2.5 function evaluations, no backward pass)
 plus drawing ``v``; no state beyond the random generator, saved by :meth:`Optimizer.state_dict`.
@@ -20,9 +23,7 @@ True
 
 from __future__ import annotations
 
-import math
-
-from ..forward_gradient import DISTRIBUTIONS, forward_grad
+from ..forward_gradient import check_fgd_settings, fgd_learning_rate, fgd_update, forward_grad
 from ..random import RngLike, as_generator
 from .base import Optimizer
 
@@ -52,12 +53,7 @@ class FGD(Optimizer):
         rng: RngLike = None,
     ):
         super().__init__(params, dict(lr=lr, decay=decay))
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"FGD: unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
-        if isinstance(n_directions, bool) or not isinstance(n_directions, int) or n_directions < 1:
-            raise ValueError(f"FGD: n_directions must be a positive integer, got {n_directions!r}")
-        if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-            raise ValueError(f"FGD: clip must be None or a positive number, got {clip!r}")
+        check_fgd_settings("FGD", distribution=distribution, n_directions=n_directions, clip=clip)
         devices = {p.device for p in self.parameters()}
         if len(devices) > 1:
             raise ValueError(f"FGD: all parameters must be on one device, got {sorted(map(str, devices))}")
@@ -66,14 +62,12 @@ class FGD(Optimizer):
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
-        k = settings["decay"]
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not k >= 0:
-            raise ValueError(f"FGD: decay must be a non-negative number, got {k!r}")
+        check_fgd_settings("FGD", lr=settings["lr"], decay=settings["decay"])
 
     def learning_rate(self, group: dict | None = None, i: int | None = None) -> float:
         """``η_i = η₀·exp(−k·i)`` of ``group`` (the first by default) at step ``i`` (the next by default)."""
         group = self.param_groups[0] if group is None else group
-        return group["lr"] * math.exp(-group["decay"] * (self.steps if i is None else i))
+        return fgd_learning_rate(group["lr"], group["decay"], self.steps if i is None else i)
 
     def step(self, closure=None):
         """One FGD step; returns the loss ``f(params)`` before the update."""
@@ -96,8 +90,8 @@ class FGD(Optimizer):
             raise
         new = []
         for group, gs in zip(self.param_groups, grads):
-            lr = self.learning_rate(group)
-            new.extend((p, p.detach() - lr * gp, None) for p, gp in zip(group["params"], gs))
+            values = fgd_update([p.detach() for p in group["params"]], gs, self.learning_rate(group))
+            new.extend((p, value, None) for p, value in zip(group["params"], values))
         self.commit(new)
         return loss
 

@@ -50,10 +50,19 @@ from dataclasses import dataclass
 from .. import transforms
 from ..backend import numpy_module as np
 from ..creation import asarray
+from ..errors import check_number, describe
 from ..tensor import Tensor
-from .checks import check_grads
+from .checks import _close, _inner, _np64, check_grads
 
-__all__ = ["CHECKS", "Domain", "Tolerances", "check_example", "check_jacobian", "check_primitive"]
+__all__ = [
+    "CHECKS",
+    "Domain",
+    "Tolerances",
+    "check_example",
+    "check_jacobian",
+    "check_primitive",
+    "noncontiguous_views",
+]
 
 
 # ----------------------------------------------------------------------------- domains and tolerances
@@ -118,26 +127,8 @@ class _Example:
         return np.random.default_rng([self.seed, salt])
 
 
-def _np64(x):
-    return np.asarray(x.numpy() if isinstance(x, Tensor) else x, dtype=np.float64)
-
-
-def _inner(a, b) -> float:
-    return float(np.vdot(_np64(a), _np64(b)))
-
-
 def _normal(rng, shape, dtype="float64"):
     return asarray(rng.standard_normal(shape).astype(dtype))
-
-
-def _close(got, want, rtol, atol, what: str) -> None:
-    g, w = _np64(got), _np64(want)
-    if g.shape != w.shape:
-        raise AssertionError(f"{what}: shape {g.shape} differs from the reference {w.shape}")
-    scale = max(1.0, float(np.max(np.abs(w)))) if w.size and np.all(np.isfinite(w)) else 1.0
-    if not np.allclose(g, w, rtol=rtol, atol=atol * scale, equal_nan=True):
-        err = float(np.nanmax(np.abs(g - w))) if g.size else 0.0
-        raise AssertionError(f"{what}: max abs error {err:.3g} (rtol={rtol}, atol={atol}·{scale:.3g})")
 
 
 def _output(f, args, op="check_primitive") -> Tensor:
@@ -161,11 +152,11 @@ def _adjoint(ex: _Example) -> None:
     jtu = back(u)
     for i, (c, a) in enumerate(zip(jtu, ex.args)):
         if c.shape != a.shape or c.dtype != a.dtype:
-            raise AssertionError(f"VJP of input {i}: {c.shape} {c.dtype} for an input {a.shape} {a.dtype}")
+            raise AssertionError(f"VJP of input {i}: {describe(c)} for an input {describe(a)}")
     if jv.shape != out.shape:
         raise AssertionError(f"JVP: shape {jv.shape} for an output of shape {out.shape}")
     _adjoint_pair(u, jv, jtu, v, ex.tol, "<u, J v> = <J^T u, v>")
-    ww = sum(_inner(c, c) for c in jtu)
+    ww = _inner(jtu, jtu)
     if ww > 1e-200:  # along w = J^T u, <u, J w> = <w, w>: a VJP off by a factor cannot hide
         _, jw = transforms.jvp(ex.f, ex.args, tuple(jtu))
         _adjoint_pair(u, jw, jtu, jtu, ex.tol, "<u, J w> = <w, w> for w = J^T u")
@@ -173,7 +164,7 @@ def _adjoint(ex: _Example) -> None:
 
 def _adjoint_pair(u, jv, jtu, v, tol: Tolerances, what: str) -> None:
     lhs = _inner(u, jv)
-    rhs = sum(_inner(a, b) for a, b in zip(jtu, v))
+    rhs = _inner(jtu, v)
     norm = lambda x: float(np.linalg.norm(_np64(x)))  # noqa: E731
     scale = norm(u) * norm(jv) + sum(norm(a) * norm(b) for a, b in zip(jtu, v))
     if not abs(lhs - rhs) <= tol.rtol64 * scale + tol.atol64:
@@ -199,10 +190,10 @@ def _hvp(ex: _Example) -> None:
     t = ex.tol
     for mode, got in hv.items():
         for i, (g, r) in enumerate(zip(got, ref)):
-            _close(g, r, t.rtol64, t.atol64, f"H·v of input {i}: {mode} vs fwd-over-rev")
+            _close(f"H·v of input {i}: {mode} vs fwd-over-rev", g, r, t.rtol64, t.atol64)
     hw = transforms.hvp(s, ex.args, w, mode="rev-over-rev")
-    lhs = sum(_inner(a, b) for a, b in zip(w, ref))
-    rhs = sum(_inner(a, b) for a, b in zip(v, hw))
+    lhs = _inner(w, ref)
+    rhs = _inner(v, hw)
     scale = max(1.0, sum(float(np.sum(np.abs(_np64(x)))) for x in (*ref, *hw)))
     if not abs(lhs - rhs) <= t.rtol64 * scale:
         raise AssertionError(f"Hessian symmetry <w, H v> = <v, H w>: {lhs!r} != {rhs!r}")
@@ -219,15 +210,15 @@ def _float32(ex: _Example) -> None:
     out64, jv64 = transforms.jvp(ex.f, x64, t64)
     if out32.dtype != np.float32 or jv32.dtype != np.float32:
         raise AssertionError(f"float32 inputs gave a {out32.dtype} value and a {jv32.dtype} JVP")
-    _close(out32, out64, tol.rtol32, tol.atol32, "float32 value")
-    _close(jv32, jv64, tol.rtol32, tol.atol32, "float32 JVP")
+    _close("float32 value", out32, out64, tol.rtol32, tol.atol32)
+    _close("float32 JVP", jv32, jv64, tol.rtol32, tol.atol32)
     u32 = _normal(rng, out32.shape, "float32")
     _, back32 = transforms.vjp(ex.f, *x32)
     _, back64 = transforms.vjp(ex.f, *x64)
     for i, (g32, g64) in enumerate(zip(back32(u32), back64(u32.astype("float64")))):
         if g32.dtype != np.float32:
             raise AssertionError(f"float32 VJP of input {i} is {g32.dtype}")
-        _close(g32, g64, tol.rtol32, tol.atol32, f"float32 VJP of input {i}")
+        _close(f"float32 VJP of input {i}", g32, g64, tol.rtol32, tol.atol32)
     if ex.order < 2:
         return
     hv32, _ = _hvps(ex.f, x32, u32, t32)
@@ -236,11 +227,14 @@ def _float32(ex: _Example) -> None:
     for i, (h32, h64) in enumerate(zip(hv32["fwd-over-rev"], hv64["fwd-over-rev"])):
         if h32.dtype != np.float32:
             raise AssertionError(f"float32 H·v of input {i} is {h32.dtype}")
-        _close(h32, h64, rtol, atol, f"float32 H·v of input {i}")
+        _close(f"float32 H·v of input {i}", h32, h64, rtol, atol)
 
 
-def _views(a):
-    """Non-contiguous views holding the values of ``a``: strided, transposed, reversed."""
+def noncontiguous_views(a) -> dict:
+    """Non-contiguous views holding the values of the NumPy array ``a``, by kind: ``"strided"`` (every
+    other element of a larger array), ``"reversed"`` (negative strides) and, from 2 axes,
+    ``"transposed"``; none for a 0-d array.  The ``noncontiguous`` check and the
+    :func:`~minidiff.testing.strategies.noncontiguous` strategy draw from them."""
     if a.ndim == 0:
         return {}
     big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
@@ -261,16 +255,16 @@ def _noncontiguous(ex: _Example) -> None:
     ref = back(u)
     t = ex.tol
     for kind in ("strided", "transposed", "reversed"):
-        views = [_views(a).get(kind, a) for a in arrays]
+        views = [noncontiguous_views(a).get(kind, a) for a in arrays]
         if all(vw is a for vw, a in zip(views, arrays)):
             continue
         xs = tuple(asarray(vw) for vw in views)
         got, gjv = transforms.jvp(ex.f, xs, v)
-        _close(got, out, t.rtol64, t.atol64, f"value on {kind} views")
-        _close(gjv, jv, t.rtol64, t.atol64, f"JVP on {kind} views")
+        _close(f"value on {kind} views", got, out, t.rtol64, t.atol64)
+        _close(f"JVP on {kind} views", gjv, jv, t.rtol64, t.atol64)
         _, vback = transforms.vjp(ex.f, *xs)
         for i, (g, r) in enumerate(zip(vback(u), ref)):
-            _close(g, r, t.rtol64, t.atol64, f"VJP of input {i} on {kind} views")
+            _close(f"VJP of input {i} on {kind} views", g, r, t.rtol64, t.atol64)
 
 
 def _sum_to(a, shape):
@@ -295,14 +289,14 @@ def _broadcasting(ex: _Example) -> None:
     out, jv = transforms.jvp(ex.f, ex.args, v)
     out_w, jv_w = transforms.jvp(ex.f, wide, v_wide)
     t = ex.tol
-    _close(out, out_w, t.rtol64, t.atol64, f"value on shapes {shapes} vs expanded to {target}")
-    _close(jv, jv_w, t.rtol64, t.atol64, f"JVP on shapes {shapes} vs expanded to {target}")
+    _close(f"value on shapes {shapes} vs expanded to {target}", out, out_w, t.rtol64, t.atol64)
+    _close(f"JVP on shapes {shapes} vs expanded to {target}", jv, jv_w, t.rtol64, t.atol64)
     u = _normal(rng, out.shape)
     _, back = transforms.vjp(ex.f, *ex.args)
     _, back_w = transforms.vjp(ex.f, *wide)
     for i, (g, gw, s) in enumerate(zip(back(u), back_w(u), shapes)):
         want = _sum_to(gw.numpy(), s)
-        _close(g, want, t.rtol64, t.atol64, f"VJP of input {i} ({s}) vs expanded to {target} and summed back")
+        _close(f"VJP of input {i} ({s}) vs expanded to {target} and summed back", g, want, t.rtol64, t.atol64)
 
 
 #: The checks of the battery, in the order they run on each example.
@@ -356,8 +350,7 @@ def check_example(
     ValueError: check_example: unknown checks ['bogus']; choose from ('finite_differences', ...)
     """
     names = _checks("check_example", checks)
-    if order not in (1, 2):
-        raise ValueError(f"check_example: order must be 1 or 2, got {order!r}")
+    check_number("check_example", "order", order, low=1, high=2, integer=True)
     args = tuple(asarray(a).astype("float64") for a in args)
     _output(f, args, "check_example")
     ex = _Example(f, args, int(seed), order, tolerances or Tolerances(), broadcasts)
@@ -382,7 +375,7 @@ def check_jacobian(f: Callable, args: Sequence, expected, argnums: int = 0, rtol
     for mode, jac in (("forward", transforms.jacfwd), ("reverse", transforms.jacrev)):
         try:
             got = jac(f, argnums)(*args)
-            _close(got, want, rtol, atol, f"{mode}-mode Jacobian vs the expected one")
+            _close(f"{mode}-mode Jacobian vs the expected one", got, want, rtol, atol)
         except AssertionError as exc:
             raise AssertionError(
                 f"check_jacobian: {exc}\n got {_np64(got).tolist()}\n want {want.tolist()}\n{_describe(args)}"
@@ -516,32 +509,21 @@ def check_primitive(
     ValueError: check_primitive: domain 0 needs finite low < high, got [1.0, 0.0]
     """
     op = "check_primitive"
-    names = _checks(op, checks)
+    settings = dict(checks=_checks(op, checks), order=order, tolerances=tolerances, broadcasts=broadcasts)
     doms = _domains(op, f, domains)
-    if order not in (1, 2):
-        raise ValueError(f"{op}: order must be 1 or 2, got {order!r}")
-    if not isinstance(max_examples, int) or max_examples < 1:
-        raise ValueError(f"{op}: max_examples must be a positive integer, got {max_examples!r}")
+    check_number(op, "order", order, low=1, high=2, integer=True)
+    check_number(op, "max_examples", max_examples, low=1, integer=True)
     seed = random.SystemRandom().randrange(2**32) if seed is None else int(seed)
-    name = getattr(f, "__name__", repr(f))
 
     def body(example):
         arrays, direction_seed = example
-        check_example(
-            f,
-            arrays,
-            checks=names,
-            order=order,
-            seed=direction_seed,
-            tolerances=tolerances,
-            broadcasts=broadcasts,
-        )
+        check_example(f, arrays, seed=direction_seed, **settings)
 
+    strategy = _inputs_strategy(doms, broadcasts)
     try:
-        run_hypothesis(
-            body, _inputs_strategy(doms, broadcasts), max_examples=max_examples, seed=seed, shrink=shrink
-        )
+        run_hypothesis(body, strategy, max_examples=max_examples, seed=seed, shrink=shrink)
     except AssertionError as exc:
+        name = getattr(f, "__name__", repr(f))
         raise AssertionError(
             f"{op}({name}): {exc}\nHypothesis seed {seed}: check_primitive(..., seed={seed}) reproduces this run"
         ) from None

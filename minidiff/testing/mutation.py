@@ -39,6 +39,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..ops import stop_gradient
+from ..tensor import Tensor
+from .battery import run_hypothesis
+
 __all__ = [
     "Mutation",
     "MutationResult",
@@ -128,8 +132,6 @@ def negated() -> Callable[[Callable], Callable]:
 def detached() -> Callable[[Callable], Callable]:
     """The rule sees its inputs and output with their derivatives dropped (``stop_gradient``), as a
     rule written on raw arrays would: first derivatives stay right, second derivatives go wrong."""
-    from ..ops import stop_gradient
-    from ..tensor import Tensor
 
     def change(rule):
         def rule_detached(g, ans, *args, **kwargs):
@@ -260,8 +262,6 @@ def check_mutation(
     start = time.perf_counter()
     if inputs is None:
         return _check_self_drawing(mutation, prop, baseline, start)
-    from .battery import run_hypothesis
-
     seen: list = []
 
     def body(example):

@@ -30,6 +30,7 @@ from hypothesis.extra import numpy as hnp
 
 from ..backend import numpy_module as np
 from ..creation import asarray
+from .battery import noncontiguous_views
 
 __all__ = [
     "shapes",
@@ -135,15 +136,7 @@ def noncontiguous(draw, array):
     """The same values as ``array`` held in a non-contiguous view (strided, transposed or reversed,
     i.e. with negative strides), or ``array`` itself."""
     how = draw(st.sampled_from(["strided", "transposed", "reversed", "plain"]))
-    if how == "strided" and array.ndim:
-        big = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), dtype=array.dtype)
-        big[..., ::2] = array
-        return big[..., ::2]
-    if how == "transposed" and array.ndim >= 2:
-        return np.ascontiguousarray(array.swapaxes(-1, -2)).swapaxes(-1, -2)
-    if how == "reversed" and array.ndim:
-        return np.ascontiguousarray(array[..., ::-1])[..., ::-1]
-    return array
+    return noncontiguous_views(array).get(how, array)
 
 
 @st.composite
