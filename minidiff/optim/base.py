@@ -30,8 +30,7 @@ import math
 from .. import pytree
 from ..creation import asarray
 from ..errors import check_number, describe
-from ..ops import all as all_
-from ..ops import isfinite
+from ..kernel import array_kernel
 from ..reverse import Taped, assign_, no_grad
 from ..tensor import Tensor
 
@@ -334,14 +333,15 @@ def machine_eps(dtype) -> float:
     return {2: 2.0**-10, 4: 2.0**-23, 8: 2.0**-52}[dtype.itemsize]
 
 
-def all_finite(t: Tensor) -> bool:
-    """Whether every entry of ``t`` is finite (a Python bool).
+@array_kernel
+def all_finite(ns, t) -> bool:
+    """Whether every entry of ``t`` is finite (a Python bool; one pass over the array).
 
     >>> import minidiff as md
     >>> all_finite(md.tensor([1.0, 2.0])), all_finite(md.tensor([1.0, float("nan")]))
     (True, False)
     """
-    return bool(all_(isfinite(t)))
+    return bool(ns.isfinite(t).all())
 
 
 def _as_groups(params, name) -> list[dict]:

@@ -37,11 +37,12 @@ from __future__ import annotations
 import math
 
 from ..creation import ones, zeros
+from ..errors import check_number
+from ..kernel import array_kernel
 from ..random import RngLike, as_generator
 from ..reverse import no_grad
-from ..tensor import wrap
 from ..transforms import HVP_MODES, value_and_grad, vjp
-from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
+from .adahessian import check_finite, fused_hvp, hutchinson_probes
 from .base import Optimizer, takes_params
 from .kfac import sample_labels
 
@@ -84,12 +85,10 @@ class Sophia(Optimizer):
         )
         if estimator not in ESTIMATORS:
             raise ValueError(f"Sophia: estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if isinstance(update_period, bool) or not isinstance(update_period, int) or update_period < 1:
-            raise ValueError(f"Sophia: update_period must be a positive int, got {update_period!r}")
+        check_number("Sophia", "update_period", update_period, low=1, integer=True)
         if probe not in PROBES:
             raise ValueError(f"Sophia: probe must be one of {PROBES}, got {probe!r}")
-        if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
-            raise ValueError(f"Sophia: grad_clip must be positive or None, got {grad_clip!r}")
+        check_number("Sophia", "grad_clip", grad_clip, low=0, low_open=True, none_ok=True)
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"Sophia: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
@@ -100,11 +99,8 @@ class Sophia(Optimizer):
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
-        if len(settings["betas"]) != 2:
-            raise ValueError(f"Sophia: betas must be a pair, got {settings['betas']}")
         for key in ("rho", "eps"):
-            if not settings[key] > 0:
-                raise ValueError(f"Sophia: {key} must be positive, got {settings[key]!r}")
+            check_number("Sophia", key, settings[key], low=0, low_open=True)
 
     # ------------------------------------------------------------------ gradients and estimates
     def _evaluate(self, closure, refresh):
@@ -122,8 +118,8 @@ class Sophia(Optimizer):
             if not refresh:
                 loss, grads = value_and_grad(f)(values)
                 return loss, list(grads), None
-            u = _hutchinson_probes(values, self.rng, self.probe)
-            loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
+            u = hutchinson_probes(values, self.rng, self.probe)
+            loss, grads, hu = fused_hvp(f, values, u, self.hvp_mode)
             return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
         if takes_params(closure):
             out, back = vjp(closure, [p.detach() for p in params])
@@ -159,51 +155,39 @@ class Sophia(Optimizer):
         try:
             labels_before = self.sampled_labels
             loss, grads, hhat = self._evaluate(closure, refresh)
-            _check_finite("Sophia.step", "gradient", grads)
+            check_finite("Sophia.step", "gradient", grads)
             if hhat is not None:
-                _check_finite("Sophia.step", "Hessian estimate", hhat)
+                check_finite("Sophia.step", "Hessian estimate", hhat)
         except BaseException:
             self.rng.set_state(rng_state)
             self.sampled_labels = labels_before
             raise
         scale = 1.0
         if self.grad_clip is not None:
-            norm = math.sqrt(sum(float((g._data * g._data).sum()) for g in grads))
+            norm = math.sqrt(sum(_squared_norm(g) for g in grads))
             if norm > self.grad_clip:
                 scale = self.grad_clip / norm
         results, unclipped, total = [], 0, 0
-        i = 0
+        params = self.parameters()
+        hhat = [None] * len(params) if hhat is None else hhat
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    h = None if hhat is None else hhat[i]._data
-                    value, new_state, n_ok = self._update(p.detach(), grads[i]._data * scale, h, group, p)
-                    results.append((p, value, new_state))
-                    unclipped += n_ok
-                    total += p.size
-                    i += 1
+            for i, (group, p) in enumerate((grp, p) for grp in self.param_groups for p in grp["params"]):
+                state = self.state[id(p)]
+                value, m, h, n_ok = _sophia_step(
+                    p.detach(),
+                    grads[i],
+                    hhat[i],
+                    state.get("exp_avg"),
+                    state.get("hessian"),
+                    scale=scale,
+                    **group,
+                )
+                results.append((p, value, {"exp_avg": m, "hessian": h}))
+                unclipped += n_ok
+                total += p.size
         self.commit(results)
         self.unclipped_fraction = unclipped / max(total, 1)
         return loss
-
-    def _update(self, p, g, hhat, group, leaf):
-        xp, dev = p.device.xp, p.device
-        state = self.state[id(leaf)]
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        pd = p._data
-        dt = pd.dtype
-        m = state.get("exp_avg")
-        m = (1 - beta1) * g if m is None else beta1 * m._data + (1 - beta1) * g
-        h = state.get("hessian")
-        h = xp.zeros_like(pd) if h is None else h._data
-        if hhat is not None:
-            h = beta2 * h + (1 - beta2) * hhat
-        ratio = xp.abs(m) / (group["rho"] * xp.maximum(h, 0) + group["eps"])
-        n_ok = int((ratio < 1).sum())
-        new = pd * (1 - lr * group["weight_decay"]) - lr * xp.sign(m) * xp.minimum(ratio, 1.0)
-        new_state = {"exp_avg": wrap(m.astype(dt, copy=False), dev), "hessian": wrap(h.astype(dt), dev)}
-        return wrap(new.astype(dt, copy=False), dev), new_state, n_ok
 
     def extra_state(self) -> dict:
         return {"rng": self.rng.get_state()}
@@ -211,6 +195,27 @@ class Sophia(Optimizer):
     def load_extra_state(self, extra: dict) -> None:
         if "rng" in extra:
             self.rng.set_state(extra["rng"])
+
+
+@array_kernel
+def _squared_norm(ns, g) -> float:
+    return float((g * g).sum())
+
+
+@array_kernel
+def _sophia_step(ns, p, g, hhat, m, h, *, scale, lr, betas, rho, eps, weight_decay, **group):
+    """The clipped step of the module docstring on arrays: ``(new p, m, h, unclipped count)``."""
+    beta1, beta2 = betas
+    dt = p.dtype
+    g = g * scale
+    m = (1 - beta1) * g if m is None else beta1 * m + (1 - beta1) * g
+    h = ns.zeros_like(p) if h is None else h
+    if hhat is not None:
+        h = beta2 * h + (1 - beta2) * hhat
+    ratio = ns.abs(m) / (rho * ns.maximum(h, 0) + eps)
+    n_ok = int((ratio < 1).sum())
+    new = p * (1 - lr * weight_decay) - lr * ns.sign(m) * ns.minimum(ratio, 1.0)
+    return new.astype(dt, copy=False), m.astype(dt, copy=False), h.astype(dt), n_ok
 
 
 def _pair(out):
