@@ -39,7 +39,8 @@ import warnings
 from .. import ops, pytree
 from ..creation import asarray, eye, zeros
 from ..custom import primitive
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, ShapeError, check_number
+from ..kernel import array_namespace
 from ..linalg import expm as _expm  # the public md.linalg.expm (scaling and squaring)
 from ..linalg import solve
 from ..ops import (
@@ -149,7 +150,7 @@ def _solve(f, y0, leaves, ts, treedef, opts, init):
     A far-off iterate may overflow on the way: the backend's floating-point notices are silenced
     here, because the guard clips such iterates and the convergence test judges the result.
     """
-    errstate = getattr(y0.device.xp, "errstate", None)
+    errstate = getattr(array_namespace(y0), "errstate", None)
     if errstate is None:
         return _iterate(f, y0, leaves, ts, treedef, opts, init)
     with errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -285,11 +286,9 @@ def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, ini
         raise ValueError(f"{op}: unknown expm {expm!r}; expected one of {EXPM_METHODS}")
     if on_failure not in _ON_FAILURE:
         raise ValueError(f"{op}: unknown on_failure {on_failure!r}; expected one of {_ON_FAILURE}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"{op}: max_iter must be a positive integer, got {max_iter!r}")
+    check_number(op, "max_iter", max_iter, low=1, integer=True)
     for name, tol in (("atol", atol), ("rtol", rtol)):
-        if tol is not None and not (tol >= 0 and math.isfinite(tol)):
-            raise ValueError(f"{op}: {name} must be a finite number ≥ 0, got {tol!r}")
+        check_number(op, name, tol, low=0, none_ok=True)
     y0 = asarray(y0)
     if y0.dtype.kind != "f":
         raise DTypeError(f"{op}: y0 must be floating point, got {y0.dtype} of shape {y0.shape}")
