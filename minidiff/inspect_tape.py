@@ -74,7 +74,7 @@ def format_tape(y, names: dict | None = None) -> str:
         node = getattr(t, "_node", None)
         if node in label:
             tags.setdefault(node, []).append(name)
-    rows, total, counted = [], 0, set()
+    rows, total, counted = [], 0, {}
     for n in nodes:
         kind = getattr(n.prim, "name", None)
         if n.prim is None:
@@ -90,9 +90,10 @@ def format_tape(y, names: dict | None = None) -> str:
             if isinstance(n.ans, Tensor):
                 kept.append("out")
             saves = f"saves {', '.join(kept)}" if kept else ""
-            for v in (n.ans, *n.args):  # an array kept by several nodes is counted once
-                if isinstance(v, Tensor) and id(v._data) not in counted:
-                    counted.add(id(v._data))
+            for v in (n.ans, *n.args):  # a value kept by several nodes is counted once
+                value = v.detach() if isinstance(v, Tensor) else None
+                if value is not None and id(value) not in counted:
+                    counted[id(value)] = value  # held, so that its id is not reused
                     total += v.size * v.dtype.itemsize
         tag = f"# {', '.join(tags[n])}" if n in tags else ""
         rows.append((f"{label[n]} = {expr}", f"{n.dtype}[{','.join(str(d) for d in n.shape)}]", saves, tag))
