@@ -243,22 +243,10 @@ class KFAC(Optimizer):
         factored = group["factored_gradient"] and group["damping_mode"] == "tikhonov"
         rng_state = self.rng.get_state()
         captured: dict = {}
-        phase = ["forward"]
+        phase = ["forward"]  # the pass the hooks see
         handles = self._hooks(captured, phase, stats_step, factored) if stats_step or factored else []
         try:
-            self.zero_grad()
-            loss, logits = _loss_and_logits(closure())
-            phase[0] = "data+fisher" if stats_step and not true_fisher else "data"
-            loss.backward(retain_graph=stats_step and true_fisher)
-            grads = [p.grad for p in params]
-            self.check_grads_finite([grads])
-            labels = None
-            if stats_step and true_fisher:
-                labels, ct = sample_labels(logits, self.rng)
-                phase[0] = "fisher"
-                logits.backward(ct)
-                for p, g in zip(params, grads):  # keep the data gradients in .grad
-                    p.grad = g
+            loss, grads, labels = self._backward_passes(closure, phase, stats_step, true_fisher)
             if stats_step:
                 _check_captured(captured, self.layers)
             with no_grad():
@@ -273,6 +261,26 @@ class KFAC(Optimizer):
         if labels is not None:
             self.sampled_labels = labels
         return loss.detach()
+
+    def _backward_passes(self, closure, phase: list, stats_step: bool, true_fisher: bool):
+        """``(loss, data gradients, sampled labels or None)``: the closure, the backward pass of the loss
+        and, for the true Fisher, one more of the logits on labels sampled from the model."""
+        params = self.param_groups[0]["params"]
+        fisher_pass = stats_step and true_fisher
+        self.zero_grad()
+        loss, logits = _loss_and_logits(closure())
+        phase[0] = "data+fisher" if stats_step and not true_fisher else "data"
+        loss.backward(retain_graph=fisher_pass)
+        grads = [p.grad for p in params]
+        self.check_grads_finite([grads])
+        if not fisher_pass:
+            return loss, grads, None
+        labels, ct = sample_labels(logits, self.rng)
+        phase[0] = "fisher"
+        logits.backward(ct)
+        for p, g in zip(params, grads):  # keep the data gradients in .grad
+            p.grad = g
+        return loss, grads, labels
 
     def _update(self, group, grads, captured, stats_step, inverse_step):
         """``(new state per parameter id, new values)``: factors, inverses, preconditioned directions
@@ -306,8 +314,13 @@ class KFAC(Optimizer):
         kl = group["kl_clip"]
         nu = min(1.0, math.sqrt(kl / vg)) if kl is not None and vg > 0 else 1.0
         self.kl_scale = nu
+        return new_state, self._momentum_steps(group, grad_of, directions, nu, new_state)
+
+    def _momentum_steps(self, group, grad_of, directions, nu, new_state) -> list:
+        """The new value of every parameter (None without a gradient): SGD with momentum along ν·Δ
+        (layers) or the gradient (other parameters); the new buffers go into ``new_state``."""
         values = []
-        for p in params:
+        for p in group["params"]:
             g = grad_of[id(p)]
             if g is None:
                 values.append(None)
@@ -324,7 +337,7 @@ class KFAC(Optimizer):
                 wd=group["weight_decay"],
             )
             values.append(value)
-        return new_state, values
+        return values
 
     @staticmethod
     def _layer_direction(module, gw, gb, inv, cap, stats_step, group):

@@ -111,42 +111,52 @@ class Sophia(Optimizer):
                 "closure(params) -> loss for Sophia-H, closure(params) or closure() -> (loss, logits) "
                 "for Sophia-G"
             )
-        params = self.parameters()
         if self.estimator == "hutchinson":
-            f = self.loss_function(closure)
-            values = [p.detach() for p in params]
-            if not refresh:
-                loss, grads = value_and_grad(f)(values)
-                return loss, list(grads), None
-            u = hutchinson_probes(values, self.rng, self.probe)
-            loss, grads, hu = fused_hvp(f, values, u, self.hvp_mode)
-            return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
-        if takes_params(closure):
-            out, back = vjp(closure, [p.detach() for p in params])
-            loss, logits = _check_pair(*_pair(out))
-            one = ones((), loss.dtype, loss.device)
-            grads = back((one, zeros(logits.shape, logits.dtype, logits.device)))[0]
-            if not refresh:
-                return loss, list(grads), None
-            labels, ct = sample_labels(logits, self.rng)
-            ghat = back((zeros((), loss.dtype, loss.device), ct))[0]
-        else:
-            self.zero_grad()
-            loss, logits = _check_pair(*_pair(closure()))
-            loss.backward(retain_graph=refresh)
-            grads = [_grad_or_zeros(p) for p in params]
-            if not refresh:
-                return loss.detach(), grads, None
-            labels, ct = sample_labels(logits, self.rng)
-            self.zero_grad()
-            logits.backward(ct)
-            ghat = [_grad_or_zeros(p) for p in params]
-            for p, g in zip(params, grads):  # keep the data gradients in .grad
-                p.grad = g
-            loss = loss.detach()
-        self.sampled_labels = labels
+            return self._hutchinson(self.loss_function(closure), refresh)
+        gnb = self._gnb_functional if takes_params(closure) else self._gnb_tape
+        loss, grads, logits, ghat = gnb(closure, refresh)
+        if ghat is None:
+            return loss, grads, None
         b = logits.shape[0]
-        return loss, list(grads), [b * g * g for g in ghat]
+        return loss, grads, [b * g * g for g in ghat]
+
+    def _hutchinson(self, f, refresh):
+        """Sophia-H: the gradient, and on refresh steps ``ĥ = u ⊙ Hu`` from the same pass."""
+        values = [p.detach() for p in self.parameters()]
+        if not refresh:
+            loss, grads = value_and_grad(f)(values)
+            return loss, list(grads), None
+        u = hutchinson_probes(values, self.rng, self.probe)
+        loss, grads, hu = fused_hvp(f, values, u, self.hvp_mode)
+        return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
+
+    def _gnb_functional(self, closure, refresh):
+        """Sophia-G on ``closure(params) -> (loss, logits)``: ``(loss, grads, logits, ĝ or None)``."""
+        out, back = vjp(closure, [p.detach() for p in self.parameters()])
+        loss, logits = _check_pair(*_pair(out))
+        one = ones((), loss.dtype, loss.device)
+        grads = back((one, zeros(logits.shape, logits.dtype, logits.device)))[0]
+        if not refresh:
+            return loss, list(grads), logits, None
+        self.sampled_labels, ct = sample_labels(logits, self.rng)
+        return loss, list(grads), logits, back((zeros((), loss.dtype, loss.device), ct))[0]
+
+    def _gnb_tape(self, closure, refresh):
+        """Sophia-G on ``closure() -> (loss, logits)`` (tape style): ``(loss, grads, logits, ĝ or None)``."""
+        params = self.parameters()
+        self.zero_grad()
+        loss, logits = _check_pair(*_pair(closure()))
+        loss.backward(retain_graph=refresh)
+        grads = [_grad_or_zeros(p) for p in params]
+        if not refresh:
+            return loss.detach(), grads, logits, None
+        self.sampled_labels, ct = sample_labels(logits, self.rng)
+        self.zero_grad()
+        logits.backward(ct)
+        ghat = [_grad_or_zeros(p) for p in params]
+        for p, g in zip(params, grads):  # keep the data gradients in .grad
+            p.grad = g
+        return loss.detach(), grads, logits, ghat
 
     def step(self, closure=None):
         """One Sophia step (see the module docstring for the closure); returns the loss."""
