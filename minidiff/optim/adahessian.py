@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from ..errors import check_number, describe
 from ..kernel import array_kernel
-from ..random import Generator, RngLike, as_generator
+from ..random import Generator, RngLike
 from ..reverse import no_grad
 from ..transforms import HVP_MODES, hvp, jvp, value_and_grad
-from .base import Optimizer, all_finite, settings_of
+from .base import RandomOptimizer, all_finite, settings_of
 
 __all__ = ["AdaHessian"]
 
@@ -58,7 +58,7 @@ def check_finite(op: str, what: str, tensors) -> None:
             )
 
 
-class AdaHessian(Optimizer):
+class AdaHessian(RandomOptimizer):
     """AdaHessian; ``step(closure)`` needs the functional closure ``closure(params) -> loss``.
 
     Defaults (``docs/papers.md`` §6): lr 0.15, betas (0.9, 0.999), eps 10⁻⁴, hessian_power k = 1,
@@ -92,7 +92,7 @@ class AdaHessian(Optimizer):
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"AdaHessian: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.hvp_mode = hvp_mode
-        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="AdaHessian")
+        self.init_rng(seed, rng)
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -128,13 +128,6 @@ class AdaHessian(Optimizer):
             p, g, hz, state.get("exp_avg"), state.get("exp_hessian_diag_sq"), t=t, **group
         )
         return value, {"exp_avg": m, "exp_hessian_diag_sq": v}
-
-    def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
 
 
 @array_kernel

@@ -31,6 +31,7 @@ from .. import pytree
 from ..creation import asarray
 from ..errors import check_number, describe
 from ..kernel import array_kernel
+from ..random import RngLike, as_generator
 from ..reverse import Taped, assign_, no_grad
 from ..tensor import Tensor
 
@@ -278,6 +279,24 @@ class Optimizer:
     def __repr__(self) -> str:
         settings = {k: v for k, v in self.param_groups[0].items() if k != "params"}
         return f"{type(self).__name__}({len(self.parameters())} parameters, {settings})"
+
+
+class RandomOptimizer(Optimizer):
+    """An optimizer that draws random numbers (probes, sampled labels): its generator ``rng`` is part of
+    its state, saved by ``state_dict`` and restored by ``load_state_dict``."""
+
+    def init_rng(self, seed: RngLike, rng: RngLike) -> None:
+        """``self.rng`` from ``rng`` if given, else from ``seed`` (any form ``as_generator`` takes)."""
+        self.rng = as_generator(
+            seed if rng is None else rng, self.parameters()[0].device, op=type(self).__name__
+        )
+
+    def extra_state(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_extra_state(self, extra: dict) -> None:
+        if "rng" in extra:
+            self.rng.set_state(extra["rng"])
 
 
 def takes_params(closure) -> bool:

@@ -60,7 +60,7 @@ from ..nn.modules import Conv2d, Linear, Module
 from ..random import RngLike, as_generator
 from ..reverse import no_grad
 from ..tensor import Tensor
-from .base import Optimizer, all_finite, machine_eps
+from .base import RandomOptimizer, all_finite, machine_eps
 
 __all__ = ["KFAC", "sample_labels"]
 
@@ -100,7 +100,7 @@ def _sample_labels(ns, z, u):
     return labels, (p / b).astype(z.dtype)
 
 
-class KFAC(Optimizer):
+class KFAC(RandomOptimizer):
     """K-FAC on the dense and convolution layers of ``model`` (see the module docstring).
 
     ``model`` is a :class:`minidiff.nn.Module` whose parameters are tape leaves: call
@@ -157,7 +157,7 @@ class KFAC(Optimizer):
         for name, m in model.named_modules():
             if isinstance(m, (Linear, Conv2d)):
                 self.layers.append((name, m, m.weight, m.parameters().get("bias")))
-        self.rng = as_generator(seed if rng is None else rng, params[0].device, op="KFAC")
+        self.init_rng(seed, rng)
         self.kl_scale = 1.0
         self.sampled_labels = None
 
@@ -358,11 +358,10 @@ class KFAC(Optimizer):
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state(), "kl_scale": self.kl_scale}
+        return {**super().extra_state(), "kl_scale": self.kl_scale}
 
     def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
+        super().load_extra_state(extra)
         self.kl_scale = extra.get("kl_scale", 1.0)
 
 

@@ -39,11 +39,11 @@ import math
 from ..creation import ones, zeros
 from ..errors import check_number
 from ..kernel import array_kernel
-from ..random import RngLike, as_generator
+from ..random import RngLike
 from ..reverse import no_grad
 from ..transforms import HVP_MODES, value_and_grad, vjp
 from .adahessian import check_finite, fused_hvp, hutchinson_probes
-from .base import Optimizer, takes_params
+from .base import RandomOptimizer, takes_params
 from .kfac import sample_labels
 
 __all__ = ["Sophia"]
@@ -52,7 +52,7 @@ ESTIMATORS = ("gnb", "hutchinson")
 PROBES = ("rademacher", "normal")
 
 
-class Sophia(Optimizer):
+class Sophia(RandomOptimizer):
     """Sophia-G / Sophia-H (see the module docstring); ``step(closure)`` returns the loss.
 
     Defaults: lr 10⁻⁴, betas (0.965, 0.99), rho 0.04, eps 10⁻¹², weight_decay 0.1, estimator "gnb",
@@ -93,7 +93,7 @@ class Sophia(Optimizer):
             raise ValueError(f"Sophia: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
-        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="Sophia")
+        self.init_rng(seed, rng)
         self.unclipped_fraction = None
         self.sampled_labels = None
 
@@ -198,13 +198,6 @@ class Sophia(Optimizer):
         self.commit(results)
         self.unclipped_fraction = unclipped / max(total, 1)
         return loss
-
-    def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
 
 
 @array_kernel
