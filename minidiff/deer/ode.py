@@ -59,7 +59,7 @@ from ..ops import (
 )
 from ..tensor import Tensor, Tracer
 from ..transforms import jvp, vjp, vmap
-from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, default_tolerances
+from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, default_tolerances, nonfinite
 from .scan import affine_scan
 
 __all__ = ["deer_odeint", "sequential_odeint", "EXPM_METHODS"]
@@ -290,7 +290,7 @@ def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, ini
     leaves, treedef = pytree.flatten(params)
     leaves = [asarray(p) for p in leaves]
     for name, x in [("y0", y0)] + [(f"params leaf {i}", p) for i, p in enumerate(leaves)]:
-        if x.dtype.kind == "f" and bool(_nonfinite(x)):
+        if x.dtype.kind == "f" and bool(nonfinite(x)):
             raise ValueError(f"{op}: {name} of shape {x.shape} holds NaN or infinite values")
     if init is not None:
         init = _check_init(op, asarray(init), y0, ts)
@@ -336,7 +336,7 @@ def _check_init(op, init, y0, ts) -> Tensor:
         raise ShapeError(f"{op}: init must have shape (*batch, len(ts), n) = {want}, got {init.shape}")
     if init.dtype != y0.dtype:
         raise DTypeError(f"{op}: init has dtype {init.dtype} but y0 has {y0.dtype}")
-    if _nonfinite(init):
+    if nonfinite(init):
         raise ValueError(f"{op}: init of shape {init.shape} holds NaN or infinite values")
     return init
 
@@ -352,18 +352,6 @@ def _check_f(op, f, y0, ts, leaves, treedef) -> None:
         )
     if out.dtype != y0.dtype:
         raise DTypeError(f"{op}: f returned {out.dtype} for a state of dtype {y0.dtype}")
-
-
-def _concrete(x) -> Tensor:
-    """The plain tensor under any transforms' tracers (with vmap's batch axis, if any)."""
-    while isinstance(x, Tracer):
-        x = x.primal
-    return x
-
-
-def _nonfinite(x) -> bool:
-    """Whether ``x`` holds a NaN or an infinity (any example of a vmapped batch)."""
-    return not bool(ops.all(isfinite(_concrete(x))).item())
 
 
 # ----------------------------------------------------------------------------- public functions

@@ -35,7 +35,7 @@ from ..custom import primitive
 from ..errors import DTypeError, MinidiffError, ShapeError, check_number
 from ..kernel import array_kernel, array_namespace
 from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack
-from ..tensor import Tensor
+from ..tensor import Tensor, Tracer
 from ..transforms import jvp, vjp
 from .scan import _mv, _transposed_scan, affine_scan
 
@@ -242,6 +242,14 @@ def _residual_test(ns, F, Y, *, atol, rtol):
     return residual, _within(ns, res, Y, atol, rtol)
 
 
+def nonfinite(x) -> bool:
+    """Whether ``x`` holds a NaN or an infinity (any example of a vmapped batch): read on the plain
+    value under every transform's tracer, since this checks inputs before anything runs."""
+    while isinstance(x, Tracer):
+        x = x.primal
+    return not _all_finite(x)
+
+
 @array_kernel
 def _all_finite(ns, t) -> bool:
     return bool(ns.all(ns.isfinite(t)))
@@ -370,7 +378,7 @@ def deer_rnn(
         raise ValueError(f"{op}: on_failure must be 'warn' or 'raise', got {on_failure!r}")
     check_number(op, "max_iter", max_iter, low=1, integer=True)
     for name, t in [("y0", y0), ("xs", xs)] + [(f"params leaf {i}", t) for i, t in enumerate(leaves)]:
-        if not _all_finite(t.detach()):
+        if nonfinite(t):
             raise ValueError(f"{op}: {name} of shape {t.shape} contains NaN or infinite values")
     shape = xs.shape[:-1] + y0.shape[-1:]
     if init is not None:

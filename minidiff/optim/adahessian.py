@@ -33,13 +33,13 @@ from .base import RandomOptimizer, all_finite, settings_of
 __all__ = ["AdaHessian"]
 
 
-def hutchinson_probes(params, rng: Generator, distribution: str = "rademacher") -> list:
+def _hutchinson_probes(params, rng: Generator, distribution: str = "rademacher") -> list:
     """One probe per parameter, shaped and typed like it: Rademacher signs or standard normals."""
     draw = rng.rademacher if distribution == "rademacher" else rng.normal
     return [draw(p.shape, dtype=p.dtype) for p in params]
 
 
-def fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
+def _fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
     """``(loss, gradient list, H·probes list)`` of ``f(params)``; forward-over-reverse gets all three
     from one pass (the JVP of ``value_and_grad``), the other modes take a gradient and an ``md.hvp``."""
     if mode == "fwd-over-rev":
@@ -49,7 +49,7 @@ def fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
     return loss, list(grads), list(hvp(f, (params,), (probes,), mode=mode)[0])
 
 
-def check_finite(op: str, what: str, tensors) -> None:
+def _check_finite(op: str, what: str, tensors) -> None:
     """Raise ``FloatingPointError`` naming the first non-finite tensor (nothing is changed)."""
     for i, t in enumerate(tensors):
         if not all_finite(t):
@@ -92,7 +92,7 @@ class AdaHessian(RandomOptimizer):
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"AdaHessian: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.hvp_mode = hvp_mode
-        self.init_rng(seed, rng)
+        self._init_rng(seed, rng)
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -104,10 +104,10 @@ class AdaHessian(RandomOptimizer):
         params = [p.detach() for p in self.parameters()]
         rng_state = self.rng.get_state()
         try:
-            z = hutchinson_probes(params, self.rng)
-            loss, grads, hz = fused_hvp(f, params, z, self.hvp_mode)
-            check_finite("AdaHessian.step", "gradient", grads)
-            check_finite("AdaHessian.step", "Hessian-vector product", hz)
+            z = _hutchinson_probes(params, self.rng)
+            loss, grads, hz = _fused_hvp(f, params, z, self.hvp_mode)
+            _check_finite("AdaHessian.step", "gradient", grads)
+            _check_finite("AdaHessian.step", "Hessian-vector product", hz)
         except BaseException:
             self.rng.set_state(rng_state)
             raise

@@ -285,7 +285,7 @@ class RandomOptimizer(Optimizer):
     """An optimizer that draws random numbers (probes, sampled labels): its generator ``rng`` is part of
     its state, saved by ``state_dict`` and restored by ``load_state_dict``."""
 
-    def init_rng(self, seed: RngLike, rng: RngLike) -> None:
+    def _init_rng(self, seed: RngLike, rng: RngLike) -> None:
         """``self.rng`` from ``rng`` if given, else from ``seed`` (any form ``as_generator`` takes)."""
         self.rng = as_generator(
             seed if rng is None else rng, self.parameters()[0].device, op=type(self).__name__

@@ -157,7 +157,7 @@ class KFAC(RandomOptimizer):
         for name, m in model.named_modules():
             if isinstance(m, (Linear, Conv2d)):
                 self.layers.append((name, m, m.weight, m.parameters().get("bias")))
-        self.init_rng(seed, rng)
+        self._init_rng(seed, rng)
         self.kl_scale = 1.0
         self.sampled_labels = None
 

@@ -42,7 +42,7 @@ from ..kernel import array_kernel
 from ..random import RngLike
 from ..reverse import no_grad
 from ..transforms import HVP_MODES, value_and_grad, vjp
-from .adahessian import check_finite, fused_hvp, hutchinson_probes
+from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
 from .base import RandomOptimizer, takes_params
 from .kfac import sample_labels
 
@@ -93,7 +93,7 @@ class Sophia(RandomOptimizer):
             raise ValueError(f"Sophia: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
-        self.init_rng(seed, rng)
+        self._init_rng(seed, rng)
         self.unclipped_fraction = None
         self.sampled_labels = None
 
@@ -126,8 +126,8 @@ class Sophia(RandomOptimizer):
         if not refresh:
             loss, grads = value_and_grad(f)(values)
             return loss, list(grads), None
-        u = hutchinson_probes(values, self.rng, self.probe)
-        loss, grads, hu = fused_hvp(f, values, u, self.hvp_mode)
+        u = _hutchinson_probes(values, self.rng, self.probe)
+        loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
         return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
 
     def _gnb_functional(self, closure, refresh):
@@ -165,9 +165,9 @@ class Sophia(RandomOptimizer):
         try:
             labels_before = self.sampled_labels
             loss, grads, hhat = self._evaluate(closure, refresh)
-            check_finite("Sophia.step", "gradient", grads)
+            _check_finite("Sophia.step", "gradient", grads)
             if hhat is not None:
-                check_finite("Sophia.step", "Hessian estimate", hhat)
+                _check_finite("Sophia.step", "Hessian estimate", hhat)
         except BaseException:
             self.rng.set_state(rng_state)
             self.sampled_labels = labels_before
