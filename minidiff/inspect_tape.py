@@ -74,26 +74,10 @@ def format_tape(y, names: dict | None = None) -> str:
         node = getattr(t, "_node", None)
         if node in label:
             tags.setdefault(node, []).append(name)
-    rows, total, counted = [], 0, set()
+    rows, total, counted = [], 0, {}
     for n in nodes:
-        kind = getattr(n.prim, "name", None)
-        if n.prim is None:
-            expr, saves = "leaf", ""
-        elif n.freed:
-            expr, saves = f"{kind}(<freed>)", ""
-        else:
-            parent_of = {i: p for i, p in n.parents}
-            args = [label[parent_of[i]] if i in parent_of else _short(a) for i, a in enumerate(n.args)]
-            args += [f"{k}={_short(v)}" for k, v in (n.params or {}).items()]
-            expr = f"{kind}({', '.join(args)})"
-            kept = [args[i] for i, a in enumerate(n.args) if isinstance(a, Tensor)]
-            if isinstance(n.ans, Tensor):
-                kept.append("out")
-            saves = f"saves {', '.join(kept)}" if kept else ""
-            for v in (n.ans, *n.args):  # an array kept by several nodes is counted once
-                if isinstance(v, Tensor) and id(v._data) not in counted:
-                    counted.add(id(v._data))
-                    total += v.size * v.dtype.itemsize
+        expr, saves, kept_bytes = _describe_node(n, label, counted)
+        total += kept_bytes
         tag = f"# {', '.join(tags[n])}" if n in tags else ""
         rows.append((f"{label[n]} = {expr}", f"{n.dtype}[{','.join(str(d) for d in n.shape)}]", saves, tag))
     w0 = max(len(r[0]) for r in rows)
@@ -112,3 +96,26 @@ def format_tape(y, names: dict | None = None) -> str:
     count = f"{len(nodes)} node" + ("s" if len(nodes) != 1 else "")
     head = f"tape of a {_type(y)} value on level {level}: {count}, {total} bytes saved"
     return "\n".join([head, *lines])
+
+
+def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
+    """``(expression, what it saves, bytes it keeps alive not counted yet)`` of one tape node; a value
+    kept by several nodes is counted once (``counted`` holds the values seen)."""
+    kind = getattr(n.prim, "name", None)
+    if n.prim is None:
+        return "leaf", "", 0
+    if n.freed:
+        return f"{kind}(<freed>)", "", 0
+    parent_of = {i: p for i, p in n.parents}
+    args = [label[parent_of[i]] if i in parent_of else _short(a) for i, a in enumerate(n.args)]
+    args += [f"{k}={_short(v)}" for k, v in (n.params or {}).items()]
+    kept = [args[i] for i, a in enumerate(n.args) if isinstance(a, Tensor)]
+    if isinstance(n.ans, Tensor):
+        kept.append("out")
+    nbytes = 0
+    for v in (n.ans, *n.args):
+        value = v.detach() if isinstance(v, Tensor) else None
+        if value is not None and id(value) not in counted:
+            counted[id(value)] = value  # held, so that its id is not reused
+            nbytes += v.size * v.dtype.itemsize
+    return f"{kind}({', '.join(args)})", f"saves {', '.join(kept)}" if kept else "", nbytes

@@ -51,11 +51,11 @@ from .primitives.decompositions import (
 )
 from .primitives.elementwise import abs as _abs
 from .primitives.elementwise import astype, sqrt, where
-from .primitives.linalg import _mT, cholesky, det, inv, matmul, solve
+from .primitives.linalg import cholesky, det, inv, matmul, solve
 from .primitives.reductions import max as _amax
 from .primitives.reductions import min as _amin
 from .primitives.registry import bind
-from .primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, reshape, squeeze
+from .primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, reshape, squeeze, swapaxes
 from .primitives.shape import sum as _sum
 from .tensor import Tensor, Tracer
 
@@ -452,8 +452,12 @@ def _one_norm(x) -> float:
     """The largest 1-norm among the matrices of ``x`` (any vmapped batch too), as a Python float."""
     while isinstance(x, Tracer):
         x = x.primal
-    a = x._data
-    return float(abs(a).sum(axis=-2).max()) if a.size else 0.0
+    return float(_amax(_sum(_abs(x), axis=-2)).item()) if x.size else 0.0
+
+
+def _mT(a) -> Tensor:
+    """The matrix transpose of a stack (the last two axes swapped)."""
+    return swapaxes(a, -1, -2)
 
 
 def expm(a, terms: int = 14) -> Tensor:

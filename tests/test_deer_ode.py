@@ -389,7 +389,7 @@ def test_shape_and_dtype_errors():
     [
         (dict(expm="pade"), "unknown expm 'pade'"),
         (dict(on_failure="ignore"), "unknown on_failure 'ignore'"),
-        (dict(max_iter=0), "max_iter must be a positive integer"),
+        (dict(max_iter=0), "max_iter must be an integer >= 1"),
         (dict(atol=-1.0), "atol must be"),
         (dict(rtol=float("nan")), "rtol must be"),
     ],

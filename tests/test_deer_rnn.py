@@ -206,7 +206,7 @@ def test_error_paths():
         deer_rnn(f, y0, xs, {"k": md.tensor([1, 2])})
     with pytest.raises(ValueError, match="on_failure must be 'warn' or 'raise'"):
         deer_rnn(f, y0, xs, p, on_failure="ignore")
-    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+    with pytest.raises(ValueError, match="max_iter must be an integer >= 1"):
         deer_rnn(f, y0, xs, p, max_iter=0)
     with pytest.raises(TypeError, match="xs must be a minidiff Tensor"):
         deer_rnn(f, y0, xs.numpy(), p)
@@ -215,7 +215,7 @@ def test_error_paths():
 
 
 def test_cell_initializer_errors():
-    with pytest.raises(ValueError, match="sizes must be positive"):
+    with pytest.raises(ValueError, match=r"init_gru: input_size must be an integer >= 1"):
         cells.init_gru(0, 3)
 
 

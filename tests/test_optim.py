@@ -620,7 +620,7 @@ ALL = [SGD, Adam, AdamW, Adagrad, RMSprop, LBFGS, NewtonCG, FGD]
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
 def test_negative_learning_rate_is_refused(cls):
-    with pytest.raises(ValueError, match=r"lr must be a non-negative number, got -0.1"):
+    with pytest.raises(ValueError, match=r"lr must be a number >= 0, got -0.1"):
         cls([md.zeros(2, requires_grad=True)], lr=-0.1)
     with pytest.raises(ValueError, match="lr"):
         cls([{"params": [md.zeros(2, requires_grad=True)], "lr": float("nan")}])
@@ -629,7 +629,7 @@ def test_negative_learning_rate_is_refused(cls):
 @pytest.mark.parametrize("cls", [Adam, AdamW])
 @pytest.mark.parametrize("betas", [(1.0, 0.999), (0.9, 1.0), (-0.1, 0.9), (0.9,), (0.9, 1.5)])
 def test_betas_outside_the_unit_interval_are_refused(cls, betas):
-    with pytest.raises(ValueError, match=r"betas must be two numbers in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"betas(\[\d\])? must be (a pair|a number in \[0, 1\))"):
         cls([md.zeros(2, requires_grad=True)], betas=betas)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .. import ops
+from ..errors import check_number
 from ..primitives.shape import concatenate
 from ..random import RngLike, as_generator
 from ..tensor import Tensor
@@ -30,10 +31,8 @@ def _uniform(rng, shape, bound, dtype, device):
 def _init(
     op, gates, input_size, hidden_size, seed, dtype, device, scale, names=("W_ih", "W_hh", "b_ih", "b_hh")
 ):
-    if input_size < 1 or hidden_size < 1:
-        raise ValueError(
-            f"cell initializer: sizes must be positive, got input {input_size}, hidden {hidden_size}"
-        )
+    check_number(op, "input_size", input_size, low=1, integer=True)
+    check_number(op, "hidden_size", hidden_size, low=1, integer=True)
     rng = as_generator(seed, device, op=op)
     k = 1.0 / math.sqrt(hidden_size)
     g = gates * hidden_size

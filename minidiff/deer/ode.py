@@ -39,7 +39,8 @@ import warnings
 from .. import ops, pytree
 from ..creation import asarray, eye, zeros
 from ..custom import primitive
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, ShapeError, check_number
+from ..kernel import array_namespace
 from ..linalg import expm as _expm  # the public md.linalg.expm (scaling and squaring)
 from ..linalg import solve
 from ..ops import (
@@ -58,7 +59,7 @@ from ..ops import (
 )
 from ..tensor import Tensor, Tracer
 from ..transforms import jvp, vjp, vmap
-from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, default_tolerances
+from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, default_tolerances, nonfinite
 from .scan import affine_scan
 
 __all__ = ["deer_odeint", "sequential_odeint", "EXPM_METHODS"]
@@ -149,7 +150,7 @@ def _solve(f, y0, leaves, ts, treedef, opts, init):
     A far-off iterate may overflow on the way: the backend's floating-point notices are silenced
     here, because the guard clips such iterates and the convergence test judges the result.
     """
-    errstate = getattr(y0.device.xp, "errstate", None)
+    errstate = getattr(array_namespace(y0), "errstate", None)
     if errstate is None:
         return _iterate(f, y0, leaves, ts, treedef, opts, init)
     with errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -278,23 +279,39 @@ _deer_ode_p.defvjp(_ode_vjp)
 
 # ----------------------------------------------------------------------------- checks
 def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, init):
-    """Check every argument before anything runs; returns ``(y0, ts, leaves, treedef)``."""
+    """Check every argument before anything runs; returns ``(y0, ts, leaves, treedef, init)``."""
+    _check_options(op, f, expm, on_failure, max_iter, atol, rtol)
+    y0 = asarray(y0)
+    if y0.dtype.kind != "f":
+        raise DTypeError(f"{op}: y0 must be floating point, got {y0.dtype} of shape {y0.shape}")
+    if y0.ndim < 1 or y0.shape[-1] == 0:
+        raise ShapeError(f"{op}: y0 must have shape (*batch, n) with n ≥ 1, got {y0.shape}")
+    ts = _check_grid(op, ts, y0.dtype)
+    leaves, treedef = pytree.flatten(params)
+    leaves = [asarray(p) for p in leaves]
+    for name, x in [("y0", y0)] + [(f"params leaf {i}", p) for i, p in enumerate(leaves)]:
+        if x.dtype.kind == "f" and bool(nonfinite(x)):
+            raise ValueError(f"{op}: {name} of shape {x.shape} holds NaN or infinite values")
+    if init is not None:
+        init = _check_init(op, asarray(init), y0, ts)
+    _check_f(op, f, y0, ts, leaves, treedef)
+    return y0, ts, leaves, treedef, init
+
+
+def _check_options(op, f, expm, on_failure, max_iter, atol, rtol) -> None:
     if not callable(f):
         raise TypeError(f"{op}: f must be callable as f(y, t, params), got {type(f).__name__}")
     if expm not in EXPM_METHODS:
         raise ValueError(f"{op}: unknown expm {expm!r}; expected one of {EXPM_METHODS}")
     if on_failure not in _ON_FAILURE:
         raise ValueError(f"{op}: unknown on_failure {on_failure!r}; expected one of {_ON_FAILURE}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"{op}: max_iter must be a positive integer, got {max_iter!r}")
+    check_number(op, "max_iter", max_iter, low=1, integer=True)
     for name, tol in (("atol", atol), ("rtol", rtol)):
-        if tol is not None and not (tol >= 0 and math.isfinite(tol)):
-            raise ValueError(f"{op}: {name} must be a finite number ≥ 0, got {tol!r}")
-    y0 = asarray(y0)
-    if y0.dtype.kind != "f":
-        raise DTypeError(f"{op}: y0 must be floating point, got {y0.dtype} of shape {y0.shape}")
-    if y0.ndim < 1 or y0.shape[-1] == 0:
-        raise ShapeError(f"{op}: y0 must have shape (*batch, n) with n ≥ 1, got {y0.shape}")
+        check_number(op, name, tol, low=0, none_ok=True)
+
+
+def _check_grid(op, ts, dtype) -> Tensor:
+    """``ts`` as a finite, strictly monotone 1-D grid of ``dtype``."""
     if isinstance(ts, Tracer):
         raise TypeError(f"{op}: derivatives with respect to the time grid ts are not implemented")
     ts = asarray(ts)
@@ -302,7 +319,7 @@ def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, ini
         raise ShapeError(f"{op}: ts must be a 1-D grid of at least 2 time points, got shape {ts.shape}")
     if ts.dtype.kind not in "fiu":
         raise DTypeError(f"{op}: ts must be numeric, got {ts.dtype}")
-    ts = ts.astype(y0.dtype)
+    ts = ts.astype(dtype)
     if not bool(ops.all(isfinite(ts)).item()):
         raise ValueError(f"{op}: ts holds NaN or infinite values: {ts.detach().numpy()}")
     d = ts[1:] - ts[:-1]
@@ -310,21 +327,22 @@ def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, ini
         raise ValueError(
             f"{op}: ts must be strictly monotone (all steps of one sign, none zero), got {ts.detach().numpy()}"
         )
-    leaves, treedef = pytree.flatten(params)
-    leaves = [asarray(p) for p in leaves]
-    for name, x in [("y0", y0)] + [(f"params leaf {i}", p) for i, p in enumerate(leaves)]:
-        if x.dtype.kind == "f" and bool(_nonfinite(x)):
-            raise ValueError(f"{op}: {name} of shape {x.shape} holds NaN or infinite values")
-    if init is not None:
-        init = asarray(init)
-        want = y0.shape[:-1] + (ts.shape[0], y0.shape[-1])
-        if init.shape != want:
-            raise ShapeError(f"{op}: init must have shape (*batch, len(ts), n) = {want}, got {init.shape}")
-        if init.dtype != y0.dtype:
-            raise DTypeError(f"{op}: init has dtype {init.dtype} but y0 has {y0.dtype}")
-        if _nonfinite(init):
-            raise ValueError(f"{op}: init of shape {init.shape} holds NaN or infinite values")
-    # one evaluation of f: its output must be a state of y0's shape and dtype
+    return ts
+
+
+def _check_init(op, init, y0, ts) -> Tensor:
+    want = y0.shape[:-1] + (ts.shape[0], y0.shape[-1])
+    if init.shape != want:
+        raise ShapeError(f"{op}: init must have shape (*batch, len(ts), n) = {want}, got {init.shape}")
+    if init.dtype != y0.dtype:
+        raise DTypeError(f"{op}: init has dtype {init.dtype} but y0 has {y0.dtype}")
+    if nonfinite(init):
+        raise ValueError(f"{op}: init of shape {init.shape} holds NaN or infinite values")
+    return init
+
+
+def _check_f(op, f, y0, ts, leaves, treedef) -> None:
+    """One evaluation of f: its output must be a state of y0's shape and dtype."""
     y_first = reshape(y0, (-1, y0.shape[-1]))[0]
     out = f(y_first.detach(), ts[0], pytree.unflatten(treedef, [p.detach() for p in leaves]))
     if not isinstance(out, Tensor) or out.shape != y_first.shape:
@@ -334,19 +352,6 @@ def _validate(op, f, y0, ts, params, expm, on_failure, max_iter, atol, rtol, ini
         )
     if out.dtype != y0.dtype:
         raise DTypeError(f"{op}: f returned {out.dtype} for a state of dtype {y0.dtype}")
-    return y0, ts, leaves, treedef, init
-
-
-def _concrete(x) -> Tensor:
-    """The plain tensor under any transforms' tracers (with vmap's batch axis, if any)."""
-    while isinstance(x, Tracer):
-        x = x.primal
-    return x
-
-
-def _nonfinite(x) -> bool:
-    """Whether ``x`` holds a NaN or an infinity (any example of a vmapped batch)."""
-    return not bool(ops.all(isfinite(_concrete(x))).item())
 
 
 # ----------------------------------------------------------------------------- public functions

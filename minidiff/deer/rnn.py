@@ -32,9 +32,10 @@ import warnings
 
 from .. import pytree
 from ..custom import primitive
-from ..errors import DTypeError, MinidiffError, ShapeError
+from ..errors import DTypeError, MinidiffError, ShapeError, check_number
+from ..kernel import array_kernel, array_namespace
 from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack
-from ..tensor import Tensor, wrap
+from ..tensor import Tensor, Tracer
 from ..transforms import jvp, vjp
 from .scan import _mv, _transposed_scan, affine_scan
 
@@ -92,16 +93,21 @@ def _shift(ys, y0):
 def _jacobian(f, P, xs, params):
     """``f(P, xs)`` and ``∂f/∂y`` at every (batch, time) position: one vector-mode forward pass with
     n tangent directions.  Returns ``F (..., n)`` and ``J (..., n, n)``."""
-    n = P.shape[-1]
-    xp = P.device.xp
-    # materialized, not a zero-stride broadcast: NumPy's matmul falls back to a slow non-BLAS loop
-    # on zero strides (measured 10-50x slower on the cells' products)
-    basis = xp.broadcast_to(
-        xp.eye(n, dtype=P.dtype).reshape((n,) + (1,) * (P.ndim - 1) + (n,)), (n,) + P.shape
-    )
-    basis = wrap(xp.ascontiguousarray(basis), P.device)
-    F, JT = jvp(lambda p: f(p, xs, params), (P,), (basis,), vectorized=True)
+    F, JT = jvp(lambda p: f(p, xs, params), (P,), (_tangent_basis(P.detach()),), vectorized=True)
     return F, moveaxis(JT, 0, -1)  # JT[k, ..., i] = ∂f_i/∂y_k
+
+
+@array_kernel
+def _tangent_basis(ns, P):
+    """The n unit tangents ``e_k`` at every position of ``P``: shape ``(n, *P.shape)``.
+
+    Materialized, not a zero-stride broadcast: NumPy's matmul falls back to a slow non-BLAS loop on
+    zero strides (measured 10-50x slower on the cells' products)."""
+    n = P.shape[-1]
+    basis = ns.broadcast_to(
+        ns.eye(n, dtype=P.dtype).reshape((n,) + (1,) * (P.ndim - 1) + (n,)), (n,) + P.shape
+    )
+    return ns.ascontiguousarray(basis)
 
 
 #: The Newton loop computes the Jacobians a block of time steps at a time, so that the n tangent
@@ -120,16 +126,27 @@ def _jacobian_in_blocks(f, P, xs, params):
     block = max(1, JACOBIAN_BLOCK_BYTES // max(1, batch * n * n * P.dtype.itemsize))
     if block >= T:
         return _jacobian(f, P, xs, params)
-    xp = P.device.xp
-    F = xp.empty(P.shape, dtype=P.dtype)
-    J = xp.empty(P.shape + (n,), dtype=P.dtype)
+    F, J = _empty_steps(P)
     for start in range(0, T, block):
         steps = slice(start, start + block)
         Fb, Jb = _jacobian(f, P[..., steps, :], xs[..., steps, :], params)
         _check_output(Fb, P[..., steps, :])
-        F[..., steps, :] = Fb._data
-        J[..., steps, :, :] = Jb._data
-    return wrap(F, P.device), wrap(J, P.device)
+        _put_steps(F, J, Fb, Jb, steps=steps)
+    return F, J
+
+
+@array_kernel
+def _empty_steps(ns, P):
+    """Fresh buffers for ``F`` (shaped like ``P``) and ``J`` (``P.shape + (n,)``), filled block by block."""
+    return ns.empty(P.shape, dtype=P.dtype), ns.empty(P.shape + P.shape[-1:], dtype=P.dtype)
+
+
+@array_kernel
+def _put_steps(ns, F, J, Fb, Jb, *, steps):
+    """Write one block of time steps into the buffers of :func:`_empty_steps` (which no one else has
+    seen yet: filling them is how they are built, not a change of a value in use)."""
+    F[..., steps, :] = Fb
+    J[..., steps, :, :] = Jb
 
 
 def _check_output(F, like):
@@ -143,12 +160,12 @@ def _check_output(F, like):
         raise DTypeError(f"deer_rnn: the cell returned dtype {F.dtype} for a state of dtype {like.dtype}")
 
 
-def _max_abs(xp, a) -> float:
-    return float(xp.max(xp.abs(a))) if a.size else 0.0
+def _max_abs(ns, a) -> float:
+    return float(ns.max(ns.abs(a))) if a.size else 0.0
 
 
-def _within(xp, diff, ref, atol, rtol) -> bool:
-    return bool(xp.all(xp.abs(diff) <= atol + rtol * xp.abs(ref)))
+def _within(ns, diff, ref, atol, rtol) -> bool:
+    return bool(ns.all(ns.abs(diff) <= atol + rtol * ns.abs(ref)))
 
 
 def _outside_minidiff() -> int:
@@ -163,49 +180,79 @@ def _outside_minidiff() -> int:
     return level
 
 
-def _quiet(xp):
+def _quiet(ns):
     """Silence NumPy's overflow/invalid warnings (CuPy never warns)."""
-    errstate = getattr(xp, "errstate", None)
+    errstate = getattr(ns, "errstate", None)
     return errstate(over="ignore", invalid="ignore") if errstate is not None else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- the Newton solve
 def _newton(f, y0, xs, params, *, max_iter, atol, rtol, init, method):
     """The DEER iteration on concrete tensors; returns ``(ys, stats)``."""
-    dev = xs.device
-    xp = dev.xp
     shape = xs.shape[:-1] + y0.shape[-1:]
-    Y = broadcast_to(expand_dims(y0, -2), shape) if init is None else init
-    Y = wrap(xp.array(Y._data, copy=True), dev)
+    Y = (broadcast_to(expand_dims(y0, -2), shape) if init is None else init).copy()
     step_ok, it, step = False, 0, math.inf
     if init is not None:  # a warm start may already be the solution: check before any Newton step
         F = f(_shift(Y, y0), xs, params)
         _check_output(F, Y)
-        step_ok = _within(xp, F._data - Y._data, Y._data, atol, rtol)
+        step_ok = _residual_test(F, Y, atol=atol, rtol=rtol)[1]
         step = 0.0 if step_ok else math.inf
     while not step_ok and it < max_iter:
         P = _shift(Y, y0)
         F, J = _jacobian_in_blocks(f, P, xs, params)
         _check_output(F, P)
-        b = F._data - _mv(xp, J._data, P._data, False)
-        with _quiet(xp):  # an unstable early iterate may overflow: the guard below handles it
-            new = affine_scan(J, wrap(b, dev), y0, method=method)._data
-        new = xp.clip(xp.nan_to_num(new, nan=0.0, posinf=GUARD, neginf=-GUARD), -GUARD, GUARD)
-        diff = new - Y._data
-        step = _max_abs(xp, diff)
-        step_ok = _within(xp, diff, new, atol, rtol)
-        Y = wrap(new, dev)
+        b = _offsets(F, J, P)
+        with _quiet(array_namespace(J)):  # an unstable early iterate may overflow: guarded below
+            new = affine_scan(J, b, y0, method=method)
+        Y, step, step_ok = _guarded_step(new, Y, atol=atol, rtol=rtol)
         it += 1
     # confirm on the residual of the recurrence itself
     F = f(_shift(Y, y0), xs, params)
     _check_output(F, Y)
-    res = F._data - Y._data
-    residual = _max_abs(xp, res) if xp.all(xp.isfinite(res)) else math.inf
-    converged = step_ok and _within(xp, res, Y._data, atol, rtol)
+    residual, within = _residual_test(F, Y, atol=atol, rtol=rtol)
     stats = DeerStats(
-        iterations=it, residual=residual, step=step, converged=bool(converged), tolerances=(atol, rtol)
+        iterations=it,
+        residual=residual,
+        step=step,
+        converged=bool(step_ok and within),
+        tolerances=(atol, rtol),
     )
     return Y, stats
+
+
+@array_kernel
+def _offsets(ns, F, J, P):
+    """``b_i = f(p_i) − J_i p_i``: the offsets of the linearized recurrence."""
+    return F - _mv(ns, J, P, False)
+
+
+@array_kernel
+def _guarded_step(ns, new, Y, *, atol, rtol):
+    """``(guarded new iterate, max |Δy|, whether Δy passes the tolerances)``: NaN → 0, clipped to ±GUARD."""
+    new = ns.clip(ns.nan_to_num(new, nan=0.0, posinf=GUARD, neginf=-GUARD), -GUARD, GUARD)
+    diff = new - Y
+    return new, _max_abs(ns, diff), _within(ns, diff, new, atol, rtol)
+
+
+@array_kernel
+def _residual_test(ns, F, Y, *, atol, rtol):
+    """``(max |f(y_{i-1}) − y_i| (inf if not finite), whether it passes the tolerances)``."""
+    res = F - Y
+    residual = _max_abs(ns, res) if ns.all(ns.isfinite(res)) else math.inf
+    return residual, _within(ns, res, Y, atol, rtol)
+
+
+def nonfinite(x) -> bool:
+    """Whether ``x`` holds a NaN or an infinity (any example of a vmapped batch): read on the plain
+    value under every transform's tracer, since this checks inputs before anything runs."""
+    while isinstance(x, Tracer):
+        x = x.primal
+    return not _all_finite(x)
+
+
+@array_kernel
+def _all_finite(ns, t) -> bool:
+    return bool(ns.all(ns.isfinite(t)))
 
 
 @primitive(name="deer_rnn")
@@ -329,11 +376,9 @@ def deer_rnn(
     leaves, treedef = _validate(op, y0, xs, params)
     if on_failure not in ("warn", "raise"):
         raise ValueError(f"{op}: on_failure must be 'warn' or 'raise', got {on_failure!r}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"{op}: max_iter must be a positive integer, got {max_iter!r}")
-    xp = xs.device.xp
+    check_number(op, "max_iter", max_iter, low=1, integer=True)
     for name, t in [("y0", y0), ("xs", xs)] + [(f"params leaf {i}", t) for i, t in enumerate(leaves)]:
-        if not bool(xp.all(xp.isfinite(t.detach()._data))):
+        if nonfinite(t):
             raise ValueError(f"{op}: {name} of shape {t.shape} contains NaN or infinite values")
     shape = xs.shape[:-1] + y0.shape[-1:]
     if init is not None:

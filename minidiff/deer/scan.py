@@ -3,7 +3,7 @@
 A linear time-varying recurrence ``y_i = A_i y_{i-1} + b_i`` is a chain of affine maps
 ``y ↦ A_i y + b_i``.  Composing "first i, then j" gives ``(A_j A_i, A_j b_i + b_j)``, which is
 associative, so every prefix (hence every ``y_i``) can be computed by a *scan*.  Three ways to
-run that scan are offered, all written once on the backend's array module (``device.xp``):
+run that scan are offered, all written once on the backend's array namespace (:func:`minidiff.array_kernel`):
 
 ``"sequential"``
     a Python loop over time, each step one batched matrix-vector product: T steps, O(T·n²) work;
@@ -36,7 +36,8 @@ import math
 
 from ..custom import primitive
 from ..errors import DTypeError, ShapeError
-from ..tensor import Tensor, wrap
+from ..kernel import array_kernel
+from ..tensor import Tensor
 
 __all__ = ["affine_scan", "associative_scan", "SCAN_METHODS"]
 
@@ -45,34 +46,34 @@ SCAN_METHODS = ("sequential", "log", "blocked")
 
 
 # ----------------------------------------------------------------------------- array kernels
-def _mv(xp, A, y, diagonal):
+def _mv(ns, A, y, diagonal):
     """Batched ``A @ y`` (or ``A * y`` for a diagonal ``A``)."""
     if diagonal:
         return A * y
     if A.shape[-1] <= 4:  # measured: einsum 1.5-4x faster than matmul on stacks of tiny matrices
-        return xp.einsum("...ij,...j->...i", A, y)
-    return xp.matmul(A, y[..., None])[..., 0]
+        return ns.einsum("...ij,...j->...i", A, y)
+    return ns.matmul(A, y[..., None])[..., 0]
 
 
-def _mm(xp, A, B, diagonal):
+def _mm(ns, A, B, diagonal):
     """Batched ``A @ B`` (or ``A * B`` for diagonal matrices)."""
     if diagonal:
         return A * B
-    return xp.matmul(A, B)
+    return ns.matmul(A, B)
 
 
-def _sequential(xp, A, b, diagonal):
+def _sequential(ns, A, b, diagonal):
     """``y_i = A_i y_{i-1} + b_i`` with ``y_{-1} = 0``, one time step at a time."""
     T = b.shape[-2]
-    y = xp.empty_like(b)
+    y = ns.empty_like(b)
     y[..., 0, :] = b[..., 0, :]
     for i in range(1, T):
-        y[..., i, :] = _mv(xp, A[..., i, :, :] if not diagonal else A[..., i, :], y[..., i - 1, :], diagonal)
+        y[..., i, :] = _mv(ns, A[..., i, :, :] if not diagonal else A[..., i, :], y[..., i - 1, :], diagonal)
         y[..., i, :] += b[..., i, :]
     return y
 
 
-def _log_depth(xp, A, b, diagonal):
+def _log_depth(ns, A, b, diagonal):
     """Hillis–Steele doubling: after the level with stride d, (A_i, b_i) is the map of steps
     i−2d+1..i; ⌈log₂T⌉ levels, each one batched product over every time step."""
     T = b.shape[-2]
@@ -83,12 +84,12 @@ def _log_depth(xp, A, b, diagonal):
         if diagonal:
             upd = A[..., d:, :] * b[..., :-d, :]
         else:
-            upd = xp.matmul(A[..., d:, :, :], b[..., :-d, :, None])[..., 0]
+            upd = ns.matmul(A[..., d:, :, :], b[..., :-d, :, None])[..., 0]
         if 2 * d < T:  # the maps are only needed by a further level
             if diagonal:
                 A[..., d:, :] = A[..., d:, :] * A[..., :-d, :]
             else:
-                A[..., d:, :, :] = xp.matmul(A[..., d:, :, :], A[..., :-d, :, :])
+                A[..., d:, :, :] = ns.matmul(A[..., d:, :, :], A[..., :-d, :, :])
         b[..., d:, :] += upd
         d *= 2
     return b
@@ -99,7 +100,7 @@ def _log_depth(xp, A, b, diagonal):
 BLOCK = 32
 
 
-def _blocked(xp, A, b, diagonal, block=BLOCK):
+def _blocked(ns, A, b, diagonal, block=BLOCK):
     """Reduce within blocks, scan the block totals, propagate back into the blocks.
 
     The block totals are scanned by this same function (recursively), so with blocks of L steps
@@ -108,35 +109,35 @@ def _blocked(xp, A, b, diagonal, block=BLOCK):
     T, n = b.shape[-2], b.shape[-1]
     L = block
     if T <= 2 * L:
-        return _sequential(xp, A, b, diagonal)
+        return _sequential(ns, A, b, diagonal)
     K = -(-T // L)
     pad = K * L - T
     batch = b.shape[:-2]
     nb = len(batch)
     mat = () if diagonal else (n,)
     if pad:  # identity maps with zero offsets at the end change nothing before them
-        eye = xp.ones((n,), A.dtype) if diagonal else xp.eye(n, dtype=A.dtype)
-        A = xp.concatenate([A, xp.broadcast_to(eye, batch + (pad, n) + mat)], axis=nb)
-        b = xp.concatenate([b, xp.zeros(batch + (pad, n), b.dtype)], axis=nb)
+        eye = ns.ones((n,), A.dtype) if diagonal else ns.eye(n, dtype=A.dtype)
+        A = ns.concatenate([A, ns.broadcast_to(eye, batch + (pad, n) + mat)], axis=nb)
+        b = ns.concatenate([b, ns.zeros(batch + (pad, n), b.dtype)], axis=nb)
     # the within-block time axis first and contiguous, (L, *batch, K, n[, n]): every step below
     # reads one contiguous slab (strided slices made the batched products up to 2x slower)
-    A = xp.ascontiguousarray(xp.moveaxis(A.reshape(batch + (K, L, n) + mat), nb + 1, 0))
-    b = xp.ascontiguousarray(xp.moveaxis(b.reshape(batch + (K, L, n)), nb + 1, 0))
+    A = ns.ascontiguousarray(ns.moveaxis(A.reshape(batch + (K, L, n) + mat), nb + 1, 0))
+    b = ns.ascontiguousarray(ns.moveaxis(b.reshape(batch + (K, L, n)), nb + 1, 0))
     # (1) the total map of every block, the K blocks side by side
     P, c = A[0], b[0]
     for j in range(1, L):
-        c = _mv(xp, A[j], c, diagonal) + b[j]
-        P = _mm(xp, A[j], P, diagonal)
+        c = _mv(ns, A[j], c, diagonal) + b[j]
+        P = _mm(ns, A[j], P, diagonal)
     # (2) the state leaving every block: a scan of the K block totals (recursively blocked)
-    ends = _blocked(xp, P, c, diagonal, block)
-    starts = xp.concatenate([xp.zeros(batch + (1, n), b.dtype), ends[..., :-1, :]], axis=-2)
+    ends = _blocked(ns, P, c, diagonal, block)
+    starts = ns.concatenate([ns.zeros(batch + (1, n), b.dtype), ends[..., :-1, :]], axis=-2)
     # (3) run every block from its start state, the K blocks side by side
-    y = xp.empty((L,) + batch + (K, n), b.dtype)
+    y = ns.empty((L,) + batch + (K, n), b.dtype)
     state = starts
     for j in range(L):
-        state = _mv(xp, A[j], state, diagonal) + b[j]
+        state = _mv(ns, A[j], state, diagonal) + b[j]
         y[j] = state
-    y = xp.moveaxis(y, 0, nb + 1).reshape(batch + (K * L, n))
+    y = ns.moveaxis(y, 0, nb + 1).reshape(batch + (K * L, n))
     return y[..., :T, :] if pad else y
 
 
@@ -154,32 +155,31 @@ def _choose(method: str, device, shape, diagonal: bool) -> str:
     return "blocked" if B * n**3 <= 32768 else "sequential"
 
 
-def _scan_arrays(xp, A, b, y0, diagonal, method, device):
-    """The whole scan on raw arrays: fold ``y0`` into the first offset, then run ``method``."""
-    b = b.copy()
-    if y0 is not None:
-        b[..., 0, :] += _mv(xp, A[..., 0, :] if diagonal else A[..., 0, :, :], y0, diagonal)
-    method = _choose(method, device, b.shape, diagonal)
+@array_kernel
+def _scan_arrays(ns, A, b, y0, *, diagonal, method):
+    """The whole scan on arrays: broadcast the batch axes of the three operands to a common shape (a
+    shared ``A`` is common), fold ``y0`` into the first offset, then run ``method``."""
+    k = 2 if diagonal else 3
+    bshape = _broadcast_shapes(A.shape[:-k], b.shape[:-2], y0.shape[:-1])
+    A = ns.broadcast_to(A, bshape + A.shape[-k:])
+    y0 = ns.broadcast_to(y0, bshape + y0.shape[-1:])
+    b = ns.broadcast_to(b, bshape + b.shape[-2:]).copy()
+    b[..., 0, :] += _mv(ns, A[..., 0, :] if diagonal else A[..., 0, :, :], y0, diagonal)
     if method == "sequential":
-        return _sequential(xp, A, b, diagonal)
+        return _sequential(ns, A, b, diagonal)
     if method == "log":
-        return _log_depth(xp, A, b, diagonal)
-    return _blocked(xp, A, b, diagonal)
+        return _log_depth(ns, A, b, diagonal)
+    return _blocked(ns, A, b, diagonal)
 
 
 # ----------------------------------------------------------------------------- the primitive
 @primitive(name="affine_scan")
 def _affine_scan_p(A, b, y0, diagonal=False, method="auto"):
     A, b, y0 = A.detach(), b.detach(), y0.detach()
-    dev = b.device
-    xp = dev.xp
     k = 2 if diagonal else 3
-    # broadcast the batch axes of the three operands to a common shape (a shared A is common)
     bshape = _broadcast_shapes(A.shape[:-k], b.shape[:-2], y0.shape[:-1])
-    A_ = xp.broadcast_to(A._data, bshape + A.shape[-k:])
-    b_ = xp.broadcast_to(b._data, bshape + b.shape[-2:])
-    y0_ = xp.broadcast_to(y0._data, bshape + y0.shape[-1:])
-    return wrap(_scan_arrays(xp, A_, b_, y0_, diagonal, method, dev), dev)
+    method = _choose(method, b.device, bshape + b.shape[-2:], diagonal)
+    return _scan_arrays(A, b, y0, diagonal=diagonal, method=method)
 
 
 def _broadcast_shapes(*shapes) -> tuple:

@@ -27,7 +27,7 @@ See ``docs/optimizers.md``.
 """
 
 from .adahessian import AdaHessian  # noqa: F401
-from .base import Optimizer, assign_  # noqa: F401
+from .base import Optimizer  # noqa: F401
 from .centralization import centralize  # noqa: F401
 from .fgd import FGD  # noqa: F401
 from .first_order import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: F401

@@ -23,11 +23,12 @@ Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradient
 
 from __future__ import annotations
 
-from ..random import Generator, RngLike, as_generator
+from ..errors import check_number, describe
+from ..kernel import array_kernel
+from ..random import Generator, RngLike
 from ..reverse import no_grad
-from ..tensor import wrap
 from ..transforms import HVP_MODES, hvp, jvp, value_and_grad
-from .base import Optimizer
+from .base import RandomOptimizer, all_finite, settings_of
 
 __all__ = ["AdaHessian"]
 
@@ -51,15 +52,13 @@ def _fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
 def _check_finite(op: str, what: str, tensors) -> None:
     """Raise ``FloatingPointError`` naming the first non-finite tensor (nothing is changed)."""
     for i, t in enumerate(tensors):
-        xp = t.device.xp
-        if not bool(xp.isfinite(t._data).all()):
+        if not all_finite(t):
             raise FloatingPointError(
-                f"{op}: the {what} of parameter {i} (shape {t.shape}, {t.dtype}) is not finite; "
-                "no parameter was changed"
+                f"{op}: the {what} of parameter {i} ({describe(t)}) is not finite; no parameter was changed"
             )
 
 
-class AdaHessian(Optimizer):
+class AdaHessian(RandomOptimizer):
     """AdaHessian; ``step(closure)`` needs the functional closure ``closure(params) -> loss``.
 
     Defaults (``docs/papers.md`` §6): lr 0.15, betas (0.9, 0.999), eps 10⁻⁴, hessian_power k = 1,
@@ -85,30 +84,19 @@ class AdaHessian(Optimizer):
         seed: RngLike = 0,
         rng: RngLike = None,
     ):
-        super().__init__(
-            params,
-            {
-                "lr": lr,
-                "betas": tuple(betas),
-                "eps": eps,
-                "hessian_power": hessian_power,
-                "weight_decay": weight_decay,
-                "spatial_average": spatial_average,
-                "average_rows": average_rows,
-            },
-        )
+        betas = tuple(betas)
+        settings = settings_of(locals())
+        for key in ("hvp_mode", "seed", "rng"):  # whole-run settings, not per group
+            settings.pop(key)
+        super().__init__(params, settings)
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"AdaHessian: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.hvp_mode = hvp_mode
-        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="AdaHessian")
+        self._init_rng(seed, rng)
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
-        k = settings["hessian_power"]
-        if not (isinstance(k, (int, float)) and 0 < k <= 1):
-            raise ValueError(f"AdaHessian: hessian_power must lie in (0, 1], got {k!r}")
-        if len(settings["betas"]) != 2:
-            raise ValueError(f"AdaHessian: betas must be a pair, got {settings['betas']}")
+        check_number("AdaHessian", "hessian_power", settings["hessian_power"], low=0, high=1, low_open=True)
 
     def step(self, closure=None):
         """One AdaHessian step on ``closure(params) -> loss``; returns the loss."""
@@ -135,32 +123,27 @@ class AdaHessian(Optimizer):
         return loss
 
     def _update(self, p, g, hz, state, group, t):
-        xp = p.device.xp
-        beta1, beta2 = group["betas"]
-        d = xp.abs(hz._data)
-        if d.ndim == 4 and group["spatial_average"]:
-            d = xp.broadcast_to(d.mean(axis=(2, 3), keepdims=True), d.shape)
-        elif d.ndim == 2 and group["average_rows"]:
-            d = xp.broadcast_to(d.mean(axis=1, keepdims=True), d.shape)
-        gd = g._data
-        m = state.get("exp_avg")
-        v = state.get("exp_hessian_diag_sq")
-        m = (1 - beta1) * gd if m is None else beta1 * m._data + (1 - beta1) * gd
-        v = (1 - beta2) * d * d if v is None else beta2 * v._data + (1 - beta2) * d * d
-        k = group["hessian_power"]
-        denom = xp.sqrt(v / (1 - beta2**t)) ** k + group["eps"]
-        pd = p._data
-        step = m / (1 - beta1**t) / denom
-        if group["weight_decay"]:
-            step = step + group["weight_decay"] * pd
-        dt = pd.dtype
-        new_state = {"exp_avg": wrap(m.astype(dt, copy=False), p.device)}
-        new_state["exp_hessian_diag_sq"] = wrap(v.astype(dt, copy=False), p.device)
-        return wrap((pd - group["lr"] * step).astype(dt, copy=False), p.device), new_state
+        """``(new value, new state)`` of one parameter: the Adam step on ``|Hz|`` (module docstring)."""
+        value, m, v = _adahessian_step(
+            p, g, hz, state.get("exp_avg"), state.get("exp_hessian_diag_sq"), t=t, **group
+        )
+        return value, {"exp_avg": m, "exp_hessian_diag_sq": v}
 
-    def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state()}
 
-    def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
+@array_kernel
+def _adahessian_step(ns, p, g, hz, m, v, *, t, lr, betas, eps, hessian_power, weight_decay, **group):
+    """Steps 1–3 of the module docstring on arrays: ``(new p, m, v)`` in ``p``'s dtype."""
+    beta1, beta2 = betas
+    d = ns.abs(hz)
+    if d.ndim == 4 and group["spatial_average"]:
+        d = ns.broadcast_to(d.mean(axis=(2, 3), keepdims=True), d.shape)
+    elif d.ndim == 2 and group["average_rows"]:
+        d = ns.broadcast_to(d.mean(axis=1, keepdims=True), d.shape)
+    m = (1 - beta1) * g if m is None else beta1 * m + (1 - beta1) * g
+    v = (1 - beta2) * d * d if v is None else beta2 * v + (1 - beta2) * d * d
+    denom = ns.sqrt(v / (1 - beta2**t)) ** hessian_power + eps
+    step = m / (1 - beta1**t) / denom
+    if weight_decay:
+        step = step + weight_decay * p
+    dt = p.dtype
+    return (p - lr * step).astype(dt, copy=False), m.astype(dt, copy=False), v.astype(dt, copy=False)

@@ -1,7 +1,8 @@
 """What every optimizer shares: parameter groups, ``zero_grad``, ``step(closure)``, ``state_dict``.
 
 Parameters are tape leaves (``requires_grad=True``); ``backward()`` fills their ``.grad`` and
-``step()`` replaces their values in place — the one place where minidiff changes a tensor's value,
+``step()`` replaces their values in place with :func:`minidiff.assign_` under ``md.no_grad()`` (the one
+in-place update minidiff has, version-counted: a tape that saved the old value refuses ``backward()``),
 so a model holding the leaves sees the update.  A subclass states its ``defaults`` and either
 ``update(p, g, state, group) -> new value`` (one parameter at a time) or overrides ``step_group``.
 
@@ -26,9 +27,13 @@ from __future__ import annotations
 import copy
 import math
 
-from .. import backend, pytree
-from ..reverse import Taped, no_grad
-from ..tensor import Tensor, wrap
+from .. import pytree
+from ..creation import asarray
+from ..errors import check_number, describe
+from ..kernel import array_kernel
+from ..random import RngLike, as_generator
+from ..reverse import Taped, assign_, no_grad
+from ..tensor import Tensor
 
 
 class Optimizer:
@@ -100,18 +105,13 @@ class Optimizer:
         """Raise ``ValueError`` for settings out of range (subclasses extend it)."""
         name = type(self).__name__
         for key in ("lr", "weight_decay", "momentum", "eps", "damping"):
-            value = settings.get(key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name}: {key} must be a non-negative number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name}: {key} must be finite, got {value!r}")
+            if settings.get(key) is not None:  # a setting this method does not have
+                check_number(name, key, settings[key], low=0)
         betas = settings.get("betas")
         if betas is not None:
-            ok = isinstance(betas, (tuple, list)) and len(betas) == 2
-            if not ok or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
-                raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {betas!r}")
+            check_pair(name, "betas", betas)
+            for i, b in enumerate(betas):
+                check_number(name, f"betas[{i}]", b, low=0, high=1, high_open=True)
 
     # ------------------------------------------------------------------ the loop
     def parameters(self) -> list[Taped]:
@@ -143,12 +143,13 @@ class Optimizer:
         """Apply ``(parameter, new value or None, new state or None)`` triples and count the step.
 
         Methods compute every update first and commit last, so an exception leaves parameters and
-        state as they were."""
-        for p, value, new_state in updates:
-            if new_state:
-                self.state[id(p)].update(new_state)
-            if value is not None:
-                assign_(p, value)
+        state as they were.  Parameters change through :func:`minidiff.assign_` under ``no_grad``."""
+        with no_grad():
+            for p, value, new_state in updates:
+                if new_state:
+                    self.state[id(p)].update(new_state)
+                if value is not None:
+                    assign_(p, value)
         self.steps += 1
 
     def evaluate(self, closure=None):
@@ -190,15 +191,12 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} defines neither update nor step_group")
 
     def check_grads_finite(self, grads) -> None:
-        from ..ops import all as all_
-        from ..ops import isfinite
-
         for gi, gs in enumerate(grads):
             for pi, g in enumerate(gs):
-                if g is not None and not bool(all_(isfinite(g))):
+                if g is not None and not all_finite(g):
                     raise FloatingPointError(
                         f"{type(self).__name__}.step: the gradient of parameter {pi} of group {gi} "
-                        f"(shape {g.shape}, {g.dtype}) is not finite; no parameter was changed"
+                        f"({describe(g)}) is not finite; no parameter was changed"
                     )
 
     # ------------------------------------------------------------------ checkpoints
@@ -283,6 +281,24 @@ class Optimizer:
         return f"{type(self).__name__}({len(self.parameters())} parameters, {settings})"
 
 
+class RandomOptimizer(Optimizer):
+    """An optimizer that draws random numbers (probes, sampled labels): its generator ``rng`` is part of
+    its state, saved by ``state_dict`` and restored by ``load_state_dict``."""
+
+    def _init_rng(self, seed: RngLike, rng: RngLike) -> None:
+        """``self.rng`` from ``rng`` if given, else from ``seed`` (any form ``as_generator`` takes)."""
+        self.rng = as_generator(
+            seed if rng is None else rng, self.parameters()[0].device, op=type(self).__name__
+        )
+
+    def extra_state(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_extra_state(self, extra: dict) -> None:
+        if "rng" in extra:
+            self.rng.set_state(extra["rng"])
+
+
 def takes_params(closure) -> bool:
     """Whether ``closure`` takes one argument (functional style) rather than none (PyTorch style).
 
@@ -303,22 +319,48 @@ def takes_params(closure) -> bool:
     return len(required) >= 1
 
 
-def assign_(p: Taped, value: Tensor) -> None:
-    """Replace the value of tape leaf ``p`` in place (shape and dtype kept).
+def settings_of(args: dict) -> dict:
+    """An optimizer's settings from its constructor's ``locals()``: every argument but ``params``.
+
+    >>> def make(params, lr=0.1, momentum=0.0):
+    ...     return settings_of(locals())
+    >>> make([], lr=0.5)
+    {'lr': 0.5, 'momentum': 0.0}
+    """
+    return {k: v for k, v in args.items() if k not in ("self", "params", "__class__")}
+
+
+def check_pair(op: str, name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a tuple or list of two items (``betas``, for example).
+
+    >>> check_pair("Adam", "betas", (0.9,))
+    Traceback (most recent call last):
+    ...
+    ValueError: Adam: betas must be a pair (two numbers), got (0.9,)
+    """
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ValueError(f"{op}: {name} must be a pair (two numbers), got {value!r}")
+
+
+def machine_eps(dtype) -> float:
+    """The spacing of floating-point numbers near 1 for ``dtype`` (``numpy.finfo(dtype).eps``).
 
     >>> import minidiff as md
-    >>> w = md.tensor([1.0, 2.0], requires_grad=True)
-    >>> assign_(w, md.tensor([5.0, 6.0]))
-    >>> w.tolist(), w.is_leaf
-    ([5.0, 6.0], True)
+    >>> machine_eps(md.float64) == 2.0**-52, machine_eps(md.float32) == 2.0**-23
+    (True, True)
     """
-    if value.shape != p.shape:
-        raise ValueError(f"assign_: new value of shape {value.shape} for a parameter of shape {p.shape}")
-    value = value.detach()
-    if value.dtype != p.dtype:
-        value = value.astype(p.dtype)
-    p.primal = value
-    p._data = value._data
+    return {2: 2.0**-10, 4: 2.0**-23, 8: 2.0**-52}[dtype.itemsize]
+
+
+@array_kernel
+def all_finite(ns, t) -> bool:
+    """Whether every entry of ``t`` is finite (a Python bool; one pass over the array).
+
+    >>> import minidiff as md
+    >>> all_finite(md.tensor([1.0, 2.0])), all_finite(md.tensor([1.0, float("nan")]))
+    (True, False)
+    """
+    return bool(ns.isfinite(t).all())
 
 
 def _as_groups(params, name) -> list[dict]:
@@ -359,13 +401,14 @@ class _HostArray:
         self.array = array
 
     def __eq__(self, other):
-        cpu = backend.get_device("cpu").xp
-        return isinstance(other, _HostArray) and cpu.array_equal(self.array, other.array)
+        if not isinstance(other, _HostArray) or self.array.shape != other.array.shape:
+            return False
+        return bool((self.array == other.array).all())
 
 
 def _to_host(tree):
     if isinstance(tree, Tensor):
-        return _HostArray(tree.device.to_host(tree.detach()._data).copy())
+        return _HostArray(tree.detach().numpy().copy())
     if isinstance(tree, dict):
         return {k: _to_host(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -375,7 +418,7 @@ def _to_host(tree):
 
 def _from_host(tree, device):
     if isinstance(tree, _HostArray):
-        return wrap(device.xp.asarray(tree.array.copy()), device)
+        return asarray(tree.array.copy(), device=device)
     if isinstance(tree, dict):
         return {k: _from_host(v, device) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):

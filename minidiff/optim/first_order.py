@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 
 from ..creation import full, zeros_like
+from ..errors import check_number
 from ..ops import sqrt
-from .base import Optimizer
+from .base import Optimizer, settings_of
 from .centralization import centralize, check_mode
 
 __all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]
@@ -70,25 +71,13 @@ class SGD(_FirstOrder):
         centralize: str | None = None,
         conv_only: bool = False,
     ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                momentum=momentum,
-                dampening=dampening,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                centralize=centralize,
-                conv_only=conv_only,
-            ),
-        )
+        super().__init__(params, settings_of(locals()))
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
         name = type(self).__name__
         damp = settings["dampening"]
-        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 <= damp <= 1:
-            raise ValueError(f"{name}: dampening must lie in [0, 1], got {damp!r}")
+        check_number(name, "dampening", damp, low=0, high=1)
         if settings["nesterov"] and (settings["momentum"] <= 0 or damp != 0):
             raise ValueError(
                 f"{name}: Nesterov momentum needs momentum > 0 and dampening = 0, got "
@@ -137,17 +126,8 @@ class Adam(_FirstOrder):
         centralize: str | None = None,
         conv_only: bool = False,
     ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=tuple(betas),
-                eps=eps,
-                weight_decay=weight_decay,
-                centralize=centralize,
-                conv_only=conv_only,
-            ),
-        )
+        betas = tuple(betas)
+        super().__init__(params, settings_of(locals()))
 
     def update(self, p, g, state, group):
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
@@ -227,25 +207,12 @@ class Adagrad(_FirstOrder):
         centralize: str | None = None,
         conv_only: bool = False,
     ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                lr_decay=lr_decay,
-                weight_decay=weight_decay,
-                initial_accumulator_value=initial_accumulator_value,
-                eps=eps,
-                centralize=centralize,
-                conv_only=conv_only,
-            ),
-        )
+        super().__init__(params, settings_of(locals()))
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
         for key in ("lr_decay", "initial_accumulator_value"):
-            value = settings[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{type(self).__name__}: {key} must be a non-negative number, got {value!r}")
+            check_number(type(self).__name__, key, settings[key], low=0)
 
     def update(self, p, g, state, group):
         if not state:
@@ -286,25 +253,11 @@ class RMSprop(_FirstOrder):
         centralize: str | None = None,
         conv_only: bool = False,
     ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                alpha=alpha,
-                eps=eps,
-                weight_decay=weight_decay,
-                momentum=momentum,
-                centered=centered,
-                centralize=centralize,
-                conv_only=conv_only,
-            ),
-        )
+        super().__init__(params, settings_of(locals()))
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
-        alpha = settings["alpha"]
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise ValueError(f"{type(self).__name__}: alpha must lie in [0, 1], got {alpha!r}")
+        check_number(type(self).__name__, "alpha", settings["alpha"], low=0, high=1)
 
     def update(self, p, g, state, group):
         alpha, mu = group["alpha"], group["momentum"]

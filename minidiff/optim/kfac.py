@@ -53,11 +53,14 @@ from __future__ import annotations
 
 import math
 
+from ..errors import check_number
+from ..kernel import array_kernel
+from ..nn.functional import unfold
 from ..nn.modules import Conv2d, Linear, Module
 from ..random import RngLike, as_generator
 from ..reverse import no_grad
-from ..tensor import Tensor, wrap
-from .base import Optimizer
+from ..tensor import Tensor
+from .base import RandomOptimizer, all_finite, machine_eps
 
 __all__ = ["KFAC", "sample_labels"]
 
@@ -80,20 +83,24 @@ def sample_labels(logits: Tensor, rng: RngLike) -> tuple[Tensor, Tensor]:
     z = logits.detach()
     if z.ndim != 2:
         raise ValueError(f"sample_labels: expected logits of shape (B, K), got {z.shape}")
-    xp = z.device.xp
+    u = as_generator(rng, z.device, op="sample_labels").uniform((z.shape[0], 1), dtype="float64")
+    return _sample_labels(z, u)
+
+
+@array_kernel
+def _sample_labels(ns, z, u):
+    """The inverse-CDF draw of :func:`sample_labels` (``u`` one uniform per row) and the cotangent."""
     b, k = z.shape
-    a = z._data.astype(xp.float64)
+    a = z.astype(ns.float64)
     a = a - a.max(axis=1, keepdims=True)
-    p = xp.exp(a)
+    p = ns.exp(a)
     p /= p.sum(axis=1, keepdims=True)
-    u = as_generator(rng, z.device, op="sample_labels").uniform((b, 1), dtype="float64")._data
-    labels = xp.minimum((xp.cumsum(p, axis=1) < u).sum(axis=1), k - 1).astype(xp.int64)
-    p[xp.arange(b), labels] -= 1.0
-    ct = (p / b).astype(z.dtype)
-    return wrap(labels, z.device), wrap(ct, z.device)
+    labels = ns.minimum((ns.cumsum(p, axis=1) < u).sum(axis=1), k - 1).astype(ns.int64)
+    p[ns.arange(b), labels] -= 1.0
+    return labels, (p / b).astype(z.dtype)
 
 
-class KFAC(Optimizer):
+class KFAC(RandomOptimizer):
     """K-FAC on the dense and convolution layers of ``model`` (see the module docstring).
 
     ``model`` is a :class:`minidiff.nn.Module` whose parameters are tape leaves: call
@@ -149,27 +156,20 @@ class KFAC(Optimizer):
         self.layers = []  # (name, module, weight leaf, bias leaf or None)
         for name, m in model.named_modules():
             if isinstance(m, (Linear, Conv2d)):
-                self.layers.append((name, m, m._params["weight"], m._params.get("bias")))
-        self.rng = as_generator(seed if rng is None else rng, params[0].device, op="KFAC")
+                self.layers.append((name, m, m.weight, m.parameters().get("bias")))
+        self._init_rng(seed, rng)
         self.kl_scale = 1.0
         self.sampled_labels = None
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
         name = type(self).__name__
-        if not settings["momentum"] < 1:
-            raise ValueError(f"{name}: momentum must lie in [0, 1), got {settings['momentum']!r}")
-        if not 0 <= settings["stat_decay"] < 1:
-            raise ValueError(f"{name}: stat_decay must lie in [0, 1), got {settings['stat_decay']!r}")
-        if not settings["damping"] > 0:
-            raise ValueError(f"{name}: damping must be positive, got {settings['damping']!r}")
-        kl = settings["kl_clip"]
-        if kl is not None and not (isinstance(kl, (int, float)) and kl > 0):
-            raise ValueError(f"{name}: kl_clip must be positive or None, got {kl!r}")
+        check_number(name, "momentum", settings["momentum"], low=0, high=1, high_open=True)
+        check_number(name, "stat_decay", settings["stat_decay"], low=0, high=1, high_open=True)
+        check_number(name, "damping", settings["damping"], low=0, low_open=True)
+        check_number(name, "kl_clip", settings["kl_clip"], low=0, low_open=True, none_ok=True)
         for key in ("stat_period", "inverse_period"):
-            v = settings[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: {key} must be a positive int, got {v!r}")
+            check_number(name, key, settings[key], low=1, integer=True)
         if settings["fisher"] not in FISHERS:
             raise ValueError(f"{name}: fisher must be one of {FISHERS}, got {settings['fisher']!r}")
         if settings["damping_mode"] not in DAMPING_MODES:
@@ -197,7 +197,7 @@ class KFAC(Optimizer):
             if keep:
                 entry["a"] = rows
             if stats_step:
-                entry["A"] = _input_factor(x.device.xp, rows, module.use_bias)
+                entry["A"] = _input_factor(rows, bias=module.use_bias)
 
         def backward_hook(module, ct):
             entry = captured.setdefault(module, {})
@@ -210,7 +210,7 @@ class KFAC(Optimizer):
             if want_ct:
                 entry["ct"] = rows
             if want_g:
-                entry["G"] = _gram(rows) * ct.shape[0]  # (1/B)·Σ (B·ct)(B·ct)ᵀ
+                entry["G"] = _output_factor(rows, batch=ct.shape[0])
 
         handles = []
         for _, m, _, _ in self.layers:
@@ -220,7 +220,7 @@ class KFAC(Optimizer):
 
     def _check_layers(self) -> None:
         for name, m, w, b in self.layers:
-            if m._params["weight"] is not w or m._params.get("bias") is not b:
+            if m.weight is not w or m.parameters().get("bias") is not b:
                 raise RuntimeError(
                     f"KFAC.step: the parameters of layer {name!r} were replaced after the optimizer was "
                     "built (e.g. model.requires_grad_() called again); build the optimizer afterwards"
@@ -243,22 +243,10 @@ class KFAC(Optimizer):
         factored = group["factored_gradient"] and group["damping_mode"] == "tikhonov"
         rng_state = self.rng.get_state()
         captured: dict = {}
-        phase = ["forward"]
+        phase = ["forward"]  # the pass the hooks see
         handles = self._hooks(captured, phase, stats_step, factored) if stats_step or factored else []
         try:
-            self.zero_grad()
-            loss, logits = _loss_and_logits(closure())
-            phase[0] = "data+fisher" if stats_step and not true_fisher else "data"
-            loss.backward(retain_graph=stats_step and true_fisher)
-            grads = [p.grad for p in params]
-            self.check_grads_finite([grads])
-            labels = None
-            if stats_step and true_fisher:
-                labels, ct = sample_labels(logits, self.rng)
-                phase[0] = "fisher"
-                logits.backward(ct)
-                for p, g in zip(params, grads):  # keep the data gradients in .grad
-                    p.grad = g
+            loss, grads, labels = self._backward_passes(closure, phase, stats_step, true_fisher)
             if stats_step:
                 _check_captured(captured, self.layers)
             with no_grad():
@@ -274,84 +262,106 @@ class KFAC(Optimizer):
             self.sampled_labels = labels
         return loss.detach()
 
+    def _backward_passes(self, closure, phase: list, stats_step: bool, true_fisher: bool):
+        """``(loss, data gradients, sampled labels or None)``: the closure, the backward pass of the loss
+        and, for the true Fisher, one more of the logits on labels sampled from the model."""
+        params = self.param_groups[0]["params"]
+        fisher_pass = stats_step and true_fisher
+        self.zero_grad()
+        loss, logits = _loss_and_logits(closure())
+        phase[0] = "data+fisher" if stats_step and not true_fisher else "data"
+        loss.backward(retain_graph=fisher_pass)
+        grads = [p.grad for p in params]
+        self.check_grads_finite([grads])
+        if not fisher_pass:
+            return loss, grads, None
+        labels, ct = sample_labels(logits, self.rng)
+        phase[0] = "fisher"
+        logits.backward(ct)
+        for p, g in zip(params, grads):  # keep the data gradients in .grad
+            p.grad = g
+        return loss, grads, labels
+
     def _update(self, group, grads, captured, stats_step, inverse_step):
-        lr, decay, lam = group["lr"], group["stat_decay"], group["damping"]
+        """``(new state per parameter id, new values)``: factors, inverses, preconditioned directions
+        of the layers, the KL clip ν, then the SGD-with-momentum step on every parameter."""
         params = group["params"]
         grad_of = {id(p): g for p, g in zip(params, grads)}
         new_state = {id(p): {} for p in params}
-        directions = {}  # id(param) -> preconditioned gradient (raw array)
+        directions = {}  # id(param) -> preconditioned gradient
         vg = 0.0
         for _, m, w, b in self.layers:
             gw, gb = grad_of[id(w)], (grad_of[id(b)] if b is not None else None)
             if gw is None:
                 continue
             st, new = self.state[id(w)], new_state[id(w)]
-            xp = w.device.xp
             if stats_step:
-                A, G = captured[m]["A"], captured[m]["G"]
-                if "A" in st:
-                    A = decay * st["A"]._data + (1 - decay) * A
-                    G = decay * st["G"]._data + (1 - decay) * G
-                else:  # the EMA starts from the identity
-                    A = decay * xp.eye(A.shape[0], dtype=A.dtype) + (1 - decay) * A
-                    G = decay * xp.eye(G.shape[0], dtype=G.dtype) + (1 - decay) * G
-                new["A"], new["G"] = wrap(A, w.device), wrap(G, w.device)
-            else:
-                A, G = st["A"]._data, st["G"]._data
+                cap = captured[m]
+                new["A"], new["G"] = _factors_ema(
+                    st.get("A"), st.get("G"), cap["A"], cap["G"], group["stat_decay"]
+                )
             if inverse_step:
-                new.update(_inverses(A, G, lam, group["damping_mode"], w))
-                inv = new
-            else:
-                inv = st
-            full = _weight_matrix(xp, gw._data, None if gb is None else gb._data)
-            cap = captured.get(m, {})
-            if "a" in cap and "ct" in cap:  # ∇W̄ = Σ ct āᵀ: precondition the two sides separately
-                a, ct, ainv = cap["a"], cap["ct"], inv["A_inv"]._data
-                if stats_step:
-                    _check_factored(xp, ct, a, full, b is not None, m)
-                q = a @ ainv[: a.shape[1]]
-                if b is not None:
-                    q += ainv[a.shape[1]]
-                delta = (inv["G_inv"]._data @ ct.T) @ q
-            elif group["damping_mode"] == "tikhonov":
-                delta = inv["G_inv"]._data @ full @ inv["A_inv"]._data
-            else:
-                qa, qg = inv["QA"]._data, inv["QG"]._data
-                v = qg.T @ full @ qa
-                v /= inv["dG"]._data[:, None] * inv["dA"]._data[None, :] + lam
-                delta = qg @ v @ qa.T
-            vg += lr * lr * float((delta * full).sum())
-            cols = gw.size // gw.shape[0]
-            directions[id(w)] = delta[:, :cols].reshape(gw.shape)
+                factors = new if stats_step else st
+                new.update(
+                    _inverses(factors["A"], factors["G"], group["damping"], group["damping_mode"], w.dtype)
+                )
+            inv = new if inverse_step else st
+            dw, db, layer_vg = self._layer_direction(m, gw, gb, inv, captured.get(m, {}), stats_step, group)
+            vg += layer_vg
+            directions[id(w)] = dw
             if b is not None:
-                directions[id(b)] = delta[:, cols]
+                directions[id(b)] = db
         kl = group["kl_clip"]
         nu = min(1.0, math.sqrt(kl / vg)) if kl is not None and vg > 0 else 1.0
         self.kl_scale = nu
+        return new_state, self._momentum_steps(group, grad_of, directions, nu, new_state)
+
+    def _momentum_steps(self, group, grad_of, directions, nu, new_state) -> list:
+        """The new value of every parameter (None without a gradient): SGD with momentum along ν·Δ
+        (layers) or the gradient (other parameters); the new buffers go into ``new_state``."""
         values = []
-        for p in params:
+        for p in group["params"]:
             g = grad_of[id(p)]
             if g is None:
                 values.append(None)
                 continue
-            d = directions[id(p)] * nu if id(p) in directions else g._data
-            data = p.detach()._data
-            if group["weight_decay"]:
-                d = d + group["weight_decay"] * data
+            d, scale = (directions[id(p)], nu) if id(p) in directions else (g, 1.0)
             buf = self.state[id(p)].get("momentum_buffer")
-            if buf is not None and group["momentum"]:
-                d = group["momentum"] * buf._data + d
-            new_state[id(p)]["momentum_buffer"] = wrap(d.astype(data.dtype, copy=False), p.device)
-            values.append(wrap((data - lr * d).astype(data.dtype, copy=False), p.device))
-        return new_state, values
+            value, new_state[id(p)]["momentum_buffer"] = _momentum_step(
+                p.detach(),
+                d,
+                buf,
+                scale=scale,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                wd=group["weight_decay"],
+            )
+            values.append(value)
+        return values
+
+    @staticmethod
+    def _layer_direction(module, gw, gb, inv, cap, stats_step, group):
+        """``(Δ of the weight, Δ of the bias or None, lr²⟨Δ, ∇W̄⟩)`` of one layer."""
+        factored = "a" in cap and "ct" in cap  # ∇W̄ = Σ ct āᵀ: precondition the two sides separately
+        return _precondition(
+            gw,
+            gb,
+            inv,
+            cap.get("a") if factored else None,
+            cap.get("ct") if factored else None,
+            check=factored and stats_step,
+            lam=group["damping"],
+            mode=group["damping_mode"],
+            lr=group["lr"],
+            module=module,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state(), "kl_scale": self.kl_scale}
+        return {**super().extra_state(), "kl_scale": self.kl_scale}
 
     def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
+        super().load_extra_state(extra)
         self.kl_scale = extra.get("kl_scale", 1.0)
 
 
@@ -370,29 +380,29 @@ def _loss_and_logits(out):
     return loss, logits
 
 
-def _input_rows(module, x: Tensor):
+def _input_rows(module, x: Tensor) -> Tensor:
     """The layer's inputs as rows (examples × locations, features): unfolded patches for a convolution."""
-    xp = x.device.xp
     if isinstance(module, Conv2d):
-        from ..nn.functional import unfold
-
-        kh, kw = module.kernel_size
-        cols = unfold(x, (kh, kw), module.stride, module.padding)
-        n, c, _, ho, wo = cols.shape
-        return xp.moveaxis(cols._data.reshape(n, c * kh * kw, ho * wo), 1, 2).reshape(n * ho * wo, -1)
-    return x._data.reshape(-1, x.shape[-1])
+        return _patch_rows(unfold(x, module.kernel_size, module.stride, module.padding))
+    return x.reshape(-1, x.shape[-1])
 
 
-def _output_rows(ct: Tensor):
+@array_kernel
+def _patch_rows(ns, cols):
+    n, c, k, ho, wo = cols.shape
+    return ns.moveaxis(cols.reshape(n, c * k, ho * wo), 1, 2).reshape(n * ho * wo, -1)
+
+
+@array_kernel
+def _output_rows(ns, c):
     """The output cotangents as rows (examples × locations, output features)."""
-    xp, c = ct.device.xp, ct._data
-    return xp.moveaxis(c, 1, -1).reshape(-1, c.shape[1]) if c.ndim > 2 else c.reshape(-1, c.shape[-1])
+    return ns.moveaxis(c, 1, -1).reshape(-1, c.shape[1]) if c.ndim > 2 else c.reshape(-1, c.shape[-1])
 
 
 def _factored_is_cheaper(module, x: Tensor) -> bool:
     """Whether ``G⁻¹(ctᵀ)·(ā A⁻¹)`` (R rows) costs fewer flops than ``G⁻¹ ∇W̄ A⁻¹``."""
     if isinstance(module, Conv2d):
-        o, c, kh, kw = module._params["weight"].shape
+        o, c, kh, kw = module.weight.shape
         d = c * kh * kw + module.use_bias
         _, _, ho, wo = module.output_shape(x.shape)
         r = x.shape[0] * ho * wo
@@ -402,12 +412,13 @@ def _factored_is_cheaper(module, x: Tensor) -> bool:
     return r * (o * o + d * d + o * d) < o * d * (o + d)
 
 
-def _input_factor(xp, a, bias: bool):
+@array_kernel
+def _input_factor(ns, a, *, bias: bool):
     """``A = mean over rows of ā āᵀ`` (ā with a trailing 1 when there is a bias)."""
     rows, d = a.shape
     if not bias:
         return _gram(a) / rows
-    A = xp.empty((d + 1, d + 1), dtype=a.dtype)
+    A = ns.empty((d + 1, d + 1), dtype=a.dtype)
     A[:d, :d] = _gram(a)
     s = a.sum(axis=0)
     A[:d, d] = s
@@ -416,19 +427,68 @@ def _input_factor(xp, a, bias: bool):
     return A / rows
 
 
+@array_kernel
+def _output_factor(ns, rows, *, batch: int):
+    """``G = (1/B)·Σ (B·ct)(B·ct)ᵀ`` from the cotangent rows."""
+    return _gram(rows) * batch
+
+
 def _gram(a):
     """``aᵀa``.  The copy makes NumPy take a general matrix product instead of its symmetric rank-k
     path, which was 1.5–2.5× slower for 64 × 1024 rows on the project's machine."""
     return a.T @ a.copy()
 
 
-def _check_factored(xp, ct, a, full, bias, module) -> None:
+@array_kernel
+def _factors_ema(ns, old_A, old_G, A, G, decay):
+    """The factors' moving averages; the first one starts from the identity."""
+    if old_A is None:
+        old_A, old_G = ns.eye(A.shape[0], dtype=A.dtype), ns.eye(G.shape[0], dtype=G.dtype)
+    return decay * old_A + (1 - decay) * A, decay * old_G + (1 - decay) * G
+
+
+@array_kernel
+def _precondition(ns, gw, gb, inv, a, ct, *, check, lam, mode, lr, module):
+    """One layer's ``Δ`` (see the module docstring) split into weight and bias parts, and lr²⟨Δ, ∇W̄⟩."""
+    full = _weight_matrix(ns, gw, gb)
+    if a is not None:  # the factored form (G⁻¹ctᵀ)(ā A⁻¹)
+        if check:
+            _check_factored(ns, ct, a, full, gb is not None, module)
+        ainv = inv["A_inv"]
+        q = a @ ainv[: a.shape[1]]
+        if gb is not None:
+            q += ainv[a.shape[1]]
+        delta = (inv["G_inv"] @ ct.T) @ q
+    elif mode == "tikhonov":
+        delta = inv["G_inv"] @ full @ inv["A_inv"]
+    else:
+        qa, qg = inv["QA"], inv["QG"]
+        v = qg.T @ full @ qa
+        v /= inv["dG"][:, None] * inv["dA"][None, :] + lam
+        delta = qg @ v @ qa.T
+    vg = lr * lr * float((delta * full).sum())
+    cols = gw.size // gw.shape[0]
+    return delta[:, :cols].reshape(gw.shape), (None if gb is None else delta[:, cols]), vg
+
+
+@array_kernel
+def _momentum_step(ns, p, d, buf, *, scale, lr, momentum, wd):
+    """``(new p, new momentum buffer)``: SGD with momentum and weight decay along ``scale·d``."""
+    d = d * scale if scale != 1.0 else d
+    if wd:
+        d = d + wd * p
+    if buf is not None and momentum:
+        d = momentum * buf + d
+    return (p - lr * d).astype(p.dtype, copy=False), d.astype(p.dtype, copy=False)
+
+
+def _check_factored(ns, ct, a, full, bias, module) -> None:
     """On statistics steps: the gradient must be Σ ct āᵀ for the factored form to be exact."""
     m = ct.T @ a
     if bias:
-        m = xp.concatenate([m, ct.sum(axis=0)[:, None]], axis=1)
-    tol = 10 * math.sqrt(float(xp.finfo(full.dtype).eps))
-    err, size = float(xp.linalg.norm(m - full)), float(xp.linalg.norm(full))
+        m = ns.concatenate([m, ct.sum(axis=0)[:, None]], axis=1)
+    tol = 10 * math.sqrt(machine_eps(full.dtype))
+    err, size = float(ns.linalg.norm(m - full)), float(ns.linalg.norm(full))
     if err > tol * size + 1e-30:
         raise RuntimeError(
             f"KFAC.step: the gradient of {module!r} is not Σ cotangent·inputᵀ (relative difference "
@@ -445,38 +505,33 @@ def _check_captured(captured, layers) -> None:
                 f"KFAC.step: layer {name!r} was not used by the closure's forward and backward passes; "
                 "the closure must compute the logits with the model"
             )
-        xp = m._params["weight"].device.xp
-        if not (bool(xp.isfinite(got["A"]).all()) and bool(xp.isfinite(got["G"]).all())):
+        if not (all_finite(got["A"]) and all_finite(got["G"])):
             raise FloatingPointError(
                 f"KFAC.step: the curvature statistics of layer {name!r} are not finite; no parameter was "
                 "changed"
             )
 
 
-def _weight_matrix(xp, gw, gb):
+def _weight_matrix(ns, gw, gb):
     """``∇W̄``: the weight gradient as out × in (convolutions: out × C·kh·kw), bias as a last column."""
     gw = gw.reshape(gw.shape[0], -1)
     if gb is None:
         return gw
-    return xp.concatenate([gw, gb[:, None]], axis=1)
+    return ns.concatenate([gw, gb[:, None]], axis=1)
 
 
-def _inverses(A, G, lam, mode, w) -> dict:
-    """The damped inverses (Tikhonov) or the eigendecompositions (eigen), computed in float64."""
-    xp, dev, dt = w.device.xp, w.device, w.dtype
-    A64, G64 = A.astype(xp.float64), G.astype(xp.float64)
+@array_kernel
+def _inverses(ns, A, G, lam, mode, dt) -> dict:
+    """The damped inverses (Tikhonov) or the eigendecompositions (eigen), computed in float64 and
+    returned in dtype ``dt`` (the weight's)."""
+    A64, G64 = A.astype(ns.float64), G.astype(ns.float64)
     if mode == "tikhonov":
-        ta, tg = float(xp.trace(A64)) / A.shape[0], float(xp.trace(G64)) / G.shape[0]
+        ta, tg = float(ns.trace(A64)) / A.shape[0], float(ns.trace(G64)) / G.shape[0]
         pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
-        ia = xp.linalg.inv(A64 + pi * math.sqrt(lam) * xp.eye(A.shape[0]))
-        ig = xp.linalg.inv(G64 + math.sqrt(lam) / pi * xp.eye(G.shape[0]))
-        return {"A_inv": wrap(ia.astype(dt), dev), "G_inv": wrap(ig.astype(dt), dev)}
-    da, qa = xp.linalg.eigh(A64)
-    dg, qg = xp.linalg.eigh(G64)
-    da, dg = xp.maximum(da, 0), xp.maximum(dg, 0)  # PSD factors: clip round-off negatives
-    return {
-        "QA": wrap(qa.astype(dt), dev),
-        "dA": wrap(da.astype(dt), dev),
-        "QG": wrap(qg.astype(dt), dev),
-        "dG": wrap(dg.astype(dt), dev),
-    }
+        ia = ns.linalg.inv(A64 + pi * math.sqrt(lam) * ns.eye(A.shape[0]))
+        ig = ns.linalg.inv(G64 + math.sqrt(lam) / pi * ns.eye(G.shape[0]))
+        return {"A_inv": ia.astype(dt), "G_inv": ig.astype(dt)}
+    da, qa = ns.linalg.eigh(A64)
+    dg, qg = ns.linalg.eigh(G64)
+    da, dg = ns.maximum(da, 0), ns.maximum(dg, 0)  # PSD factors: clip round-off negatives
+    return {"QA": qa.astype(dt), "dA": da.astype(dt), "QG": qg.astype(dt), "dG": dg.astype(dt)}

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 
-from ..reverse import no_grad
+from ..errors import check_number
+from ..reverse import assign_, no_grad
 from ..transforms import HVP_MODES, hvp, value_and_grad
-from .base import Optimizer, assign_
+from .base import Optimizer, all_finite, machine_eps
 
 __all__ = ["NewtonCG"]
 
@@ -64,13 +65,10 @@ class NewtonCG(Optimizer):
     ):
         super().__init__(params, dict(lr=lr, damping=damping))
         name = type(self).__name__
-        for key, v in (("max_cg_iter", max_cg_iter), ("max_ls", max_ls)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: {key} must be a positive integer, got {v!r}")
-        if cg_tol is not None and not (isinstance(cg_tol, (int, float)) and cg_tol >= 0):
-            raise ValueError(f"{name}: cg_tol must be None or a non-negative number, got {cg_tol!r}")
-        if not (isinstance(c1, (int, float)) and 0 < c1 < 1):
-            raise ValueError(f"{name}: c1 must lie in (0, 1), got {c1!r}")
+        check_number(name, "max_cg_iter", max_cg_iter, low=1, integer=True)
+        check_number(name, "max_ls", max_ls, low=1, integer=True)
+        check_number(name, "cg_tol", cg_tol, low=0, none_ok=True)
+        check_number(name, "c1", c1, low=0, high=1, low_open=True, high_open=True)
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"{name}: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.max_cg_iter, self.cg_tol, self.line_search = max_cg_iter, cg_tol, bool(line_search)
@@ -99,25 +97,15 @@ class NewtonCG(Optimizer):
         with no_grad():
             z, reason, iters = self._cg(matvec, g)
             step = [lr * zi for lr, zi in zip(lrs, z)]
-            slope = _dot(g, step)
-            t, f0, trials = 1.0, float(loss), 0
-            if self.line_search and slope < 0:
-                while trials < self.max_ls:
-                    trials += 1
-                    trial = float(f([xi + t * si for xi, si in zip(x, step)]))
-                    if math.isfinite(trial) and trial <= f0 + self.c1 * t * slope:
-                        break
-                    t *= 0.5
-                else:
-                    t = 0.0
+            t, trials = self._backtrack(f, x, step, float(loss), _dot(g, step))
             new = [xi + t * si for xi, si in zip(x, step)]
-        if any(not bool(_finite(v)) for v in new):
-            raise FloatingPointError(
-                f"{name}.step: the Newton step is not finite (CG stopped by {reason}); no parameter was "
-                "changed — add damping"
-            )
-        for p, v in zip(params, new):
-            assign_(p, v)
+            if not all(all_finite(v) for v in new):
+                raise FloatingPointError(
+                    f"{name}.step: the Newton step is not finite (CG stopped by {reason}); no parameter "
+                    "was changed — add damping"
+                )
+            for p, v in zip(params, new):
+                assign_(p, v)
         self.info = {
             "cg_iterations": iters,
             "cg_stop": reason,
@@ -127,11 +115,24 @@ class NewtonCG(Optimizer):
         self.steps += 1
         return loss
 
+    def _backtrack(self, f, x, step, f0, slope):
+        """``(t, trials)``: Armijo backtracking (halving) along ``step``; t = 1 without line search or
+        ascent, t = 0 when no trial decreased f enough."""
+        if not (self.line_search and slope < 0):
+            return 1.0, 0
+        t = 1.0
+        for trials in range(1, self.max_ls + 1):
+            trial = float(f([xi + t * si for xi, si in zip(x, step)]))
+            if math.isfinite(trial) and trial <= f0 + self.c1 * t * slope:
+                return t, trials
+            t *= 0.5
+        return 0.0, self.max_ls
+
     def _cg(self, matvec, g):
         """Approximately solve ``A z = −g``; returns ``(z, reason it stopped, iterations)``."""
         gnorm = math.sqrt(_dot(g, g))
         tol = (self.cg_tol if self.cg_tol is not None else min(0.5, math.sqrt(gnorm))) * gnorm
-        tol = max(tol, 8 * float(g[0].device.xp.finfo(g[0].dtype).eps) * gnorm)  # "exact": to rounding
+        tol = max(tol, 8 * machine_eps(g[0].dtype) * gnorm)  # "exact": to rounding
         z = [0 * gi for gi in g]
         r = [-gi for gi in g]
         d = list(r)
@@ -153,10 +154,3 @@ class NewtonCG(Optimizer):
             d = [ri + beta * di for ri, di in zip(r, d)]
             rr = rr_new
         return z, "max_cg_iter reached", self.max_cg_iter
-
-
-def _finite(t):
-    from ..ops import all as all_
-    from ..ops import isfinite
-
-    return all_(isfinite(t))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import check_number
 from .base import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR"]
@@ -76,14 +77,6 @@ class LRScheduler:
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self.get_last_lr()})"
 
 
-def _positive(name, key, value, integer=False):
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ValueError(
-            f"{name}: {key} must be a positive {'integer' if integer else 'number'}, got {value!r}"
-        )
-
-
 class StepLR(LRScheduler):
     """``lr = base_lr · γ^⌊epoch / step_size⌋`` (γ = 0.1: the GC paper's ×0.1 every 60 epochs).
 
@@ -96,8 +89,8 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
-        _positive("StepLR", "step_size", step_size, integer=True)
-        _positive("StepLR", "gamma", gamma)
+        check_number("StepLR", "step_size", step_size, low=1, integer=True)
+        check_number("StepLR", "gamma", gamma, low=0, low_open=True)
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
@@ -116,7 +109,7 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1):
-        _positive("ExponentialLR", "gamma", gamma)
+        check_number("ExponentialLR", "gamma", gamma, low=0, low_open=True)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
@@ -138,9 +131,8 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
-        _positive("CosineAnnealingLR", "T_max", T_max, integer=True)
-        if isinstance(eta_min, bool) or not isinstance(eta_min, (int, float)) or not eta_min >= 0:
-            raise ValueError(f"CosineAnnealingLR: eta_min must be a non-negative number, got {eta_min!r}")
+        check_number("CosineAnnealingLR", "T_max", T_max, low=1, integer=True)
+        check_number("CosineAnnealingLR", "eta_min", eta_min, low=0)
         self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer, last_epoch)
 

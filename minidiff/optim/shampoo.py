@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import math
 
-from ..tensor import wrap
-from .base import Optimizer
+from ..errors import check_number
+from ..kernel import array_kernel
+from .base import Optimizer, check_pair, settings_of
 
 __all__ = ["Shampoo"]
 
@@ -71,44 +72,21 @@ class Shampoo(Optimizer):
         graft: str | None = "sgd",
         nesterov: bool = True,
     ):
-        super().__init__(
-            params,
-            {
-                "lr": lr,
-                "betas": tuple(betas),
-                "eps": eps,
-                "eps_relative": eps_relative,
-                "diagonal_eps": diagonal_eps,
-                "weight_decay": weight_decay,
-                "start_delay": start_delay,
-                "inverse_period": inverse_period,
-                "block_size": block_size,
-                "max_preconditioner_dim": max_preconditioner_dim,
-                "graft": graft,
-                "nesterov": nesterov,
-            },
-        )
+        betas = tuple(betas)
+        super().__init__(params, settings_of(locals()))
 
     def validate(self, settings: dict) -> None:
         name = type(self).__name__
         betas = settings["betas"]
         super().validate({k: v for k, v in settings.items() if k != "betas"})
-        if len(betas) != 2 or not (0 <= betas[0] < 1 and 0 < betas[1] <= 1):
-            raise ValueError(
-                f"{name}: betas must be (β₁ in [0, 1), β₂ in (0, 1]) (β₂ = 1 sums the statistics), "
-                f"got {betas}"
-            )
-        if not settings["eps"] > 0:
-            raise ValueError(f"{name}: eps must be positive, got {settings['eps']!r}")
-        if not settings["diagonal_eps"] >= 0:
-            raise ValueError(f"{name}: diagonal_eps must be non-negative, got {settings['diagonal_eps']!r}")
+        check_pair(name, "betas", betas)
+        check_number(name, "betas[0] (momentum)", betas[0], low=0, high=1, high_open=True)
+        check_number(name, "betas[1] (statistics decay; 1 sums them)", betas[1], low=0, high=1, low_open=True)
+        check_number(name, "eps", settings["eps"], low=0, low_open=True)
+        check_number(name, "diagonal_eps", settings["diagonal_eps"], low=0)
         for key, low in (("start_delay", 0), ("inverse_period", 1), ("max_preconditioner_dim", 1)):
-            v = settings[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name}: {key} must be an int >= {low}, got {v!r}")
-        bs = settings["block_size"]
-        if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
-            raise ValueError(f"{name}: block_size must be a positive int or None, got {bs!r}")
+            check_number(name, key, settings[key], low=low, integer=True)
+        check_number(name, "block_size", settings["block_size"], low=1, integer=True, none_ok=True)
         if settings["graft"] not in GRAFTS:
             raise ValueError(f"{name}: graft must be one of {GRAFTS}, got {settings['graft']!r}")
 
@@ -120,65 +98,78 @@ class Shampoo(Optimizer):
         ]
 
     def _update(self, p, g, state, group, t):
-        xp, dev = p.device.xp, p.device
-        beta1, beta2 = group["betas"]
-        w_old, w_new = (1.0, 1.0) if beta2 == 1 else (beta2, 1.0 - beta2)
-        gd, pd = g._data, p._data
+        """The new value of one parameter; its state (statistics, roots, graft sums, momentum) is updated."""
         lay = _Layout(p.shape, group["block_size"], group["max_preconditioner_dim"])
-        new = {}
-
-        # statistics, one per preconditioned axis (blocks stacked on a leading axis)
-        blocks = lay.to_blocks(xp, gd) if lay.k else None
-        if lay.k:
-            old = state.get("stats")
-            stats = []
-            for j, i in enumerate(lay.axes):
-                x = _axis_last(xp, blocks, i)
-                s = _gram(xp, x)
-                stats.append(w_new * s if old is None else w_old * old[j]._data + w_new * s)
-            new["stats"] = [wrap(s, dev) for s in stats]
-
-        # the grafted step
-        graft = group["graft"]
-        if graft == "adagrad":
-            acc = state.get("graft_acc")
-            acc = gd * gd if acc is None else acc._data + gd * gd  # AdaGrad: plain sums
-            new["graft_acc"] = wrap(acc, dev)
-            graft_step = gd / (xp.sqrt(acc) + group["diagonal_eps"])
-        else:
-            graft_step = gd
-
-        # Shampoo's direction
         active = lay.k > 0 and t > group["start_delay"]
-        if active:
-            if (t - group["start_delay"] - 1) % group["inverse_period"] == 0 or "roots" not in state:
-                roots = [
-                    _inverse_root(xp, s, 2 * lay.k, group["eps"], group["eps_relative"]).astype(pd.dtype)
-                    for s in stats
-                ]
-                new["roots"] = [wrap(r, dev) for r in roots]
-            else:
-                roots = [r._data for r in state["roots"]]
-            y = blocks
-            for j, i in enumerate(lay.axes):
-                y = _apply_along(xp, y, i, roots[j])
-            direction = lay.from_blocks(xp, y)
-            if graft is None:
-                update = direction
-            else:
-                scale = float(xp.linalg.norm(graft_step)) / (float(xp.linalg.norm(direction)) + 1e-16)
-                update = direction * scale
-        else:
-            update = graft_step if graft is not None else gd
-
-        if group["weight_decay"]:
-            update = update + group["weight_decay"] * pd
-        m = state.get("momentum")
-        m = update if m is None else beta1 * m._data + update
-        new["momentum"] = wrap(m.astype(pd.dtype, copy=False), dev)
-        final = beta1 * m + update if group["nesterov"] else m
+        refresh = active and (
+            (t - group["start_delay"] - 1) % group["inverse_period"] == 0 or "roots" not in state
+        )
+        old = {key: state.get(key) for key in ("stats", "graft_acc", "roots", "momentum")}
+        value, new = _shampoo_step(p, g, old, lay=lay, active=active, refresh=refresh, group=group)
         state.update(new)
-        return wrap((pd - group["lr"] * final).astype(pd.dtype, copy=False), dev)
+        return value
+
+
+@array_kernel
+def _shampoo_step(ns, p, g, old, *, lay, active, refresh, group):
+    """Statistics, grafted step, Shampoo's direction, decay and momentum on arrays: ``(new p, new state)``."""
+    new = {}
+    blocks = lay.to_blocks(ns, g) if lay.k else None
+    if lay.k:
+        new["stats"] = _statistics(ns, lay, blocks, old["stats"], group["betas"][1])
+    graft_step, acc = _graft_step(ns, g, old["graft_acc"], group)
+    if acc is not None:
+        new["graft_acc"] = acc
+    if active:
+        roots = old["roots"]
+        if refresh:
+            roots = new["roots"] = [
+                _inverse_root(ns, s, 2 * lay.k, group["eps"], group["eps_relative"]).astype(p.dtype)
+                for s in new["stats"]
+            ]
+        update = _graft(ns, _precondition(ns, lay, blocks, roots), graft_step, group["graft"])
+    else:
+        update = graft_step if group["graft"] is not None else g
+    if group["weight_decay"]:
+        update = update + group["weight_decay"] * p
+    beta1 = group["betas"][0]
+    m = update if old["momentum"] is None else beta1 * old["momentum"] + update
+    new["momentum"] = m.astype(p.dtype, copy=False)
+    final = beta1 * m + update if group["nesterov"] else m
+    return (p - group["lr"] * final).astype(p.dtype, copy=False), new
+
+
+def _statistics(ns, lay, blocks, old, beta2):
+    """One statistic per preconditioned axis (blocks stacked on a leading axis), decayed by β₂ (summed at 1)."""
+    w_old, w_new = (1.0, 1.0) if beta2 == 1 else (beta2, 1.0 - beta2)
+    stats = []
+    for j, i in enumerate(lay.axes):
+        s = _gram(ns, _axis_last(ns, blocks, i))
+        stats.append(w_new * s if old is None else w_old * old[j] + w_new * s)
+    return stats
+
+
+def _graft_step(ns, g, acc, group):
+    """``(the grafted method's step, AdaGrad's new sum or None)``: SGD's ``g`` or AdaGrad's ``g/√Σg²``."""
+    if group["graft"] != "adagrad":
+        return g, None
+    acc = g * g if acc is None else acc + g * g  # AdaGrad: plain sums
+    return g / (ns.sqrt(acc) + group["diagonal_eps"]), acc
+
+
+def _precondition(ns, lay, blocks, roots):
+    """The gradient blocks multiplied along every preconditioned axis by its inverse root."""
+    y = blocks
+    for j, i in enumerate(lay.axes):
+        y = _apply_along(ns, y, i, roots[j])
+    return lay.from_blocks(ns, y)
+
+
+def _graft(ns, direction, graft_step, graft):
+    """Shampoo's direction with the norm of the grafted step (``graft=None``: the direction itself)."""
+    if graft is None:
+        return direction
+    return direction * (float(ns.linalg.norm(graft_step)) / (float(ns.linalg.norm(direction)) + 1e-16))
 
 
 class _Layout:
@@ -202,62 +193,62 @@ class _Layout:
         self.k = len(self.axes)
         self.nblocks = math.prod(self.chunks)
 
-    def to_blocks(self, xp, a):
+    def to_blocks(self, ns, a):
         """(n₁, …, n_k) → (blocks, b₁, …, b_k), zero-padding the last chunk of each blocked axis."""
         padded = [c * b for c, b in zip(self.chunks, self.lengths)]
         if tuple(padded) != self.shape:
-            a = xp.pad(a, [(0, q - n) for q, n in zip(padded, self.shape)])
+            a = ns.pad(a, [(0, q - n) for q, n in zip(padded, self.shape)])
         r = len(self.shape)
         inter = [d for c, b in zip(self.chunks, self.lengths) for d in (c, b)]
         a = a.reshape(inter).transpose([2 * i for i in range(r)] + [2 * i + 1 for i in range(r)])
         return a.reshape((self.nblocks, *self.lengths))
 
-    def from_blocks(self, xp, blocks):
+    def from_blocks(self, ns, blocks):
         r = len(self.shape)
         a = blocks.reshape((*self.chunks, *self.lengths))
         order = [j for i in range(r) for j in (i, r + i)]
         a = a.transpose(order).reshape([c * b for c, b in zip(self.chunks, self.lengths)])
         if a.shape != self.shape:
             a = a[tuple(slice(0, n) for n in self.shape)]
-        return xp.ascontiguousarray(a)
+        return ns.ascontiguousarray(a)
 
 
-def _axis_last(xp, blocks, i):
+def _axis_last(ns, blocks, i):
     """Blocks as (nblocks, rest, b_i): axis i of each block last, the others flattened."""
-    x = xp.moveaxis(blocks, 1 + i, -1)
+    x = ns.moveaxis(blocks, 1 + i, -1)
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-def _apply_along(xp, blocks, i, mat):
+def _apply_along(ns, blocks, i, mat):
     """Multiply every block along its axis i by the symmetric (nblocks, b_i, b_i) ``mat``."""
-    x = xp.moveaxis(blocks, 1 + i, -1)
+    x = ns.moveaxis(blocks, 1 + i, -1)
     shape = x.shape
-    y = _bmm(xp, x.reshape(shape[0], -1, shape[-1]), mat).reshape(shape)
-    return xp.moveaxis(y, -1, 1 + i)
+    y = _bmm(ns, x.reshape(shape[0], -1, shape[-1]), mat).reshape(shape)
+    return ns.moveaxis(y, -1, 1 + i)
 
 
-def _inverse_root(xp, stat, p, eps, relative):
+def _inverse_root(ns, stat, p, eps, relative):
     """``(S + ridge·I)^(−1/p)`` for a stack of symmetric PSD matrices, by ``eigh`` in float64.
 
     One ``eigh`` per matrix: NumPy's stacked ``eigh`` was measured 12× slower than this loop."""
     roots = []
-    for s in stat.astype(xp.float64):
-        d, q = xp.linalg.eigh(s)
-        d = xp.maximum(d, 0.0)
+    for s in stat.astype(ns.float64):
+        d, q = ns.linalg.eigh(s)
+        d = ns.maximum(d, 0.0)
         ridge = eps * max(float(d[-1]), 1e-30) if relative else eps  # eigh sorts: d[-1] is the largest
         roots.append((q * (d + ridge) ** (-1.0 / p)) @ q.T)
-    return xp.stack(roots)
+    return ns.stack(roots)
 
 
-def _gram(xp, x):
+def _gram(ns, x):
     """``x[i]ᵀ x[i]`` for a stack; the copy makes NumPy call a general product rather than its
     symmetric rank-k path, measured up to 15× slower on 128×128 blocks on the project's machine."""
-    return xp.stack([x[i].T @ x[i].copy() for i in range(x.shape[0])])
+    return ns.stack([x[i].T @ x[i].copy() for i in range(x.shape[0])])
 
 
-def _bmm(xp, a, b):
+def _bmm(ns, a, b):
     """``a[i] @ b[i]`` for a stack of matrices, one 2-D product (BLAS) each: NumPy's stacked ``matmul``
     was measured about 15× slower than this loop on 56 blocks of 128×128."""
     if a.shape[0] == 1:
         return (a[0] @ b[0])[None]
-    return xp.stack([a[i] @ b[i] for i in range(a.shape[0])])
+    return ns.stack([a[i] @ b[i] for i in range(a.shape[0])])

@@ -37,12 +37,13 @@ from __future__ import annotations
 import math
 
 from ..creation import ones, zeros
-from ..random import RngLike, as_generator
+from ..errors import check_number
+from ..kernel import array_kernel
+from ..random import RngLike
 from ..reverse import no_grad
-from ..tensor import wrap
 from ..transforms import HVP_MODES, value_and_grad, vjp
 from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
-from .base import Optimizer, takes_params
+from .base import RandomOptimizer, takes_params
 from .kfac import sample_labels
 
 __all__ = ["Sophia"]
@@ -51,7 +52,7 @@ ESTIMATORS = ("gnb", "hutchinson")
 PROBES = ("rademacher", "normal")
 
 
-class Sophia(Optimizer):
+class Sophia(RandomOptimizer):
     """Sophia-G / Sophia-H (see the module docstring); ``step(closure)`` returns the loss.
 
     Defaults: lr 10⁻⁴, betas (0.965, 0.99), rho 0.04, eps 10⁻¹², weight_decay 0.1, estimator "gnb",
@@ -84,27 +85,22 @@ class Sophia(Optimizer):
         )
         if estimator not in ESTIMATORS:
             raise ValueError(f"Sophia: estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if isinstance(update_period, bool) or not isinstance(update_period, int) or update_period < 1:
-            raise ValueError(f"Sophia: update_period must be a positive int, got {update_period!r}")
+        check_number("Sophia", "update_period", update_period, low=1, integer=True)
         if probe not in PROBES:
             raise ValueError(f"Sophia: probe must be one of {PROBES}, got {probe!r}")
-        if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
-            raise ValueError(f"Sophia: grad_clip must be positive or None, got {grad_clip!r}")
+        check_number("Sophia", "grad_clip", grad_clip, low=0, low_open=True, none_ok=True)
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"Sophia: hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
-        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="Sophia")
+        self._init_rng(seed, rng)
         self.unclipped_fraction = None
         self.sampled_labels = None
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
-        if len(settings["betas"]) != 2:
-            raise ValueError(f"Sophia: betas must be a pair, got {settings['betas']}")
         for key in ("rho", "eps"):
-            if not settings[key] > 0:
-                raise ValueError(f"Sophia: {key} must be positive, got {settings[key]!r}")
+            check_number("Sophia", key, settings[key], low=0, low_open=True)
 
     # ------------------------------------------------------------------ gradients and estimates
     def _evaluate(self, closure, refresh):
@@ -115,42 +111,52 @@ class Sophia(Optimizer):
                 "closure(params) -> loss for Sophia-H, closure(params) or closure() -> (loss, logits) "
                 "for Sophia-G"
             )
-        params = self.parameters()
         if self.estimator == "hutchinson":
-            f = self.loss_function(closure)
-            values = [p.detach() for p in params]
-            if not refresh:
-                loss, grads = value_and_grad(f)(values)
-                return loss, list(grads), None
-            u = _hutchinson_probes(values, self.rng, self.probe)
-            loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
-            return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
-        if takes_params(closure):
-            out, back = vjp(closure, [p.detach() for p in params])
-            loss, logits = _check_pair(*_pair(out))
-            one = ones((), loss.dtype, loss.device)
-            grads = back((one, zeros(logits.shape, logits.dtype, logits.device)))[0]
-            if not refresh:
-                return loss, list(grads), None
-            labels, ct = sample_labels(logits, self.rng)
-            ghat = back((zeros((), loss.dtype, loss.device), ct))[0]
-        else:
-            self.zero_grad()
-            loss, logits = _check_pair(*_pair(closure()))
-            loss.backward(retain_graph=refresh)
-            grads = [_grad_or_zeros(p) for p in params]
-            if not refresh:
-                return loss.detach(), grads, None
-            labels, ct = sample_labels(logits, self.rng)
-            self.zero_grad()
-            logits.backward(ct)
-            ghat = [_grad_or_zeros(p) for p in params]
-            for p, g in zip(params, grads):  # keep the data gradients in .grad
-                p.grad = g
-            loss = loss.detach()
-        self.sampled_labels = labels
+            return self._hutchinson(self.loss_function(closure), refresh)
+        gnb = self._gnb_functional if takes_params(closure) else self._gnb_tape
+        loss, grads, logits, ghat = gnb(closure, refresh)
+        if ghat is None:
+            return loss, grads, None
         b = logits.shape[0]
-        return loss, list(grads), [b * g * g for g in ghat]
+        return loss, grads, [b * g * g for g in ghat]
+
+    def _hutchinson(self, f, refresh):
+        """Sophia-H: the gradient, and on refresh steps ``ĥ = u ⊙ Hu`` from the same pass."""
+        values = [p.detach() for p in self.parameters()]
+        if not refresh:
+            loss, grads = value_and_grad(f)(values)
+            return loss, list(grads), None
+        u = _hutchinson_probes(values, self.rng, self.probe)
+        loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
+        return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
+
+    def _gnb_functional(self, closure, refresh):
+        """Sophia-G on ``closure(params) -> (loss, logits)``: ``(loss, grads, logits, ĝ or None)``."""
+        out, back = vjp(closure, [p.detach() for p in self.parameters()])
+        loss, logits = _check_pair(*_pair(out))
+        one = ones((), loss.dtype, loss.device)
+        grads = back((one, zeros(logits.shape, logits.dtype, logits.device)))[0]
+        if not refresh:
+            return loss, list(grads), logits, None
+        self.sampled_labels, ct = sample_labels(logits, self.rng)
+        return loss, list(grads), logits, back((zeros((), loss.dtype, loss.device), ct))[0]
+
+    def _gnb_tape(self, closure, refresh):
+        """Sophia-G on ``closure() -> (loss, logits)`` (tape style): ``(loss, grads, logits, ĝ or None)``."""
+        params = self.parameters()
+        self.zero_grad()
+        loss, logits = _check_pair(*_pair(closure()))
+        loss.backward(retain_graph=refresh)
+        grads = [_grad_or_zeros(p) for p in params]
+        if not refresh:
+            return loss.detach(), grads, logits, None
+        self.sampled_labels, ct = sample_labels(logits, self.rng)
+        self.zero_grad()
+        logits.backward(ct)
+        ghat = [_grad_or_zeros(p) for p in params]
+        for p, g in zip(params, grads):  # keep the data gradients in .grad
+            p.grad = g
+        return loss.detach(), grads, logits, ghat
 
     def step(self, closure=None):
         """One Sophia step (see the module docstring for the closure); returns the loss."""
@@ -168,49 +174,51 @@ class Sophia(Optimizer):
             raise
         scale = 1.0
         if self.grad_clip is not None:
-            norm = math.sqrt(sum(float((g._data * g._data).sum()) for g in grads))
+            norm = math.sqrt(sum(_squared_norm(g) for g in grads))
             if norm > self.grad_clip:
                 scale = self.grad_clip / norm
         results, unclipped, total = [], 0, 0
-        i = 0
+        params = self.parameters()
+        hhat = [None] * len(params) if hhat is None else hhat
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    h = None if hhat is None else hhat[i]._data
-                    value, new_state, n_ok = self._update(p.detach(), grads[i]._data * scale, h, group, p)
-                    results.append((p, value, new_state))
-                    unclipped += n_ok
-                    total += p.size
-                    i += 1
+            for i, (group, p) in enumerate((grp, p) for grp in self.param_groups for p in grp["params"]):
+                state = self.state[id(p)]
+                value, m, h, n_ok = _sophia_step(
+                    p.detach(),
+                    grads[i],
+                    hhat[i],
+                    state.get("exp_avg"),
+                    state.get("hessian"),
+                    scale=scale,
+                    **group,
+                )
+                results.append((p, value, {"exp_avg": m, "hessian": h}))
+                unclipped += n_ok
+                total += p.size
         self.commit(results)
         self.unclipped_fraction = unclipped / max(total, 1)
         return loss
 
-    def _update(self, p, g, hhat, group, leaf):
-        xp, dev = p.device.xp, p.device
-        state = self.state[id(leaf)]
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        pd = p._data
-        dt = pd.dtype
-        m = state.get("exp_avg")
-        m = (1 - beta1) * g if m is None else beta1 * m._data + (1 - beta1) * g
-        h = state.get("hessian")
-        h = xp.zeros_like(pd) if h is None else h._data
-        if hhat is not None:
-            h = beta2 * h + (1 - beta2) * hhat
-        ratio = xp.abs(m) / (group["rho"] * xp.maximum(h, 0) + group["eps"])
-        n_ok = int((ratio < 1).sum())
-        new = pd * (1 - lr * group["weight_decay"]) - lr * xp.sign(m) * xp.minimum(ratio, 1.0)
-        new_state = {"exp_avg": wrap(m.astype(dt, copy=False), dev), "hessian": wrap(h.astype(dt), dev)}
-        return wrap(new.astype(dt, copy=False), dev), new_state, n_ok
 
-    def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state()}
+@array_kernel
+def _squared_norm(ns, g) -> float:
+    return float((g * g).sum())
 
-    def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
+
+@array_kernel
+def _sophia_step(ns, p, g, hhat, m, h, *, scale, lr, betas, rho, eps, weight_decay, **group):
+    """The clipped step of the module docstring on arrays: ``(new p, m, h, unclipped count)``."""
+    beta1, beta2 = betas
+    dt = p.dtype
+    g = g * scale
+    m = (1 - beta1) * g if m is None else beta1 * m + (1 - beta1) * g
+    h = ns.zeros_like(p) if h is None else h
+    if hhat is not None:
+        h = beta2 * h + (1 - beta2) * hhat
+    ratio = ns.abs(m) / (rho * ns.maximum(h, 0) + eps)
+    n_ok = int((ratio < 1).sum())
+    new = p * (1 - lr * weight_decay) - lr * ns.sign(m) * ns.minimum(ratio, 1.0)
+    return new.astype(dt, copy=False), m.astype(dt, copy=False), h.astype(dt), n_ok
 
 
 def _pair(out):
