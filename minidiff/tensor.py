@@ -339,8 +339,8 @@ class Tensor:
                 f"and `x {symbol} v` would rebind the name x to a new tensor: backward() would then fill "
                 "the gradient of the old leaf and x.grad would stay None. Write `y = x "
                 f"{symbol[:-1]} v` for a new value (x stays the leaf), x.at[index].set(v) / .add(v) "
-                "for a copy with some entries changed, or md.optim.assign_(x, new_value) to replace "
-                "the value of a parameter (what the optimizers do)"
+                "for a copy with some entries changed, or md.assign_(x, new_value) under md.no_grad() "
+                "to replace the value of a parameter (what the optimizers do)"
             )
         return op(self, other)
 
