@@ -42,6 +42,7 @@ from .forward_gradient import FGD, forward_grad, sample_directions
 from .inspect_tape import format_tape
 from .ops import *  # noqa: F403
 from .ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
+from .tensor_methods import attach as _attach_tensor_methods  # noqa: F401 - attaches on import
 from .kernel import array_kernel, array_namespace
 from .reverse import assign_, is_grad_enabled, no_grad, tape_stats
 from .tensor import Tensor

@@ -6,7 +6,6 @@ through the primitives they are made of.
 
 from __future__ import annotations
 
-from . import tensor as _tensor_module
 from .creation import asarray
 from .errors import ShapeError
 from .primitives.elementwise import (  # noqa: F401 - re-exported
@@ -294,6 +293,3 @@ def repeat(x, repeats, axis=None) -> Tensor:
     except (ValueError, TypeError) as exc:
         raise ShapeError(f"repeat: cannot repeat axis {ax} of shape {x.shape} by {repeats!r}: {exc}") from exc
     return take(x, index, axis=ax)
-
-
-_tensor_module._ops = __import__(__name__, fromlist=["*"])
