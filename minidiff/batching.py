@@ -20,6 +20,7 @@ class Batched(Tracer):
     """A batch of values, batch axis first in ``primal``."""
 
     __slots__ = ()
+    is_batch = True
 
     def __init__(self, trace, primal: Tensor):
         self._init(trace, primal, primal.shape[1:])

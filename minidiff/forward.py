@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from . import levels
 from .errors import DTypeError, ShapeError, TracerError
 from .primitives.registry import bind
-from .tensor import Tensor, Tracer
+from .tensor import Tensor, Tracer, check_differentiable
 
 
 class Dual(Tracer):
@@ -107,7 +107,6 @@ def dual_level():
 def make_dual(primal, tangent) -> Dual:
     """A dual number at the innermost :func:`dual_level`: ``primal`` carrying ``tangent``."""
     from .creation import asarray
-    from .transforms import check_differentiable
 
     if not _DUAL_LEVELS or not _DUAL_LEVELS[-1].active:
         raise TracerError("make_dual: no open dual level; use `with md.dual_level():`")

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from . import levels
 from .errors import DTypeError, ShapeError, TapeError, TracerError, describe
 from .primitives.registry import bind
-from .tensor import Tensor, Tracer, column_major
+from .tensor import Tensor, Tracer, check_differentiable, column_major
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
 
@@ -380,7 +380,6 @@ AMBIENT.kind = "tape"
 
 def make_leaf(x: Tensor) -> Taped:
     """A tape-style leaf with the value of ``x`` (``requires_grad=True``)."""
-    from .transforms import check_differentiable
 
     check_differentiable("requires_grad", x)
     return AMBIENT.leaf(x.detach())

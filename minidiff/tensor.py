@@ -11,7 +11,7 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 from __future__ import annotations
 
 from . import backend
-from .errors import TracerError
+from .errors import DTypeError, TracerError
 
 # how a value is read out (``Tensor._concrete``): as text or control flow (derivatives need not be
 # kept), as a Python number, or as a NumPy array
@@ -200,6 +200,7 @@ class Tracer(Tensor):
     """A tensor that belongs to one transform call (a *trace*), wrapping a value one level down."""
 
     __slots__ = ("_trace", "_level", "primal", "_shape")
+    is_batch = False  # True for vmap's tracers, whose value holds a whole batch (minidiff.batching)
 
     def _init(self, trace, primal: Tensor, shape=None):
         self._trace = trace
@@ -275,6 +276,17 @@ def _lost_derivative(op: str, mode: str, value: Tracer) -> str:
         "with minidiff functions (md.sin, md.exp, md.sum, ... instead of math or NumPy on a converted "
         f"value), or read the value as a constant on purpose with .detach(){read}"
     )
+
+
+def check_differentiable(op: str, x) -> None:
+    """Only floating tensors can carry derivatives: the one check behind every transform's inputs."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a tensor to differentiate, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise DTypeError(
+            f"{op}: cannot differentiate with respect to a {x.dtype} tensor of shape {x.shape}; "
+            "only floating-point inputs carry derivatives (convert with .astype('float64'))"
+        )
 
 
 def wrap(data, device) -> Tensor:

@@ -14,18 +14,7 @@ from .creation import asarray, zeros
 from .errors import DTypeError, ShapeError
 from .forward import Dual, ForwardTrace, check_tangent
 from .reverse import ReverseTrace, Taped, walk
-from .tensor import Tensor
-
-
-def check_differentiable(op: str, x) -> None:
-    """Only floating tensors can carry derivatives."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: expected a tensor to differentiate, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise DTypeError(
-            f"{op}: cannot differentiate with respect to a {x.dtype} tensor of shape {x.shape}; "
-            "only floating-point inputs carry derivatives (convert with .astype('float64'))"
-        )
+from .tensor import Tensor, check_differentiable
 
 
 def _check_inputs(op: str, *trees) -> None:

@@ -9,8 +9,8 @@ import builtins
 from numbers import Integral
 
 from ..errors import ShapeError
-from ..tensor import Tensor
-from .batching_rules import align, logical_ndim, materialize, shift_axes
+from ..tensor import Tensor, Tracer
+from .batching_rules import align, materialize, shift_axes
 from .registry import bind, linear
 
 
@@ -331,7 +331,7 @@ def _normalize_index(x, index):
     out = []
     for i in index:
         if isinstance(i, Tensor):
-            if i._level and type(i).__name__ == "Batched":
+            if isinstance(i, Tracer) and i.is_batch:
                 raise NotImplementedError("getitem: indexing with a vmapped index array is not supported")
             if i.dtype.kind not in "iub":
                 raise ShapeError(f"getitem: index arrays must be integer or boolean, got {i.dtype}")
@@ -468,7 +468,3 @@ def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
 def to_device(x, device) -> Tensor:
     """Copy to another device (differentiable: the cotangent travels back)."""
     return bind(to_device_p, x, device=device)
-
-
-def logical_ndims(vals, batched):
-    return [logical_ndim(v, b) for v, b in zip(vals, batched)]
