@@ -32,6 +32,7 @@ from ..random import Generator
 from ..transforms import value_and_grad
 from .arguments import device, nonnegative_int, positive_int
 from .environment import environment
+from .flops import layer_flops
 from .rfrb import build_model, synthetic_batch
 from .timing import ratio, summarize
 
@@ -145,7 +146,7 @@ def curvature_costs(
             a / b for a, b in zip(times[name].samples, unit.samples) if b > 0
         )
     fwd, rev = relative["hvp_fwd_over_rev"]["value"], relative["hvp_rev_over_rev"]["value"]
-    layer_flops = [fl for _, mod, fl in net.layer_flops((batch,) + tuple(shape)) if mod.parameters()]
+    weight_flops = [fl for _, mod, fl in layer_flops(net, (batch,) + tuple(shape)) if mod.parameters()]
     return {
         "schema": SCHEMA,
         "model": model,
@@ -158,7 +159,7 @@ def curvature_costs(
         "parameters": sum(p.size for p in leaves),
         "seconds": {name: m.as_dict() for name, m in times.items()},
         "relative_to_gradient": relative,
-        "flop_model": flop_model(layer_flops),
+        "flop_model": flop_model(weight_flops),
         "targets": {
             f"hvp_fwd_over_rev <= {TARGET_FWD_OVER_REV} gradients": fwd <= TARGET_FWD_OVER_REV,
             "hvp_fwd_over_rev faster than hvp_rev_over_rev": fwd < rev,

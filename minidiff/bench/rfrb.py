@@ -16,7 +16,7 @@ from ..nn import functional as F
 from ..random import Generator
 from ..transforms import value_and_grad
 from .environment import environment
-from .flops import flop_model
+from .flops import flop_model, layer_flops
 from .memory import peak_memory
 from .timing import measure, ratio
 
@@ -99,7 +99,7 @@ def rfrb(
         "Rf_without_sampling": ratio(t_pass, t_f),
         "Rb": ratio(t_b, t_f),
         "Rf_over_Rb": t_fg.median / t_b.median,
-        "flop_model": flop_model(f for _, _, f in model.layer_flops((batch,) + tuple(input_shape))),
+        "flop_model": flop_model(f for _, _, f in layer_flops(model, (batch,) + tuple(input_shape))),
         "environment": environment(device),
     }
     if memory:

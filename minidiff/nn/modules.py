@@ -29,17 +29,15 @@ Inside a transform the tensors a hook receives are that transform's tracers: cal
 you keep past the transform.  Hook return values are ignored.  Each ``register_*`` returns a handle whose
 ``remove()`` unregisters the hook (also usable as a context manager).
 
-Every layer also reports ``output_shape(input_shape)`` and ``flops(input_shape)``: the forward FLOPs of
-its matrix product or convolution, ``2 × multiply-adds`` (0 for elementwise and pooling layers, and
-bias additions are not counted); shapes include the batch axis.
+Every layer also reports ``output_shape(input_shape)``; shapes include the batch axis.
 
 >>> import minidiff as md
 >>> from minidiff import nn
 >>> model = nn.Sequential(nn.Linear(4, 3, rng=md.random.Generator(0)), nn.ReLU(), nn.Linear(3, 2))
 >>> [name for name, _ in model.named_parameters()]
 ['0.weight', '0.bias', '2.weight', '2.bias']
->>> model.output_shape((5, 4)), model.flops((5, 4))
-((5, 2), 180)
+>>> model.output_shape((5, 4))
+(5, 2)
 """
 
 from __future__ import annotations
@@ -120,7 +118,7 @@ class Module:
 
     Subclasses call ``super().__init__()`` first, then assign tensors (parameters) and modules
     (children) as attributes, and implement ``forward(params, x)`` using the given ``params`` (never
-    the stored ones), plus ``output_shape`` and ``flops`` where they can.
+    the stored ones), plus ``output_shape`` where they can.
     """
 
     def __init__(self):
@@ -338,18 +336,10 @@ class Module:
         for fn in tuple(self._backward_hooks.values()):
             fn(self, cotangent)
 
-    # ------------------------------------------------------------------ shapes and FLOPs
+    # ------------------------------------------------------------------ shapes
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """The shape of the output for an input of ``input_shape`` (batch axis included)."""
         raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
-
-    def flops(self, input_shape) -> int:
-        """Forward FLOPs (2 × multiply-adds of matmuls and convolutions) for ``input_shape``."""
-        raise NotImplementedError(f"{type(self).__name__} does not define flops")
-
-    def layer_flops(self, input_shape, prefix: str = "") -> list[tuple[str, Module, int]]:
-        """``(dotted name, layer, forward FLOPs)`` of every elementary layer, in call order."""
-        return [(prefix, self, self.flops(input_shape))]
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:
@@ -443,11 +433,6 @@ class Linear(Module):
             )
         return input_shape[:-1] + (self.out_features,)
 
-    def flops(self, input_shape):
-        self.output_shape(input_shape)
-        rows = math.prod(tuple(input_shape)[:-1])
-        return 2 * rows * self.in_features * self.out_features
-
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.use_bias}"
 
@@ -513,11 +498,6 @@ class Conv2d(Module):
             )
         return (n, self.out_channels, ho, wo)
 
-    def flops(self, input_shape):
-        n, o, ho, wo = self.output_shape(input_shape)
-        kh, kw = self.kernel_size
-        return 2 * n * o * ho * wo * self.in_channels * kh * kw
-
     def extra_repr(self):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -549,10 +529,6 @@ class MaxPool2d(Module):
             raise ShapeError(f"MaxPool2d: kernel {self.kernel_size} larger than the input {(h, w)}")
         return (n, c, ho, wo)
 
-    def flops(self, input_shape):
-        self.output_shape(input_shape)
-        return 0
-
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
@@ -565,9 +541,6 @@ class ReLU(Module):
 
     def output_shape(self, input_shape):
         return tuple(input_shape)
-
-    def flops(self, input_shape):
-        return 0
 
 
 class Flatten(Module):
@@ -583,9 +556,6 @@ class Flatten(Module):
     def output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         return input_shape[: self.start_dim] + (math.prod(input_shape[self.start_dim :]),)
-
-    def flops(self, input_shape):
-        return 0
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}"
@@ -626,13 +596,3 @@ class Sequential(Module):
         for layer in self:
             shape = layer.output_shape(shape)
         return shape
-
-    def flops(self, input_shape):
-        return sum(f for _, _, f in self.layer_flops(input_shape))
-
-    def layer_flops(self, input_shape, prefix: str = ""):
-        out, shape = [], tuple(input_shape)
-        for name, layer in self._modules.items():
-            out.extend(layer.layer_flops(shape, f"{prefix}.{name}" if prefix else name))
-            shape = layer.output_shape(shape)
-        return out
