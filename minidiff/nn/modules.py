@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from types import MappingProxyType
 
 from .. import ops
 from .. import random as _random
 from ..creation import asarray
 from ..custom import primitive
-from ..errors import DeviceError, DTypeError, ShapeError
+from ..errors import DeviceError, DTypeError, ShapeError, check_number
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -383,14 +384,21 @@ def _param(module, params, name):
         ) from None
 
 
-def _pair(v, what):
+def _count(op: str, name: str, value, low: int = 1) -> int:
+    """``value`` as an ``int`` (NumPy integers accepted), checked to be at least ``low``."""
+    if hasattr(value, "__index__") and not isinstance(value, bool):
+        value = operator.index(value)
+    check_number(op, name, value, low=low, integer=True)
+    return value
+
+
+def _pair(v, op: str, name: str, low: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, as a pair, each checked to be at least ``low``."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
-            raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
-        out = (int(v[0]), int(v[1]))
-    else:
-        out = (int(v), int(v))
-    return out
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+        return (_count(op, name, v[0], low), _count(op, name, v[1], low))
+    return (_count(op, name, v, low),) * 2
 
 
 # ----------------------------------------------------------------------------- layers
@@ -404,9 +412,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype="float32", device=None):
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"Linear: sizes must be positive, got {in_features} → {out_features}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = _count("Linear", "in_features", in_features)
+        self.out_features = _count("Linear", "out_features", out_features)
         gen = _random.as_generator(rng, device if rng is None else None, op="Linear")
         bound = 1.0 / math.sqrt(self.in_features)
         kw = {"rng": gen, "dtype": dtype, "device": device}
@@ -458,17 +465,11 @@ class Conv2d(Module):
         device=None,
     ):
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"Conv2d: channels must be positive, got {in_channels} → {out_channels}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "Conv2d: kernel_size")
-        self.stride = _pair(stride, "Conv2d: stride")
-        self.padding = _pair(padding, "Conv2d: padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(
-                f"Conv2d: kernel_size and stride must be positive and padding non-negative, got "
-                f"{self.kernel_size}, {self.stride}, {self.padding}"
-            )
+        self.in_channels = _count("Conv2d", "in_channels", in_channels)
+        self.out_channels = _count("Conv2d", "out_channels", out_channels)
+        self.kernel_size = _pair(kernel_size, "Conv2d", "kernel_size")
+        self.stride = _pair(stride, "Conv2d", "stride")
+        self.padding = _pair(padding, "Conv2d", "padding", low=0)
         gen = _random.as_generator(rng, device if rng is None else None, op="Conv2d")
         kh, kw = self.kernel_size
         bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
@@ -510,10 +511,8 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "MaxPool2d: kernel_size")
-        self.stride = self.kernel_size if stride is None else _pair(stride, "MaxPool2d: stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"MaxPool2d: kernel_size and stride must be positive, got {self.kernel_size}")
+        self.kernel_size = _pair(kernel_size, "MaxPool2d", "kernel_size")
+        self.stride = self.kernel_size if stride is None else _pair(stride, "MaxPool2d", "stride")
 
     def forward(self, params, x):
         return F.max_pool2d(x, self.kernel_size, self.stride)
