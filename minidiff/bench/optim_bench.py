@@ -204,13 +204,28 @@ def gc_overhead(
     >>> r["weights_centralized"], r["fraction"] > 0
     (6, True)
     """
-    from ..optim import SGD, centralize
-
     model = _model("cnn", None, channels, cnn_hidden, paper_size, dtype, device, seed)
     model.requires_grad_()
     x = Generator(seed + 1, device).normal((batch, 1, 28, 28), dtype=dtype)
     y = Generator(seed + 2, device).randint(0, 10, (batch,))
     leaves = pytree.flatten(model.parameters())[0]
+    t_gc, t_plain, t_with = _gc_timings(model, leaves, x, y, repeats)
+    return {
+        "centralize_seconds": t_gc.median,
+        "step_seconds": t_plain.median,
+        "step_with_gc_seconds": t_with.median,
+        "fraction": t_gc.median / t_plain.median,
+        "end_to_end_fraction": t_with.median / t_plain.median - 1,
+        "weights_centralized": sum(1 for p in leaves if p.ndim > 1),
+        "parameters": sum(p.size for p in leaves),
+        "repeats": repeats,
+    }
+
+
+def _gc_timings(model, leaves, x, y, repeats):
+    """The centralization of every weight gradient alone, a plain SGD step, and a step with GC on."""
+    from ..optim import SGD, centralize
+
     plain = SGD(leaves, lr=1e-3, momentum=0.9)
     with_gc = SGD(leaves, lr=1e-3, momentum=0.9, centralize="grad")
 
@@ -233,16 +248,7 @@ def gc_overhead(
     t_gc = measure(centralize_all, repeats=max(repeats * 5, 5), warmup=2, device=dev)
     t_plain = measure(step(plain), repeats=repeats, warmup=1, device=dev)
     t_with = measure(step(with_gc), repeats=repeats, warmup=1, device=dev)
-    return {
-        "centralize_seconds": t_gc.median,
-        "step_seconds": t_plain.median,
-        "step_with_gc_seconds": t_with.median,
-        "fraction": t_gc.median / t_plain.median,
-        "end_to_end_fraction": t_with.median / t_plain.median - 1,
-        "weights_centralized": sum(1 for p in leaves if p.ndim > 1),
-        "parameters": sum(p.size for p in leaves),
-        "repeats": repeats,
-    }
+    return t_gc, t_plain, t_with
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -271,13 +277,7 @@ def run_optim_bench(
     CNN instead (far slower on a CPU).  ``train_limit`` keeps only the first examples of the training split
     (for smoke runs).  ``gc_repeats=0`` skips the GC overhead measurement.
     """
-    names = list(OPTIMIZERS) if optimizers is None else list(optimizers)
-    unknown = [n for n in names if n not in OPTIMIZERS]
-    if unknown:
-        raise ValueError(f"optim bench: unknown optimizer(s) {unknown}; choose from {sorted(OPTIMIZERS)}")
-    check_number("optim bench", "steps", steps, low=1, integer=True)
-    check_number("optim bench", "seconds", seconds, low=0, low_open=True)
-    check_number("optim bench", "batch", batch, low=1, integer=True)
+    names = _checked_names(optimizers, steps, seconds, batch)
     settings = {
         "models": list(models),
         "optimizers": {n: OPTIMIZERS[n][2] for n in names},
@@ -307,6 +307,18 @@ def run_optim_bench(
     result, total = timed(everything)
     result["total_seconds"] = total
     return result
+
+
+def _checked_names(optimizers, steps, seconds, batch) -> list[str]:
+    """The optimizers to run (all by default), after checking the names and the budget."""
+    names = list(OPTIMIZERS) if optimizers is None else list(optimizers)
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"optim bench: unknown optimizer(s) {unknown}; choose from {sorted(OPTIMIZERS)}")
+    check_number("optim bench", "steps", steps, low=1, integer=True)
+    check_number("optim bench", "seconds", seconds, low=0, low_open=True)
+    check_number("optim bench", "batch", batch, low=1, integer=True)
+    return names
 
 
 def _model_runs(model_name, names, settings, dtype, device, progress) -> dict:
@@ -355,24 +367,7 @@ def format_optim_bench(result: dict) -> str:
         f"{s['batch']}, {s['dtype']}); target: smoothed training loss ≤ {s['target_loss']:g}",
     ]
     for model_name, runs in result["runs"].items():
-        lines += [
-            "",
-            f"{model_name}:",
-            "",
-            "| optimizer | steps | s | steps to target | s to target | final loss (EMA) | train acc | "
-            "test acc | step time / SGD |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, r in runs.items():
-            if "skipped" in r:
-                lines.append(f"| {name} | {r['skipped']} |||||||")
-                continue
-            lines.append(
-                f"| {name} | {r['steps']} | {r['seconds']:.1f} | {_fmt(r['steps_to_target'], 'd')} | "
-                f"{_fmt(r['seconds_to_target'], '.1f')} | {r['final_smoothed_loss']:.3f}"
-                f"{' (diverged)' if r['diverged'] else ''} | {r['train_accuracy']:.3f} | "
-                f"{r['test_accuracy']:.3f} | {_fmt(r.get('step_time_vs_sgd'), '.2f')} |"
-            )
+        lines += _run_table(model_name, runs)
     gc = result.get("gc_overhead")
     if gc:
         lines += [
@@ -390,6 +385,28 @@ def format_optim_bench(result: dict) -> str:
         "fast steps carry timer noise; run nothing else while measuring)."
     )
     return "\n".join(lines)
+
+
+def _run_table(model_name, runs) -> list[str]:
+    lines = [
+        "",
+        f"{model_name}:",
+        "",
+        "| optimizer | steps | s | steps to target | s to target | final loss (EMA) | train acc | "
+        "test acc | step time / SGD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        if "skipped" in r:
+            lines.append(f"| {name} | {r['skipped']} |||||||")
+            continue
+        lines.append(
+            f"| {name} | {r['steps']} | {r['seconds']:.1f} | {_fmt(r['steps_to_target'], 'd')} | "
+            f"{_fmt(r['seconds_to_target'], '.1f')} | {r['final_smoothed_loss']:.3f}"
+            f"{' (diverged)' if r['diverged'] else ''} | {r['train_accuracy']:.3f} | "
+            f"{r['test_accuracy']:.3f} | {_fmt(r.get('step_time_vs_sgd'), '.2f')} |"
+        )
+    return lines
 
 
 def figures(result: dict, out_dir: str) -> list[str]:

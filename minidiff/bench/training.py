@@ -73,21 +73,9 @@ def train(
     (x_tr, y_tr), (x_te, y_te) = (
         splits if splits is not None else digits_data(model_name, dtype, device, seed)
     )
-    state = {"params": model.parameters(), "step": 0}
     fgd = FGD(lr=lr, decay=decay, distribution=distribution, clip=clip, rng=Generator(seed + 1, device))
-
-    def one_step(xb, yb):
-        xb, yb = asarray(xb), asarray(yb)
-        f = lambda p: F.cross_entropy(model.apply(p, xb), yb)  # noqa: E731
-        if method == "fgd":
-            loss, state["params"] = fgd.step(f, state["params"])
-        else:
-            lr_i = lr * math.exp(-decay * state["step"])
-            loss, g = value_and_grad(f)(state["params"])
-            state["params"] = pytree.tree_map(lambda p, gp: p - lr_i * gp, state["params"], g)
-        state["step"] += 1
-        return loss.item()
-
+    state = {"params": model.parameters(), "step": 0}
+    one_step = _step_function(model, method, fgd, lr, decay, state)
     batches = lambda epoch: data.batches(x_tr, y_tr, batch, seed=seed + epoch)  # noqa: E731
     history, diverged = run_steps(one_step, batches, steps, progress=progress)
     params = state["params"]
@@ -107,6 +95,25 @@ def train(
         "test_accuracy": accuracy(model, params, x_te, y_te),
         "environment": environment(device),
     }
+
+
+def _step_function(model, method, fgd, lr, decay, state):
+    """``step(xb, yb) -> loss value``: one FGD step, or one SGD step at η₀·exp(−k·i), updating
+    ``state["params"]``; the minibatch is moved to the device inside the step (and so timed)."""
+
+    def step(xb, yb):
+        xb, yb = asarray(xb), asarray(yb)
+        f = lambda p: F.cross_entropy(model.apply(p, xb), yb)  # noqa: E731
+        if method == "fgd":
+            loss, state["params"] = fgd.step(f, state["params"])
+        else:
+            lr_i = lr * math.exp(-decay * state["step"])
+            loss, g = value_and_grad(f)(state["params"])
+            state["params"] = pytree.tree_map(lambda p, gp: p - lr_i * gp, state["params"], g)
+        state["step"] += 1
+        return loss.item()
+
+    return step
 
 
 def run_steps(step, batches, steps: int, seconds: float = math.inf, progress=None) -> tuple[dict, bool]:
