@@ -221,27 +221,7 @@ class Module:
                 f"set_parameters: the tree does not match {type(self).__name__}'s parameters: "
                 f"{'; '.join(parts)} (expected the names {list(expected)})"
             )
-        checked = {}
-        for name, old in expected.items():
-            new = given[name]
-            if not isinstance(new, Tensor):
-                new = asarray(new, device=old.device)
-            if new.shape != old.shape:
-                raise ShapeError(
-                    f"set_parameters: {name!r} has shape {new.shape} but the model expects {old.shape}"
-                )
-            if new.dtype != old.dtype:
-                raise DTypeError(
-                    f"set_parameters: {name!r} has dtype {new.dtype} but the model expects {old.dtype}; "
-                    f"cast it with .astype('{old.dtype}')"
-                )
-            if new.device is not old.device:
-                raise DeviceError(
-                    f"set_parameters: {name!r} is on {new.device} but the model is on {old.device}; "
-                    "move it with .to(device) (or move the model with model.to(device))"
-                )
-            checked[name] = new
-        self._assign(checked)
+        self._assign({name: _replacement(name, given[name], old) for name, old in expected.items()})
         return self
 
     def _assign(self, named: dict, prefix: str = "") -> None:
@@ -367,6 +347,25 @@ def _named_leaves(tree, prefix, owner):
             f"{prefix.rstrip('.') or 'the tree'} is a {type(tree).__name__}"
         )
     return [(prefix.rstrip("."), tree)]
+
+
+def _replacement(name, new, old) -> Tensor:
+    """``new`` as a tensor that may replace the parameter ``old``: same shape, dtype and device."""
+    if not isinstance(new, Tensor):
+        new = asarray(new, device=old.device)
+    if new.shape != old.shape:
+        raise ShapeError(f"set_parameters: {name!r} has shape {new.shape} but the model expects {old.shape}")
+    if new.dtype != old.dtype:
+        raise DTypeError(
+            f"set_parameters: {name!r} has dtype {new.dtype} but the model expects {old.dtype}; "
+            f"cast it with .astype('{old.dtype}')"
+        )
+    if new.device is not old.device:
+        raise DeviceError(
+            f"set_parameters: {name!r} is on {new.device} but the model is on {old.device}; "
+            "move it with .to(device) (or move the model with model.to(device))"
+        )
+    return new
 
 
 def _tree_map_dict(fn, tree):
