@@ -299,19 +299,11 @@ class Module:
     # ------------------------------------------------------------------ hooks
     def register_forward_hook(self, fn) -> HookHandle:
         """Call ``fn(module, input, output)`` after every call of this module."""
-        if not callable(fn):
-            raise TypeError(f"register_forward_hook: expected a callable, got {type(fn).__name__}")
-        handle = HookHandle(self._forward_hooks)
-        self._forward_hooks[handle.id] = fn
-        return handle
+        return _register("register_forward_hook", self._forward_hooks, fn)
 
     def register_backward_hook(self, fn) -> HookHandle:
         """Call ``fn(module, grad_output)`` with the cotangent of this module's output in reverse passes."""
-        if not callable(fn):
-            raise TypeError(f"register_backward_hook: expected a callable, got {type(fn).__name__}")
-        handle = HookHandle(self._backward_hooks)
-        self._backward_hooks[handle.id] = fn
-        return handle
+        return _register("register_backward_hook", self._backward_hooks, fn)
 
     def _run_backward_hooks(self, cotangent) -> None:
         for fn in tuple(self._backward_hooks.values()):
@@ -331,6 +323,14 @@ class Module:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"  ({name}): {child!r}".replace("\n", "\n  ") for name, child in self._modules.items()]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _register(op, hooks: dict, fn) -> HookHandle:
+    if not callable(fn):
+        raise TypeError(f"{op}: expected a callable, got {type(fn).__name__}")
+    handle = HookHandle(hooks)
+    hooks[handle.id] = fn
+    return handle
 
 
 def _named_leaves(tree, prefix, owner):
