@@ -190,10 +190,20 @@ def rfrb_against_numpy(repeats, batch=64, distribution="normal"):
     params = init_params(rng)
     x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], batch)
+    calls = {**_numpy_calls(params, x, y, rng, distribution), **_minidiff_calls(params, x, y, distribution)}
+    t = {name: measure(fn, repeats) for name, fn in calls.items()}
+    out = {k: {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3} for k, m in t.items()}
+    for who in ("numpy", "minidiff"):
+        out[f"{who} Rf"] = t[f"{who} forward gradient"].median / t[f"{who} f"].median
+        out[f"{who} Rb"] = t[f"{who} backprop"].median / t[f"{who} f"].median
+    out["Rf minidiff / numpy"] = out["minidiff Rf"] / out["numpy Rf"]
+    out["Rb minidiff / numpy"] = out["minidiff Rb"] / out["numpy Rb"]
+    out["distribution"] = distribution
+    return out
 
-    def np_f():
-        return _np_loss(params, x, y)
 
+def _numpy_calls(params, x, y, rng, distribution):
+    """f, one forward gradient (v drawn from ``rng``) and backprop, written by hand in NumPy."""
     draw = (
         (lambda shape: rng.standard_normal(shape, dtype=np.float32))
         if distribution == "normal"
@@ -205,29 +215,25 @@ def rfrb_against_numpy(repeats, batch=64, distribution="normal"):
         loss, d = np_jvp(params, v, x, y)
         return loss, [(d * vw, d * vb) for vw, vb in v]
 
+    return {
+        "numpy f": lambda: _np_loss(params, x, y),
+        "numpy forward gradient": np_fg,
+        "numpy backprop": lambda: np_grad(params, x, y),
+    }
+
+
+def _minidiff_calls(params, x, y, distribution):
+    """The same three with minidiff: f, ``md.forward_grad`` and ``md.value_and_grad``."""
     mp = [(md.tensor(w), md.tensor(b)) for w, b in params]
     mx, my = md.tensor(x), md.tensor(y)
     mrng = md.random.Generator(0)
     f = lambda p: md_loss(p, mx, my)  # noqa: E731
     vg = md.value_and_grad(f)
-    t = {
-        "numpy f": measure(np_f, repeats),
-        "numpy forward gradient": measure(np_fg, repeats),
-        "numpy backprop": measure(lambda: np_grad(params, x, y), repeats),
-        "minidiff f": measure(lambda: f(mp), repeats),
-        "minidiff forward gradient": measure(
-            lambda: md.forward_grad(f, mp, mrng, distribution=distribution), repeats
-        ),
-        "minidiff backprop": measure(lambda: vg(mp), repeats),
+    return {
+        "minidiff f": lambda: f(mp),
+        "minidiff forward gradient": lambda: md.forward_grad(f, mp, mrng, distribution=distribution),
+        "minidiff backprop": lambda: vg(mp),
     }
-    out = {k: {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3} for k, m in t.items()}
-    for who in ("numpy", "minidiff"):
-        out[f"{who} Rf"] = t[f"{who} forward gradient"].median / t[f"{who} f"].median
-        out[f"{who} Rb"] = t[f"{who} backprop"].median / t[f"{who} f"].median
-    out["Rf minidiff / numpy"] = out["minidiff Rf"] / out["numpy Rf"]
-    out["Rb minidiff / numpy"] = out["minidiff Rb"] / out["numpy Rb"]
-    out["distribution"] = distribution
-    return out
 
 
 def _np_loss(params, x, y):
