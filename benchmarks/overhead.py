@@ -6,39 +6,27 @@ Run: ``python benchmarks/overhead.py [--repeats N] [--json PATH]``.  Not a test:
   on the tape plus walked backward (per op, the same chain).
 * MLP 784→1024→1024→10, ReLU, softmax cross-entropy, batch 64, float32: minidiff's ``jvp`` (all
   parameters perturbed) and ``grad`` against the same forward-mode and backward computations written
-  by hand in NumPy.  Targets (issue 2): dispatch ≤ 5 µs plain and ≤ 20 µs per op in either mode; the
-  MLP within 1.15× of the hand-written times.
+  by hand in NumPy.  Targets: dispatch ≤ 5 µs plain and ≤ 20 µs per op in either mode; the MLP
+  within 1.15× of the hand-written times.
+
+Every timing is :func:`minidiff.bench.timing.measure`: warm-up calls, then repeats of ``number`` calls,
+reported as the median and the interquartile range.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import time
 
 import numpy as np
 
 import minidiff as md
+from minidiff.bench.allocator import allocator_state, keep_freed_memory
+from minidiff.bench.environment import environment
+from minidiff.bench.timing import measure
 from minidiff.nn import functional as F
 
 CHAIN = 200
-
-
-def timeit(fn, repeats: int, warmup: int = 3, number: int = 1):
-    """Median and interquartile range of ``repeats`` timings of ``number`` calls, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t0) / number)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return statistics.median(times), q[2] - q[0]
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -50,26 +38,21 @@ def dispatch(repeats):
             x = x + b
         return x
 
-    plain, plain_iqr = timeit(lambda: a + b, repeats, number=2000)
-    fwd, fwd_iqr = timeit(lambda: md.jvp(chain, (a,), (b,)), repeats, number=5)
+    plain = measure(lambda: a + b, repeats, number=2000)
+    fwd = measure(lambda: md.jvp(chain, (a,), (b,)), repeats, number=5)
     g = md.grad(lambda x: chain(x).sum())
-    rev, rev_iqr = timeit(lambda: g(a), repeats, number=5)
+    rev = measure(lambda: g(a), repeats, number=5)
     leaf = md.tensor([1.0], requires_grad=True)
 
     def tape():
         chain(leaf).sum().backward()
 
-    tape_t, tape_iqr = timeit(tape, repeats, number=5)
-    return {
-        "plain_us": plain * 1e6,
-        "plain_iqr_us": plain_iqr * 1e6,
-        "jvp_per_op_us": fwd / CHAIN * 1e6,
-        "jvp_per_op_iqr_us": fwd_iqr / CHAIN * 1e6,
-        "grad_per_op_us": rev / CHAIN * 1e6,
-        "grad_per_op_iqr_us": rev_iqr / CHAIN * 1e6,
-        "tape_backward_per_op_us": tape_t / CHAIN * 1e6,
-        "tape_backward_per_op_iqr_us": tape_iqr / CHAIN * 1e6,
-    }
+    tape_t = measure(tape, repeats, number=5)
+    out = {"plain_us": plain.median * 1e6, "plain_iqr_us": plain.iqr * 1e6}
+    for name, m in (("jvp", fwd), ("grad", rev), ("tape_backward", tape_t)):
+        out[f"{name}_per_op_us"] = m.median / CHAIN * 1e6
+        out[f"{name}_per_op_iqr_us"] = m.iqr / CHAIN * 1e6
+    return out
 
 
 def numpy_protocol(repeats):
@@ -83,8 +66,8 @@ def numpy_protocol(repeats):
     }
     out = {}
     for name, fn in rows.items():
-        med, iqr = timeit(fn, repeats, number=2000)
-        out[name] = {"median_us": med * 1e6, "iqr_us": iqr * 1e6}
+        m = measure(fn, repeats, number=2000)
+        out[name] = {"median_us": m.median * 1e6, "iqr_us": m.iqr * 1e6}
     return out
 
 
@@ -121,14 +104,20 @@ def np_jvp(params, tangents, x, y):
             h, dh = z * mask, dz * mask
         else:
             h, dh = z, dz
-    m = h.max(axis=1, keepdims=True)
-    e = np.exp(h - m)
-    s = e.sum(axis=1, keepdims=True)
-    rows = np.arange(len(y))
-    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - h[rows, y])
-    p = e / s
+    loss, p, rows = _np_cross_entropy(h, y)
     dloss = np.mean((p * dh).sum(axis=1) - dh[rows, y])
     return loss, dloss
+
+
+def _np_cross_entropy(z, y):
+    """Softmax cross-entropy of logits ``z``, its softmax (a fresh array the caller may change) and the
+    row indices."""
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - z[rows, y])
+    return loss, e / s, rows
 
 
 def np_grad(params, x, y):
@@ -139,13 +128,7 @@ def np_grad(params, x, y):
         z = hs[-1] @ w.T + b
         zs.append(z)
         hs.append(np.maximum(z, 0) if i < last else z)
-    z = zs[-1]
-    m = z.max(axis=1, keepdims=True)
-    e = np.exp(z - m)
-    s = e.sum(axis=1, keepdims=True)
-    rows = np.arange(len(y))
-    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - z[rows, y])
-    g = e / s
+    loss, g, rows = _np_cross_entropy(zs[-1], y)
     g[rows, y] -= 1
     g /= len(y)
     grads = [None] * len(params)
@@ -179,17 +162,15 @@ def mlp(repeats, batch=64):
     assert np.allclose(g_np[0][0], g_md[0][0].numpy(), rtol=1e-3, atol=1e-5)
 
     grad_fn = md.grad(md_loss)
-    rows = {}
-    rows["f (numpy)"] = timeit(
-        lambda: np_jvp(params, [(np.zeros_like(w), np.zeros_like(b)) for w, b in params], x, y), 1, 0
-    )
-    rows["jvp numpy"] = timeit(lambda: np_jvp(params, tangents, x, y), repeats)
-    rows["jvp minidiff"] = timeit(lambda: md.jvp(lambda p: md_loss(p, mx, my), (mp,), (mt,)), repeats)
-    rows["grad numpy"] = timeit(lambda: np_grad(params, x, y), repeats)
-    rows["grad minidiff"] = timeit(lambda: grad_fn(mp, mx, my), repeats)
-    out = {k: {"median_ms": v[0] * 1e3, "iqr_ms": v[1] * 1e3} for k, v in rows.items() if k != "f (numpy)"}
-    out["jvp_ratio"] = rows["jvp minidiff"][0] / rows["jvp numpy"][0]
-    out["grad_ratio"] = rows["grad minidiff"][0] / rows["grad numpy"][0]
+    rows = {
+        "jvp numpy": measure(lambda: np_jvp(params, tangents, x, y), repeats),
+        "jvp minidiff": measure(lambda: md.jvp(lambda p: md_loss(p, mx, my), (mp,), (mt,)), repeats),
+        "grad numpy": measure(lambda: np_grad(params, x, y), repeats),
+        "grad minidiff": measure(lambda: grad_fn(mp, mx, my), repeats),
+    }
+    out = {k: {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3} for k, m in rows.items()}
+    out["jvp_ratio"] = rows["jvp minidiff"].median / rows["jvp numpy"].median
+    out["grad_ratio"] = rows["grad minidiff"].median / rows["grad numpy"].median
     return out
 
 
@@ -209,10 +190,20 @@ def rfrb_against_numpy(repeats, batch=64, distribution="normal"):
     params = init_params(rng)
     x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], batch)
+    calls = {**_numpy_calls(params, x, y, rng, distribution), **_minidiff_calls(params, x, y, distribution)}
+    t = {name: measure(fn, repeats) for name, fn in calls.items()}
+    out = {k: {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3} for k, m in t.items()}
+    for who in ("numpy", "minidiff"):
+        out[f"{who} Rf"] = t[f"{who} forward gradient"].median / t[f"{who} f"].median
+        out[f"{who} Rb"] = t[f"{who} backprop"].median / t[f"{who} f"].median
+    out["Rf minidiff / numpy"] = out["minidiff Rf"] / out["numpy Rf"]
+    out["Rb minidiff / numpy"] = out["minidiff Rb"] / out["numpy Rb"]
+    out["distribution"] = distribution
+    return out
 
-    def np_f():
-        return _np_loss(params, x, y)
 
+def _numpy_calls(params, x, y, rng, distribution):
+    """f, one forward gradient (v drawn from ``rng``) and backprop, written by hand in NumPy."""
     draw = (
         (lambda shape: rng.standard_normal(shape, dtype=np.float32))
         if distribution == "normal"
@@ -224,29 +215,25 @@ def rfrb_against_numpy(repeats, batch=64, distribution="normal"):
         loss, d = np_jvp(params, v, x, y)
         return loss, [(d * vw, d * vb) for vw, vb in v]
 
+    return {
+        "numpy f": lambda: _np_loss(params, x, y),
+        "numpy forward gradient": np_fg,
+        "numpy backprop": lambda: np_grad(params, x, y),
+    }
+
+
+def _minidiff_calls(params, x, y, distribution):
+    """The same three with minidiff: f, ``md.forward_grad`` and ``md.value_and_grad``."""
     mp = [(md.tensor(w), md.tensor(b)) for w, b in params]
     mx, my = md.tensor(x), md.tensor(y)
     mrng = md.random.Generator(0)
     f = lambda p: md_loss(p, mx, my)  # noqa: E731
     vg = md.value_and_grad(f)
-    t = {
-        "numpy f": timeit(np_f, repeats),
-        "numpy forward gradient": timeit(np_fg, repeats),
-        "numpy backprop": timeit(lambda: np_grad(params, x, y), repeats),
-        "minidiff f": timeit(lambda: f(mp), repeats),
-        "minidiff forward gradient": timeit(
-            lambda: md.forward_grad(f, mp, mrng, distribution=distribution), repeats
-        ),
-        "minidiff backprop": timeit(lambda: vg(mp), repeats),
+    return {
+        "minidiff f": lambda: f(mp),
+        "minidiff forward gradient": lambda: md.forward_grad(f, mp, mrng, distribution=distribution),
+        "minidiff backprop": lambda: vg(mp),
     }
-    out = {k: {"median_ms": v[0] * 1e3, "iqr_ms": v[1] * 1e3} for k, v in t.items()}
-    for who in ("numpy", "minidiff"):
-        out[f"{who} Rf"] = t[f"{who} forward gradient"][0] / t[f"{who} f"][0]
-        out[f"{who} Rb"] = t[f"{who} backprop"][0] / t[f"{who} f"][0]
-    out["Rf minidiff / numpy"] = out["minidiff Rf"] / out["numpy Rf"]
-    out["Rb minidiff / numpy"] = out["minidiff Rb"] / out["numpy Rb"]
-    out["distribution"] = distribution
-    return out
 
 
 def _np_loss(params, x, y):
@@ -259,97 +246,18 @@ def _np_loss(params, x, y):
     return np.mean(np.log(np.exp(h - m).sum(axis=1)) + m[:, 0] - h[np.arange(len(y)), y])
 
 
-def environment():
-    env = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "minidiff": md.__version__,
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-    }
-    try:
-        from threadpoolctl import threadpool_info
-
-        env["blas"] = [
-            {k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
-            for i in threadpool_info()
-        ]
-    except ImportError:
-        env["blas"] = "threadpoolctl not installed"
-    return env
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--json", help="write the results to this JSON file")
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="make glibc keep freed memory (mallopt) before measuring",
-    )
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.keep_freed_memory:
-        from minidiff.bench.allocator import keep_freed_memory
-
         keep_freed_memory()
-    from minidiff.bench.allocator import allocator_state
-
     d = dispatch(args.repeats)
     npp = numpy_protocol(args.repeats)
     m = mlp(args.repeats)
     fg = {dist: rfrb_against_numpy(args.repeats, distribution=dist) for dist in ("normal", "rademacher")}
-    print(f"{'dispatch (one-element add)':44s} {'median':>10s} {'IQR':>9s} {'target':>8s}")
-    print(f"{'  plain, no AD':44s} {d['plain_us']:8.2f}µs {d['plain_iqr_us']:7.2f}µs {'≤ 5µs':>8s}")
-    print(
-        f"{'  under jvp, per op':44s} {d['jvp_per_op_us']:8.2f}µs {d['jvp_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
-    )
-    print(
-        f"{'  grad: recorded + backward, per op':44s} {d['grad_per_op_us']:8.2f}µs {d['grad_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
-    )
-    print(
-        f"{'  tape style: recorded + backward, per op':44s} {d['tape_backward_per_op_us']:8.2f}µs "
-        f"{d['tape_backward_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
-    )
-    print()
-    print(f"{'NumPy protocols (one-element tensors)':44s} {'median':>10s} {'IQR':>9s}")
-    for k, r in npp.items():
-        print(f"{'  ' + k:44s} {r['median_us']:8.2f}µs {r['iqr_us']:7.2f}µs")
-    print()
-    print(f"{'MLP 784-1024-1024-10, batch 64, float32':44s} {'median':>10s} {'IQR':>9s}")
-    for k in ("jvp numpy", "jvp minidiff", "grad numpy", "grad minidiff"):
-        print(f"{'  ' + k:44s} {m[k]['median_ms']:8.2f}ms {m[k]['iqr_ms']:7.2f}ms")
-    print(f"{'  jvp minidiff / numpy':44s} {m['jvp_ratio']:8.3f}×  (target ≤ 1.15×)")
-    print(f"{'  grad minidiff / numpy':44s} {m['grad_ratio']:8.3f}×  (target ≤ 1.15×)")
-    print()
-    print(f"Rf and Rb, same MLP and minibatch, allocator {allocator_state()['mode']}")
-    print(
-        f"{'  sampler':14s} {'who':10s} {'f ms':>8s} {'fwd-grad ms':>12s} {'backprop ms':>12s} {'Rf':>7s} {'Rb':>7s}"
-    )
-    for dist, r in fg.items():
-        for who in ("numpy", "minidiff"):
-            print(
-                f"  {dist:12s} {who:10s} {r[who + ' f']['median_ms']:8.2f} {r[who + ' forward gradient']['median_ms']:12.2f} "
-                f"{r[who + ' backprop']['median_ms']:12.2f} {r[who + ' Rf']:7.3f} {r[who + ' Rb']:7.3f}"
-            )
-        print(
-            f"  {dist:12s} minidiff/numpy: Rf {r['Rf minidiff / numpy']:.3f}×, Rb {r['Rb minidiff / numpy']:.3f}× "
-            "(targets ≤ 1.15×)"
-        )
+    _print_dispatch(d)
+    _print_protocols(npp)
+    _print_mlp(m)
+    _print_rfrb(fg)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
@@ -365,6 +273,65 @@ def main(argv=None):
                 fh,
                 indent=2,
             )
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="make glibc keep freed memory (mallopt) before measuring",
+    )
+    return parser
+
+
+def _print_dispatch(d):
+    print(f"{'dispatch (one-element add)':44s} {'median':>10s} {'IQR':>9s} {'target':>8s}")
+    print(f"{'  plain, no AD':44s} {d['plain_us']:8.2f}µs {d['plain_iqr_us']:7.2f}µs {'≤ 5µs':>8s}")
+    for key, label in (
+        ("jvp", "under jvp, per op"),
+        ("grad", "grad: recorded + backward, per op"),
+        ("tape_backward", "tape style: recorded + backward, per op"),
+    ):
+        print(
+            f"{'  ' + label:44s} {d[key + '_per_op_us']:8.2f}µs {d[key + '_per_op_iqr_us']:7.2f}µs {'≤ 20µs':>8s}"
+        )
+    print()
+
+
+def _print_protocols(npp):
+    print(f"{'NumPy protocols (one-element tensors)':44s} {'median':>10s} {'IQR':>9s}")
+    for k, r in npp.items():
+        print(f"{'  ' + k:44s} {r['median_us']:8.2f}µs {r['iqr_us']:7.2f}µs")
+    print()
+
+
+def _print_mlp(m):
+    print(f"{'MLP 784-1024-1024-10, batch 64, float32':44s} {'median':>10s} {'IQR':>9s}")
+    for k in ("jvp numpy", "jvp minidiff", "grad numpy", "grad minidiff"):
+        print(f"{'  ' + k:44s} {m[k]['median_ms']:8.2f}ms {m[k]['iqr_ms']:7.2f}ms")
+    print(f"{'  jvp minidiff / numpy':44s} {m['jvp_ratio']:8.3f}×  (target ≤ 1.15×)")
+    print(f"{'  grad minidiff / numpy':44s} {m['grad_ratio']:8.3f}×  (target ≤ 1.15×)")
+    print()
+
+
+def _print_rfrb(fg):
+    print(f"Rf and Rb, same MLP and minibatch, allocator {allocator_state()['mode']}")
+    print(
+        f"{'  sampler':14s} {'who':10s} {'f ms':>8s} {'fwd-grad ms':>12s} {'backprop ms':>12s} {'Rf':>7s} {'Rb':>7s}"
+    )
+    for dist, r in fg.items():
+        for who in ("numpy", "minidiff"):
+            print(
+                f"  {dist:12s} {who:10s} {r[who + ' f']['median_ms']:8.2f} {r[who + ' forward gradient']['median_ms']:12.2f} "
+                f"{r[who + ' backprop']['median_ms']:12.2f} {r[who + ' Rf']:7.3f} {r[who + ' Rb']:7.3f}"
+            )
+        print(
+            f"  {dist:12s} minidiff/numpy: Rf {r['Rf minidiff / numpy']:.3f}×, Rb {r['Rb minidiff / numpy']:.3f}× "
+            "(targets ≤ 1.15×)"
+        )
 
 
 if __name__ == "__main__":

@@ -77,10 +77,47 @@ def _norm(a) -> float:
     return math.sqrt(_dot(a, a))
 
 
+DEMO_SIZES = (8, 16, 3)
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    sizes = (8, 16, 3)
-    dev, n = args.device, args.batch
-    rng = md.random.Generator(args.seed, device=dev)
+    loss, params, v = _demo_problem(DEMO_SIZES, args.seed, args.batch, args.device)
+    report = _Report()
+    n_params = sum(t.size for t in params.values())
+    arch = " -> ".join(map(str, DEMO_SIZES))
+    report.out += [
+        f"minidiff {md.__version__} demo: forward and reverse mode on one small network",
+        f"  model       MLP {arch}, tanh, softmax cross-entropy",
+        f"  data        batch {args.batch}, float64, seed {args.seed}, device {args.device}; {n_params} parameters",
+        "",
+    ]
+    _demo_both_modes(report, loss, params, v)
+    _demo_hvp(report, loss, params, v)
+    _demo_check_grads(report, loss, params, args.seed)
+    if report.failures:
+        report.out.append(f"FAILED: {', '.join(report.failures)}")
+    else:
+        report.out.append("all checks passed: forward and reverse mode agree")
+    print("\n".join(report.out))
+    return 1 if report.failures else 0
+
+
+class _Report:
+    """The demo's lines, and the names of the agreements that failed."""
+
+    def __init__(self):
+        self.out, self.failures = [], []
+
+    def check(self, name, diff, tol) -> str:
+        ok = diff <= tol
+        if not ok:
+            self.failures.append(name)
+        return f"{diff:.1e}  {'ok' if ok else 'FAILED'} (tolerance {tol:.1e})"
+
+
+def _demo_problem(sizes, seed, n, device):
+    """An MLP's softmax cross-entropy on a random minibatch: ``(loss, params, v)``, v ~ N(0, I)."""
+    rng = md.random.Generator(seed, device=device)
     params = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         params[f"w{i}"] = rng.normal((fan_out, fan_in), std=1 / math.sqrt(fan_in))
@@ -97,68 +134,61 @@ def run_demo(args: argparse.Namespace) -> int:
         return md.nn.functional.cross_entropy(h, labels)
 
     v = {k: rng.normal(t.shape) for k, t in params.items()}
-    n_params = sum(t.size for t in params.values())
-    failures = []
-    out = []
+    return loss, params, v
 
-    def check(name, diff, tol):
-        ok = diff <= tol
-        if not ok:
-            failures.append(name)
-        return f"{diff:.1e}  {'ok' if ok else 'FAILED'} (tolerance {tol:.1e})"
 
-    arch = " -> ".join(map(str, sizes))
-    out.append(f"minidiff {md.__version__} demo: forward and reverse mode on one small network")
-    out.append(f"  model       MLP {arch}, tanh, softmax cross-entropy")
-    out.append(f"  data        batch {n}, float64, seed {args.seed}, device {dev}; {n_params} parameters")
-    out.append("")
-
+def _demo_both_modes(report, loss, params, v) -> None:
+    """The gradient by reverse mode and J v by forward mode, and their agreement."""
     value, g = md.value_and_grad(loss)(params)
     f0, jv = md.jvp(loss, (params,), (v,))
     gv = _dot(g, v)
     jv = float(jv.item())
-    out.append(f"  loss f(theta)                                {value.item():.12f}")
-    out.append(f"  |grad f|     reverse mode, one tape walk     {_norm(g):.12f}")
-    out.append("  directional derivative along v ~ N(0, I):")
-    out.append(f"    <grad f, v>  reverse mode (tape)           {gv:+.15f}")
-    out.append(f"    J v          forward mode (dual numbers)   {jv:+.15f}")
     tol = 1e-9 * (1 + abs(gv))
-    out.append(
-        f"    difference                                 {check('forward vs reverse', abs(gv - jv), tol)}"
-    )
+    agree = report.check("forward vs reverse", abs(gv - jv), tol)
     tol = 1e-12 * (1 + abs(value.item()))
-    diff = abs(value.item() - f0.item())
-    out.append(f"    f(theta) from both passes, difference      {check('loss', diff, tol)}")
-    out.append("")
+    same_loss = report.check("loss", abs(value.item() - f0.item()), tol)
+    report.out += [
+        f"  loss f(theta)                                {value.item():.12f}",
+        f"  |grad f|     reverse mode, one tape walk     {_norm(g):.12f}",
+        "  directional derivative along v ~ N(0, I):",
+        f"    <grad f, v>  reverse mode (tape)           {gv:+.15f}",
+        f"    J v          forward mode (dual numbers)   {jv:+.15f}",
+        f"    difference                                 {agree}",
+        f"    f(theta) from both passes, difference      {same_loss}",
+        "",
+    ]
 
-    out.append("  Hessian-vector product H v, never forming H:")
+
+def _demo_hvp(report, loss, params, v) -> None:
+    """H v in the three compositions, and their agreement."""
+    report.out.append("  Hessian-vector product H v, never forming H:")
     hvps = {}
     for mode in md.transforms.HVP_MODES:
         (hvps[mode],) = md.hvp(loss, (params,), (v,), mode=mode)
-        out.append(
+        report.out.append(
             f"    {mode:<13} |H v| = {_norm(hvps[mode]):.12f}   <v, H v> = {_dot(v, hvps[mode]):+.12f}"
         )
     modes = list(hvps)
     diff = max(_max_abs_diff(hvps[a], hvps[b]) for a in modes for b in modes if a < b)
     tol = 1e-9 * (1 + max(_norm(h) for h in hvps.values()))
-    out.append(f"    max difference between the three modes     {check('HVP modes', diff, tol)}")
-    out.append("")
+    report.out += [
+        f"    max difference between the three modes     {report.check('HVP modes', diff, tol)}",
+        "",
+    ]
 
+
+def _demo_check_grads(report, loss, params, seed) -> None:
     try:
-        md.testing.check_grads(loss, (params,), order=2, seed=args.seed)
+        md.testing.check_grads(loss, (params,), order=2, seed=seed)
         verdict = "ok"
     except AssertionError as exc:
-        failures.append("check_grads")
+        report.failures.append("check_grads")
         verdict = "FAILED: " + str(exc).splitlines()[0]
-    out.append("  md.testing.check_grads(loss, (params,), order=2):")
-    out.append("    finite differences, adjoint identity, and one order up   " + verdict)
-    out.append("")
-    if failures:
-        out.append(f"FAILED: {', '.join(failures)}")
-    else:
-        out.append("all checks passed: forward and reverse mode agree")
-    print("\n".join(out))
-    return 1 if failures else 0
+    report.out += [
+        "  md.testing.check_grads(loss, (params,), order=2):",
+        "    finite differences, adjoint identity, and one order up   " + verdict,
+        "",
+    ]
 
 
 COMMANDS: dict[str, Command] = {

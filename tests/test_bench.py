@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from minidiff.bench import flop_model, measure, ratio, summarize
+from minidiff import nn
+from minidiff.bench import flop_model, forward_flops, layer_flops, measure, ratio, summarize
 from minidiff.bench.rfrb import build_model, rfrb
 from minidiff.bench.training import smooth, tf_over_tb
 
@@ -71,8 +72,31 @@ def test_flop_model_is_three_minus_the_first_layer_share():
 
 def test_flop_model_of_the_mlp_counts_its_matmuls():
     model, shape = build_model("mlp")
-    flops = [f for _, _, f in model.layer_flops((64,) + shape) if f]
+    flops = [f for _, _, f in layer_flops(model, (64,) + shape) if f]
     assert flops == [2 * 64 * 784 * 1024, 2 * 64 * 1024 * 1024, 2 * 64 * 1024 * 10]
+
+
+def test_flops_by_hand():
+    assert forward_flops(nn.Linear(784, 10), (64, 784)) == 2 * 64 * 784 * 10
+    assert forward_flops(nn.Linear(7, 3), (2, 5, 7)) == 2 * 10 * 7 * 3
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    ho = (9 + 2 - 3) // 2 + 1
+    assert forward_flops(conv, (2, 3, 9, 9)) == 2 * (2 * 5 * ho * ho) * (3 * 3 * 3)
+    for layer in (nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()):
+        assert forward_flops(layer, (2, 4, 8, 8)) == 0
+    n = 64
+    model = nn.models.cnn()
+    convs = [
+        2 * n * 64 * 26 * 26 * 1 * 9,
+        2 * n * 64 * 24 * 24 * 64 * 9,
+        2 * n * 64 * 10 * 10 * 64 * 9,
+        2 * n * 64 * 8 * 8 * 64 * 9,
+    ]
+    dense = [2 * n * 1024 * 1024, 2 * n * 1024 * 10]
+    assert forward_flops(model, (n, 1, 28, 28)) == sum(convs) + sum(dense)
+    per_layer = [(name, f) for name, _, f in layer_flops(model, (n, 1, 28, 28)) if f]
+    assert per_layer == list(zip(["0", "2", "5", "7", "11", "13"], convs + dense))
+    assert forward_flops(nn.models.mlp(), (n, 784)) == 2 * n * (784 * 1024 + 1024 * 1024 + 1024 * 10)
 
 
 def test_rfrb_with_a_fake_clock_reports_every_field():

@@ -298,7 +298,7 @@ def epoch_ids_twice(x, y):
 
 def test_batches_errors():
     x, y = ids(10)
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         data.batches(x, y, 0)
     with pytest.raises(ValueError, match="larger than the 10 samples"):
         data.batches(x, y, 11)

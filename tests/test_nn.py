@@ -401,30 +401,6 @@ def test_hooked_model_under_vmap_and_second_order():
     assert cots  # the hook ran during the reverse passes
 
 
-# ----------------------------------------------------------------------------- FLOPs
-def test_flops_by_hand():
-    assert nn.Linear(784, 10).flops((64, 784)) == 2 * 64 * 784 * 10
-    assert nn.Linear(7, 3).flops((2, 5, 7)) == 2 * 10 * 7 * 3
-    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
-    ho = (9 + 2 - 3) // 2 + 1
-    assert conv.flops((2, 3, 9, 9)) == 2 * (2 * 5 * ho * ho) * (3 * 3 * 3)
-    for layer in (nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()):
-        assert layer.flops((2, 4, 8, 8)) == 0
-    n = 64
-    model = nn.models.cnn()
-    convs = [
-        2 * n * 64 * 26 * 26 * 1 * 9,
-        2 * n * 64 * 24 * 24 * 64 * 9,
-        2 * n * 64 * 10 * 10 * 64 * 9,
-        2 * n * 64 * 8 * 8 * 64 * 9,
-    ]
-    dense = [2 * n * 1024 * 1024, 2 * n * 1024 * 10]
-    assert model.flops((n, 1, 28, 28)) == sum(convs) + sum(dense)
-    per_layer = [(name, f) for name, _, f in model.layer_flops((n, 1, 28, 28)) if f]
-    assert per_layer == list(zip(["0", "2", "5", "7", "11", "13"], convs + dense))
-    assert nn.models.mlp().flops((n, 784)) == 2 * n * (784 * 1024 + 1024 * 1024 + 1024 * 10)
-
-
 # ----------------------------------------------------------------------------- devices and dtypes
 def test_to_moves_and_casts(fake_device):
     model = tiny_mlp()

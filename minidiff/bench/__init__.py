@@ -7,7 +7,7 @@
 
 from .allocator import allocator_state, keep_freed_memory
 from .environment import environment
-from .flops import flop_model
+from .flops import flop_model, forward_flops, layer_flops
 from .memory import peak_memory
 from .rfrb import build_model, depth_sweep, rfrb
 from .timing import Measurement, measure, ratio, summarize
@@ -19,7 +19,9 @@ __all__ = [
     "depth_sweep",
     "environment",
     "flop_model",
+    "forward_flops",
     "keep_freed_memory",
+    "layer_flops",
     "measure",
     "peak_memory",
     "ratio",

@@ -1,4 +1,5 @@
-"""Value types for the command line's options: each parses one option or raises a one-line usage error.
+"""Command-line pieces shared by the bench subcommands: value types for the options (each parses one
+option or raises a one-line usage error), the allocator option, and the JSON output.
 
 >>> from minidiff.bench.arguments import int_at_least, int_list
 >>> int_at_least(1)("3"), int_list("1,2,5")
@@ -8,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from .. import backend
 
@@ -70,3 +73,31 @@ def device(name: str) -> str:
     except (RuntimeError, ValueError, MinidiffError) as exc:
         raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
     return name
+
+
+def add_allocator_option(parser: argparse.ArgumentParser, recorded: str = "the result") -> None:
+    """The ``--keep-freed-memory`` flag (applied by :func:`apply_allocator_option`)."""
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help=f"set the C allocator to keep freed memory (glibc mallopt); recorded with {recorded}",
+    )
+
+
+def apply_allocator_option(args: argparse.Namespace) -> None:
+    """Keep freed memory if ``--keep-freed-memory`` was given; a note on stderr where it cannot."""
+    if getattr(args, "keep_freed_memory", False):
+        from .allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            print(
+                "note: could not change the allocator (no glibc mallopt); using the default", file=sys.stderr
+            )
+
+
+def write_json(result, path) -> None:
+    """Write ``result`` to ``path`` as JSON and say so (nothing when ``path`` is empty)."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=1, default=float)
+        print(f"wrote {path}")

@@ -6,9 +6,9 @@ Each is an ``(add_arguments, run)`` pair registered in :mod:`minidiff.cli`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from .arguments import add_allocator_option, apply_allocator_option, write_json
 from .arguments import dtype as _dtype
 from .arguments import int_list as _layers
 from .arguments import nonnegative_float as _nonnegative_float
@@ -21,28 +21,16 @@ MODEL_NAMES = ("logreg", "mlp", "cnn")
 def _add_common(p, device_type):
     p.add_argument("--dtype", type=_dtype, default="float32", help="float32 or float64 (default float32)")
     p.add_argument("--device", type=device_type, default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    add_allocator_option(p)
+
+
+def _add_distribution(p, what):
     p.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="set the C allocator to keep freed memory (glibc mallopt); recorded with the result",
+        "--distribution",
+        choices=("normal", "rademacher"),
+        default="normal",
+        help=f"{what} (default normal)",
     )
-
-
-def _json_out(result, path):
-    if path:
-        with open(path, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-        print(f"wrote {path}")
-
-
-def _allocator(args):
-    if getattr(args, "keep_freed_memory", False):
-        from .allocator import keep_freed_memory
-
-        if not keep_freed_memory():
-            print(
-                "note: could not change the allocator (no glibc mallopt); using the default", file=sys.stderr
-            )
 
 
 # ----------------------------------------------------------------------------- bench
@@ -64,6 +52,14 @@ def _extra_bench(name):
 def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
     names = ",".join(("rfrb", "depth", *EXTRA_BENCHES))
     sub = p.add_subparsers(dest="bench_command", metavar=f"{{{names}}}", required=True, parser_class=type(p))
+    _rfrb_arguments(sub, device_type)
+    _depth_arguments(sub, device_type)
+    for name, (_, summary) in EXTRA_BENCHES.items():
+        e = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        _extra_bench(name).add_arguments(e)
+
+
+def _rfrb_arguments(sub, device_type) -> None:
     r = sub.add_parser(
         "rfrb",
         help="Rf, Rb and Rf/Rb of one model (forward gradient vs backprop)",
@@ -76,14 +72,12 @@ def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
     )
     r.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
     r.add_argument("--repeats", type=_positive_int, default=20, help="timed repeats (default 20)")
-    r.add_argument(
-        "--distribution",
-        choices=("normal", "rademacher"),
-        default="normal",
-        help="distribution of the direction v (default normal)",
-    )
+    _add_distribution(r, "distribution of the direction v")
     r.add_argument("--json", metavar="PATH", help="write the full result as JSON")
     _add_common(r, device_type)
+
+
+def _depth_arguments(sub, device_type) -> None:
     d = sub.add_parser(
         "depth",
         help="Rf, Rb and peak memory of MLPs of increasing depth",
@@ -100,23 +94,28 @@ def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
     d.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per depth (default 5)")
     d.add_argument("--json", metavar="PATH", help="write the result as JSON")
     _add_common(d, device_type)
-    for name, (_, summary) in EXTRA_BENCHES.items():
-        e = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
-        _extra_bench(name).add_arguments(e)
 
 
 def run_bench(args) -> int:
-    _allocator(args)
+    apply_allocator_option(args)
     if args.bench_command in EXTRA_BENCHES:
         return _extra_bench(args.bench_command).run(args)
     if args.bench_command == "rfrb":
-        from .rfrb import build_model, rfrb
+        return _run_rfrb(args)
+    return _run_depth(args)
 
-        model, shape = build_model(args.model, dtype=args.dtype, device=args.device)
-        r = rfrb(model, shape, batch=args.batch, repeats=args.repeats, distribution=args.distribution)
-        print(format_rfrb(args.model, r))
-        _json_out(r, args.json)
-        return 0
+
+def _run_rfrb(args) -> int:
+    from .rfrb import build_model, rfrb
+
+    model, shape = build_model(args.model, dtype=args.dtype, device=args.device)
+    r = rfrb(model, shape, batch=args.batch, repeats=args.repeats, distribution=args.distribution)
+    print(format_rfrb(args.model, r))
+    write_json(r, args.json)
+    return 0
+
+
+def _run_depth(args) -> int:
     from .reproduce import format_summary
     from .rfrb import depth_sweep
 
@@ -131,7 +130,7 @@ def run_bench(args) -> int:
             progress=lambda n: bar.update(1),
         )
     print(format_summary({"rfrb": {}, "depth": result, "training": {}}))
-    _json_out(result, args.json)
+    write_json(result, args.json)
     return 0
 
 
@@ -178,12 +177,7 @@ def train_arguments(p: argparse.ArgumentParser, device_type) -> None:
     )
     p.add_argument("--decay", type=_nonnegative_float, default=1e-4, help="k in η₀·exp(−k·i) (default 1e-4)")
     p.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
-    p.add_argument(
-        "--distribution",
-        choices=("normal", "rademacher"),
-        default="normal",
-        help="FGD direction distribution (default normal)",
-    )
+    _add_distribution(p, "FGD direction distribution")
     p.add_argument(
         "--clip", type=_nonnegative_float, default=None, help="cap |∇f·v| (FGD only; default none)"
     )
@@ -193,7 +187,7 @@ def train_arguments(p: argparse.ArgumentParser, device_type) -> None:
 
 
 def run_train(args) -> int:
-    _allocator(args)
+    apply_allocator_option(args)
     from .training import train
 
     with Progress(args.steps, f"{args.method} {args.model}") as bar:
@@ -217,7 +211,7 @@ def run_train(args) -> int:
         f"{h['loss'][0]:.4f} -> {h['loss'][-1]:.4f}; train accuracy {r['train_accuracy']:.3f}, "
         f"test accuracy {r['test_accuracy']:.3f}" + ("  (diverged)" if r["diverged"] else "")
     )
-    _json_out(r, args.json)
+    write_json(r, args.json)
     return 0
 
 
@@ -229,15 +223,11 @@ def reproduce_arguments(p: argparse.ArgumentParser, device_type) -> None:
         "--out", default="results/forward-gradient", help="output folder (default results/forward-gradient)"
     )
     p.add_argument("--models", default="logreg,mlp,cnn", help="comma-separated subset of logreg,mlp,cnn")
-    p.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="set the C allocator to keep freed memory (glibc mallopt); recorded with every result",
-    )
+    add_allocator_option(p, recorded="every result")
 
 
 def run_reproduce(args) -> int:
-    _allocator(args)
+    apply_allocator_option(args)
     from .reproduce import reproduce_forward_gradient
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())

@@ -5,9 +5,10 @@ gradient (f and ∇f by reverse mode), the Hessian-vector product in its three o
 product (once with its model tape recorded in the call, once reusing a kept tape, as CG or Lanczos do)
 and the analytic Fisher product; report each as a median with quartiles and as a multiple of the
 gradient's time, both as a ratio of medians (with a band from the quartiles) and as the median of the
-per-round ratios ("paired"), beside a FLOP model (:func:`flop_model`).  The calls are interleaved (one of each per round), so load from other processes on a
-shared machine falls on all of them alike.  Targets (issue 4): forward-over-reverse HVP at most 2.5 gradients, and faster than
-reverse-over-reverse.  The environment (CPU, BLAS, threads, allocator) is recorded with the numbers.
+per-round ratios ("paired"), beside a FLOP model (:func:`flop_model`).  The calls are interleaved (one
+of each per round, :func:`~minidiff.bench.timing.measure_interleaved`), so load from other processes on
+a shared machine falls on all of them alike.  Targets: the forward-over-reverse HVP costs at most 2.5
+gradients, and is faster than reverse-over-reverse.  The environment (CPU, BLAS, threads, allocator) is recorded with the numbers.
 
 >>> from minidiff.bench.curvature_bench import curvature_costs
 >>> r = curvature_costs("mlp", batch=4, repeats=1, warmup=0, model_kwargs={"hidden": (8,)})
@@ -18,22 +19,28 @@ reverse-over-reverse.  The environment (CPU, BLAS, threads, allocator) is record
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
-import time
 
 from .. import pytree
 from ..creation import asarray
 from ..curvature import fisher_vp, gauss_newton, ggn_vp, hvp
+from ..errors import check_number
 from ..forward_gradient import sample_directions
 from ..nn import functional as F
 from ..random import Generator
 from ..transforms import value_and_grad
-from .arguments import device, nonnegative_int, positive_int
+from .arguments import (
+    add_allocator_option,
+    apply_allocator_option,
+    device,
+    nonnegative_int,
+    positive_int,
+    write_json,
+)
 from .environment import environment
+from .flops import layer_flops
 from .rfrb import build_model, synthetic_batch
-from .timing import ratio, summarize
+from .timing import measure_interleaved, ratio
 
 SCHEMA = "minidiff.curvature/1"
 MODEL_NAMES = ("mlp", "cnn")
@@ -107,45 +114,16 @@ def curvature_costs(
     environment.  ``model_kwargs`` go to the model builder (e.g. ``{"hidden": (64,)}`` for a small MLP)."""
     if model not in MODEL_NAMES:
         raise ValueError(f"curvature_costs: unknown model {model!r}; choose one of {MODEL_NAMES}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"curvature_costs: batch must be an integer >= 1, got {batch!r}")
+    check_number("curvature_costs", "batch", batch, low=1, integer=True)
     net, shape = build_model(model, dtype=dtype, device=device, seed=seed, **(model_kwargs or {}))
     params = net.parameters()
     leaves = pytree.flatten(params)[0]
     dev, dt = leaves[0].device, leaves[0].dtype
-    x, y = synthetic_batch(shape, batch, dtype=dt, device=dev)
-    x, y = asarray(x, device=dev), asarray(y, device=dev)
-
-    def model_fn(p):
-        return net.apply(p, x)
-
-    def loss_fn(z):
-        return F.cross_entropy(z, y)
-
-    def f(p):
-        return loss_fn(model_fn(p))
-
-    v = sample_directions(params, Generator(seed + 1, dev), "normal")
-    grad_fn = value_and_grad(f)
-    kept = gauss_newton(model_fn, loss_fn, params)
-    calls = {
-        "gradient": lambda: grad_fn(params),
-        "hvp_fwd_over_rev": lambda: hvp(f, params, v, "fwd-over-rev"),
-        "hvp_rev_over_fwd": lambda: hvp(f, params, v, "rev-over-fwd"),
-        "hvp_rev_over_rev": lambda: hvp(f, params, v, "rev-over-rev"),
-        "ggn_vp": lambda: ggn_vp(model_fn, loss_fn, params, v),
-        "ggn_vp_kept_tape": lambda: kept(v),
-        "fisher_vp": lambda: fisher_vp(model_fn, params, v),
-    }
-    times = _interleaved(calls, repeats, warmup, dev, clock)
-    unit = times["gradient"]
-    relative = {name: ratio(m, unit) for name, m in times.items() if name != "gradient"}
-    for name, q in relative.items():  # the median of per-round ratios: robust to load that drifts
-        q["paired_median"] = statistics.median(
-            a / b for a, b in zip(times[name].samples, unit.samples) if b > 0
-        )
+    timing = {"device": dev} if clock is None else {"device": dev, "clock": clock}
+    times = measure_interleaved(_product_calls(net, shape, batch, seed), repeats, warmup, **timing)
+    relative = _relative_to_gradient(times)
     fwd, rev = relative["hvp_fwd_over_rev"]["value"], relative["hvp_rev_over_rev"]["value"]
-    layer_flops = [fl for _, mod, fl in net.layer_flops((batch,) + tuple(shape)) if mod.parameters()]
+    weight_flops = [fl for _, mod, fl in layer_flops(net, (batch,) + tuple(shape)) if mod.parameters()]
     return {
         "schema": SCHEMA,
         "model": model,
@@ -158,7 +136,7 @@ def curvature_costs(
         "parameters": sum(p.size for p in leaves),
         "seconds": {name: m.as_dict() for name, m in times.items()},
         "relative_to_gradient": relative,
-        "flop_model": flop_model(layer_flops),
+        "flop_model": flop_model(weight_flops),
         "targets": {
             f"hvp_fwd_over_rev <= {TARGET_FWD_OVER_REV} gradients": fwd <= TARGET_FWD_OVER_REV,
             "hvp_fwd_over_rev faster than hvp_rev_over_rev": fwd < rev,
@@ -167,25 +145,46 @@ def curvature_costs(
     }
 
 
-def _interleaved(calls: dict, repeats: int, warmup: int, device, clock=None) -> dict:
-    """Time every call once per round, round after round, so a change of load on a shared machine
-    falls on all of them alike (rather than on whichever was being timed).  Median and quartiles per
-    call, as :func:`minidiff.bench.timing.measure`."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"curvature_costs: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    clock = clock or time.perf_counter
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    device.synchronize()
-    samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            t0 = clock()
-            fn()
-            device.synchronize()
-            samples[name].append(clock() - t0)
-    return {name: summarize(s) for name, s in samples.items()}
+def _product_calls(net, shape, batch: int, seed: int) -> dict:
+    """name → a call of each of :data:`PRODUCTS` on one synthetic minibatch, along one random v."""
+    params = net.parameters()
+    leaf = pytree.flatten(params)[0][0]
+    x, y = synthetic_batch(shape, batch, dtype=leaf.dtype, device=leaf.device)
+    x, y = asarray(x, device=leaf.device), asarray(y, device=leaf.device)
+
+    def model_fn(p):
+        return net.apply(p, x)
+
+    def loss_fn(z):
+        return F.cross_entropy(z, y)
+
+    def f(p):
+        return loss_fn(model_fn(p))
+
+    v = sample_directions(params, Generator(seed + 1, leaf.device), "normal")
+    grad_fn = value_and_grad(f)
+    kept = gauss_newton(model_fn, loss_fn, params)
+    return {
+        "gradient": lambda: grad_fn(params),
+        "hvp_fwd_over_rev": lambda: hvp(f, params, v, "fwd-over-rev"),
+        "hvp_rev_over_fwd": lambda: hvp(f, params, v, "rev-over-fwd"),
+        "hvp_rev_over_rev": lambda: hvp(f, params, v, "rev-over-rev"),
+        "ggn_vp": lambda: ggn_vp(model_fn, loss_fn, params, v),
+        "ggn_vp_kept_tape": lambda: kept(v),
+        "fisher_vp": lambda: fisher_vp(model_fn, params, v),
+    }
+
+
+def _relative_to_gradient(times: dict) -> dict:
+    """Each product's time over the gradient's: the ratio of medians with its band, and the median of
+    the per-round ratios (``paired_median``, robust to load that drifts)."""
+    unit = times["gradient"]
+    relative = {name: ratio(m, unit) for name, m in times.items() if name != "gradient"}
+    for name, q in relative.items():
+        q["paired_median"] = statistics.median(
+            a / b for a, b in zip(times[name].samples, unit.samples) if b > 0
+        )
+    return relative
 
 
 def format_curvature_costs(result: dict) -> str:
@@ -238,23 +237,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="float32 or float64 (default float32)",
     )
     parser.add_argument("--device", type=device, default="cpu", help="'cpu' or 'cuda' (default cpu)")
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="set the C allocator to keep freed memory (glibc mallopt); recorded with the result",
-    )
+    add_allocator_option(parser)
     parser.add_argument("--json", metavar="PATH", help="write the full result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``minidiff bench curvature``: print the table, optionally write JSON; returns the exit status."""
-    if getattr(args, "keep_freed_memory", False):
-        from .allocator import keep_freed_memory
-
-        if not keep_freed_memory():
-            print(
-                "note: could not change the allocator (no glibc mallopt); using the default", file=sys.stderr
-            )
+    apply_allocator_option(args)
     result = curvature_costs(
         args.model,
         batch=args.batch,
@@ -264,8 +253,5 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
     )
     print(format_curvature_costs(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-        print(f"wrote {args.json}")
+    write_json(result, args.json)
     return 0

@@ -18,46 +18,46 @@ memory").  Timings are medians of ``repeats`` runs after one warm-up (``minidiff
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import math
 import sys
-import time
 
 import minidiff as md
 
 from ..deer import cells as deer_cells
 from ..deer import deer_rnn, sequential_rnn
-from .arguments import int_list
+from ..errors import check_number
+from .arguments import add_allocator_option, apply_allocator_option, int_list, write_json
 from .environment import environment
-from .timing import measure
+from .timing import measure, timed
 
 __all__ = ["run_deer_bench", "format_deer_bench", "add_arguments", "run", "SMALL_GRID", "FULL_GRID"]
 
 #: the default grid: finishes in a few minutes on a 2-core CPU
 SMALL_GRID = {"sizes": (1, 4, 8), "lengths": (1000, 10000), "batches": (1,)}
-#: the issue's grid (long: tens of minutes, the largest points are skipped for memory)
+#: the paper-sized grid (long: tens of minutes, the largest points are skipped for memory)
 FULL_GRID = {"sizes": (1, 2, 4, 8, 16, 32, 64), "lengths": (1000, 10000, 100000), "batches": (1, 16)}
 
 _GATES = {"gru": 3, "lstm": 4, "elman": 1}
 
 
 # ----------------------------------------------------------------------------- plain array cells
-def _sigmoid(xp, a):
-    return 1.0 / (1.0 + xp.exp(-a))
+def _sigmoid(ns, a):
+    return 1.0 / (1.0 + ns.exp(-a))
 
 
-def _array_step(cell, xp, p):
+def _array_step(cell, ns, p):
     """One step of ``cell`` on raw arrays (the sequential floor), weights pre-transposed."""
-    Wi, Wh = xp.ascontiguousarray(p["W_ih"].T), xp.ascontiguousarray(p["W_hh"].T)
+    Wi, Wh = ns.ascontiguousarray(p["W_ih"].T), ns.ascontiguousarray(p["W_hh"].T)
     bi, bh = p["b_ih"], p["b_hh"]
     if cell == "gru":
 
         def step(h, x):
             gi, gh = x @ Wi + bi, h @ Wh + bh
             n = h.shape[-1]
-            r = _sigmoid(xp, gi[..., :n] + gh[..., :n])
-            z = _sigmoid(xp, gi[..., n : 2 * n] + gh[..., n : 2 * n])
-            c = xp.tanh(gi[..., 2 * n :] + r * gh[..., 2 * n :])
+            r = _sigmoid(ns, gi[..., :n] + gh[..., :n])
+            z = _sigmoid(ns, gi[..., n : 2 * n] + gh[..., n : 2 * n])
+            c = ns.tanh(gi[..., 2 * n :] + r * gh[..., 2 * n :])
             return c + z * (h - c)
 
     elif cell == "lstm":
@@ -65,22 +65,22 @@ def _array_step(cell, xp, p):
         def step(y, x):
             H = y.shape[-1] // 2
             g = x @ Wi + bi + y[..., :H] @ Wh + bh
-            c = _sigmoid(xp, g[..., H : 2 * H]) * y[..., H:] + _sigmoid(xp, g[..., :H]) * xp.tanh(
+            c = _sigmoid(ns, g[..., H : 2 * H]) * y[..., H:] + _sigmoid(ns, g[..., :H]) * ns.tanh(
                 g[..., 2 * H : 3 * H]
             )
-            return xp.concatenate([_sigmoid(xp, g[..., 3 * H :]) * xp.tanh(c), c], axis=-1)
+            return ns.concatenate([_sigmoid(ns, g[..., 3 * H :]) * ns.tanh(c), c], axis=-1)
 
     else:
 
         def step(h, x):
-            return xp.tanh(x @ Wi + bi + h @ Wh + bh)
+            return ns.tanh(x @ Wi + bi + h @ Wh + bh)
 
     return step
 
 
-def _array_loop(step, xp, y0, xs):
+def _array_loop(step, ns, y0, xs):
     T = xs.shape[-2]
-    out = xp.empty(xs.shape[:-1] + y0.shape[-1:], dtype=xs.dtype)
+    out = ns.empty(xs.shape[:-1] + y0.shape[-1:], dtype=xs.dtype)
     y = y0
     for i in range(T):
         y = step(y, xs[..., i, :])
@@ -88,56 +88,73 @@ def _array_loop(step, xp, y0, xs):
     return out
 
 
-def _array_forward_grad(cell, xp, p, y0, xs):
+def _array_forward_grad(cell, ns, p, y0, xs):
     """Forward and backprop through time by hand on raw arrays, for the loss sum of all states:
     the floor of sequential training.  Returns the gradients of the four weight arrays."""
-    Wi, Wt = p["W_ih"], xp.ascontiguousarray(p["W_hh"].T)
-    GI = xs @ Wi.T + p["b_ih"]  # the input projections of all steps in one product
-    bh = p["b_hh"]
-    T = xs.shape[-2]
+    Wt = ns.ascontiguousarray(p["W_hh"].T)
+    GI = xs @ p["W_ih"].T + p["b_ih"]  # the input projections of all steps in one product
+    prev, saved = _bptt_forward(cell, ns, GI, Wt, p["b_hh"], y0)
+    dGI, dGH = _bptt_backward(cell, ns, GI, Wt, y0, prev, saved)
     H = Wt.shape[0]
-    prev = xp.empty(xs.shape[:-1] + y0.shape[-1:], xs.dtype)  # the state entering each step
+    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    return {
+        "W_ih": flat(dGI).T @ flat(xs),
+        "W_hh": flat(dGH).T @ flat(prev[..., :H]),
+        "b_ih": flat(dGI).sum(axis=0),
+        "b_hh": flat(dGH).sum(axis=0),
+    }
+
+
+def _bptt_forward(cell, ns, GI, Wt, bh, y0):
+    """The forward loop: the state entering each step, and what the backward pass reads per step."""
+    T, H = GI.shape[-2], Wt.shape[0]
+    prev = ns.empty(GI.shape[:-1] + y0.shape[-1:], GI.dtype)
     saved = []
     y = y0
-    for i in range(T):  # forward, saving what the backward pass reads
+    for i in range(T):
         prev[..., i, :] = y
         gi, h = GI[..., i, :], y[..., :H]
         gh = h @ Wt + bh
         if cell == "gru":
-            r = _sigmoid(xp, gi[..., :H] + gh[..., :H])
-            z = _sigmoid(xp, gi[..., H : 2 * H] + gh[..., H : 2 * H])
-            c = xp.tanh(gi[..., 2 * H :] + r * gh[..., 2 * H :])
+            r = _sigmoid(ns, gi[..., :H] + gh[..., :H])
+            z = _sigmoid(ns, gi[..., H : 2 * H] + gh[..., H : 2 * H])
+            c = ns.tanh(gi[..., 2 * H :] + r * gh[..., 2 * H :])
             saved.append((r, z, c, gh[..., 2 * H :]))
             y = c + z * (h - c)
         elif cell == "lstm":
             g = gi + gh
-            ig, fg = _sigmoid(xp, g[..., :H]), _sigmoid(xp, g[..., H : 2 * H])
-            cg, og = xp.tanh(g[..., 2 * H : 3 * H]), _sigmoid(xp, g[..., 3 * H :])
+            ig, fg = _sigmoid(ns, g[..., :H]), _sigmoid(ns, g[..., H : 2 * H])
+            cg, og = ns.tanh(g[..., 2 * H : 3 * H]), _sigmoid(ns, g[..., 3 * H :])
             c_new = fg * y[..., H:] + ig * cg
-            tc = xp.tanh(c_new)
+            tc = ns.tanh(c_new)
             saved.append((ig, fg, cg, og, tc))
-            y = xp.concatenate([og * tc, c_new], axis=-1)
+            y = ns.concatenate([og * tc, c_new], axis=-1)
         else:
-            y = xp.tanh(gi + gh)
+            y = ns.tanh(gi + gh)
             saved.append(y)
-    dGI = xp.empty_like(GI)
-    dGH = xp.empty_like(GI)
-    carry = xp.zeros_like(y0)
-    for i in range(T - 1, -1, -1):  # backward through time; dL/dy_i = 1 from the loss
+    return prev, saved
+
+
+def _bptt_backward(cell, ns, GI, Wt, y0, prev, saved):
+    """Backward through time (dL/dy_i = 1 from the loss): the cotangents of the input and hidden
+    projections of every step."""
+    H = Wt.shape[0]
+    dGI, dGH = ns.empty_like(GI), ns.empty_like(GI)
+    carry = ns.zeros_like(y0)
+    for i in range(GI.shape[-2] - 1, -1, -1):
         dy = carry + 1.0
         if cell == "gru":
             r, z, c, ghn = saved[i]
-            h = prev[..., i, :]
             dn = dy * (1.0 - z) * (1.0 - c * c)
-            dz = dy * (h - c) * z * (1.0 - z)
+            dz = dy * (prev[..., i, :] - c) * z * (1.0 - z)
             dr = dn * ghn * r * (1.0 - r)
-            dGI[..., i, :] = xp.concatenate([dr, dz, dn], axis=-1)
-            dGH[..., i, :] = xp.concatenate([dr, dz, dn * r], axis=-1)
+            dGI[..., i, :] = ns.concatenate([dr, dz, dn], axis=-1)
+            dGH[..., i, :] = ns.concatenate([dr, dz, dn * r], axis=-1)
             carry = dy * z + dGH[..., i, :] @ Wt.T
         elif cell == "lstm":
             ig, fg, cg, og, tc = saved[i]
             dh, dc = dy[..., :H], dy[..., H:] + dy[..., :H] * og * (1.0 - tc * tc)
-            dg = xp.concatenate(
+            dg = ns.concatenate(
                 [
                     dc * cg * ig * (1.0 - ig),
                     dc * prev[..., i, H:] * fg * (1.0 - fg),
@@ -147,18 +164,23 @@ def _array_forward_grad(cell, xp, p, y0, xs):
                 axis=-1,
             )
             dGI[..., i, :] = dGH[..., i, :] = dg
-            carry = xp.concatenate([dg @ Wt.T, dc * fg], axis=-1)
+            carry = ns.concatenate([dg @ Wt.T, dc * fg], axis=-1)
         else:
             out = saved[i]
             dGI[..., i, :] = dGH[..., i, :] = dy * (1.0 - out * out)
             carry = dGH[..., i, :] @ Wt.T
-    flat = lambda a: a.reshape(-1, a.shape[-1])
-    return {
-        "W_ih": flat(dGI).T @ flat(xs),
-        "W_hh": flat(dGH).T @ flat(prev[..., :H]),
-        "b_ih": flat(dGI).sum(axis=0),
-        "b_hh": flat(dGH).sum(axis=0),
-    }
+    return dGI, dGH
+
+
+@md.array_kernel
+def _time_array_floor(ns, params, y0, xs, *, cell, device):
+    """Time the plain array loop (forward) and its hand-written backprop over the whole horizon, once
+    each; returns the loop's trajectory (the reference for DEER) and the two times in seconds."""
+    step = _array_step(cell, ns, params)
+    ref, forward_seconds = timed(lambda: _array_loop(step, ns, y0, xs), device)
+    y0_b = ns.broadcast_to(y0, xs.shape[:-2] + y0.shape[-1:])
+    _, grad_seconds = timed(lambda: _array_forward_grad(cell, ns, params, y0_b, xs), device)
+    return ref, forward_seconds, grad_seconds
 
 
 # ----------------------------------------------------------------------------- one grid point
@@ -173,58 +195,52 @@ def _memory_estimate(cell, n, T, B, itemsize) -> float:
 def _point(cell, n, T, B, *, dtype, device, repeats, seq_steps, seed):
     fn, init, state_size = deer_cells.CELLS[cell]
     params = init(n, n, seed=seed, dtype=dtype, device=device)
-    rng = md.random.Generator(seed, device)
-    xs = rng.normal((B, T, n), dtype=dtype)
+    xs = md.random.Generator(seed, device).normal((B, T, n), dtype=dtype)
     y0 = md.zeros((B, state_size(n)), dtype=dtype, device=device)
-    dev = xs.device
-    xp = dev.xp
     res: dict = {"n": n, "T": T, "batch": B}
-
-    box = {}
-
-    def deer_fwd():
-        box["ys"], box["stats"] = deer_rnn(fn, y0, xs, params, return_stats=True, on_failure="warn")
-
-    deer_loss = lambda p: md.sum(deer_rnn(fn, y0, xs, p))
-    deer_vg = md.value_and_grad(deer_loss)
-    res["deer_forward"] = measure(deer_fwd, repeats=repeats, warmup=1, device=dev).as_dict()
-    res["deer_forward_grad"] = measure(
-        lambda: deer_vg(params), repeats=repeats, warmup=1, device=dev
-    ).as_dict()
-    stats = box["stats"]
-    res["iterations"], res["converged"], res["residual"] = stats.iterations, stats.converged, stats.residual
-
-    # the minidiff loop on a prefix, scaled to T
-    Tp = min(T, seq_steps)
-    xs_p = xs[:, :Tp]
-    seq_loss = lambda p: md.sum(sequential_rnn(fn, y0, xs_p, p))
-    seq_vg = md.value_and_grad(seq_loss)
-    scale = T / Tp
-    seq_reps = max(1, min(repeats, 3))
-    fwd = measure(lambda: sequential_rnn(fn, y0, xs_p, params), repeats=seq_reps, warmup=0, device=dev)
-    fg = measure(lambda: seq_vg(params), repeats=seq_reps, warmup=0, device=dev)
-    res["seq_forward"] = {"median": fwd.median * scale, "measured_steps": Tp, "extrapolated": Tp < T}
-    res["seq_forward_grad"] = {"median": fg.median * scale, "measured_steps": Tp, "extrapolated": Tp < T}
-
-    # the plain array loop over the whole horizon: the floor, and the reference trajectory
-    raw = {k: v._data for k, v in params.items()}
-    step = _array_step(cell, xp, raw)
-    t0 = time.perf_counter()
-    ref = _array_loop(step, xp, y0._data, xs._data)
-    dev.synchronize()
-    res["array_forward"] = {"median": time.perf_counter() - t0}
-    y0_b = xp.broadcast_to(y0._data, xs.shape[:-2] + y0.shape[-1:])
-    t0 = time.perf_counter()
-    _array_forward_grad(cell, xp, raw, y0_b, xs._data)
-    dev.synchronize()
-    res["array_forward_grad"] = {"median": time.perf_counter() - t0}
-    res["max_deviation"] = float(xp.max(xp.abs(box["ys"]._data - ref)))
+    ys = _time_deer(res, fn, y0, xs, params, repeats)
+    _time_sequential(res, fn, y0, xs, params, repeats, seq_steps)
+    ref, t_forward, t_forward_grad = _time_array_floor(params, y0, xs, cell=cell, device=xs.device)
+    res["array_forward"] = {"median": t_forward}
+    res["array_forward_grad"] = {"median": t_forward_grad}
+    res["max_deviation"] = float(md.max(md.abs(ys - ref)))
     d, dg = res["deer_forward"]["median"], res["deer_forward_grad"]["median"]
     res["speedup_forward"] = res["seq_forward"]["median"] / d
     res["speedup_forward_grad"] = res["seq_forward_grad"]["median"] / dg
     res["speedup_vs_array"] = res["array_forward"]["median"] / d
     res["speedup_forward_grad_vs_array"] = res["array_forward_grad"]["median"] / dg
     return res
+
+
+def _time_deer(res, fn, y0, xs, params, repeats):
+    """DEER forward, and forward + gradient of the sum of the states; returns the trajectory."""
+    box = {}
+
+    def deer_fwd():
+        box["ys"], box["stats"] = deer_rnn(fn, y0, xs, params, return_stats=True, on_failure="warn")
+
+    deer_vg = md.value_and_grad(lambda p: md.sum(deer_rnn(fn, y0, xs, p)))
+    res["deer_forward"] = measure(deer_fwd, repeats=repeats, warmup=1, device=xs.device).as_dict()
+    res["deer_forward_grad"] = measure(
+        lambda: deer_vg(params), repeats=repeats, warmup=1, device=xs.device
+    ).as_dict()
+    stats = box["stats"]
+    res["iterations"], res["converged"], res["residual"] = stats.iterations, stats.converged, stats.residual
+    return box["ys"]
+
+
+def _time_sequential(res, fn, y0, xs, params, repeats, seq_steps):
+    """The minidiff loop, timed on a prefix of at most ``seq_steps`` steps and scaled to T."""
+    T = xs.shape[1]
+    Tp = min(T, seq_steps)
+    xs_p = xs[:, :Tp]
+    seq_vg = md.value_and_grad(lambda p: md.sum(sequential_rnn(fn, y0, xs_p, p)))
+    scale = T / Tp
+    reps = max(1, min(repeats, 3))
+    fwd = measure(lambda: sequential_rnn(fn, y0, xs_p, params), repeats=reps, warmup=0, device=xs.device)
+    fg = measure(lambda: seq_vg(params), repeats=reps, warmup=0, device=xs.device)
+    res["seq_forward"] = {"median": fwd.median * scale, "measured_steps": Tp, "extrapolated": Tp < T}
+    res["seq_forward_grad"] = {"median": fg.median * scale, "measured_steps": Tp, "extrapolated": Tp < T}
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -250,39 +266,18 @@ def run_deer_bench(
         >>> (point["n"], point["T"], point["batch"], point["converged"]), point["max_deviation"] < 1e-5
         ((2, 50, 1, True), True)
     """
-    if cell not in deer_cells.CELLS:
-        raise ValueError(f"deer bench: unknown cell {cell!r}; expected one of {sorted(deer_cells.CELLS)}")
-    for name, vals in (("sizes", sizes), ("lengths", lengths), ("batches", batches)):
-        if not vals or any(int(v) < 1 for v in vals):
-            raise ValueError(f"deer bench: {name} must be positive integers, got {vals}")
-    if repeats < 1 or seq_steps < 1:
-        raise ValueError(f"deer bench: repeats and seq_steps must be >= 1, got {repeats}, {seq_steps}")
+    _check_settings(cell, sizes, lengths, batches, repeats, seq_steps)
     itemsize = md.zeros(1, dtype=dtype).dtype.itemsize
+    settings = {"dtype": dtype, "device": device, "repeats": repeats, "seq_steps": seq_steps, "seed": seed}
     points, skipped = [], []
-    for B in batches:
-        for T in lengths:
-            for n in sizes:
-                need = _memory_estimate(cell, n, T, B, itemsize)
-                if need > max_memory_gb * 2**30:
-                    skipped.append(
-                        {"n": n, "T": T, "batch": B, "reason": f"memory (~{need / 2**30:.1f} GiB)"}
-                    )
-                else:
-                    points.append(
-                        _point(
-                            cell,
-                            n,
-                            T,
-                            B,
-                            dtype=dtype,
-                            device=device,
-                            repeats=repeats,
-                            seq_steps=seq_steps,
-                            seed=seed,
-                        )
-                    )
-                if progress is not None:
-                    progress(points[-1] if points else None)
+    for B, T, n in itertools.product(batches, lengths, sizes):
+        need = _memory_estimate(cell, n, T, B, itemsize)
+        if need > max_memory_gb * 2**30:
+            skipped.append({"n": n, "T": T, "batch": B, "reason": f"memory (~{need / 2**30:.1f} GiB)"})
+        else:
+            points.append(_point(cell, n, T, B, **settings))
+        if progress is not None:
+            progress(points[-1] if points else None)
     return {
         "benchmark": "deer",
         "cell": cell,
@@ -297,8 +292,22 @@ def run_deer_bench(
     }
 
 
+def _check_settings(cell, sizes, lengths, batches, repeats, seq_steps) -> None:
+    if cell not in deer_cells.CELLS:
+        raise ValueError(f"deer bench: unknown cell {cell!r}; expected one of {sorted(deer_cells.CELLS)}")
+    for name, vals in (("sizes", sizes), ("lengths", lengths), ("batches", batches)):
+        if not vals:
+            raise ValueError(f"deer bench: {name} must be positive integers, got {vals}")
+        for v in vals:
+            check_number("deer bench", name, v, low=1, integer=True)
+    check_number("deer bench", "repeats", repeats, low=1, integer=True)
+    check_number("deer bench", "seq_steps", seq_steps, low=1, integer=True)
+
+
 def _targets(points) -> dict:
-    """The issue's targets, checked per batch size on the measured points (skipped when none apply)."""
+    """The speedup targets, checked per batch size on the measured points (skipped when none apply):
+    at n ≤ 8 and T ≥ 10k, DEER at least 10× faster than the minidiff loop, forward and forward +
+    gradient; at n ≤ 4 and T ≥ 10k, DEER's forward at least 3× faster than the plain array loop."""
     goals = [
         ("forward vs minidiff loop, n<=8, T>=10k", 8, "speedup_forward", 10),
         ("forward+gradient vs minidiff loop, n<=8, T>=10k", 8, "speedup_forward_grad", 10),
@@ -347,14 +356,20 @@ def format_deer_bench(result: dict) -> str:
         lines.append(
             f"target {name}: >= {t['goal']}x {'met' if t['met'] else 'NOT met'} (lowest {t['min']:.1f}x)"
         )
+    return "\n".join(lines + _where_deer_stops_paying(result["points"]))
+
+
+def _where_deer_stops_paying(points) -> list[str]:
+    """Per batch and length, the smallest n at which DEER's forward is slower than the minidiff loop."""
     stops = {}
-    for p in result["points"]:
+    for p in points:
         if p["speedup_forward"] < 1.0:
             key = (p["batch"], p["T"])
             stops[key] = min(stops.get(key, p["n"]), p["n"])
-    for (B, T), n in sorted(stops.items()):
-        lines.append(f"DEER stops paying (slower than the minidiff loop) at B={B}, T={T} from n={n}")
-    return "\n".join(lines)
+    return [
+        f"DEER stops paying (slower than the minidiff loop) at B={B}, T={T} from n={n}"
+        for (B, T), n in sorted(stops.items())
+    ]
 
 
 def heatmap(result: dict, path: str) -> bool:
@@ -410,21 +425,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of DEER (default 3)")
     p.add_argument("--seq-steps", type=int, default=2000, help="prefix the minidiff loop is timed on")
     p.add_argument("--max-memory-gb", type=float, default=2.0, help="skip points needing more (default 2)")
-    p.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="set the C allocator to keep freed memory (glibc mallopt); recorded with the result",
-    )
+    add_allocator_option(p)
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--png", metavar="PATH", help="write the speedup heat map (needs matplotlib)")
 
 
 def run(args) -> int:
     """Run ``minidiff bench deer`` with parsed ``args``; print the table; 0 on success."""
-    if getattr(args, "keep_freed_memory", False):
-        from .allocator import keep_freed_memory
-
-        keep_freed_memory()  # recorded by environment() in the result
+    apply_allocator_option(args)  # recorded by environment() in the result
     grid = FULL_GRID if args.grid == "full" else SMALL_GRID
     sizes = args.sizes or grid["sizes"]
     lengths = args.lengths or grid["lengths"]
@@ -450,10 +458,7 @@ def run(args) -> int:
     )
     print(file=sys.stderr)
     print(format_deer_bench(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-        print(f"wrote {args.json}")
+    write_json(result, args.json)
     if args.png:
         print(
             f"wrote {args.png}" if heatmap(result, args.png) else "no heat map: matplotlib is not installed"

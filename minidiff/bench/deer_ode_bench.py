@@ -24,17 +24,16 @@ True
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 from .. import ops
 from ..creation import arange, linspace, tensor, zeros
 from ..deer.ode import deer_odeint, sequential_odeint
+from ..errors import check_number
 from ..optim import Adam
 from ..random import Generator
-from .arguments import int_at_least, int_list
+from .arguments import int_at_least, int_list, write_json
 from .environment import environment
-from .timing import measure
+from .timing import measure, summarize, timed
 
 #: the spiral's matrix: dy/dt = A y³ (elementwise cube)
 SPIRAL = ((-0.1, 2.0), (-2.0, -0.1))
@@ -104,13 +103,7 @@ def evaluation(n_points, hidden, t_end, repeats, warmup, seed, dtype, batch=1) -
         deer_dev = _max_dev(ys.numpy(), ref)
         t_deer = measure(lambda ts=ts: deer_odeint(mlp_field, y0, ts, params), repeats, warmup)
         t_rk = measure(lambda ts=ts: _solve_ivp(params, ts, y0, "RK45", dtype), repeats, warmup)
-        # RK45 tightened (rtol = atol = 1e-4, 1e-5, …) until it is as accurate as DEER on this grid
-        tol = 1e-4
-        while True:
-            rk_m, nfev_m = _solve_ivp(params, ts, y0, "RK45", dtype, rtol=tol, atol=tol)
-            if _max_dev(rk_m, ref) <= deer_dev or tol <= 1e-12:
-                break
-            tol /= 10
+        tol, rk_m, nfev_m = _rk45_as_accurate_as(deer_dev, ref, params, ts, y0, dtype)
         t_rk_m = measure(
             lambda ts=ts, tol=tol: _solve_ivp(params, ts, y0, "RK45", dtype, rtol=tol, atol=tol),
             repeats,
@@ -140,6 +133,17 @@ def evaluation(n_points, hidden, t_end, repeats, warmup, seed, dtype, batch=1) -
     return rows
 
 
+def _rk45_as_accurate_as(deviation, ref, params, ts, y0, dtype):
+    """RK45 tightened (rtol = atol = 1e-4, 1e-5, … down to 1e-12) until its largest deviation from
+    ``ref`` is at most ``deviation``: ``(tol, trajectory, nfev)``."""
+    tol = 1e-4
+    while True:
+        rk, nfev = _solve_ivp(params, ts, y0, "RK45", dtype, rtol=tol, atol=tol)
+        if _max_dev(rk, ref) <= deviation or tol <= 1e-12:
+            return tol, rk, nfev
+        tol /= 10
+
+
 def _spiral_data(n_points, t_end, dtype):
     from scipy.integrate import solve_ivp
 
@@ -159,31 +163,10 @@ def _spiral_data(n_points, t_end, dtype):
 
 def training(steps, n_points, hidden, t_end, lr, seed, dtype) -> dict:
     ts, target = _spiral_data(n_points, t_end, dtype)
-    y0 = target[0]
-    runs = {}
-    grads0 = {}
+    runs, grads0 = {}, {}
     for method in ("deer", "sequential"):
-        params = {k: v.requires_grad_() for k, v in init_mlp(hidden, seed, dtype).items()}
-        opt = Adam(list(params.values()), lr=lr)
-        previous, losses, times, iterations = None, [], [], []
-        for step in range(steps):
-            start = time.perf_counter()
-            opt.zero_grad()
-            if method == "deer":
-                ys, stats = deer_odeint(mlp_field, y0, ts, params, init=previous, return_stats=True)
-                previous = ys.detach()
-                iterations.append(stats.iterations)
-            else:
-                ys = sequential_odeint(mlp_field, y0, ts, params)
-            loss = ops.mean((ys - target) ** 2)
-            loss.backward()
-            if step == 0:
-                grads0[method] = {k: p.grad.numpy() for k, p in params.items()}
-            opt.step()
-            times.append(time.perf_counter() - start)
-            losses.append(loss.item())
-        runs[method] = dict(losses=losses, step_seconds=times, deer_iterations=iterations or None)
-    med = {m: sorted(r["step_seconds"])[len(r["step_seconds"]) // 2] for m, r in runs.items()}
+        runs[method], grads0[method] = _train_ode(method, steps, ts, target, hidden, lr, seed, dtype)
+    med = {m: summarize(r["step_seconds"]).median for m, r in runs.items()}
     gdev = max(
         float(abs(grads0["deer"][k] - grads0["sequential"][k]).max())
         / max(1e-300, float(abs(grads0["sequential"][k]).max()))
@@ -201,6 +184,37 @@ def training(steps, n_points, hidden, t_end, lr, seed, dtype) -> dict:
     )
 
 
+def _train_ode(method, steps, ts, target, hidden, lr, seed, dtype):
+    """Adam steps fitting ``target`` with the gradient through DEER or through the sequential tape;
+    each step timed alone.  Returns the run's record and the first step's gradients."""
+    params = {k: v.requires_grad_() for k, v in init_mlp(hidden, seed, dtype).items()}
+    opt = Adam(list(params.values()), lr=lr)
+    y0, state = target[0], {"previous": None, "iterations": []}
+
+    def step():
+        opt.zero_grad()
+        if method == "deer":
+            ys, stats = deer_odeint(mlp_field, y0, ts, params, init=state["previous"], return_stats=True)
+            state["previous"] = ys.detach()
+            state["iterations"].append(stats.iterations)
+        else:
+            ys = sequential_odeint(mlp_field, y0, ts, params)
+        loss = ops.mean((ys - target) ** 2)
+        loss.backward()
+        if "grads0" not in state:  # the first step's gradients, compared between the two methods
+            state["grads0"] = {k: p.grad.numpy() for k, p in params.items()}
+        opt.step()
+        return loss
+
+    losses, times = [], []
+    for _ in range(steps):
+        loss, seconds = timed(step)
+        times.append(seconds)
+        losses.append(loss.item())
+    record = dict(losses=losses, step_seconds=times, deer_iterations=state["iterations"] or None)
+    return record, state["grads0"]
+
+
 def run_ode_bench(
     n_points=(100, 1000, 10000),
     hidden: int = 16,
@@ -216,13 +230,16 @@ def run_ode_bench(
 ) -> dict:
     """Run both NeuralODE measurements; see the module docstring.  ``n_points`` are the numbers of
     intervals T of the evaluation grids; the training fits ``train_points`` intervals."""
-    if not n_points or any(int(n) < 1 for n in n_points):
+    if not n_points:
         raise ValueError(f"run_ode_bench: n_points must be positive interval counts, got {n_points}")
-    if min(train_steps, train_points, repeats, hidden, batch) < 1 or warmup < 0:
-        raise ValueError(
-            "run_ode_bench: train_steps, train_points, repeats, hidden and batch must be >= 1 and warmup >= 0, "
-            f"got {train_steps}, {train_points}, {repeats}, {hidden}, {batch}, {warmup}"
-        )
+    for n in n_points:
+        check_number("run_ode_bench", "n_points", n, low=1, integer=True)
+    counts = dict(
+        train_steps=train_steps, train_points=train_points, repeats=repeats, hidden=hidden, batch=batch
+    )
+    for name, value in counts.items():
+        check_number("run_ode_bench", name, value, low=1, integer=True)
+    check_number("run_ode_bench", "warmup", warmup, low=0, integer=True)
     settings = dict(
         n_points=[int(n) for n in n_points],
         hidden=hidden,
@@ -318,10 +335,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(format_ode_bench(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-        print(f"wrote {args.json}")
+    write_json(result, args.json)
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 
 from .. import __version__, backend
 from .allocator import allocator_state
+from .memory import device_namespace
 
 
 def _cpu_model() -> str:
@@ -70,7 +71,7 @@ def environment(device=None) -> dict:
     except ImportError:  # pragma: no cover
         pass
     if dev.name == "cuda":  # pragma: no cover - needs a GPU
-        xp = dev.xp
-        env["cupy"] = xp.__version__
-        env["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        ns = device_namespace(dev)
+        env["cupy"] = ns.__version__
+        env["gpu"] = ns.cuda.runtime.getDeviceProperties(0)["name"].decode()
     return env

@@ -5,11 +5,19 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+from ..creation import zeros
+from ..kernel import array_namespace
+
+
+def device_namespace(device):
+    """The array namespace of ``device`` (CuPy on ``"cuda"``), found through the public API."""
+    return array_namespace(zeros((), device=device))
+
 
 def peak_memory(fn, device=None) -> int:
     """Bytes allocated at the high-water mark of ``fn()`` above what was allocated before it."""
     if device is not None and getattr(device, "name", "cpu") == "cuda":  # pragma: no cover - needs a GPU
-        pool = device.xp.get_default_memory_pool()
+        pool = device_namespace(device).get_default_memory_pool()
         device.synchronize()
         pool.free_all_blocks()
         before = pool.used_bytes()

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import math
 import os
-import time
 
 from .. import pytree
+from ..errors import check_number
 from ..nn import functional as F
 from ..random import Generator
+from .arguments import add_allocator_option, write_json
 from .environment import environment
-from .timing import measure
-from .training import accuracy, digits_data, smooth
+from .timing import measure, timed
+from .training import accuracy, digits_data, run_steps, smooth
 
 SCHEMA = "minidiff.optim_bench/1"
 
@@ -133,55 +132,21 @@ def _train_one(name, factory, style, model, init_values, splits, steps, seconds,
         opt = factory(model, leaves)
     except (ImportError, AttributeError) as exc:
         return {"skipped": f"not available: {type(exc).__name__}: {exc}"}
-    history = {"step": [], "seconds": [], "loss": []}
-    elapsed, step, epoch, diverged = 0.0, 0, 0, False
-    while step < steps and elapsed < seconds and not diverged:
-        for xb, yb in data.batches(x_tr, y_tr, batch, seed=seed + epoch):
-            xb, yb = asarray(xb), asarray(yb)
-            t0 = time.perf_counter()
-            if style == "tape":
-                opt.zero_grad()
-                loss = F.cross_entropy(model(xb), yb)
-                loss.backward()
-                opt.step()
-            elif style == "tape_logits":
+    step = _step_function(opt, style, model, treedef)
 
-                def closure():
-                    logits = model(xb)
-                    return F.cross_entropy(logits, yb), logits
+    def batches(epoch):  # converted before the clock starts
+        return ((asarray(xb), asarray(yb)) for xb, yb in data.batches(x_tr, y_tr, batch, seed=seed + epoch))
 
-                loss = opt.step(closure)
-            elif style == "functional":
-                loss = opt.step(lambda p: F.cross_entropy(model.apply(pytree.unflatten(treedef, p), xb), yb))
-            else:
-
-                def closure(p):
-                    logits = model.apply(pytree.unflatten(treedef, p), xb)
-                    return F.cross_entropy(logits, yb), logits
-
-                loss = opt.step(closure)
-            if isinstance(loss, tuple):
-                loss = loss[0]
-            value = float(loss)
-            elapsed += time.perf_counter() - t0
-            step += 1
-            history["step"].append(step)
-            history["seconds"].append(elapsed)
-            history["loss"].append(value)
-            if not math.isfinite(value):
-                diverged = True
-                break
-            if step >= steps or elapsed >= seconds:
-                break
-        epoch += 1
+    history, diverged = run_steps(step, batches, steps, seconds)
     params = model.parameters()
     curve = smooth(history["loss"])
     reached = next((i for i, v in enumerate(curve) if v <= target), None)
+    done, elapsed = len(history["step"]), (history["seconds"][-1] if history["seconds"] else 0.0)
     return {
-        "steps": step,
+        "steps": done,
         "seconds": elapsed,
         "diverged": diverged,
-        "mean_step_seconds": elapsed / max(step, 1),
+        "mean_step_seconds": elapsed / max(done, 1),
         "target_loss": target,
         "steps_to_target": None if reached is None else history["step"][reached],
         "seconds_to_target": None if reached is None else history["seconds"][reached],
@@ -190,6 +155,39 @@ def _train_one(name, factory, style, model, init_values, splits, steps, seconds,
         "test_accuracy": accuracy(model, params, x_te, y_te),
         "history": history,
     }
+
+
+def _step_function(opt, style, model, treedef):
+    """``step(xb, yb) -> loss value``: one optimizer step on a minibatch in ``opt``'s closure style."""
+
+    def loss_of(xb, yb):
+        return lambda p: F.cross_entropy(model.apply(pytree.unflatten(treedef, p), xb), yb)
+
+    def step(xb, yb):
+        if style == "tape":
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+        elif style == "tape_logits":
+
+            def closure():
+                logits = model(xb)
+                return F.cross_entropy(logits, yb), logits
+
+            loss = opt.step(closure)
+        elif style == "functional":
+            loss = opt.step(loss_of(xb, yb))
+        else:
+
+            def closure(p):
+                logits = model.apply(pytree.unflatten(treedef, p), xb)
+                return F.cross_entropy(logits, yb), logits
+
+            loss = opt.step(closure)
+        return float(loss[0] if isinstance(loss, tuple) else loss)
+
+    return step
 
 
 # ----------------------------------------------------------------------------- GC overhead
@@ -206,19 +204,28 @@ def gc_overhead(
     >>> r["weights_centralized"], r["fraction"] > 0
     (6, True)
     """
-    from ..nn import models
-    from ..optim import SGD, centralize
-
-    rng = Generator(seed, device)
-    model = (
-        models.cnn(rng=rng, dtype=dtype, device=device)
-        if paper_size
-        else models.cnn(channels=channels, hidden=cnn_hidden, rng=rng, dtype=dtype, device=device)
-    )
+    model = _model("cnn", None, channels, cnn_hidden, paper_size, dtype, device, seed)
     model.requires_grad_()
     x = Generator(seed + 1, device).normal((batch, 1, 28, 28), dtype=dtype)
     y = Generator(seed + 2, device).randint(0, 10, (batch,))
     leaves = pytree.flatten(model.parameters())[0]
+    t_gc, t_plain, t_with = _gc_timings(model, leaves, x, y, repeats)
+    return {
+        "centralize_seconds": t_gc.median,
+        "step_seconds": t_plain.median,
+        "step_with_gc_seconds": t_with.median,
+        "fraction": t_gc.median / t_plain.median,
+        "end_to_end_fraction": t_with.median / t_plain.median - 1,
+        "weights_centralized": sum(1 for p in leaves if p.ndim > 1),
+        "parameters": sum(p.size for p in leaves),
+        "repeats": repeats,
+    }
+
+
+def _gc_timings(model, leaves, x, y, repeats):
+    """The centralization of every weight gradient alone, a plain SGD step, and a step with GC on."""
+    from ..optim import SGD, centralize
+
     plain = SGD(leaves, lr=1e-3, momentum=0.9)
     with_gc = SGD(leaves, lr=1e-3, momentum=0.9, centralize="grad")
 
@@ -241,16 +248,7 @@ def gc_overhead(
     t_gc = measure(centralize_all, repeats=max(repeats * 5, 5), warmup=2, device=dev)
     t_plain = measure(step(plain), repeats=repeats, warmup=1, device=dev)
     t_with = measure(step(with_gc), repeats=repeats, warmup=1, device=dev)
-    return {
-        "centralize_seconds": t_gc.median,
-        "step_seconds": t_plain.median,
-        "step_with_gc_seconds": t_with.median,
-        "fraction": t_gc.median / t_plain.median,
-        "end_to_end_fraction": t_with.median / t_plain.median - 1,
-        "weights_centralized": sum(1 for p in leaves if p.ndim > 1),
-        "parameters": sum(p.size for p in leaves),
-        "repeats": repeats,
-    }
+    return t_gc, t_plain, t_with
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -279,66 +277,76 @@ def run_optim_bench(
     CNN instead (far slower on a CPU).  ``train_limit`` keeps only the first examples of the training split
     (for smoke runs).  ``gc_repeats=0`` skips the GC overhead measurement.
     """
+    names = _checked_names(optimizers, steps, seconds, batch)
+    settings = {
+        "models": list(models),
+        "optimizers": {n: OPTIMIZERS[n][2] for n in names},
+        "steps": steps,
+        "seconds": seconds,
+        "batch": batch,
+        "target_loss": target_loss,
+        "width": width,
+        "channels": channels,
+        "cnn_hidden": cnn_hidden,
+        "paper_size": paper_size,
+        "dtype": str(dtype),
+        "seed": seed,
+        "train_limit": train_limit,
+    }
+
+    def everything():
+        runs = {name: _model_runs(name, names, settings, dtype, device, progress) for name in models}
+        result = {"schema": SCHEMA, "settings": settings, "runs": runs, "gc_overhead": None}
+        result["environment"] = environment(device)
+        if gc_repeats:
+            result["gc_overhead"] = gc_overhead(
+                batch, channels, cnn_hidden, paper_size, gc_repeats, dtype=dtype, device=device, seed=seed
+            )
+        return result
+
+    result, total = timed(everything)
+    result["total_seconds"] = total
+    return result
+
+
+def _checked_names(optimizers, steps, seconds, batch) -> list[str]:
+    """The optimizers to run (all by default), after checking the names and the budget."""
     names = list(OPTIMIZERS) if optimizers is None else list(optimizers)
     unknown = [n for n in names if n not in OPTIMIZERS]
     if unknown:
         raise ValueError(f"optim bench: unknown optimizer(s) {unknown}; choose from {sorted(OPTIMIZERS)}")
-    if steps < 1 or not seconds > 0 or batch < 1:
-        raise ValueError(
-            f"optim bench: need steps >= 1, seconds > 0, batch >= 1; got {steps}, {seconds}, {batch}"
-        )
-    start = time.perf_counter()
-    runs: dict = {}
-    for model_name in models:
-        model = _model(model_name, width, channels, cnn_hidden, paper_size, dtype, device, seed)
-        init_values = pytree.tree_map(lambda p: p.detach(), model.parameters())
-        splits = digits_data(model_name, dtype, device, seed)
-        if train_limit is not None:
-            (x_tr, y_tr), test = splits
-            splits = ((x_tr[:train_limit], y_tr[:train_limit]), test)
-        runs[model_name] = {}
-        for name in names:
-            factory, style, _ = OPTIMIZERS[name]
-            try:
-                record = _train_one(
-                    name, factory, style, model, init_values, splits, steps, seconds, batch, seed, target_loss
-                )
-            except Exception as exc:  # noqa: BLE001 - one failing optimizer must not end the benchmark
-                record = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
-            runs[model_name][name] = record
-            if progress is not None:
-                progress(1)
-        base = runs[model_name].get(BASELINE, {}).get("mean_step_seconds")
-        for record in runs[model_name].values():
-            if "mean_step_seconds" in record:
-                record["step_time_vs_sgd"] = record["mean_step_seconds"] / base if base else None
-    result = {
-        "schema": SCHEMA,
-        "settings": {
-            "models": list(models),
-            "optimizers": {n: OPTIMIZERS[n][2] for n in names},
-            "steps": steps,
-            "seconds": seconds,
-            "batch": batch,
-            "target_loss": target_loss,
-            "width": width,
-            "channels": channels,
-            "cnn_hidden": cnn_hidden,
-            "paper_size": paper_size,
-            "dtype": str(dtype),
-            "seed": seed,
-            "train_limit": train_limit,
-        },
-        "runs": runs,
-        "gc_overhead": None,
-        "environment": environment(device),
-    }
-    if gc_repeats:
-        result["gc_overhead"] = gc_overhead(
-            batch, channels, cnn_hidden, paper_size, gc_repeats, dtype=dtype, device=device, seed=seed
-        )
-    result["total_seconds"] = time.perf_counter() - start
-    return result
+    check_number("optim bench", "steps", steps, low=1, integer=True)
+    check_number("optim bench", "seconds", seconds, low=0, low_open=True)
+    check_number("optim bench", "batch", batch, low=1, integer=True)
+    return names
+
+
+def _model_runs(model_name, names, settings, dtype, device, progress) -> dict:
+    """The budgeted run of each optimizer in ``names`` on one model, from the same initial parameters."""
+    s = settings
+    model = _model(
+        model_name, s["width"], s["channels"], s["cnn_hidden"], s["paper_size"], dtype, device, s["seed"]
+    )
+    init_values = pytree.tree_map(lambda p: p.detach(), model.parameters())
+    splits = digits_data(model_name, dtype, device, s["seed"])
+    if s["train_limit"] is not None:
+        (x_tr, y_tr), test = splits
+        splits = ((x_tr[: s["train_limit"]], y_tr[: s["train_limit"]]), test)
+    runs = {}
+    for name in names:
+        factory, style, _ = OPTIMIZERS[name]
+        budget = (s["steps"], s["seconds"], s["batch"], s["seed"], s["target_loss"])
+        try:
+            runs[name] = _train_one(name, factory, style, model, init_values, splits, *budget)
+        except Exception as exc:  # noqa: BLE001 - one failing optimizer must not end the benchmark
+            runs[name] = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
+        if progress is not None:
+            progress(1)
+    base = runs.get(BASELINE, {}).get("mean_step_seconds")
+    for record in runs.values():
+        if "mean_step_seconds" in record:
+            record["step_time_vs_sgd"] = record["mean_step_seconds"] / base if base else None
+    return runs
 
 
 def _fmt(v, spec):
@@ -359,24 +367,7 @@ def format_optim_bench(result: dict) -> str:
         f"{s['batch']}, {s['dtype']}); target: smoothed training loss ≤ {s['target_loss']:g}",
     ]
     for model_name, runs in result["runs"].items():
-        lines += [
-            "",
-            f"{model_name}:",
-            "",
-            "| optimizer | steps | s | steps to target | s to target | final loss (EMA) | train acc | "
-            "test acc | step time / SGD |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, r in runs.items():
-            if "skipped" in r:
-                lines.append(f"| {name} | {r['skipped']} |||||||")
-                continue
-            lines.append(
-                f"| {name} | {r['steps']} | {r['seconds']:.1f} | {_fmt(r['steps_to_target'], 'd')} | "
-                f"{_fmt(r['seconds_to_target'], '.1f')} | {r['final_smoothed_loss']:.3f}"
-                f"{' (diverged)' if r['diverged'] else ''} | {r['train_accuracy']:.3f} | "
-                f"{r['test_accuracy']:.3f} | {_fmt(r.get('step_time_vs_sgd'), '.2f')} |"
-            )
+        lines += _run_table(model_name, runs)
     gc = result.get("gc_overhead")
     if gc:
         lines += [
@@ -394,6 +385,28 @@ def format_optim_bench(result: dict) -> str:
         "fast steps carry timer noise; run nothing else while measuring)."
     )
     return "\n".join(lines)
+
+
+def _run_table(model_name, runs) -> list[str]:
+    lines = [
+        "",
+        f"{model_name}:",
+        "",
+        "| optimizer | steps | s | steps to target | s to target | final loss (EMA) | train acc | "
+        "test acc | step time / SGD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        if "skipped" in r:
+            lines.append(f"| {name} | {r['skipped']} |||||||")
+            continue
+        lines.append(
+            f"| {name} | {r['steps']} | {r['seconds']:.1f} | {_fmt(r['steps_to_target'], 'd')} | "
+            f"{_fmt(r['seconds_to_target'], '.1f')} | {r['final_smoothed_loss']:.3f}"
+            f"{' (diverged)' if r['diverged'] else ''} | {r['train_accuracy']:.3f} | "
+            f"{r['test_accuracy']:.3f} | {_fmt(r.get('step_time_vs_sgd'), '.2f')} |"
+        )
+    return lines
 
 
 def figures(result: dict, out_dir: str) -> list[str]:
@@ -474,7 +487,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
-    p.add_argument("--keep-freed-memory", action="store_true", help="set the allocator to keep freed memory")
+    add_allocator_option(p)
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--figures", metavar="DIR", default=None, help="write loss-vs-step/time PNGs into DIR")
 
@@ -506,8 +519,5 @@ def run(args) -> int:
     if args.figures:
         result["figures"] = figures(result, args.figures)
     print(format_optim_bench(result))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-        print(f"wrote {args.json}")
+    write_json(result, args.json)
     return 0

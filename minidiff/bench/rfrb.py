@@ -16,7 +16,7 @@ from ..nn import functional as F
 from ..random import Generator
 from ..transforms import value_and_grad
 from .environment import environment
-from .flops import flop_model
+from .flops import flop_model, layer_flops
 from .memory import peak_memory
 from .timing import measure, ratio
 
@@ -62,9 +62,8 @@ def rfrb(
 ) -> dict:
     """Measure runtime(f), Rf, Rb and Rf/Rb of ``model`` with softmax cross-entropy on one minibatch."""
     params = model.parameters()
-    leaves = [p for p in _leaves(params)]
-    device = leaves[0].device
-    dtype = leaves[0].dtype
+    leaves = _leaves(params)
+    device, dtype = leaves[0].device, leaves[0].dtype
     x, y = data if data is not None else synthetic_batch(input_shape, batch, dtype=dtype, device=device)
     x, y = asarray(x, device=device), asarray(y, device=device)
 
@@ -72,16 +71,9 @@ def rfrb(
         return F.cross_entropy(model.apply(p, x), y)
 
     rng = Generator(seed, device)
-    grad_fn = value_and_grad(f)
-    v = sample_directions(params, rng, distribution)
-
+    calls = _mode_calls(f, params, rng, distribution)
     timing = {"device": device} if clock is None else {"device": device, "clock": clock}
-    t_f = measure(lambda: f(params), repeats, warmup, **timing)
-    t_sample = measure(lambda: sample_directions(params, rng, distribution), repeats, warmup, **timing)
-    t_pass = measure(lambda: forward_grad(f, params, rng, directions=v), repeats, warmup, **timing)
-    t_fg = measure(lambda: forward_grad(f, params, rng, distribution=distribution), repeats, warmup, **timing)
-    t_b = measure(lambda: grad_fn(params), repeats, warmup, **timing)
-
+    t = {name: measure(fn, repeats, warmup, **timing) for name, fn in calls.items()}
     result = {
         "schema": SCHEMA,
         "batch": batch,
@@ -90,27 +82,32 @@ def rfrb(
         "distribution": distribution,
         "repeats": repeats,
         "parameters": sum(p.size for p in leaves),
-        "runtime_f": t_f.as_dict(),
-        "sample_v": t_sample.as_dict(),
-        "forward_pass": t_pass.as_dict(),
-        "forward_gradient": t_fg.as_dict(),
-        "backprop": t_b.as_dict(),
-        "Rf": ratio(t_fg, t_f),
-        "Rf_without_sampling": ratio(t_pass, t_f),
-        "Rb": ratio(t_b, t_f),
-        "Rf_over_Rb": t_fg.median / t_b.median,
-        "flop_model": flop_model(f for _, _, f in model.layer_flops((batch,) + tuple(input_shape))),
+        **{name: m.as_dict() for name, m in t.items()},
+        "Rf": ratio(t["forward_gradient"], t["runtime_f"]),
+        "Rf_without_sampling": ratio(t["forward_pass"], t["runtime_f"]),
+        "Rb": ratio(t["backprop"], t["runtime_f"]),
+        "Rf_over_Rb": t["forward_gradient"].median / t["backprop"].median,
+        "flop_model": flop_model(f for _, _, f in layer_flops(model, (batch,) + tuple(input_shape))),
         "environment": environment(device),
     }
     if memory:
-        result["peak_memory_bytes"] = {
-            "f": peak_memory(lambda: f(params), device),
-            "forward_gradient": peak_memory(
-                lambda: forward_grad(f, params, rng, distribution=distribution), device
-            ),
-            "backprop": peak_memory(lambda: grad_fn(params), device),
-        }
+        peaks = {"f": "runtime_f", "forward_gradient": "forward_gradient", "backprop": "backprop"}
+        result["peak_memory_bytes"] = {k: peak_memory(calls[name], device) for k, name in peaks.items()}
     return result
+
+
+def _mode_calls(f, params, rng, distribution) -> dict:
+    """What is timed, in order: f; sampling v; the forward pass with a given v; the whole forward
+    gradient (sampling included); reverse mode (f and ∇f)."""
+    grad_fn = value_and_grad(f)
+    v = sample_directions(params, rng, distribution)
+    return {
+        "runtime_f": lambda: f(params),
+        "sample_v": lambda: sample_directions(params, rng, distribution),
+        "forward_pass": lambda: forward_grad(f, params, rng, directions=v),
+        "forward_gradient": lambda: forward_grad(f, params, rng, distribution=distribution),
+        "backprop": lambda: grad_fn(params),
+    }
 
 
 def _leaves(tree):

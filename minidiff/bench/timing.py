@@ -1,10 +1,17 @@
-"""Timing with warm-up, repeats, the median and the interquartile range, and device synchronization."""
+"""Timing with warm-up, repeats, the median and the interquartile range, and device synchronization.
+
+Every clock reading of the measurement code goes through this module: :func:`measure` (repeated calls
+of one function), :func:`measure_interleaved` (several functions, one call of each per round) and
+:func:`timed` (one call that cannot be repeated, such as a training step).
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+
+from ..errors import check_number
 
 
 @dataclass
@@ -45,11 +52,10 @@ def measure(
     ``device`` (a :class:`minidiff.Device`) is synchronized before each clock reading, so GPU work
     is counted where it runs.  ``clock`` can be replaced (tests use a fake clock).
     """
-    if repeats < 1 or number < 1 or warmup < 0:
-        raise ValueError(
-            f"measure: repeats and number must be >= 1 and warmup >= 0, got {repeats}, {number}, {warmup}"
-        )
-    sync = device.synchronize if device is not None else (lambda: None)
+    check_number("measure", "repeats", repeats, low=1, integer=True)
+    check_number("measure", "number", number, low=1, integer=True)
+    check_number("measure", "warmup", warmup, low=0, integer=True)
+    sync = _synchronizer(device)
     for _ in range(warmup):
         fn()
     sync()
@@ -61,6 +67,41 @@ def measure(
         sync()
         samples.append((clock() - t0) / number)
     return summarize(samples)
+
+
+def measure_interleaved(
+    calls: dict, repeats: int = 20, warmup: int = 3, device=None, clock=time.perf_counter
+) -> dict:
+    """Time every function of ``calls`` (name → function) once per round, round after round, so a change
+    of load on a shared machine falls on all of them alike (rather than on whichever was being timed).
+    ``warmup`` untimed calls of each first; returns name → :class:`Measurement` of ``repeats`` samples."""
+    check_number("measure_interleaved", "repeats", repeats, low=1, integer=True)
+    check_number("measure_interleaved", "warmup", warmup, low=0, integer=True)
+    sync = _synchronizer(device)
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t0 = clock()
+            fn()
+            sync()
+            samples[name].append(clock() - t0)
+    return {name: summarize(s) for name, s in samples.items()}
+
+
+def timed(fn, device=None, clock=time.perf_counter) -> tuple:
+    """``(fn(), seconds)``: one call, timed once (a training step, a reference run too long to repeat)."""
+    t0 = clock()
+    out = fn()
+    _synchronizer(device)()
+    return out, clock() - t0
+
+
+def _synchronizer(device):
+    return device.synchronize if device is not None else (lambda: None)
 
 
 def ratio(num: Measurement, den: Measurement) -> dict:

@@ -12,16 +12,17 @@ the backprop run first reach L*; Tf/Tb is their ratio.  Below 1, forward gradien
 from __future__ import annotations
 
 import math
-import time
 
 from .. import pytree
 from ..creation import asarray
+from ..errors import check_number
 from ..forward_gradient import FGD
 from ..nn import functional as F
 from ..random import Generator
 from ..transforms import value_and_grad
 from .environment import environment
 from .rfrb import build_model
+from .timing import timed
 
 METHODS = ("fgd", "sgd")
 
@@ -64,47 +65,20 @@ def train(
     """Train one model with FGD or SGD for ``steps`` minibatches; return the loss history."""
     if method not in METHODS:
         raise ValueError(f"train: unknown method {method!r}; choose one of {METHODS}")
-    if steps < 1 or lr < 0:
-        raise ValueError(f"train: need steps >= 1 and lr >= 0, got steps={steps}, lr={lr}")
+    check_number("train", "steps", steps, low=1, integer=True)
+    check_number("train", "lr", lr, low=0)
     from .. import data
 
     model, _ = build_model(model_name, dtype=dtype, device=device, seed=seed)
     (x_tr, y_tr), (x_te, y_te) = (
         splits if splits is not None else digits_data(model_name, dtype, device, seed)
     )
-    params = model.parameters()
     fgd = FGD(lr=lr, decay=decay, distribution=distribution, clip=clip, rng=Generator(seed + 1, device))
-
-    def loss_on(xb, yb):
-        return lambda p: F.cross_entropy(model.apply(p, xb), yb)
-
-    history = {"step": [], "seconds": [], "loss": []}
-    elapsed, step, epoch = 0.0, 0, 0
-    diverged = False
-    while step < steps and not diverged:
-        for xb, yb in data.batches(x_tr, y_tr, batch, seed=seed + epoch):
-            t0 = time.perf_counter()
-            f = loss_on(asarray(xb), asarray(yb))
-            if method == "fgd":
-                loss, params = fgd.step(f, params)
-            else:
-                lr_i = lr * math.exp(-decay * step)
-                loss, g = value_and_grad(f)(params)
-                params = pytree.tree_map(lambda p, gp: p - lr_i * gp, params, g)
-            value = loss.item()
-            elapsed += time.perf_counter() - t0
-            step += 1
-            history["step"].append(step)
-            history["seconds"].append(elapsed)
-            history["loss"].append(value)
-            if progress is not None:
-                progress(1)
-            if not math.isfinite(value):
-                diverged = True
-                break
-            if step >= steps:
-                break
-        epoch += 1
+    state = {"params": model.parameters(), "step": 0}
+    one_step = _step_function(model, method, fgd, lr, decay, state)
+    batches = lambda epoch: data.batches(x_tr, y_tr, batch, seed=seed + epoch)  # noqa: E731
+    history, diverged = run_steps(one_step, batches, steps, progress=progress)
+    params = state["params"]
     return {
         "schema": "minidiff.train/1",
         "model": model_name,
@@ -112,7 +86,7 @@ def train(
         "lr": lr,
         "decay": decay,
         "batch": batch,
-        "steps": step,
+        "steps": len(history["step"]),
         "distribution": distribution if method == "fgd" else None,
         "clip": clip,
         "diverged": diverged,
@@ -121,6 +95,51 @@ def train(
         "test_accuracy": accuracy(model, params, x_te, y_te),
         "environment": environment(device),
     }
+
+
+def _step_function(model, method, fgd, lr, decay, state):
+    """``step(xb, yb) -> loss value``: one FGD step, or one SGD step at η₀·exp(−k·i), updating
+    ``state["params"]``; the minibatch is moved to the device inside the step (and so timed)."""
+
+    def step(xb, yb):
+        xb, yb = asarray(xb), asarray(yb)
+        f = lambda p: F.cross_entropy(model.apply(p, xb), yb)  # noqa: E731
+        if method == "fgd":
+            loss, state["params"] = fgd.step(f, state["params"])
+        else:
+            lr_i = lr * math.exp(-decay * state["step"])
+            loss, g = value_and_grad(f)(state["params"])
+            state["params"] = pytree.tree_map(lambda p, gp: p - lr_i * gp, state["params"], g)
+        state["step"] += 1
+        return loss.item()
+
+    return step
+
+
+def run_steps(step, batches, steps: int, seconds: float = math.inf, progress=None) -> tuple[dict, bool]:
+    """Call ``step(xb, yb) -> loss value`` on the minibatches of epoch after epoch (``batches(epoch)``)
+    until ``steps`` steps or ``seconds`` of step time, or a non-finite loss (diverged).
+
+    Each step is timed alone (:func:`~minidiff.bench.timing.timed`), so the history's seconds are
+    training time only.  Returns ``({"step": [...], "seconds": [...], "loss": [...]}, diverged)``.
+    """
+    history = {"step": [], "seconds": [], "loss": []}
+    elapsed, epoch = 0.0, 0
+    while len(history["step"]) < steps and elapsed < seconds:
+        for xb, yb in batches(epoch):
+            value, dt = timed(lambda: step(xb, yb))  # noqa: B023 - called at once
+            elapsed += dt
+            history["step"].append(len(history["step"]) + 1)
+            history["seconds"].append(elapsed)
+            history["loss"].append(value)
+            if progress is not None:
+                progress(1)
+            if not math.isfinite(value):
+                return history, True
+            if len(history["step"]) >= steps or elapsed >= seconds:
+                break
+        epoch += 1
+    return history, False
 
 
 def smooth(losses, weight: float = 0.05):

@@ -30,7 +30,9 @@ from importlib import resources
 
 import numpy as np  # host-side parsing of the packaged file (data loading is allowed to use NumPy)
 
-from ..creation import _dtype, asarray
+from ..creation import asarray
+from ..errors import check_number
+from .idx import float_dtype
 
 __all__ = ["load_digits", "bilinear_matrix", "N_DIGITS"]
 
@@ -62,8 +64,8 @@ def bilinear_matrix(size: int, source: int = 8) -> np.ndarray:
     >>> bilinear_matrix(3, 2).tolist()
     [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     """
-    if size < 1 or source < 1:
-        raise ValueError(f"bilinear_matrix: sizes must be positive, got {size} and {source}")
+    check_number("bilinear_matrix", "size", size, low=1, integer=True)
+    check_number("bilinear_matrix", "source", source, low=1, integer=True)
     m = np.zeros((size, source))
     if source == 1 or size == 1:  # a constant; or one output point, which corner alignment puts first
         m[:, 0] = 1.0
@@ -98,11 +100,10 @@ def load_digits(size: int = 8, dtype="float32", device=None, flatten: bool = Fal
     ``size=28`` ("digits28") upsamples bilinearly so MNIST-shaped models run unchanged (any size ≥ 2
     works).  The parsed file and each size's images are cached in the process.
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"load_digits: size must be an int >= 2 (8 or 28), got {size!r}")
-    dt = _dtype(dtype)
-    if dt.kind != "f":
-        raise TypeError(f"load_digits: images are floating point; dtype {dt} is not")
+    check_number(
+        "load_digits", "size", int(size) if isinstance(size, np.integer) else size, low=2, integer=True
+    )
+    dt = float_dtype("load_digits", dtype)
     x = _images(int(size))
     _, labels = _raw()
     n = x.shape[0]

@@ -18,7 +18,8 @@ import zlib
 
 import numpy as np  # host-side parsing of IDX files (data loading is allowed to use NumPy)
 
-from ..creation import _dtype, asarray
+from ..creation import asarray
+from ..errors import DTypeError
 
 __all__ = ["read_idx", "load_mnist", "IMAGES_MAGIC", "LABELS_MAGIC", "mnist_files"]
 
@@ -144,9 +145,18 @@ def load_mnist(
             f"{images_path} holds {n} images but {labels_path} holds {labels.shape[0]} labels; "
             "the two files must come from the same set"
         )
-    dt = _dtype(dtype)
-    if dt.kind != "f":
-        raise TypeError(f"load_mnist: images are floating point; dtype {dt} is not")
+    dt = float_dtype("load_mnist", dtype)
     x = images.astype(dt) / dt.type(255)
     x = x.reshape(n, rows * cols) if flatten else x.reshape(n, 1, rows, cols)
     return asarray(x, device=device), asarray(labels.astype(np.int64), device=device)
+
+
+def float_dtype(op: str, dtype) -> np.dtype:
+    """``dtype`` as a NumPy dtype, which must be floating point (images are scaled to [0, 1])."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise DTypeError(f"{op}: unknown dtype {dtype!r}") from exc
+    if dt.kind != "f":
+        raise TypeError(f"{op}: images are floating point; dtype {dt} is not")
+    return dt

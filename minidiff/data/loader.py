@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from ..creation import asarray
+from ..errors import check_number
 from ..random import Generator, RngLike, as_generator
 
 __all__ = ["train_test_split", "Batches", "batches"]
@@ -42,8 +43,9 @@ def train_test_split(x, y, test_fraction: float = 0.2, seed: RngLike = 0):
     :func:`minidiff.random.as_generator`).
     """
     x, y = _pair(x, y, "train_test_split")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"train_test_split: test_fraction must be in (0, 1), got {test_fraction}")
+    check_number(
+        "train_test_split", "test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True
+    )
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"train_test_split: need at least 2 samples to split, got {n}")
@@ -70,8 +72,7 @@ class Batches:
         self, x, y, batch_size: int, *, seed: RngLike = None, shuffle: bool = True, drop_last: bool = True
     ):
         self.x, self.y = _pair(x, y, "batches")
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+        check_number("batches", "batch_size", batch_size, low=1, integer=True)
         self.batch_size = int(batch_size)
         self.n = self.x.shape[0]
         if drop_last and self.batch_size > self.n:

@@ -8,19 +8,13 @@
 * :mod:`minidiff.nn.models` — the forward-gradient paper's models (``logreg``, ``mlp``, ``mlp_depth``, ``cnn``).
 """
 
-from . import functional, init, models
-from .modules import Conv2d, Flatten, HookHandle, Linear, MaxPool2d, Module, ReLU, Sequential
+from . import functional, init, models, modules
+from .modules import Conv2d, Flatten, HookHandle, Linear, MaxPool2d, Module, ReLU, Sequential  # noqa: F401
 
+#: the subpackages, and the layers of :mod:`minidiff.nn.modules` (its hook primitive stays there)
 __all__ = [
     "functional",
     "init",
     "models",
-    "Module",
-    "HookHandle",
-    "Linear",
-    "Conv2d",
-    "MaxPool2d",
-    "ReLU",
-    "Flatten",
-    "Sequential",
+    *(name for name in modules.__all__ if name != "backward_hook_point"),
 ]

@@ -27,8 +27,8 @@ import math
 
 from .. import backend
 from .. import random as _random
-from ..creation import _dtype
 from ..creation import zeros as _zeros
+from ..errors import DTypeError, check_number
 from ..tensor import Tensor
 
 __all__ = [
@@ -89,7 +89,10 @@ def _shape(shape) -> tuple[int, ...]:
 
 
 def _float_dtype(op, dtype):
-    dt = _dtype(dtype)
+    try:
+        dt = backend.numpy_module.dtype(dtype)
+    except TypeError as exc:
+        raise DTypeError(f"{op}: unknown dtype {dtype!r}") from exc
     if dt.kind != "f":
         raise TypeError(f"{op}: initial values must be floating point, got dtype {dt}")
     return dt
@@ -114,8 +117,7 @@ def uniform(shape, low=0.0, high=1.0, *, rng=None, dtype="float32", device=None)
 def normal(shape, mean=0.0, std=1.0, *, rng=None, dtype="float32", device=None) -> Tensor:
     """Gaussian samples with the given ``mean`` and standard deviation ``std``."""
     dt = _float_dtype("normal", dtype)
-    if not std >= 0:
-        raise ValueError(f"normal: std must be non-negative, got {std}")
+    check_number("normal", "std", std, low=0)
     gen = _random.as_generator(rng, device if rng is None else None, op="normal")
     return _place(gen.normal(_shape(shape), float(mean), float(std), dtype=dt), device)
 

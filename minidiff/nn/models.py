@@ -25,7 +25,7 @@ Layers are initialized as PyTorch's defaults (uniform on ±1/√fan_in for weigh
 from __future__ import annotations
 
 from ..random import as_generator
-from .modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from .modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, _count
 
 __all__ = ["logreg", "mlp", "mlp_depth", "cnn", "build", "MODELS"]
 
@@ -68,17 +68,8 @@ def mlp_depth(
     device=None,
 ) -> Sequential:
     """The MLP with ``n_hidden_layers`` hidden layers of ``width`` units (the depth sweep: 1 to 100)."""
-    if int(n_hidden_layers) < 0:
-        raise ValueError(f"mlp_depth: n_hidden_layers must be non-negative, got {n_hidden_layers}")
-    return mlp(
-        in_features,
-        (int(width),) * int(n_hidden_layers),
-        classes,
-        seed=seed,
-        rng=rng,
-        dtype=dtype,
-        device=device,
-    )
+    layers = _count("mlp_depth", "n_hidden_layers", n_hidden_layers, low=0)
+    return mlp(in_features, (int(width),) * layers, classes, seed=seed, rng=rng, dtype=dtype, device=device)
 
 
 def cnn(

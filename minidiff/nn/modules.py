@@ -29,30 +29,29 @@ Inside a transform the tensors a hook receives are that transform's tracers: cal
 you keep past the transform.  Hook return values are ignored.  Each ``register_*`` returns a handle whose
 ``remove()`` unregisters the hook (also usable as a context manager).
 
-Every layer also reports ``output_shape(input_shape)`` and ``flops(input_shape)``: the forward FLOPs of
-its matrix product or convolution, ``2 × multiply-adds`` (0 for elementwise and pooling layers, and
-bias additions are not counted); shapes include the batch axis.
+Every layer also reports ``output_shape(input_shape)``; shapes include the batch axis.
 
 >>> import minidiff as md
 >>> from minidiff import nn
 >>> model = nn.Sequential(nn.Linear(4, 3, rng=md.random.Generator(0)), nn.ReLU(), nn.Linear(3, 2))
 >>> [name for name, _ in model.named_parameters()]
 ['0.weight', '0.bias', '2.weight', '2.bias']
->>> model.output_shape((5, 4)), model.flops((5, 4))
-((5, 2), 180)
+>>> model.output_shape((5, 4))
+(5, 2)
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import operator
 from types import MappingProxyType
 
 from .. import ops
 from .. import random as _random
 from ..creation import asarray
 from ..custom import primitive
-from ..errors import DeviceError, DTypeError, ShapeError
+from ..errors import DeviceError, DTypeError, ShapeError, check_number
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -120,7 +119,7 @@ class Module:
 
     Subclasses call ``super().__init__()`` first, then assign tensors (parameters) and modules
     (children) as attributes, and implement ``forward(params, x)`` using the given ``params`` (never
-    the stored ones), plus ``output_shape`` and ``flops`` where they can.
+    the stored ones), plus ``output_shape`` where they can.
     """
 
     def __init__(self):
@@ -222,27 +221,7 @@ class Module:
                 f"set_parameters: the tree does not match {type(self).__name__}'s parameters: "
                 f"{'; '.join(parts)} (expected the names {list(expected)})"
             )
-        checked = {}
-        for name, old in expected.items():
-            new = given[name]
-            if not isinstance(new, Tensor):
-                new = asarray(new, device=old.device)
-            if new.shape != old.shape:
-                raise ShapeError(
-                    f"set_parameters: {name!r} has shape {new.shape} but the model expects {old.shape}"
-                )
-            if new.dtype != old.dtype:
-                raise DTypeError(
-                    f"set_parameters: {name!r} has dtype {new.dtype} but the model expects {old.dtype}; "
-                    f"cast it with .astype('{old.dtype}')"
-                )
-            if new.device is not old.device:
-                raise DeviceError(
-                    f"set_parameters: {name!r} is on {new.device} but the model is on {old.device}; "
-                    "move it with .to(device) (or move the model with model.to(device))"
-                )
-            checked[name] = new
-        self._assign(checked)
+        self._assign({name: _replacement(name, given[name], old) for name, old in expected.items()})
         return self
 
     def _assign(self, named: dict, prefix: str = "") -> None:
@@ -320,36 +299,20 @@ class Module:
     # ------------------------------------------------------------------ hooks
     def register_forward_hook(self, fn) -> HookHandle:
         """Call ``fn(module, input, output)`` after every call of this module."""
-        if not callable(fn):
-            raise TypeError(f"register_forward_hook: expected a callable, got {type(fn).__name__}")
-        handle = HookHandle(self._forward_hooks)
-        self._forward_hooks[handle.id] = fn
-        return handle
+        return _register("register_forward_hook", self._forward_hooks, fn)
 
     def register_backward_hook(self, fn) -> HookHandle:
         """Call ``fn(module, grad_output)`` with the cotangent of this module's output in reverse passes."""
-        if not callable(fn):
-            raise TypeError(f"register_backward_hook: expected a callable, got {type(fn).__name__}")
-        handle = HookHandle(self._backward_hooks)
-        self._backward_hooks[handle.id] = fn
-        return handle
+        return _register("register_backward_hook", self._backward_hooks, fn)
 
     def _run_backward_hooks(self, cotangent) -> None:
         for fn in tuple(self._backward_hooks.values()):
             fn(self, cotangent)
 
-    # ------------------------------------------------------------------ shapes and FLOPs
+    # ------------------------------------------------------------------ shapes
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """The shape of the output for an input of ``input_shape`` (batch axis included)."""
         raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
-
-    def flops(self, input_shape) -> int:
-        """Forward FLOPs (2 × multiply-adds of matmuls and convolutions) for ``input_shape``."""
-        raise NotImplementedError(f"{type(self).__name__} does not define flops")
-
-    def layer_flops(self, input_shape, prefix: str = "") -> list[tuple[str, Module, int]]:
-        """``(dotted name, layer, forward FLOPs)`` of every elementary layer, in call order."""
-        return [(prefix, self, self.flops(input_shape))]
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:
@@ -360,6 +323,14 @@ class Module:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"  ({name}): {child!r}".replace("\n", "\n  ") for name, child in self._modules.items()]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _register(op, hooks: dict, fn) -> HookHandle:
+    if not callable(fn):
+        raise TypeError(f"{op}: expected a callable, got {type(fn).__name__}")
+    handle = HookHandle(hooks)
+    hooks[handle.id] = fn
+    return handle
 
 
 def _named_leaves(tree, prefix, owner):
@@ -378,6 +349,25 @@ def _named_leaves(tree, prefix, owner):
     return [(prefix.rstrip("."), tree)]
 
 
+def _replacement(name, new, old) -> Tensor:
+    """``new`` as a tensor that may replace the parameter ``old``: same shape, dtype and device."""
+    if not isinstance(new, Tensor):
+        new = asarray(new, device=old.device)
+    if new.shape != old.shape:
+        raise ShapeError(f"set_parameters: {name!r} has shape {new.shape} but the model expects {old.shape}")
+    if new.dtype != old.dtype:
+        raise DTypeError(
+            f"set_parameters: {name!r} has dtype {new.dtype} but the model expects {old.dtype}; "
+            f"cast it with .astype('{old.dtype}')"
+        )
+    if new.device is not old.device:
+        raise DeviceError(
+            f"set_parameters: {name!r} is on {new.device} but the model is on {old.device}; "
+            "move it with .to(device) (or move the model with model.to(device))"
+        )
+    return new
+
+
 def _tree_map_dict(fn, tree):
     return {k: _tree_map_dict(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
@@ -393,14 +383,21 @@ def _param(module, params, name):
         ) from None
 
 
-def _pair(v, what):
+def _count(op: str, name: str, value, low: int = 1) -> int:
+    """``value`` as an ``int`` (NumPy integers accepted), checked to be at least ``low``."""
+    if hasattr(value, "__index__") and not isinstance(value, bool):
+        value = operator.index(value)
+    check_number(op, name, value, low=low, integer=True)
+    return value
+
+
+def _pair(v, op: str, name: str, low: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, as a pair, each checked to be at least ``low``."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
-            raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
-        out = (int(v[0]), int(v[1]))
-    else:
-        out = (int(v), int(v))
-    return out
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+        return (_count(op, name, v[0], low), _count(op, name, v[1], low))
+    return (_count(op, name, v, low),) * 2
 
 
 # ----------------------------------------------------------------------------- layers
@@ -414,9 +411,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype="float32", device=None):
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"Linear: sizes must be positive, got {in_features} → {out_features}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = _count("Linear", "in_features", in_features)
+        self.out_features = _count("Linear", "out_features", out_features)
         gen = _random.as_generator(rng, device if rng is None else None, op="Linear")
         bound = 1.0 / math.sqrt(self.in_features)
         kw = {"rng": gen, "dtype": dtype, "device": device}
@@ -443,11 +439,6 @@ class Linear(Module):
             )
         return input_shape[:-1] + (self.out_features,)
 
-    def flops(self, input_shape):
-        self.output_shape(input_shape)
-        rows = math.prod(tuple(input_shape)[:-1])
-        return 2 * rows * self.in_features * self.out_features
-
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.use_bias}"
 
@@ -473,17 +464,11 @@ class Conv2d(Module):
         device=None,
     ):
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"Conv2d: channels must be positive, got {in_channels} → {out_channels}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "Conv2d: kernel_size")
-        self.stride = _pair(stride, "Conv2d: stride")
-        self.padding = _pair(padding, "Conv2d: padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(
-                f"Conv2d: kernel_size and stride must be positive and padding non-negative, got "
-                f"{self.kernel_size}, {self.stride}, {self.padding}"
-            )
+        self.in_channels = _count("Conv2d", "in_channels", in_channels)
+        self.out_channels = _count("Conv2d", "out_channels", out_channels)
+        self.kernel_size = _pair(kernel_size, "Conv2d", "kernel_size")
+        self.stride = _pair(stride, "Conv2d", "stride")
+        self.padding = _pair(padding, "Conv2d", "padding", low=0)
         gen = _random.as_generator(rng, device if rng is None else None, op="Conv2d")
         kh, kw = self.kernel_size
         bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
@@ -513,11 +498,6 @@ class Conv2d(Module):
             )
         return (n, self.out_channels, ho, wo)
 
-    def flops(self, input_shape):
-        n, o, ho, wo = self.output_shape(input_shape)
-        kh, kw = self.kernel_size
-        return 2 * n * o * ho * wo * self.in_channels * kh * kw
-
     def extra_repr(self):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -530,10 +510,8 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "MaxPool2d: kernel_size")
-        self.stride = self.kernel_size if stride is None else _pair(stride, "MaxPool2d: stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"MaxPool2d: kernel_size and stride must be positive, got {self.kernel_size}")
+        self.kernel_size = _pair(kernel_size, "MaxPool2d", "kernel_size")
+        self.stride = self.kernel_size if stride is None else _pair(stride, "MaxPool2d", "stride")
 
     def forward(self, params, x):
         return F.max_pool2d(x, self.kernel_size, self.stride)
@@ -549,10 +527,6 @@ class MaxPool2d(Module):
             raise ShapeError(f"MaxPool2d: kernel {self.kernel_size} larger than the input {(h, w)}")
         return (n, c, ho, wo)
 
-    def flops(self, input_shape):
-        self.output_shape(input_shape)
-        return 0
-
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
@@ -565,9 +539,6 @@ class ReLU(Module):
 
     def output_shape(self, input_shape):
         return tuple(input_shape)
-
-    def flops(self, input_shape):
-        return 0
 
 
 class Flatten(Module):
@@ -583,9 +554,6 @@ class Flatten(Module):
     def output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         return input_shape[: self.start_dim] + (math.prod(input_shape[self.start_dim :]),)
-
-    def flops(self, input_shape):
-        return 0
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}"
@@ -626,13 +594,3 @@ class Sequential(Module):
         for layer in self:
             shape = layer.output_shape(shape)
         return shape
-
-    def flops(self, input_shape):
-        return sum(f for _, _, f in self.layer_flops(input_shape))
-
-    def layer_flops(self, input_shape, prefix: str = ""):
-        out, shape = [], tuple(input_shape)
-        for name, layer in self._modules.items():
-            out.extend(layer.layer_flops(shape, f"{prefix}.{name}" if prefix else name))
-            shape = layer.output_shape(shape)
-        return out
