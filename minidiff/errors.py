@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 
 class MinidiffError(Exception):
     """Base class of minidiff's own errors."""
@@ -75,7 +77,7 @@ def check_number(
     if value is None and none_ok:
         return
     kind = "an integer" if integer else "a number"
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    ok = isinstance(value, Integral) if integer else isinstance(value, Real)
     ok = ok and not isinstance(value, bool) and value == value and abs(value) != float("inf")
     if ok and low is not None:
         ok = value > low if low_open else value >= low
