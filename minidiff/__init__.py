@@ -9,8 +9,11 @@ True
 
 from __future__ import annotations
 
-from . import data, errors, levels, nn, primitives, pytree, testing  # noqa: F401
-from . import deer, linalg, optim, random  # noqa: F401
+from . import data, errors, nn, primitives, testing  # noqa: F401
+from .modes import levels  # noqa: F401
+from .tensor import pytree  # noqa: F401
+from . import deer, optim  # noqa: F401
+from .primitives import linalg, random  # noqa: F401
 from .backend import (  # noqa: F401
     Device,
     bool_,
@@ -26,8 +29,20 @@ from .backend import (  # noqa: F401
     int64,
     uint8,
 )
-from .creation import arange, asarray, empty, eye, full, linspace, ones, ones_like, tensor, zeros, zeros_like
-from .custom import primitive
+from .primitives.creation import (
+    arange,
+    asarray,
+    empty,
+    eye,
+    full,
+    linspace,
+    ones,
+    ones_like,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .primitives.custom import primitive
 from .errors import (
     DeviceError,
     DTypeError,
@@ -37,26 +52,16 @@ from .errors import (
     TracerError,
     UnsupportedError,
 )
-from .forward import Dual, dual_level, make_dual, unpack_dual
-from .forward_gradient import FGD, forward_grad, sample_directions
-from .inspect_tape import format_tape
-from .ops import *  # noqa: F403
-from .ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
-from .tensor_methods import attach as _attach_tensor_methods  # noqa: F401 - attaches on import
-from .kernel import array_kernel, array_namespace
-from .reverse import assign_, is_grad_enabled, no_grad, tape_stats
-from .tensor import Tensor
-from .transforms import (
-    grad,
-    hessian,
-    hvp,
-    jacfwd,
-    jacrev,
-    jvp,
-    value_and_grad,
-    vjp,
-    vmap,
-)
+from .modes.forward import Dual, dual_level, make_dual, unpack_dual
+from .transforms.forward_gradient import FGD, forward_grad, sample_directions
+from .transforms.inspect_tape import format_tape
+from .primitives.ops import *  # noqa: F403
+from .primitives.ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
+from .modes.tensor_methods import attach as _attach_tensor_methods  # noqa: F401 - attaches on import
+from .tensor.kernel import array_kernel, array_namespace
+from .modes.reverse import assign_, is_grad_enabled, no_grad, tape_stats
+from .tensor.core import Tensor
+from .transforms.core import grad, hessian, hvp, jacfwd, jacrev, jvp, value_and_grad, vjp, vmap
 
 __version__ = "0.1.0"
 

@@ -1098,7 +1098,7 @@ def library_primitives() -> dict:
     DEER, the scan, the nn hooks...), found by :func:`walk_library`; the objects are this process's."""
     import gc
 
-    from minidiff.custom import UserPrimitive
+    from minidiff.primitives.custom import UserPrimitive
 
     names = walk_library()["found"]
     custom = {p.name: p for p in gc.get_objects() if isinstance(p, UserPrimitive) and p.name in names}

@@ -549,7 +549,7 @@ def test_bad_settings_are_rejected(net, fake_device):
         cv.fisher_vp(model, params, v, "sampled", labels=net["y"].astype("float64"))
     with pytest.raises(ShapeError, match=r"labels of shape \(4,\)"):
         cv.fisher_vp(model, params, v, "sampled", labels=md.tensor([0, 1, 2, 0]))
-    with pytest.raises(TypeError, match="rng must be a minidiff.random.Generator or an int seed"):
+    with pytest.raises(TypeError, match="rng must be a minidiff.primitives.random.Generator or an int seed"):
         cv.fisher_vp(model, params, v, "sampled", rng="0")  # numpy Generators are accepted: test_rng.py
     with pytest.raises(DeviceError, match="the generator draws on fake"):
         cv.fisher_vp(model, params, v, "sampled", rng=md.random.Generator(0, fake_device))

@@ -10,7 +10,7 @@ import pytest
 
 import minidiff as md
 from minidiff import levels
-from minidiff.reverse import nodes_created
+from minidiff.modes.reverse import nodes_created
 
 
 def raises(exc, *fragments):

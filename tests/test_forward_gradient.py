@@ -10,7 +10,7 @@ import pytest
 import minidiff as md
 from minidiff import pytree
 from minidiff.bench.memory import peak_memory
-from minidiff.reverse import nodes_created
+from minidiff.modes.reverse import nodes_created
 
 F = md.nn.functional
 

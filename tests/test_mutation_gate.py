@@ -37,7 +37,7 @@ from opspecs import SPECS
 import minidiff as md
 from minidiff.deer.scan import _affine_scan_p, _transposed_scan
 from minidiff.primitives import REGISTRY
-from minidiff.primitives.linalg import _solve_rhs
+from minidiff.primitives.matrix import _solve_rhs
 from minidiff.primitives.shape import expand_axes
 from minidiff.testing import Mutation, Tolerances, check_example, check_jacobian, check_mutation
 from minidiff.testing.mutation import detached, negated, replaced, scaled, score_table

@@ -1,6 +1,6 @@
 """NumPy's protocols on tensors (NEP 13 ``__array_ufunc__``, NEP 18 ``__array_function__``).
 
-Every entry of the dispatch tables (``minidiff.numpy_api.UFUNCS`` / ``FUNCTIONS``) has a case below; a
+Every entry of the dispatch tables (``minidiff.primitives.numpy_api.UFUNCS`` / ``FUNCTIONS``) has a case below; a
 differentiable case is checked in every mode — reverse (``grad``), forward (``jvp``), tape style, the
 three HVP modes, grad-of-grad and ``vmap`` — against central finite differences of the same NumPy code
 run on plain ndarrays (float64; tolerances stated in ``check_all_modes``).  Then the error paths: each
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import minidiff as md
-from minidiff import numpy_api
 from minidiff.errors import UnsupportedError
+from minidiff.primitives import numpy_api
 
 ROOT = Path(__file__).resolve().parent.parent
 H = 1e-5  # central-difference step in float64: truncation ~H², rounding ~1e-16/H
@@ -558,7 +558,7 @@ def test_docs_table_is_the_generated_one():
     assert numpy_api.START in text and numpy_api.END in text, "docs/numpy.md lost its table markers"
     table = text.split(numpy_api.START, 1)[1].split(numpy_api.END, 1)[0].strip()
     assert table == numpy_api.support_table().strip(), (
-        "docs/numpy.md is stale: regenerate it with `python -m minidiff.numpy_api --write docs/numpy.md`"
+        "docs/numpy.md is stale: regenerate it with `python -m minidiff.primitives.numpy_api --write docs/numpy.md`"
     )
 
 

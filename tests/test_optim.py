@@ -752,7 +752,7 @@ def test_other_bad_settings_and_parameters():
 
 
 def _int_leaf():
-    from minidiff.reverse import AMBIENT
+    from minidiff.modes.reverse import AMBIENT
 
     return AMBIENT.leaf(md.tensor([1, 2]))
 

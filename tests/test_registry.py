@@ -102,7 +102,7 @@ def test_the_walk_finds_custom_primitives_and_those_hidden_in_partials_or_closur
     assert set(PRIMS) <= set(LIBRARY) and {"add", "matmul", "getitem"} <= set(PRIMS)
     hidden = (
         "import functools\n"
-        "from minidiff.custom import primitive\n"
+        "from minidiff.primitives.custom import primitive\n"
         "from minidiff.primitives.registry import Primitive\n"
         "held = functools.partial(primitive(lambda x: x, name='in_a_partial'))\n"
         "def _maker():\n"
@@ -379,7 +379,7 @@ def test_no_bytecode_reading_and_no_kind_branches_in_the_core():
     for path in root.rglob("*.py"):
         text = path.read_text()
         assert "import dis" not in text and "from dis" not in text, f"{path} reads bytecode"
-    for name in ("primitives/registry.py", "forward.py", "reverse.py", "batching.py"):
+    for name in ("primitives/registry.py", "modes/forward.py", "modes/reverse.py", "modes/batching.py"):
         text = (root / name).read_text()
         assert "prim.kind" not in text and '== "custom"' not in text, f"{name} branches on a primitive's kind"
 

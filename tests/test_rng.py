@@ -1,6 +1,6 @@
 """Random generators (issue 8 §3): every ``rng=`` / ``seed=`` argument of the package accepts an int seed,
 a ``md.random.Generator``, a ``numpy.random.Generator`` and None, through one helper
-(:func:`minidiff.random.as_generator`).
+(:func:`minidiff.primitives.random.as_generator`).
 
 The functions are found by walking every module of ``minidiff`` for public callables with a parameter
 named in :data:`RNG_PARAMS`; each needs an entry in :data:`CALLS` (how to call it) or in :data:`EXEMPT`
@@ -146,24 +146,32 @@ class Call:
 
 CALLS: dict[str, Call] = {
     # random
-    "minidiff.random.Generator": Call(
+    "minidiff.primitives.random.Generator": Call(
         lambda **kw: mdrandom.Generator(**kw).normal((4,)), "Generator", none_is_default=False
     ),
-    "minidiff.random.normal": Call(lambda **kw: mdrandom.normal((4,), **kw), "normal"),
-    "minidiff.random.uniform": Call(lambda **kw: mdrandom.uniform((4,), dtype="float32", **kw), "uniform"),
-    "minidiff.random.rademacher": Call(lambda **kw: mdrandom.rademacher((40,), **kw), "rademacher"),
-    "minidiff.random.randint": Call(lambda **kw: mdrandom.randint(1000, shape=(4,), **kw), "randint"),
-    "minidiff.random.as_generator": Call(
+    "minidiff.primitives.random.normal": Call(lambda **kw: mdrandom.normal((4,), **kw), "normal"),
+    "minidiff.primitives.random.uniform": Call(
+        lambda **kw: mdrandom.uniform((4,), dtype="float32", **kw), "uniform"
+    ),
+    "minidiff.primitives.random.rademacher": Call(
+        lambda **kw: mdrandom.rademacher((40,), **kw), "rademacher"
+    ),
+    "minidiff.primitives.random.randint": Call(
+        lambda **kw: mdrandom.randint(1000, shape=(4,), **kw), "randint"
+    ),
+    "minidiff.primitives.random.as_generator": Call(
         lambda **kw: mdrandom.as_generator(**kw).normal((3,)), "as_generator"
     ),
     # forward gradients
-    "minidiff.forward_gradient.sample_directions": Call(
+    "minidiff.transforms.forward_gradient.sample_directions": Call(
         lambda **kw: md.sample_directions(_w(), **kw), "forward_grad"
     ),
-    "minidiff.forward_gradient.forward_grad": Call(
+    "minidiff.transforms.forward_gradient.forward_grad": Call(
         lambda **kw: md.forward_grad(_quad, _w(), **kw), "forward_grad"
     ),
-    "minidiff.forward_gradient.FGD": Call(lambda **kw: md.FGD(lr=0.1, **kw).step(_quad, _w()), "FGD"),
+    "minidiff.transforms.forward_gradient.FGD": Call(
+        lambda **kw: md.FGD(lr=0.1, **kw).step(_quad, _w()), "FGD"
+    ),
     # curvature
     "minidiff.curvature.hutchinson.sample_probes": Call(
         lambda **kw: curvature.sample_probes(_w(), 3, "normal", **kw), "sample_probes"
@@ -353,7 +361,7 @@ def restore_default_generators():
 def test_the_walk_finds_the_known_functions():
     """The discovery itself can fail: it must see the functions this issue names."""
     for key in (
-        "minidiff.forward_gradient.forward_grad",
+        "minidiff.transforms.forward_gradient.forward_grad",
         "minidiff.curvature.hutchinson.hutchinson_diag",
         "minidiff.nn.init.kaiming_uniform",
         "minidiff.optim.kfac.KFAC",
@@ -551,13 +559,13 @@ _HARNESS_PATHS = ("bench/", "cli.py")
 
 
 def test_library_code_makes_generators_only_through_as_generator():
-    """Outside ``minidiff/random.py`` no library module constructs a ``Generator`` itself: every one comes
-    from :func:`minidiff.random.as_generator`, so every ``rng=`` accepts the same forms."""
+    """Outside ``minidiff/primitives/random.py`` no library module constructs a ``Generator`` itself: every one comes
+    from :func:`minidiff.primitives.random.as_generator`, so every ``rng=`` accepts the same forms."""
     root = Path(md.__file__).parent
     offenders = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel == "random.py" or rel.startswith(_HARNESS_PATHS):
+        if rel == "primitives/random.py" or rel.startswith(_HARNESS_PATHS):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):

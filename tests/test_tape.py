@@ -10,7 +10,7 @@ import pytest
 
 import minidiff as md
 from minidiff import levels
-from minidiff.reverse import Node, ReverseTrace, nodes_created, walk
+from minidiff.modes.reverse import Node, ReverseTrace, nodes_created, walk
 
 RTOL = 1e-12  # float64 gradients against closed forms
 

@@ -496,7 +496,7 @@ def test_hessian_product_one_and_k_directions_equal_the_dense_hessian(rng, mode)
 
 
 def test_hessian_product_rev_over_rev_records_the_gradient_tape_once(rng):
-    from minidiff.reverse import nodes_created
+    from minidiff.modes.reverse import nodes_created
 
     x = t64(rng.normal(size=4))
     f = lambda t: (md.sin(t) * t).sum()  # noqa: E731

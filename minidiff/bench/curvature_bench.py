@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from .. import pytree
-from ..creation import asarray
 from ..curvature import fisher_vp, gauss_newton, ggn_vp, hvp
 from ..errors import check_number
-from ..forward_gradient import sample_directions
 from ..nn import functional as F
-from ..random import Generator
-from ..transforms import value_and_grad
+from ..primitives.creation import asarray
+from ..primitives.random import Generator
+from ..tensor import pytree
+from ..transforms.core import value_and_grad
+from ..transforms.forward_gradient import sample_directions
 from .arguments import (
     add_allocator_option,
     apply_allocator_option,

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 
-from .. import ops
-from ..creation import arange, linspace, tensor, zeros
 from ..deer.ode import deer_odeint, sequential_odeint
 from ..errors import check_number
 from ..optim import Adam
-from ..random import Generator
+from ..primitives import ops
+from ..primitives.creation import arange, linspace, tensor, zeros
+from ..primitives.random import Generator
 from .arguments import int_at_least, int_list, write_json
 from .environment import environment
 from .timing import measure, summarize, timed

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-from ..creation import zeros
-from ..kernel import array_namespace
+from ..primitives.creation import zeros
+from ..tensor.kernel import array_namespace
 
 
 def device_namespace(device):

@@ -27,10 +27,10 @@ import argparse
 import importlib
 import os
 
-from .. import pytree
 from ..errors import check_number
 from ..nn import functional as F
-from ..random import Generator
+from ..primitives.random import Generator
+from ..tensor import pytree
 from .arguments import add_allocator_option, write_json
 from .environment import environment
 from .timing import measure, timed
@@ -122,7 +122,7 @@ def _model(name, width, channels, cnn_hidden, paper_size, dtype, device, seed):
 def _train_one(name, factory, style, model, init_values, splits, steps, seconds, batch, seed, target):
     """One budgeted run; returns its record (or the reason it could not run)."""
     from .. import data
-    from ..creation import asarray
+    from ..primitives.creation import asarray
 
     (x_tr, y_tr), (x_te, y_te) = splits
     model.set_parameters(pytree.tree_map(lambda v: v, init_values))

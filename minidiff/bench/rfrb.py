@@ -10,11 +10,11 @@ the peak memory of each mode, the allocator setting and the environment are reco
 from __future__ import annotations
 
 from .. import backend
-from ..creation import asarray
-from ..forward_gradient import forward_grad, sample_directions
 from ..nn import functional as F
-from ..random import Generator
-from ..transforms import value_and_grad
+from ..primitives.creation import asarray
+from ..primitives.random import Generator
+from ..transforms.core import value_and_grad
+from ..transforms.forward_gradient import forward_grad, sample_directions
 from .environment import environment
 from .flops import flop_model, layer_flops
 from .memory import peak_memory
@@ -111,7 +111,7 @@ def _mode_calls(f, params, rng, distribution) -> dict:
 
 
 def _leaves(tree):
-    from ..pytree import flatten
+    from ..tensor.pytree import flatten
 
     return flatten(tree)[0]
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 
-from .. import pytree
-from ..creation import asarray
 from ..errors import check_number
-from ..forward_gradient import FGD
 from ..nn import functional as F
-from ..random import Generator
-from ..transforms import value_and_grad
+from ..primitives.creation import asarray
+from ..primitives.random import Generator
+from ..tensor import pytree
+from ..transforms.core import value_and_grad
+from ..transforms.forward_gradient import FGD
 from .environment import environment
 from .rfrb import build_model
 from .timing import timed
@@ -38,7 +38,7 @@ def digits_data(model_name: str, dtype="float32", device=None, seed: int = 0):
 
 
 def accuracy(model, params, x, y, batch: int = 512) -> float:
-    from ..ops import argmax
+    from ..primitives.ops import argmax
 
     hits = 0
     for i in range(0, x.shape[0], batch):

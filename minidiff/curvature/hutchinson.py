@@ -17,11 +17,12 @@ The K probes of a call run as vector-mode passes (``md.vmap``), ``chunk_size`` p
 
 from __future__ import annotations
 
-from .. import ops, pytree
 from ..errors import ShapeError, check_number
-from ..random import RngLike, as_generator
-from ..tensor import Tensor
-from ..transforms import check_hvp_mode, vmap
+from ..primitives import ops
+from ..primitives.random import RngLike, as_generator
+from ..tensor import pytree
+from ..tensor.core import Tensor
+from ..transforms.core import check_hvp_mode, vmap
 from .products import check_params, check_vector, hvp
 
 __all__ = ["PROBE_DISTRIBUTIONS", "RunningEstimate", "hutchinson_diag", "hutchinson_trace", "sample_probes"]
@@ -217,7 +218,7 @@ def hutchinson_diag(
     ``A`` is the Hessian of scalar ``f`` at ``params`` (products by :func:`hvp` in ``mode``) or, with
     ``matvec=`` instead of ``f``, the symmetric operator ``v ↦ matvec(v)`` on trees shaped like ``params``.
     ``n_probes`` (K) probes of ``distribution`` (``"rademacher"`` or ``"normal"``) are drawn with ``rng``
-    (an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator``; the default
+    (an int seed, a :class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator``; the default
     generator if None) and pushed
     through ``A`` ``chunk_size`` at a time in vector mode (all at once by default; 1 calls ``matvec`` on
     single vectors, for a matvec that ``md.vmap`` cannot batch).

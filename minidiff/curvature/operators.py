@@ -1,7 +1,7 @@
 """H, G and F at a point as :class:`scipy.sparse.linalg.LinearOperator` s, for SciPy's solvers.
 
 The operator acts on the flattened parameter vector: float64 NumPy arrays on the host, the leaves of the
-parameter tree concatenated in :func:`minidiff.pytree.flatten` order.  Each product converts its input to
+parameter tree concatenated in :func:`minidiff.tensor.pytree.flatten` order.  Each product converts its input to
 the parameters' device and dtypes, applies the curvature product there and brings the result back, so
 ``scipy.sparse.linalg.cg``, ``minres``, ``eigsh`` and ``lobpcg`` work on them unchanged.  ``matmat``
 runs its columns as one vector-mode pass.
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from .. import pytree
 from ..backend import numpy_module as _host
-from ..creation import asarray
 from ..errors import ShapeError, check_number
-from ..random import RngLike, as_generator
-from ..tensor import Tensor
-from ..transforms import check_hvp_mode, hessian_product, vmap
+from ..primitives.creation import asarray
+from ..primitives.random import RngLike, as_generator
+from ..tensor import pytree
+from ..tensor.core import Tensor
+from ..transforms.core import check_hvp_mode, hessian_product, vmap
 from .products import check_params, check_vector, fisher, gauss_newton
 
 __all__ = [
@@ -252,7 +252,7 @@ def top_eigenvalues(
     ``operator``: a LinearOperator (e.g. from :func:`ggn_operator`), or a scalar function ``f`` with
     ``params``, for its Hessian (products in ``mode``).  ``which``: ``"LA"`` largest (default), ``"SA"``
     smallest, ``"LM"`` largest in magnitude.  The start vector comes from ``seed`` (anything
-    :func:`minidiff.random.as_generator` takes), so results repeat.
+    :func:`minidiff.primitives.random.as_generator` takes), so results repeat.
     Returns a host array of eigenvalues, largest first (smallest first for ``"SA"``), and with
     ``return_eigenvectors`` also the host ``(n, k)`` eigenvectors (``operator.unflatten(vecs[:, i])``
     makes a tree of one).  ``k`` must be below the operator's size (a Lanczos limit).

@@ -21,13 +21,14 @@ too: the K products come out of one vector-mode pass (``md.vmap``), not a Python
 
 from __future__ import annotations
 
-from .. import ops, pytree
-from ..creation import arange
 from ..errors import DeviceError, DTypeError, ShapeError, check_number, describe
-from ..random import RngLike, as_generator
-from ..tensor import Tensor
-from ..transforms import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
-from ..transforms import hvp as _engine_hvp
+from ..primitives import ops
+from ..primitives.creation import arange
+from ..primitives.random import RngLike, as_generator
+from ..tensor import pytree
+from ..tensor.core import Tensor
+from ..transforms.core import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
+from ..transforms.core import hvp as _engine_hvp
 
 __all__ = ["HVP_MODES", "FISHER_KINDS", "hvp", "ggn_vp", "fisher_vp", "sample_labels"]
 
@@ -271,8 +272,8 @@ def _check_logits(op: str, z) -> Tensor:
 def sample_labels(logits: Tensor, n_samples: int = 1, rng: RngLike = None) -> Tensor:
     """Integer labels ``(n_samples, N)`` drawn from ``softmax(logits)`` row by row (inverse CDF).
 
-    ``rng``: an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator`` or None (see
-    :func:`minidiff.random.as_generator`).
+    ``rng``: an int seed, a :class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator`` or None (see
+    :func:`minidiff.primitives.random.as_generator`).
 
     Example:
         >>> import minidiff as md
@@ -375,7 +376,7 @@ def fisher_vp(
     the Gauss-Newton matrix (``M`` is the loss Hessian in the logits), whatever the data's labels.
 
     ``kind="sampled"``: labels ``ŷ_is ~ Categorical(p_i)`` for ``s = 1..n_samples`` (drawn with ``rng``: an
-    int seed, a :class:`minidiff.random.Generator` or a ``numpy.random.Generator``) and ``M`` replaced
+    int seed, a :class:`minidiff.primitives.random.Generator` or a ``numpy.random.Generator``) and ``M`` replaced
     by ``(1/(N S)) Σ_s g_is g_isᵀ`` with ``g_is = p_i − onehot(ŷ_is)`` the per-example logit gradient: an unbiased Monte-Carlo estimate of the
     analytic Fisher (the "sampled-label true Fisher" of K-FAC), of rank at most ``N·S``.  ``labels``
     ((N,) or (S, N) integers) fixes the draw instead; passing the data's own labels gives the *empirical*

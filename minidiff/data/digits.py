@@ -30,8 +30,8 @@ from importlib import resources
 
 import numpy as np  # host-side parsing of the packaged file (data loading is allowed to use NumPy)
 
-from ..creation import asarray
 from ..errors import check_number
+from ..primitives.creation import asarray
 from .idx import float_dtype
 
 __all__ = ["load_digits", "bilinear_matrix", "N_DIGITS"]

@@ -18,8 +18,8 @@ import zlib
 
 import numpy as np  # host-side parsing of IDX files (data loading is allowed to use NumPy)
 
-from ..creation import asarray
 from ..errors import DTypeError
+from ..primitives.creation import asarray
 
 __all__ = ["read_idx", "load_mnist", "IMAGES_MAGIC", "LABELS_MAGIC", "mnist_files"]
 

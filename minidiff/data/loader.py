@@ -12,9 +12,9 @@
 
 from __future__ import annotations
 
-from ..creation import asarray
 from ..errors import check_number
-from ..random import Generator, RngLike, as_generator
+from ..primitives.creation import asarray
+from ..primitives.random import Generator, RngLike, as_generator
 
 __all__ = ["train_test_split", "Batches", "batches"]
 
@@ -39,8 +39,8 @@ def train_test_split(x, y, test_fraction: float = 0.2, seed: RngLike = 0):
 
     ``round(N·test_fraction)`` samples go to the test part, at least one and at most N − 1; there is no
     stratification.  The same seed gives the same split.  ``seed`` may also be a
-    :class:`minidiff.random.Generator` or a ``numpy.random.Generator`` (see
-    :func:`minidiff.random.as_generator`).
+    :class:`minidiff.primitives.random.Generator` or a ``numpy.random.Generator`` (see
+    :func:`minidiff.primitives.random.as_generator`).
     """
     x, y = _pair(x, y, "train_test_split")
     check_number(
@@ -59,9 +59,9 @@ class Batches:
     """Minibatches ``(x_batch, y_batch)`` of one epoch per iteration, shuffled by a seeded generator.
 
     Each ``iter()`` runs one epoch and draws that epoch's order from the generator, so successive epochs
-    differ while the whole sequence is fixed by ``seed``: an int, a :class:`minidiff.random.Generator` or a
-    ``numpy.random.Generator`` (see :func:`minidiff.random.as_generator`), or None for the default
-    generator (fresh randomness unless :func:`minidiff.random.seed` was called).  Every sample
+    differ while the whole sequence is fixed by ``seed``: an int, a :class:`minidiff.primitives.random.Generator` or a
+    ``numpy.random.Generator`` (see :func:`minidiff.primitives.random.as_generator`), or None for the default
+    generator (fresh randomness unless :func:`minidiff.primitives.random.seed` was called).  Every sample
     appears once per epoch; with ``drop_last=True`` the last ``N mod batch_size`` of the epoch's order
     are skipped (``len()`` counts full batches only), with ``drop_last=False`` they form a smaller last
     batch.  ``shuffle=False`` keeps the data order.  :meth:`forever` chains epochs without end, for

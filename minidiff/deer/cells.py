@@ -3,8 +3,8 @@
 Every cell broadcasts over leading axes (``y (..., n)``, ``x (..., m)``), so DEER can evaluate it
 at all time steps at once.  Each comes with an initializer returning its ``params`` dict (uniform
 on ±1/√hidden like PyTorch's recurrent layers; ``scale`` multiplies the recurrent weights; ``seed`` is
-an int, a :class:`minidiff.random.Generator` or a ``numpy.random.Generator``, see
-:func:`minidiff.random.as_generator`).
+an int, a :class:`minidiff.primitives.random.Generator` or a ``numpy.random.Generator``, see
+:func:`minidiff.primitives.random.as_generator`).
 
 * :func:`gru_cell` (PyTorch's gate order r, z, n), state ``h`` of size ``hidden``;
 * :func:`lstm_cell`, state ``concat(h, c)`` of size ``2·hidden`` (gates i, f, g, o);
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 
-from .. import ops
 from ..errors import check_number
+from ..primitives import ops
+from ..primitives.random import RngLike, as_generator
 from ..primitives.shape import concatenate
-from ..random import RngLike, as_generator
-from ..tensor import Tensor
+from ..tensor.core import Tensor
 
 __all__ = ["gru_cell", "init_gru", "lstm_cell", "init_lstm", "elman_cell", "init_elman", "CELLS"]
 

@@ -36,14 +36,13 @@ from __future__ import annotations
 import math
 import warnings
 
-from .. import ops, pytree
-from ..creation import asarray, eye, zeros
-from ..custom import primitive
 from ..errors import DTypeError, ShapeError, check_number
-from ..kernel import array_namespace
-from ..linalg import expm as _expm  # the public md.linalg.expm (scaling and squaring)
-from ..linalg import solve
-from ..ops import (
+from ..primitives import ops
+from ..primitives.creation import asarray, eye, zeros
+from ..primitives.custom import primitive
+from ..primitives.linalg import expm as _expm  # the public md.linalg.expm (scaling and squaring)
+from ..primitives.linalg import solve
+from ..primitives.ops import (
     broadcast_to,
     clip,
     concatenate,
@@ -57,8 +56,10 @@ from ..ops import (
     swapaxes,
     where,
 )
-from ..tensor import Tensor, Tracer
-from ..transforms import jvp, vjp, vmap
+from ..tensor import pytree
+from ..tensor.core import Tensor, Tracer
+from ..tensor.kernel import array_namespace
+from ..transforms.core import jvp, vjp, vmap
 from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, default_tolerances, nonfinite
 from .scan import affine_scan
 

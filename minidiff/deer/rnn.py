@@ -30,13 +30,13 @@ import contextlib
 import math
 import warnings
 
-from .. import pytree
-from ..custom import primitive
 from ..errors import DTypeError, MinidiffError, ShapeError, check_number
-from ..kernel import array_kernel, array_namespace
+from ..primitives.custom import primitive
 from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack
-from ..tensor import Tensor, Tracer
-from ..transforms import jvp, vjp
+from ..tensor import pytree
+from ..tensor.core import Tensor, Tracer
+from ..tensor.kernel import array_kernel, array_namespace
+from ..transforms.core import jvp, vjp
 from .scan import _mv, _transposed_scan, affine_scan
 
 __all__ = [

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import math
 
-from ..custom import primitive
 from ..errors import DTypeError, ShapeError
-from ..kernel import array_kernel
-from ..tensor import Tensor
+from ..primitives.custom import primitive
+from ..tensor.core import Tensor
+from ..tensor.kernel import array_kernel
 
 __all__ = ["affine_scan", "associative_scan", "SCAN_METHODS"]
 
@@ -220,7 +220,7 @@ def _shift(y, y0):
 
 
 def _apply(A, v, diagonal):
-    from ..primitives.linalg import matmul
+    from ..primitives.matrix import matmul
 
     if diagonal:
         return A * v
@@ -255,7 +255,7 @@ def _affine_scan_vjp(cotangent, output, A, b, y0, diagonal=False, method="auto")
 def _transposed_scan(A, cotangent, diagonal, method):
     """``λ_i = ȳ_i + A_{i+1}ᵀ λ_{i+1}`` (λ_{T-1} = ȳ_{T-1}): the adjoint recurrence, run as a
     forward scan over reversed time."""
-    from ..creation import zeros
+    from ..primitives.creation import zeros
     from ..primitives.shape import broadcast_to, concatenate, flip, swapaxes
 
     T = cotangent.shape[-2]
@@ -321,7 +321,7 @@ def affine_scan(A, b, y0=None, *, diagonal: bool = False, method: str = "auto") 
         )
     _check_batch("A", A.shape[: -len(tail)], b.shape[:-2])
     if y0 is None:
-        from ..creation import zeros
+        from ..primitives.creation import zeros
 
         y0 = zeros((n,), dtype=b.dtype, device=b.device)
     if not isinstance(y0, Tensor):
@@ -360,8 +360,8 @@ def associative_scan(fn, elems, axis: int = 0):
         >>> associative_scan(lambda a, b: a + b, md.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
         [1.0, 3.0, 6.0, 10.0]
     """
-    from .. import pytree
     from ..primitives.shape import concatenate, moveaxis
+    from ..tensor import pytree
 
     leaves, tdef = pytree.flatten(elems)
     if not leaves:

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from .. import ops
-from ..creation import asarray
 from ..errors import ShapeError
-from ..tensor import Tensor
+from ..primitives import ops
+from ..primitives.creation import asarray
+from ..tensor.core import Tensor
 
 __all__ = [
     "linear",
@@ -123,7 +123,7 @@ def cross_entropy(logits, labels) -> Tensor:
         )
     if labels.dtype.kind not in "iu":
         raise ShapeError(f"cross_entropy: labels must be integers, got {labels.dtype}")
-    from ..creation import arange
+    from ..primitives.creation import arange
 
     picked = logits[arange(logits.shape[0], device=logits.device), labels]
     return ops.mean(ops.logsumexp(logits, axis=1) - picked)

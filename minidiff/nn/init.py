@@ -2,9 +2,9 @@
 
 Tensors are immutable values, so unlike PyTorch's ``init.uniform_`` these functions *return* a new
 tensor of the requested shape.  Every function draws from ``rng``: a
-:class:`minidiff.random.Generator`, a ``numpy.random.Generator`` (wrapped, so draws advance it), an
+:class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator`` (wrapped, so draws advance it), an
 int (a new CPU generator seeded with it), or ``None`` for the default generator of ``device`` (see
-``md.random.seed`` and :func:`minidiff.random.as_generator`, which does the conversion).
+``md.random.seed`` and :func:`minidiff.primitives.random.as_generator`, which does the conversion).
 When ``rng`` lives on another device than ``device`` the values are drawn where ``rng`` is and then
 moved, so a CPU generator gives the same initial values on every device.
 
@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .. import random as _random
-from ..creation import zeros as _zeros
 from ..errors import DTypeError, check_number
-from ..tensor import Tensor
+from ..primitives import random as _random
+from ..primitives.creation import zeros as _zeros
+from ..tensor.core import Tensor
 
 __all__ = [
     "calculate_gain",

@@ -11,8 +11,8 @@ The MLPs take flattened input (N, 784), the CNN NCHW input (N, 1, 28, 28); each 
 of one example as ``model.example_shape``.  Outputs are logits (use ``F.cross_entropy``).
 
 Randomness: pass ``rng`` or ``seed`` (default 0, so a model is reproducible by default), each an int, a
-:class:`minidiff.random.Generator` or a ``numpy.random.Generator`` (see
-:func:`minidiff.random.as_generator`); ``rng`` wins when both are given.  Values are drawn on the CPU
+:class:`minidiff.primitives.random.Generator` or a ``numpy.random.Generator`` (see
+:func:`minidiff.primitives.random.as_generator`); ``rng`` wins when both are given.  Values are drawn on the CPU
 from that seed and moved to ``device``, so one seed gives the same initial parameters on every device.
 Layers are initialized as PyTorch's defaults (uniform on ±1/√fan_in for weights and biases).
 
@@ -24,7 +24,7 @@ Layers are initialized as PyTorch's defaults (uniform on ±1/√fan_in for weigh
 
 from __future__ import annotations
 
-from ..random import as_generator
+from ..primitives.random import as_generator
 from .modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, _count
 
 __all__ = ["logreg", "mlp", "mlp_depth", "cnn", "build", "MODELS"]

@@ -47,12 +47,12 @@ import math
 import operator
 from types import MappingProxyType
 
-from .. import ops
-from .. import random as _random
-from ..creation import asarray
-from ..custom import primitive
 from ..errors import DeviceError, DTypeError, ShapeError, check_number
-from ..tensor import Tensor
+from ..primitives import ops
+from ..primitives import random as _random
+from ..primitives.creation import asarray
+from ..primitives.custom import primitive
+from ..tensor.core import Tensor
 from . import functional as F
 from . import init
 
@@ -405,7 +405,7 @@ class Linear(Module):
     """``y = x Wᵀ + b`` with ``W`` of shape (out_features, in_features), as PyTorch.
 
     Initialization as PyTorch's default: weight and bias uniform on ±1/√in_features.  ``rng`` is a
-    :class:`minidiff.random.Generator`, a ``numpy.random.Generator``, an int seed, or None for the
+    :class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator``, an int seed, or None for the
     default generator (as in :mod:`minidiff.nn.init`).
     """
 

@@ -24,10 +24,10 @@ Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradient
 from __future__ import annotations
 
 from ..errors import check_number, describe
-from ..kernel import array_kernel
-from ..random import Generator, RngLike
-from ..reverse import no_grad
-from ..transforms import HVP_MODES, hvp, jvp, value_and_grad
+from ..modes.reverse import no_grad
+from ..primitives.random import Generator, RngLike
+from ..tensor.kernel import array_kernel
+from ..transforms.core import HVP_MODES, hvp, jvp, value_and_grad
 from .base import RandomOptimizer, all_finite, settings_of
 
 __all__ = ["AdaHessian"]
@@ -63,7 +63,7 @@ class AdaHessian(RandomOptimizer):
 
     Defaults (``docs/papers.md`` §6): lr 0.15, betas (0.9, 0.999), eps 10⁻⁴, hessian_power k = 1,
     weight_decay 0 (decoupled), spatial averaging of 4-D kernels on, row averaging off.  ``seed``/``rng``
-    (an int, a ``minidiff.random.Generator`` or a ``numpy.random.Generator``; ``rng`` wins) drive the
+    (an int, a ``minidiff.primitives.random.Generator`` or a ``numpy.random.Generator``; ``rng`` wins) drive the
     probes; ``hvp_mode`` picks the HVP order (forward-over-reverse by default).
     """
 

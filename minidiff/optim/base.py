@@ -27,13 +27,13 @@ from __future__ import annotations
 import copy
 import math
 
-from .. import pytree
-from ..creation import asarray
 from ..errors import check_number, describe
-from ..kernel import array_kernel
-from ..random import RngLike, as_generator
-from ..reverse import Taped, assign_, no_grad
-from ..tensor import Tensor
+from ..modes.reverse import Taped, assign_, no_grad
+from ..primitives.creation import asarray
+from ..primitives.random import RngLike, as_generator
+from ..tensor import pytree
+from ..tensor.core import Tensor
+from ..tensor.kernel import array_kernel
 
 
 class Optimizer:
@@ -162,7 +162,7 @@ class Optimizer:
         Without a closure the loss is None and the gradients are the ones already in ``.grad``.
         """
         if closure is not None and takes_params(closure):
-            from ..transforms import value_and_grad
+            from ..transforms.core import value_and_grad
 
             loss, flat = value_and_grad(closure)([p.detach() for p in self.parameters()])
             it = iter(flat)

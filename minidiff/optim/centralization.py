@@ -25,8 +25,8 @@ Where the optimizers apply it (``centralize=`` on each first-order optimizer):
 
 from __future__ import annotations
 
-from ..ops import mean
-from ..tensor import Tensor
+from ..primitives.ops import mean
+from ..tensor.core import Tensor
 
 #: the accepted values of ``centralize=``
 MODES = (None, "grad", "update")

@@ -4,9 +4,9 @@ Each step draws ``v`` with independent zero-mean unit-variance entries (one arra
 the functional closure ``f(params)`` once in forward mode to get ``f`` and ``d = ∇f·v`` — no tape is
 recorded — and updates ``θ ← θ − η_i·d·v`` with ``η_i = η₀·exp(−k·i)``, ``i`` the steps taken so far.
 The paper's defaults: ``η₀ = 2·10⁻⁴``, ``k = 10⁻⁴``.  It shares its code with the functional ``md.FGD``
-(:mod:`minidiff.forward_gradient`): the settings checks (:func:`~minidiff.forward_gradient.check_fgd_settings`),
-the schedule (:func:`~minidiff.forward_gradient.fgd_learning_rate`), the estimate
-(:func:`minidiff.forward_grad`) and the update (:func:`~minidiff.forward_gradient.fgd_update`).
+(:mod:`minidiff.transforms.forward_gradient`): the settings checks (:func:`~minidiff.transforms.forward_gradient.check_fgd_settings`),
+the schedule (:func:`~minidiff.transforms.forward_gradient.fgd_learning_rate`), the estimate
+(:func:`minidiff.forward_grad`) and the update (:func:`~minidiff.transforms.forward_gradient.fgd_update`).
 
 Cost per step: one forward-mode evaluation (about Rf ≈ 1.4–2.5 function evaluations, no backward pass)
 plus drawing ``v``; no state beyond the random generator, saved by :meth:`Optimizer.state_dict`.
@@ -23,8 +23,8 @@ True
 
 from __future__ import annotations
 
-from ..forward_gradient import check_fgd_settings, fgd_learning_rate, fgd_update, forward_grad
-from ..random import RngLike, as_generator
+from ..primitives.random import RngLike, as_generator
+from ..transforms.forward_gradient import check_fgd_settings, fgd_learning_rate, fgd_update, forward_grad
 from .base import Optimizer
 
 __all__ = ["FGD"]
@@ -36,7 +36,7 @@ class FGD(Optimizer):
     Group settings: ``lr`` (η₀) and ``decay`` (k).  Whole-run settings: ``distribution`` (``"normal"`` or
     ``"rademacher"``), ``n_directions`` (K directions averaged per step, one vector-mode pass), ``clip``
     (cap on ``|∇f·v|``, as the public reproduction uses to avoid blow-ups) and ``seed`` or ``rng`` (an int, a
-    ``minidiff.random.Generator`` or a ``numpy.random.Generator``; ``rng`` wins).
+    ``minidiff.primitives.random.Generator`` or a ``numpy.random.Generator``; ``rng`` wins).
     """
 
     needs_closure = True

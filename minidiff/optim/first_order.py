@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 
-from ..creation import full, zeros_like
 from ..errors import check_number
-from ..ops import sqrt
+from ..primitives.creation import full, zeros_like
+from ..primitives.ops import sqrt
 from .base import Optimizer, settings_of
 from .centralization import centralize, check_mode
 

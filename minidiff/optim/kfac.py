@@ -54,12 +54,12 @@ from __future__ import annotations
 import math
 
 from ..errors import check_number
-from ..kernel import array_kernel
+from ..modes.reverse import no_grad
 from ..nn.functional import unfold
 from ..nn.modules import Conv2d, Linear, Module
-from ..random import RngLike, as_generator
-from ..reverse import no_grad
-from ..tensor import Tensor
+from ..primitives.random import RngLike, as_generator
+from ..tensor.core import Tensor
+from ..tensor.kernel import array_kernel
 from .base import RandomOptimizer, all_finite, machine_eps
 
 __all__ = ["KFAC", "sample_labels"]
@@ -73,7 +73,7 @@ def sample_labels(logits: Tensor, rng: RngLike) -> tuple[Tensor, Tensor]:
     cross-entropy on them with respect to the logits: ``(softmax(logits) − onehot(ŷ)) / B``.
 
     Sampling is by the inverse CDF of one uniform per row (drawn from ``rng``: an int seed, a
-    :class:`minidiff.random.Generator` or a ``numpy.random.Generator``), in float64.
+    :class:`minidiff.primitives.random.Generator` or a ``numpy.random.Generator``), in float64.
 
     >>> import minidiff as md
     >>> labels, ct = sample_labels(md.tensor([[0.0, 50.0], [50.0, 0.0]]), md.random.Generator(0))
@@ -112,7 +112,7 @@ class KFAC(RandomOptimizer):
     ``step(closure)`` needs ``closure() -> (loss, logits)`` (tape style, no ``backward`` inside);
     it returns the loss.  After a step, ``kl_scale`` holds ν and ``sampled_labels`` the labels drawn
     at the last statistics step (true Fisher).  ``seed``/``rng`` drive the label sampling (any form
-    :func:`minidiff.random.as_generator` takes; ``rng`` wins).
+    :func:`minidiff.primitives.random.as_generator` takes; ``rng`` wins).
     """
 
     needs_closure = True

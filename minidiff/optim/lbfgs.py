@@ -30,13 +30,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..creation import zeros_like
 from ..errors import check_number
-from ..ops import abs as abs_
-from ..ops import concatenate, dot
-from ..ops import max as max_
-from ..ops import sum as sum_
-from ..reverse import assign_, no_grad
+from ..modes.reverse import assign_, no_grad
+from ..primitives.creation import zeros_like
+from ..primitives.ops import abs as abs_
+from ..primitives.ops import concatenate, dot
+from ..primitives.ops import max as max_
+from ..primitives.ops import sum as sum_
 from .base import Optimizer, all_finite, machine_eps, settings_of
 
 __all__ = ["LBFGS"]

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 
 from ..errors import check_number
-from ..reverse import assign_, no_grad
-from ..transforms import HVP_MODES, hvp, value_and_grad
+from ..modes.reverse import assign_, no_grad
+from ..transforms.core import HVP_MODES, hvp, value_and_grad
 from .base import Optimizer, all_finite, machine_eps
 
 __all__ = ["NewtonCG"]

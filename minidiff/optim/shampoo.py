@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 
 from ..errors import check_number
-from ..kernel import array_kernel
+from ..tensor.kernel import array_kernel
 from .base import Optimizer, check_pair, settings_of
 
 __all__ = ["Shampoo"]

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import math
 
-from ..creation import ones, zeros
 from ..errors import check_number
-from ..kernel import array_kernel
-from ..random import RngLike
-from ..reverse import no_grad
-from ..transforms import HVP_MODES, value_and_grad, vjp
+from ..modes.reverse import no_grad
+from ..primitives.creation import ones, zeros
+from ..primitives.random import RngLike
+from ..tensor.kernel import array_kernel
+from ..transforms.core import HVP_MODES, value_and_grad, vjp
 from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
 from .base import RandomOptimizer, takes_params
 from .kfac import sample_labels
@@ -57,7 +57,7 @@ class Sophia(RandomOptimizer):
 
     Defaults: lr 10⁻⁴, betas (0.965, 0.99), rho 0.04, eps 10⁻¹², weight_decay 0.1, estimator "gnb",
     update_period k = 10, probe "rademacher", grad_clip 1.0 (global gradient norm; None disables it).
-    ``seed``/``rng`` drive the probes and sampled labels (any form :func:`minidiff.random.as_generator`
+    ``seed``/``rng`` drive the probes and sampled labels (any form :func:`minidiff.primitives.random.as_generator`
     takes; ``rng`` wins).
     """
 

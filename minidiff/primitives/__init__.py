@@ -1,6 +1,12 @@
 """Every primitive: forward computation, JVP rule and VJP rule side by side (see ``registry``)."""
 
-from . import decompositions, elementwise, linalg, reductions, shape  # noqa: F401 - registers the primitives
+from . import (  # noqa: F401 - registers the primitives
+    decompositions,
+    elementwise,
+    matrix,
+    reductions,
+    shape,
+)
 from .registry import REGISTRY, Primitive, bind
 
 __all__ = ["REGISTRY", "Primitive", "bind"]

@@ -4,7 +4,7 @@ solve_triangular.
 A primitive returns one array, a decomposition several.  Each decomposition primitive therefore
 returns its factors *packed* into one array (``eigh``: the eigenvalues as row 0 above the
 eigenvectors; ``svd``: ``[U; s; V]``; ``qr``: ``[Q; R]``), and the public functions of
-``minidiff.linalg`` slice them apart.  Slicing is ``getitem``, a linear primitive, so the cotangent of
+``minidiff.primitives.linalg`` slice them apart.  Slicing is ``getitem``, a linear primitive, so the cotangent of
 a factor the caller does not use arrives as zeros.  The rules are the standard ones (Giles 2008,
 Townsend 2016, Walter et al. 2012), written with minidiff's own operations so they differentiate again.
 
@@ -21,10 +21,10 @@ import warnings
 
 from ..backend import numpy_module, scipy_linalg
 from ..errors import LinAlgError
-from ..tensor import Tracer
+from ..tensor.core import Tracer
 from .batching_rules import align
 from .elementwise import where
-from .linalg import _diag_part, _inverse_for, _mT, _tril, matmul
+from .matrix import _diag_part, _inverse_for, _mT, _tril, matmul
 from .registry import bind, general, nondifferentiable
 from .shape import concatenate, expand_dims, sum
 
@@ -55,7 +55,7 @@ def _diagonal(x):
 
 def _diag_embed(d):
     """``(..., k) -> (..., k, k)``: diagonal matrices with ``d`` on the diagonal."""
-    from ..creation import eye
+    from .creation import eye
 
     return expand_dims(d, -1) * eye(d.shape[-1], dtype=d.dtype, device=d.device)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from numbers import Number
 
-from ..tensor import Tensor
+from ..tensor.core import Tensor
 from .registry import bind, elementwise, nondifferentiable
 
 
@@ -142,7 +142,7 @@ def operand(x, like=None):
     array-likes become tensors on the device of ``like``."""
     if isinstance(x, (Tensor, Number)):
         return x
-    from ..creation import asarray
+    from .creation import asarray
 
     return asarray(x, device=like.device if isinstance(like, Tensor) else None)
 
@@ -159,7 +159,7 @@ def _unary(prim):
 def _binary(prim):
     def fn(x, y):
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-            from ..creation import asarray
+            from .creation import asarray
 
             x = asarray(x)
         return bind(prim, operand(x, y), operand(y, x))
@@ -223,7 +223,7 @@ def where(condition, x, y):
     like = next((v for v in (x, y, condition) if isinstance(v, Tensor)), None)
     c = operand(condition, like)
     if not isinstance(c, Tensor) or c.dtype.kind != "b":
-        from ..creation import asarray
+        from .creation import asarray
 
         c = asarray(c, device=like.device if like is not None else None).astype(bool)
     return bind(where_p, c, operand(x, like), operand(y, like))

@@ -1,371 +1,485 @@
-"""Matrix primitives: matmul, einsum, solve, inv, det, cholesky (decompositions: ``decompositions``).
+"""``md.linalg``: linear algebra differentiable in both modes, to any order, batched over leading axes.
 
-Matrix rules are written with matmul and solve themselves, so they differentiate again.
+NumPy's names and signatures (SciPy's for ``solve_triangular``, ``cho_factor``, ``cho_solve`` and
+``expm``), so code written for ``np.linalg`` reads the same:
+
+* solves and inverses — ``solve``, ``inv``, ``solve_triangular``, ``cho_factor``, ``cho_solve``;
+* determinants — ``det``, ``slogdet`` (the sign carries no derivative);
+* decompositions — ``cholesky``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``;
+* norms — ``norm`` (vector ``ord`` 1, 2, ±inf, 0, any p; matrix ``'fro'``, ``'nuc'``, ±1, ±2, ±inf),
+  ``vector_norm``, ``matrix_norm``;
+* ``matrix_power``, ``trace``, ``expm``.
+
+Decompositions, ``solve_triangular`` and ``slogdet`` are primitives with their JVP and VJP rules side by
+side (``minidiff/primitives/decompositions.py``); the rest are compositions of primitives.  Conventions
+where a derivative does not exist are stated in ``docs/linalg.md``: repeated eigenvalues or singular
+values give zero terms and a ``RuntimeWarning`` naming the gap; a singular matrix where an inverse is
+needed raises :class:`~minidiff.errors.LinAlgError` naming the operation and the shape; a norm at zero
+has derivative zero (as ``abs`` at 0).
+
+>>> import minidiff as md
+>>> a = md.tensor([[2.0, 1.0], [1.0, 2.0]])
+>>> w, v = md.linalg.eigh(a)
+>>> w.tolist()
+[1.0, 3.0]
+>>> md.grad(lambda a: md.linalg.eigvalsh(a)[1])(a).numpy().round(6).tolist()  # v vᵀ, on the lower triangle
+[[0.5, 0.0], [1.0, 0.5]]
 """
 
 from __future__ import annotations
 
-from ..backend import numpy_module
-from ..errors import LinAlgError, ShapeError, describe
-from ..tensor import Tensor, column_major
-from .batching_rules import align
-from .elementwise import multiply, where
-from .registry import bind, general
-from .shape import _t, broadcast_to, expand_dims, reshape, squeeze, sum, transpose_p
+import math
+import operator
+from typing import NamedTuple
 
-
-def _mT(a):
-    """Swap the last two axes (the matrix transpose of a stack)."""
-    n = a.ndim
-    return bind(transpose_p, a, axes=tuple(range(n - 2)) + (n - 1, n - 2))
-
-
-def _col(v):
-    return expand_dims(v, -1)
-
-
-# ----------------------------------------------------------------------------- matmul
-def _matmul_vjp_x(g, ans, x, y):
-    if y.ndim == 1:
-        return multiply(_col(g), y) if x.ndim > 1 else g * y
-    if x.ndim == 1:
-        return squeeze(matmul(y, _col(g)), -1)
-    return matmul(g, _mT(y))
-
-
-def _matmul_vjp_y(g, ans, x, y):
-    if x.ndim == 1:
-        return multiply(_col(x), expand_dims(g, -2)) if y.ndim > 1 else g * x
-    if y.ndim == 1:
-        return squeeze(matmul(_mT(x), _col(g)), -1)
-    if column_major(y):  # y is W.T: compute (gᵀx)ᵀ so the gradient of W comes out row-major
-        return _mT(matmul(_mT(g), x))
-    return matmul(_mT(x), g)
-
-
-def _batch_matmul(vals, batched, size, prim=None):
-    """Batch a product of two operands that may be 1-D: make both 2-D, align ranks, squeeze back."""
-    prim = prim or matmul_p
-    (x, y), (bx, by) = vals, batched
-    lx, ly = x.ndim - bx, y.ndim - by
-    row, col = lx == 1, ly == 1 and prim is matmul_p
-    if row:
-        x = expand_dims(x, x.ndim - 1)
-        lx = 2
-    if col:
-        y = expand_dims(y, y.ndim)
-        ly = 2
-    target = max(lx, ly)
-    if bx:
-        x = align(x, lx, target)
-    if by:
-        y = align(y, ly, target)
-    out = bind(prim, x, y)
-    if col:
-        out = squeeze(out, -1)
-    if row:
-        out = squeeze(out, -1 if col else -2)
-    return out
-
-
-matmul_p = general(
-    "matmul",
-    lambda xp, x, y: xp.matmul(x, y),
-    (lambda t, ans, x, y: matmul(t, y), lambda t, ans, x, y: matmul(x, t)),
-    (_matmul_vjp_x, _matmul_vjp_y),
-    _batch_matmul,
-    reads=("y", "x"),  # and the other operand's shape and memory order, which the tape always keeps
-    n_inputs=2,
+from ..errors import DTypeError, LinAlgError, ShapeError
+from ..tensor.core import Tensor, Tracer
+from . import ops as _ops
+from .creation import asarray, eye
+from .decompositions import (
+    eigh_p,
+    eigvalsh_p,
+    logabsdet_p,
+    qr_p,
+    slogdet_sign_p,
+    solve_triangular_p,
+    svd_complete_p,
+    svd_p,
+    svdvals_p,
+    unpack_eigh,
+    unpack_qr,
+    unpack_svd,
 )
+from .elementwise import abs as _abs
+from .elementwise import astype, sqrt, where
+from .matrix import cholesky, det, inv, matmul, solve
+from .reductions import max as _amax
+from .reductions import min as _amin
+from .registry import bind
+from .shape import broadcast_to, concatenate, expand_dims, moveaxis, reshape, squeeze, swapaxes
+from .shape import sum as _sum
 
-
-def matmul(x, y) -> Tensor:
-    """Matrix product with NumPy's rules (1-D operands, broadcast stacks of matrices)."""
-    x, y = _t(x), _t(y)
-    if x.ndim == 0 or y.ndim == 0:
-        raise ShapeError(f"matmul: operands must be at least 1-D, got shapes {x.shape} and {y.shape}")
-    kx = x.shape[-1]
-    ky = y.shape[-2] if y.ndim > 1 else y.shape[0]
-    if kx != ky:
-        raise ShapeError(f"matmul: inner dimensions differ: {x.shape} @ {y.shape} ({kx} != {ky})")
-    return bind(matmul_p, x, y)
-
-
-# ----------------------------------------------------------------------------- einsum
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def _parse_einsum(spec: str, shapes):
-    """``spec`` with explicit output and no ellipsis, checked against the operand shapes."""
-    spec = spec.replace(" ", "")
-    if "->" in spec:
-        ins, out = spec.split("->")
-    else:
-        ins, out = spec, None
-    terms = ins.split(",")
-    if len(terms) != len(shapes):
-        raise ShapeError(f"einsum: {spec!r} names {len(terms)} operands but {len(shapes)} were given")
-    used = set(c for c in spec if c.isalpha())
-    free = [c for c in _LETTERS if c not in used]
-    n_ell = 0
-    for t, s in zip(terms, shapes):
-        if "..." in t:
-            n_ell = max(n_ell, len(s) - (len(t) - 3))
-    ell = "".join(free[:n_ell])
-    new_terms = []
-    for t, s in zip(terms, shapes):
-        if "..." in t:
-            k = len(s) - (len(t) - 3)
-            if k < 0:
-                raise ShapeError(f"einsum: operand {t!r} has more letters than its {len(s)} dimensions")
-            t = t.replace("...", ell[n_ell - k :])
-        if len(t) != len(s) or not all(c.isalpha() for c in t):
-            raise ShapeError(f"einsum: subscripts {t!r} do not fit an operand of shape {s}")
-        new_terms.append(t)
-    if out is None:
-        counts = {}
-        for t in new_terms:
-            for c in t:
-                counts[c] = counts.get(c, 0) + 1
-        out = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
-    else:
-        out = out.replace("...", ell)
-    sizes = {}
-    for t, s in zip(new_terms, shapes):
-        for c, d in zip(t, s):
-            if c in sizes and sizes[c] != d and 1 not in (sizes[c], d):
-                raise ShapeError(
-                    f"einsum: subscript {c!r} has sizes {sizes[c]} and {d} in {spec!r} for shapes {shapes}"
-                )
-            sizes[c] = d if c not in sizes or sizes[c] == 1 else sizes[c]
-    if any(c not in sizes for c in out):
-        raise ShapeError(f"einsum: output subscript in {spec!r} does not appear in the inputs")
-    return ",".join(new_terms) + "->" + out
-
-
-def _einsum_vjp(g, ans, *ops, spec, argnum):
-    ins, out = spec.split("->")
-    terms = ins.split(",")
-    mine = terms[argnum]
-    if len(set(mine)) != len(mine):
-        raise NotImplementedError(
-            f"einsum: no derivative for an operand with a repeated subscript ({mine!r})"
-        )
-    others = [t for k, t in enumerate(terms) if k != argnum]
-    present = set(out) | set("".join(others))
-    kept = "".join(c for c in mine if c in present)
-    args = [g] + [o for k, o in enumerate(ops) if k != argnum]
-    c = einsum(",".join([out] + others) + "->" + kept, *args)
-    if kept != mine:  # letters summed away inside this operand alone: broadcast back along them
-        shape = tuple(ops[argnum].shape[k] if ch in present else 1 for k, ch in enumerate(mine))
-        c = broadcast_to(reshape(c, shape), ops[argnum].shape)
-    return c
-
-
-def _einsum_jvp(t, ans, *ops, spec, argnum):
-    args = list(ops)
-    args[argnum] = t
-    return bind(einsum_p, *args, spec=spec)
-
-
-def _batch_einsum(vals, batched, size, spec):
-    ins, out = spec.split("->")
-    b = next(c for c in _LETTERS if c not in spec)
-    terms = [b + t if bi else t for t, bi in zip(ins.split(","), batched)]
-    return bind(einsum_p, *vals, spec=",".join(terms) + "->" + b + out)
-
-
-einsum_p = general(
-    "einsum",
-    lambda xp, *ops, spec: xp.einsum(spec, *ops, optimize=len(ops) > 2),
-    _einsum_jvp,
-    _einsum_vjp,
-    _batch_einsum,
-    reads="ops",
-    variadic=True,
-)
-
-
-def einsum(spec: str, *operands) -> Tensor:
-    """Einstein summation, as ``numpy.einsum`` (implicit and explicit output, ellipsis)."""
-    ops = [_t(o) for o in operands]
-    return bind(einsum_p, *ops, spec=_parse_einsum(spec, [o.shape for o in ops]))
-
-
-def dot(a, b) -> Tensor:
-    """``numpy.dot``: matmul for 1-D and 2-D operands; over the last and second-to-last axes beyond."""
-    a, b = _t(a), _t(b)
-    if a.ndim == 0 or b.ndim == 0:
-        return multiply(a, b)
-    if a.ndim <= 2 and b.ndim <= 2:
-        return matmul(a, b)
-    la = _LETTERS[: a.ndim]
-    lb = _LETTERS[a.ndim : a.ndim + b.ndim]
-    lb = lb[:-2] + la[-1] + lb[-1] if b.ndim > 1 else la[-1]
-    out = la[:-1] + "".join(c for c in lb if c != la[-1])
-    return einsum(f"{la},{lb}->{out}", a, b)
-
-
-def outer(a, b) -> Tensor:
-    """Outer product of the flattened inputs."""
-    a, b = reshape(_t(a), (-1,)), reshape(_t(b), (-1,))
-    return multiply(expand_dims(a, 1), expand_dims(b, 0))
-
-
-# ----------------------------------------------------------------------------- linalg
-def _solve_rhs(a, vec: bool, rhs):
-    """``solve(a, rhs)`` where ``rhs`` is shaped like the solution: one vector per matrix of a stack
-    ``a`` when the original ``b`` was 1-D (solve itself would read a 2-D ``rhs`` as a matrix)."""
-    if vec and rhs.ndim > 1:
-        return squeeze(solve(a, _col(rhs)), -1)
-    return solve(a, rhs)
-
-
-def _solve_jvp_a(t, ans, a, b):
-    if b.ndim == 1:
-        return -_solve_rhs(a, True, squeeze(matmul(t, _col(ans)), -1))
-    return -solve(a, matmul(t, ans))
-
-
-def _solve_vjp_a(g, ans, a, b):
-    bbar = _solve_rhs(_mT(a), b.ndim == 1, g)
-    if ans.ndim == 1 or (b.ndim == 1):
-        return -multiply(_col(bbar), expand_dims(ans, -2))
-    return -matmul(bbar, _mT(ans))
-
-
-def _lapack(op: str, fn, xp, x, *rest):
-    """``fn(x, *rest)``; LAPACK's complaint about ``x`` (singular, not positive definite) becomes a
-    :class:`~minidiff.errors.LinAlgError` naming the operation and the shape."""
-    try:
-        return fn(x, *rest)
-    except numpy_module.linalg.LinAlgError as exc:  # CuPy raises NumPy's class too
-        raise LinAlgError(f"{op}: cannot take the matrix of shape {tuple(x.shape)}: {exc}") from exc
-
-
-solve_p = general(
+__all__ = [
     "solve",
-    lambda xp, a, b: _lapack("linalg.solve", xp.linalg.solve, xp, a, b),
-    (_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
-    (_solve_vjp_a, lambda g, ans, a, b: _solve_rhs(_mT(a), b.ndim == 1, g)),
-    None,
-    reads=("a ans", "a"),
-    n_inputs=2,
-)
-
-
-def _batch_solve(vals, batched, size):
-    (a, b), (ba, bb) = vals, batched
-    la, lb = a.ndim - ba, b.ndim - bb
-    col = lb == 1
-    if col:
-        b = expand_dims(b, b.ndim)
-        lb = 2
-    target = max(la, lb)
-    a = align(a, la, target) if ba else a
-    b = align(b, lb, target) if bb else b
-    out = bind(solve_p, a, b)
-    return squeeze(out, -1) if col else out
-
-
-solve_p.batch = _batch_solve
-
-
-def _tril(x, k=0):
-    from ..creation import arange
-
-    n, m = x.shape[-2], x.shape[-1]
-    mask = expand_dims(arange(n, device=x.device), 1) >= expand_dims(arange(m, device=x.device), 0) - k
-    return where(mask, x, 0.0)
-
-
-def _phi(x):
-    """Lower triangle with the diagonal halved (the Cholesky derivative's projection)."""
-    return _tril(x) - 0.5 * _diag_part(x)
-
-
-def _diag_part(x):
-    from ..creation import eye
-
-    return where(eye(x.shape[-1], dtype=bool, device=x.device), x, 0.0)
-
-
-def _cholesky_jvp(t, ans, x):
-    sym = _tril(t) + _mT(_tril(t, -1))  # NumPy reads only the lower triangle of x
-    m = solve(ans, _mT(solve(ans, _mT(sym))))  # L^-1 sym L^-T
-    return matmul(ans, _phi(m))
-
-
-def _cholesky_vjp(g, ans, x):
-    p = _phi(matmul(_mT(ans), g))
-    y = solve(_mT(ans), p)  # L^-T P
-    c = _mT(solve(_mT(ans), _mT(y)))  # L^-T P L^-1
-    return _tril(c + _mT(c), -1) + _diag_part(c)
-
-
-def _inverse_for(op: str, x):
-    """``inv(x)`` inside the derivative of ``op``; a singular ``x`` raises an error naming ``op``."""
-    try:
-        return inv(x)
-    except LinAlgError as exc:
-        raise LinAlgError(
-            f"{op}: the derivative at a singular matrix ({describe(x)}) needs its inverse ({exc})"
-        ) from exc
-
-
-inv_p = general(
     "inv",
-    lambda xp, x: _lapack("linalg.inv", xp.linalg.inv, xp, x),
-    lambda t, ans, x: -matmul(ans, matmul(t, ans)),
-    lambda g, ans, x: -matmul(_mT(ans), matmul(g, _mT(ans))),
-    lambda vals, b, n: bind(inv_p, vals[0]),
-    reads="ans",
-)
-det_p = general(
     "det",
-    lambda xp, x: xp.linalg.det(x),
-    lambda t, ans, x: ans * sum(_mT(_inverse_for("linalg.det", x)) * t, axis=(-2, -1)),
-    lambda g, ans, x: expand_dims(g * ans, (-2, -1)) * _mT(_inverse_for("linalg.det", x)),
-    lambda vals, b, n: bind(det_p, vals[0]),
-    reads="ans x",
-)
-cholesky_p = general(
     "cholesky",
-    lambda xp, x: _lapack("linalg.cholesky", xp.linalg.cholesky, xp, x),
-    _cholesky_jvp,
-    _cholesky_vjp,
-    lambda vals, b, n: bind(cholesky_p, vals[0]),
-    reads="ans",
-)
+    "eigh",
+    "eigvalsh",
+    "svd",
+    "svdvals",
+    "qr",
+    "slogdet",
+    "norm",
+    "vector_norm",
+    "matrix_norm",
+    "solve_triangular",
+    "cho_factor",
+    "cho_solve",
+    "matrix_power",
+    "trace",
+    "expm",
+    "EighResult",
+    "SVDResult",
+    "QRResult",
+    "SlogdetResult",
+]
 
 
-def _square(op, x):
-    x = _t(x)
-    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+class EighResult(NamedTuple):
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+
+
+class SVDResult(NamedTuple):
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+
+class QRResult(NamedTuple):
+    Q: Tensor
+    R: Tensor
+
+
+class SlogdetResult(NamedTuple):
+    sign: Tensor
+    logabsdet: Tensor
+
+
+# ----------------------------------------------------------------------------- checks
+def _matrices(op: str, x, square: bool = False) -> Tensor:
+    """``x`` as a floating (stack of) matrices, else an error naming ``op``, the shape and dtype."""
+    x = asarray(x)
+    if x.ndim < 2:
+        raise ShapeError(
+            f"{op}: expected a (stack of) matrices with at least 2 dimensions, got shape {x.shape}"
+        )
+    if square and x.shape[-1] != x.shape[-2]:
         raise ShapeError(f"{op}: expected a (stack of) square matrices, got shape {x.shape}")
+    _floating(op, x)
     return x
 
 
-def solve(a, b) -> Tensor:
-    """Solve ``a @ x = b`` (``b`` of shape ``(M,)`` or ``(..., M, K)``, as NumPy 2)."""
-    a, b = _square("linalg.solve", a), _t(b)
-    m = a.shape[-1]
-    rows = b.shape[0] if b.ndim == 1 else (b.shape[-2] if b.ndim >= 2 else None)
-    if rows != m:
-        raise ShapeError(f"linalg.solve: a of shape {a.shape} does not fit b of shape {b.shape}")
-    return bind(solve_p, a, b)
+def _floating(op: str, x: Tensor) -> None:
+    if x.dtype.kind != "f":
+        raise DTypeError(f"{op}: expected floating-point values, got {x.dtype}; cast with .astype('float64')")
 
 
-def inv(x) -> Tensor:
-    """Matrix inverse (of each matrix in a stack)."""
-    return bind(inv_p, _square("linalg.inv", x))
+def _carries_derivative(x) -> bool:
+    """Whether ``x`` is traced by a differentiating transform or recorded on a tape (not just vmapped)."""
+    while isinstance(x, Tracer):
+        trace = x._trace
+        if trace.kind == "forward" or (trace.kind in ("reverse", "tape") and trace.recording):
+            return True
+        x = x.primal
+    return False
 
 
-def det(x) -> Tensor:
-    """Determinant (of each matrix in a stack)."""
-    return bind(det_p, _square("linalg.det", x))
+def _broadcast_lead(op: str, a: Tensor, b: Tensor) -> None:
+    sa, sb = a.shape[:-2], b.shape[:-2] if b.ndim > 2 else ()
+    for p, q in zip(reversed(sa), reversed(sb)):
+        if p != q and 1 not in (p, q):
+            raise ShapeError(f"{op}: the stacks of a {a.shape} and b {b.shape} do not broadcast")
 
 
-def cholesky(x) -> Tensor:
-    """Lower Cholesky factor L with x = L Lᵀ; reads the lower triangle of x, as NumPy."""
-    return bind(cholesky_p, _square("linalg.cholesky", x))
+# ----------------------------------------------------------------------------- triangular solves
+_TRANS = {0: 0, "N": 0, 1: 1, "T": 1, 2: 1, "C": 1}
+
+
+def solve_triangular(
+    a, b, trans=0, lower: bool = False, unit_diagonal: bool = False, overwrite_b=False, check_finite=True
+) -> Tensor:
+    """Solve ``op(a) x = b`` for triangular ``a`` (``op`` is the identity, or the transpose if
+    ``trans`` is 1/'T'/'C'), reading only the ``lower`` (else upper) triangle, as SciPy.
+
+    ``b`` of shape ``(M,)`` is one vector; ``(..., M, K)`` a stack of right-hand sides (broadcast against
+    the stack of ``a``).  ``overwrite_b`` and ``check_finite`` are accepted and ignored.  A zero on the
+    diagonal raises :class:`~minidiff.errors.LinAlgError`.
+
+    >>> import minidiff as md
+    >>> L = md.tensor([[2.0, 0.0], [1.0, 1.0]])
+    >>> md.linalg.solve_triangular(L, md.tensor([2.0, 3.0]), lower=True).tolist()
+    [1.0, 2.0]
+    """
+    op = "linalg.solve_triangular"
+    a, b = _matrices(op, a, square=True), asarray(b)
+    _floating(op, b)
+    if trans not in _TRANS:
+        raise ValueError(f"{op}: trans must be 0, 1, 2, 'N', 'T' or 'C', got {trans!r}")
+    vec = b.ndim == 1
+    if b.ndim == 0 or (b.shape[0] if vec else b.shape[-2]) != a.shape[-1]:
+        raise ShapeError(f"{op}: a of shape {a.shape} does not fit b of shape {b.shape}")
+    _broadcast_lead(op, a, b)
+    rhs = expand_dims(b, -1) if vec else b
+    out = bind(
+        solve_triangular_p, a, rhs, lower=bool(lower), trans=_TRANS[trans], unit_diagonal=bool(unit_diagonal)
+    )
+    return squeeze(out, -1) if vec else out
+
+
+def cho_factor(a, lower: bool = False, overwrite_a=False, check_finite=True) -> tuple[Tensor, bool]:
+    """``(c, lower)`` for :func:`cho_solve`: the Cholesky factor of ``a`` (``c`` upper unless ``lower``).
+
+    Unlike SciPy's, the other triangle of ``c`` holds zeros.
+    """
+    low = cholesky(_matrices("linalg.cho_factor", a, square=True))
+    return (low if lower else _mT(low)), bool(lower)
+
+
+def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True) -> Tensor:
+    """Solve ``a x = b`` given ``(c, lower)`` from :func:`cho_factor` (two triangular solves).
+
+    >>> import minidiff as md
+    >>> a = md.tensor([[4.0, 2.0], [2.0, 3.0]])
+    >>> md.linalg.cho_solve(md.linalg.cho_factor(a, lower=True), md.tensor([6.0, 5.0])).numpy().round(6).tolist()
+    [1.0, 1.0]
+    """
+    c, lower = c_and_lower
+    if lower:
+        return solve_triangular(c, solve_triangular(c, b, lower=True), trans=1, lower=True)
+    return solve_triangular(c, solve_triangular(c, b, trans=1, lower=False), lower=False)
+
+
+# ----------------------------------------------------------------------------- decompositions
+def _uplo(op: str, UPLO: str) -> str:
+    if str(UPLO).upper() not in ("L", "U"):
+        raise ValueError(f"{op}: UPLO must be 'L' or 'U', got {UPLO!r}")
+    return str(UPLO).upper()
+
+
+def eigh(a, UPLO: str = "L") -> EighResult:
+    """Eigenvalues (ascending) and eigenvectors (columns) of symmetric matrices, from the ``UPLO``
+    triangle.
+
+    Eigenvectors are defined up to sign, and not at all within a repeated eigenvalue: there their
+    derivative is set to zero with a ``RuntimeWarning``.  For functions of the eigenvalues alone use
+    :func:`eigvalsh`, whose derivative exists at repeated eigenvalues too.
+
+    >>> import minidiff as md
+    >>> w, v = md.linalg.eigh(md.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    >>> w.tolist(), abs(v).tolist()
+    ([1.0, 2.0], [[0.0, 1.0], [1.0, 0.0]])
+    """
+    a = _matrices("linalg.eigh", a, square=True)
+    return EighResult(*unpack_eigh(bind(eigh_p, a, UPLO=_uplo("linalg.eigh", UPLO))))
+
+
+def eigvalsh(a, UPLO: str = "L") -> Tensor:
+    """Eigenvalues (ascending) of symmetric matrices; derivative ``diag(Vᵀ dA V)``, finite at repeats."""
+    a = _matrices("linalg.eigvalsh", a, square=True)
+    return bind(eigvalsh_p, a, UPLO=_uplo("linalg.eigvalsh", UPLO))
+
+
+def svd(a, full_matrices: bool = True, compute_uv: bool = True, hermitian: bool = False):
+    """Singular value decomposition ``a = U diag(S) Vh``, as ``numpy.linalg.svd`` (``hermitian`` ignored).
+
+    Differentiable when ``full_matrices=False``, or when the matrices are square.  The extra columns of a
+    full ``U`` or ``V`` of a non-square matrix are any orthonormal completion, so they have no
+    derivative: differentiating through them raises :class:`~minidiff.errors.LinAlgError`.
+    ``compute_uv=False`` returns ``S`` only (as :func:`svdvals`).
+
+    >>> import minidiff as md
+    >>> u, s, vh = md.linalg.svd(md.tensor([[3.0, 0.0], [0.0, -2.0], [0.0, 0.0]]), full_matrices=False)
+    >>> s.tolist(), u.shape, vh.shape
+    ([3.0, 2.0], (3, 2), (2, 2))
+    """
+    op = "linalg.svd"
+    a = _matrices(op, a)
+    if not compute_uv:
+        return bind(svdvals_p, a)
+    m, n = a.shape[-2:]
+    if full_matrices and m != n:
+        if _carries_derivative(a):
+            raise LinAlgError(
+                f"{op}: no derivative of full_matrices=True for a non-square matrix ({a.shape}): the "
+                f"extra columns of U or V are an arbitrary orthonormal completion; use full_matrices=False"
+            )
+        p = bind(svd_complete_p, a)
+        return SVDResult(p[..., :m, :m], p[..., m, : min(m, n)], _mT(p[..., m + 1 :, :n]))
+    u, s, v = unpack_svd(bind(svd_p, a), m)
+    return SVDResult(u, s, _mT(v))
+
+
+def svdvals(x) -> Tensor:
+    """Singular values (descending); derivative ``diag(Uᵀ dA V)``, finite at repeated values."""
+    return bind(svdvals_p, _matrices("linalg.svdvals", x))
+
+
+def qr(a, mode: str = "reduced"):
+    """QR decomposition, as ``numpy.linalg.qr`` in modes ``'reduced'``, ``'r'`` and ``'complete'``.
+
+    Differentiable in every mode except ``'complete'`` of a tall matrix (its extra columns of Q are
+    arbitrary; refused).  A wide matrix ``[A1 A2]`` is decomposed as ``A1 = Q R1``, ``R2 = Qᵀ A2``.
+    A rank-deficient ``a`` has no QR derivative (``R`` singular): it raises.
+
+    >>> import minidiff as md
+    >>> q, r = md.linalg.qr(md.tensor([[3.0, 1.0], [4.0, 2.0]]))
+    >>> round(abs(r[0, 0]).item(), 6)
+    5.0
+    """
+    op = "linalg.qr"
+    a = _matrices(op, a)
+    if mode not in ("reduced", "r", "complete"):
+        raise ValueError(f"{op}: mode must be 'reduced', 'r' or 'complete', got {mode!r}")
+    m, n = a.shape[-2:]
+    if mode == "complete" and m > n:
+        raise LinAlgError(
+            f"{op}: mode='complete' of a tall matrix ({a.shape}) is not supported; use 'reduced'"
+        )
+    if m >= n:
+        q, r = unpack_qr(bind(qr_p, a), m)
+    else:
+        q, r1 = qr(a[..., :, :m])
+        r = concatenate([r1, matmul(_mT(q), a[..., :, m:])], axis=-1)
+    return r if mode == "r" else QRResult(q, r)
+
+
+def slogdet(a) -> SlogdetResult:
+    """``(sign, log|det a|)``; the sign has no derivative.  A singular matrix gives ``(0, -inf)``, and
+    its derivative raises :class:`~minidiff.errors.LinAlgError`.
+
+    >>> import minidiff as md
+    >>> sign, logdet = md.linalg.slogdet(md.tensor([[0.0, 2.0], [3.0, 0.0]]))
+    >>> sign.item(), round(logdet.item(), 6)
+    (-1.0, 1.791759)
+    """
+    a = _matrices("linalg.slogdet", a, square=True)
+    return SlogdetResult(bind(slogdet_sign_p, a), bind(logabsdet_p, a))
+
+
+# ----------------------------------------------------------------------------- norms
+def _safe_sqrt(s):
+    """``sqrt(s)`` with derivative 0 where ``s = 0`` (the norm at zero, as ``abs`` at 0)."""
+    pos = s > 0
+    return where(pos, sqrt(where(pos, s, 1.0)), 0.0)
+
+
+def _safe_root(s, p):
+    pos = s > 0
+    return where(pos, where(pos, s, 1.0) ** (1.0 / p), 0.0)
+
+
+def _vector_norm(x, ord, axis):  # noqa: A002 - NumPy's name
+    if ord is None or ord == 2:
+        return _safe_sqrt(_sum(x * x, axis=axis))
+    if ord == math.inf:
+        return _amax(_abs(x), axis=axis)
+    if ord == -math.inf:
+        return _amin(_abs(x), axis=axis)
+    if ord == 1:
+        return _sum(_abs(x), axis=axis)
+    if ord == 0:
+        return _sum(astype(x != 0, x.dtype), axis=axis)
+    if isinstance(ord, str):
+        raise ValueError(f"linalg.norm: invalid norm order {ord!r} for vectors")
+    return _safe_root(_sum(_abs(x) ** float(ord), axis=axis), float(ord))
+
+
+def _matrix_norm(x, ord, row, col):  # noqa: A002 - NumPy's name
+    if ord in (None, "fro", "f"):
+        return _safe_sqrt(_sum(x * x, axis=(row, col)))
+    if ord in ("nuc", 2, -2):
+        s = svdvals(moveaxis(x, (row, col), (-2, -1)))
+        return _sum(s, axis=-1) if ord == "nuc" else _amax(s, axis=-1) if ord == 2 else _amin(s, axis=-1)
+    if ord in (1, -1, math.inf, -math.inf):
+        summed, other = (row, col) if ord in (1, -1) else (col, row)  # column sums for 1, row sums for inf
+        sums = _sum(_abs(x), axis=summed)
+        other = other - 1 if other > summed else other
+        return _amax(sums, axis=other) if ord in (1, math.inf) else _amin(sums, axis=other)
+    raise ValueError(f"linalg.norm: invalid norm order {ord!r} for matrices")
+
+
+def _norm_axes(x, axis):
+    nd = x.ndim
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        a = operator.index(a)
+        if not -nd <= a < nd:
+            raise ShapeError(f"linalg.norm: axis {a} is out of range for shape {x.shape}")
+        out.append(a % nd)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"linalg.norm: duplicate axes {axis} for shape {x.shape}")
+    return tuple(out)
+
+
+def norm(x, ord=None, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 - NumPy's name
+    """Vector or matrix norm, as ``numpy.linalg.norm``.
+
+    With ``axis=None`` a 1-D input takes a vector norm, a 2-D input a matrix norm, and ``ord=None``
+    the 2-norm of all entries.  Vector ``ord``: 2 (default), 1, ``inf``, ``-inf``, 0 (count of
+    non-zeros, no derivative) and any other number p.  Matrix ``ord``: ``'fro'`` (default), ``'nuc'``
+    (sum of singular values), 2 / -2 (largest / smallest singular value), 1 / -1 (max / min column
+    sum of ``|x|``), ``inf`` / ``-inf`` (max / min row sum).
+
+    Conventions at kinks: the derivative of a norm at zero is zero (as ``abs`` at 0); ties in a max or
+    min share the derivative evenly (as ``md.max``).
+
+    >>> import minidiff as md
+    >>> md.linalg.norm(md.tensor([3.0, 4.0])).item()
+    5.0
+    >>> md.grad(md.linalg.norm)(md.zeros(2)).tolist()
+    [0.0, 0.0]
+    """
+    x = asarray(x)
+    _floating("linalg.norm", x)
+    if axis is None:
+        if ord is None or (ord in ("fro", "f") and x.ndim == 2):
+            out = _safe_sqrt(_sum(x * x))
+            return reshape(out, (1,) * x.ndim) if keepdims else out
+        if x.ndim not in (1, 2):
+            raise ShapeError(f"linalg.norm: ord={ord!r} needs a 1-D or 2-D input or an axis, got {x.shape}")
+        axis = tuple(range(x.ndim))
+    axes = _norm_axes(x, axis)
+    if len(axes) == 1:
+        out = _vector_norm(x, ord, axes[0])
+    elif len(axes) == 2:
+        out = _matrix_norm(x, ord, *axes)
+    else:
+        raise ShapeError(f"linalg.norm: axis must name 1 or 2 axes, got {axis}")
+    return expand_dims(out, tuple(sorted(axes))) if keepdims else out
+
+
+def vector_norm(x, axis=None, keepdims: bool = False, ord=2) -> Tensor:  # noqa: A002
+    """``numpy.linalg.vector_norm``: a vector norm over ``axis`` (all axes, flattened, if None)."""
+    x = asarray(x)
+    if axis is None:
+        out = norm(reshape(x, (-1,)), ord=ord)
+        return reshape(out, (1,) * x.ndim) if keepdims else out
+    return norm(x, ord=ord, axis=axis, keepdims=keepdims)
+
+
+def matrix_norm(x, keepdims: bool = False, ord="fro") -> Tensor:  # noqa: A002
+    """``numpy.linalg.matrix_norm``: a matrix norm of the last two axes."""
+    return norm(_matrices("linalg.matrix_norm", x), ord=ord, axis=(-2, -1), keepdims=keepdims)
+
+
+# ----------------------------------------------------------------------------- powers, trace, expm
+def matrix_power(a, n: int) -> Tensor:
+    """``a`` multiplied by itself ``n`` times (by squaring); ``n = 0`` the identity, ``n < 0`` powers of
+    ``inv(a)``.
+
+    >>> import minidiff as md
+    >>> md.linalg.matrix_power(md.tensor([[1.0, 1.0], [0.0, 1.0]]), 3).tolist()
+    [[1.0, 3.0], [0.0, 1.0]]
+    """
+    a = _matrices("linalg.matrix_power", a, square=True)
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"linalg.matrix_power: the exponent must be an integer, got {n!r}") from None
+    if n == 0:
+        return broadcast_to(eye(a.shape[-1], dtype=a.dtype, device=a.device), a.shape)
+    base, n = (inv(a), -n) if n < 0 else (a, n)
+    out = None
+    while n:
+        if n & 1:
+            out = base if out is None else matmul(out, base)
+        n >>= 1
+        if n:
+            base = matmul(base, base)
+    return out
+
+
+def trace(x, offset: int = 0, dtype=None) -> Tensor:
+    """Sum of diagonal ``offset`` of the last two axes (``numpy.linalg.trace``)."""
+    out = _ops.trace(_matrices("linalg.trace", x), offset)
+    return out if dtype is None else astype(out, dtype)
+
+
+def _one_norm(x) -> float:
+    """The largest 1-norm among the matrices of ``x`` (any vmapped batch too), as a Python float."""
+    while isinstance(x, Tracer):
+        x = x.primal
+    return float(_amax(_sum(_abs(x), axis=-2)).item()) if x.size else 0.0
+
+
+def _mT(a) -> Tensor:
+    """The matrix transpose of a stack (the last two axes swapped)."""
+    return swapaxes(a, -1, -2)
+
+
+def expm(a, terms: int = 14) -> Tensor:
+    """The matrix exponential ``e^a`` (of each matrix in a stack): scaling and squaring around a
+    Taylor polynomial, with matrix products only, so every derivative of it is automatic.
+
+    ``a`` is scaled by ``2^-s`` to a 1-norm of at most 1/2, where the Taylor remainder after ``terms``
+    terms is below ``0.5^(terms+1)/(terms+1)! ≈ 2e-17`` (14 terms), then squared ``s`` times.  The
+    derivative is that of this polynomial: the Fréchet derivative to the same accuracy.
+
+    >>> import minidiff as md
+    >>> round(md.linalg.expm(md.tensor([[0.0, 1.0], [0.0, 0.0]]))[0, 1].item(), 12)
+    1.0
+    """
+    a = _matrices("linalg.expm", a, square=True)
+    norm1 = _one_norm(a)
+    s = 0 if norm1 <= 0.5 or not math.isfinite(norm1) else int(math.ceil(math.log2(norm1 / 0.5)))
+    x = a * (0.5**s)
+    ident = eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    r = ident + x / terms
+    for k in range(terms - 1, 0, -1):  # Horner: I + X/k (I + X/(k+1) (…))
+        r = ident + matmul(x, r) / k
+    for _ in range(s):
+        r = matmul(r, r)
+    return r

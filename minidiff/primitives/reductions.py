@@ -5,7 +5,7 @@ Ties in max/min share the derivative evenly among the tied elements, in both mod
 
 from __future__ import annotations
 
-from ..tensor import Tensor
+from ..tensor.core import Tensor
 from .batching_rules import batch_axis_op
 from .elementwise import astype, equal, exp, where
 from .registry import bind, general, nondifferentiable
@@ -34,7 +34,7 @@ def _keep(g, axis, keepdims):
 
 def _others(x, axis):
     """Product of all the other elements along ``axis``, for every element (exact with zeros)."""
-    from ..creation import eye
+    from .creation import eye
 
     n = x.shape[axis]
     rows = moveaxis(x, axis, -1)

@@ -36,7 +36,7 @@ import inspect
 from functools import partial
 
 from ..errors import DeviceError, MinidiffError, ShapeError, TracerError, describe
-from ..tensor import Tensor, Tracer, wrap
+from ..tensor.core import Tensor, Tracer, wrap
 
 __all__ = [
     "Primitive",
@@ -305,7 +305,7 @@ def _zeros_like(x):
     """A zero tangent for a tensor input; other inputs (numbers, indices) pass through."""
     if not isinstance(x, Tensor):
         return x
-    from .. import creation
+    from . import creation
 
     return creation.zeros(x.shape, dtype=x.dtype, device=x.device)
 

@@ -9,7 +9,7 @@ import builtins
 from numbers import Integral
 
 from ..errors import ShapeError
-from ..tensor import Tensor, Tracer
+from ..tensor.core import Tensor, Tracer
 from .batching_rules import align, materialize, shift_axes
 from .registry import bind, linear
 
@@ -171,7 +171,7 @@ def _batch_index(prim, v, index, nd, what, shape=None):
 def _t(x) -> Tensor:
     if isinstance(x, Tensor):
         return x
-    from ..creation import asarray
+    from .creation import asarray
 
     return asarray(x)
 
@@ -457,7 +457,7 @@ def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
         return x
     out = bind(pad_p, x, pad_width=width)
     if constant_values != 0:
-        from ..creation import ones
+        from .creation import ones
         from .elementwise import where
 
         inside = bind(pad_p, ones(x.shape, dtype=bool, device=x.device), pad_width=width)

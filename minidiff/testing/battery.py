@@ -49,9 +49,9 @@ from dataclasses import dataclass
 
 from .. import transforms
 from ..backend import numpy_module as np
-from ..creation import asarray
 from ..errors import check_number, describe
-from ..tensor import Tensor
+from ..primitives.creation import asarray
+from ..tensor.core import Tensor
 from .checks import _close, _inner, _np64, check_grads
 
 __all__ = [

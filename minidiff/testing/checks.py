@@ -13,12 +13,12 @@ differences in float64:
 
 from __future__ import annotations
 
-from .. import pytree
 from ..backend import numpy_module as np
-from ..creation import asarray
-from ..random import RngLike, as_generator
-from ..tensor import Tensor
-from ..transforms import jvp, vjp
+from ..primitives.creation import asarray
+from ..primitives.random import RngLike, as_generator
+from ..tensor import pytree
+from ..tensor.core import Tensor
+from ..transforms.core import jvp, vjp
 
 
 def _leaves(tree):
@@ -94,7 +94,7 @@ def check_grads(
 
     ``args`` is a tuple of arguments (pytrees of float64 tensors for tight checks); ``modes`` chooses
     forward (``"fwd"``), reverse (``"rev"``) or both.  Directions are random with ``seed`` (an int, or
-    a ``minidiff.random.Generator`` / ``numpy.random.Generator`` whose draws continue at each order).
+    a ``minidiff.primitives.random.Generator`` / ``numpy.random.Generator`` whose draws continue at each order).
 
     Example:
         >>> import minidiff as md

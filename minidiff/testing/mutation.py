@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..ops import stop_gradient
-from ..tensor import Tensor
+from ..primitives.ops import stop_gradient
+from ..tensor.core import Tensor
 from .battery import run_hypothesis
 
 __all__ = [

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ..backend import numpy_module as np
-from ..creation import asarray
+from ..primitives.creation import asarray
 from .battery import noncontiguous_views
 
 __all__ = [

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from functools import wraps
 
-from . import backend
-from .errors import DeviceError, describe
-from .tensor import ARRAY, Tensor, wrap
+from .. import backend
+from ..errors import DeviceError, describe
+from .core import ARRAY, Tensor, wrap
 
 __all__ = ["array_kernel", "array_namespace"]
 

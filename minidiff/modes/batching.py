@@ -11,9 +11,9 @@ cotangents of one reverse pass.
 
 from __future__ import annotations
 
+from ..primitives.batching_rules import batch_by_loop
+from ..tensor.core import Tensor, Tracer
 from . import levels
-from .primitives.batching_rules import batch_by_loop
-from .tensor import Tensor, Tracer
 
 
 class Batched(Tracer):

@@ -9,14 +9,14 @@ which sit in higher layers, so they are written here and :func:`attach` adds the
 
 from __future__ import annotations
 
-from . import backend
-from . import ops as _ops
-from .creation import zeros
-from .errors import DTypeError, TapeError
-from .indexing import IndexUpdater
-from .numpy_api import array_function, array_ufunc
+from .. import backend
+from ..errors import DTypeError, TapeError
+from ..primitives import ops as _ops
+from ..primitives.creation import zeros
+from ..primitives.indexing import IndexUpdater
+from ..primitives.numpy_api import array_function, array_ufunc
+from ..tensor.core import Tensor, Tracer, wrap
 from .reverse import backward, make_leaf
-from .tensor import Tensor, Tracer, wrap
 
 __all__ = ["attach"]
 
@@ -74,7 +74,7 @@ class _TensorMethods:
     """Operators and ndarray methods of every tensor (see the module doc)."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        """NEP 13: ``np.sin(t)``, ``ndarray + t``... run minidiff's function (see :mod:`minidiff.numpy_api`)."""
+        """NEP 13: ``np.sin(t)``, ``ndarray + t``... run minidiff's function (see :mod:`minidiff.primitives.numpy_api`)."""
 
         return array_ufunc(ufunc, method, *inputs, **kwargs)
 

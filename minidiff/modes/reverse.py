@@ -24,10 +24,10 @@ from __future__ import annotations
 import weakref
 from contextlib import contextmanager
 
+from ..errors import DTypeError, ShapeError, TapeError, TracerError, describe
+from ..primitives.registry import bind
+from ..tensor.core import Tensor, Tracer, check_differentiable, column_major
 from . import levels
-from .errors import DTypeError, ShapeError, TapeError, TracerError, describe
-from .primitives.registry import bind
-from .tensor import Tensor, Tracer, check_differentiable, column_major
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
 
@@ -202,7 +202,7 @@ class ReverseTrace(levels.Trace):
 def fit_cotangent(c: Tensor, shape, dtype) -> Tensor:
     """Undo broadcasting (sum over broadcast axes) and casting: the one place this happens."""
     if c.shape != shape:
-        from .primitives.shape import sum_to
+        from ..primitives.shape import sum_to
 
         c = sum_to(c, shape)
     if c.dtype != dtype:
@@ -341,7 +341,7 @@ def assign_(x: Tensor, value) -> None:
     minidiff.errors.TapeError: backward: multiply saved its input 0 (float64[2]) for the backward pass, and md.assign_ has changed that tensor in place since (now version 1); the derivative would use the new value. Call backward() before updating the tensor, or compute the loss again after the update
     """
     target = _assign_target(x)
-    from .creation import asarray
+    from ..primitives.creation import asarray
 
     value = asarray(value, device=x.device).detach()
     if value.shape != x.shape:
@@ -410,7 +410,7 @@ def is_grad_enabled() -> bool:
 
 def backward(y: Tensor, cotangent=None, retain_graph: bool = False) -> None:
     """Tape-style reverse pass from ``y``: accumulate into ``leaf.grad`` (see ``Tensor.backward``)."""
-    from .creation import asarray, ones
+    from ..primitives.creation import asarray, ones
 
     if not (isinstance(y, Taped) and y._trace is AMBIENT):
         raise TapeError(

@@ -24,10 +24,10 @@ True
 
 from __future__ import annotations
 
-from . import backend
+from .. import backend
+from ..errors import DeviceError
+from ..tensor.core import Tensor, wrap
 from .creation import _dtype
-from .errors import DeviceError
-from .tensor import Tensor, wrap
 
 __all__ = [
     "Generator",
@@ -159,7 +159,7 @@ def _is_int(x) -> bool:
 def _type_error(op: str, rng) -> TypeError:
     hint = " (use numpy.random.default_rng, not the legacy RandomState)" if _is_legacy(rng) else ""
     return TypeError(
-        f"{op}: rng must be a minidiff.random.Generator or an int seed (or a numpy.random.Generator, or "
+        f"{op}: rng must be a minidiff.primitives.random.Generator or an int seed (or a numpy.random.Generator, or "
         f"None for the default), got {type(rng).__name__}{hint}"
     )
 
@@ -198,7 +198,7 @@ def as_generator(rng: RngLike = None, device=None, *, op: str = "as_generator") 
     >>> md.random.as_generator("0", op="forward_grad")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    TypeError: forward_grad: rng must be a minidiff.random.Generator or an int seed (...), got str
+    TypeError: forward_grad: rng must be a minidiff.primitives.random.Generator or an int seed (...), got str
     """
     if rng is None:
         return default_generator(device)

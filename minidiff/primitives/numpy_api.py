@@ -32,7 +32,7 @@ True
 >>> np.arange(2.0) + md.tensor([1.0, 2.0])      # ndarray + Tensor is a Tensor
 tensor([1., 3.])
 
-Regenerate the support table of ``docs/numpy.md`` with ``python -m minidiff.numpy_api --write
+Regenerate the support table of ``docs/numpy.md`` with ``python -m minidiff.primitives.numpy_api --write
 docs/numpy.md`` (without arguments it prints the table).
 """
 
@@ -45,9 +45,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import numpy_module as _np
-from .errors import UnsupportedError, describe
-from .tensor import Tensor, Tracer
+from ..backend import numpy_module as _np
+from ..errors import UnsupportedError, describe
+from ..tensor.core import Tensor, Tracer
 
 __all__ = ["UFUNCS", "FUNCTIONS", "Rule", "array_ufunc", "array_function", "support_table", "write_table"]
 
@@ -923,14 +923,14 @@ def write_table(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m minidiff.numpy_api [--write docs/numpy.md]``: print or write the support table."""
+    """``python -m minidiff.primitives.numpy_api [--write docs/numpy.md]``: print or write the support table."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--write"] and len(argv) == 2:
         write_table(argv[1])
     elif not argv:
         print(support_table())
     else:
-        raise SystemExit("usage: python -m minidiff.numpy_api [--write docs/numpy.md]")
+        raise SystemExit("usage: python -m minidiff.primitives.numpy_api [--write docs/numpy.md]")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 
 from __future__ import annotations
 
-from . import backend
-from .errors import DTypeError, TracerError
+from .. import backend
+from ..errors import DTypeError, TracerError
 
 # how a value is read out (``Tensor._concrete``): as text or control flow (derivatives need not be
 # kept), as a Python number, or as a NumPy array
@@ -200,7 +200,7 @@ class Tracer(Tensor):
     """A tensor that belongs to one transform call (a *trace*), wrapping a value one level down."""
 
     __slots__ = ("_trace", "_level", "primal", "_shape")
-    is_batch = False  # True for vmap's tracers, whose value holds a whole batch (minidiff.batching)
+    is_batch = False  # True for vmap's tracers, whose value holds a whole batch (minidiff.modes.batching)
 
     def _init(self, trace, primal: Tensor, shape=None):
         self._trace = trace

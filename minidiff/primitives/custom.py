@@ -24,10 +24,10 @@ from __future__ import annotations
 import inspect
 from functools import update_wrapper
 
+from ..errors import TapeError, TracerError
+from ..tensor.core import Tensor
 from .creation import zeros_like
-from .errors import TapeError, TracerError
-from .primitives.registry import ALL_INPUTS, Primitive, bind, declared_reads
-from .tensor import Tensor
+from .registry import ALL_INPUTS, Primitive, bind, declared_reads
 
 
 class UserPrimitive(Primitive):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from numbers import Number
 
-from . import backend
-from .errors import DTypeError
-from .tensor import Tensor, wrap
+from .. import backend
+from ..errors import DTypeError
+from ..tensor.core import Tensor, wrap
 
 __all__ = [
     "tensor",
@@ -66,7 +66,7 @@ def asarray(data, dtype=None, device=None, copy: bool = False) -> Tensor:
     dev = backend.get_device(device)
     xp = dev.xp
     if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in _flat(data)):
-        from .primitives.shape import stack
+        from .shape import stack
 
         return stack([asarray(d, dtype, device) for d in data])
     if not isinstance(data, dev.array_type) and not isinstance(data, Number):

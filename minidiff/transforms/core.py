@@ -1,6 +1,6 @@
 """The functional transforms: jvp, vjp, grad, value_and_grad, jacfwd, jacrev, hessian, hvp, vmap.
 
-Each call opens a fresh level (see :mod:`minidiff.levels`), wraps its inputs in that level's tracers,
+Each call opens a fresh level (see :mod:`minidiff.modes.levels`), wraps its inputs in that level's tracers,
 runs the function and unwraps what comes out, so the transforms nest in any order.
 """
 
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from functools import wraps
 
-from . import levels, pytree
-from .batching import Batched, BatchTrace
-from .creation import asarray, zeros
-from .errors import DTypeError, ShapeError
-from .forward import Dual, ForwardTrace, check_tangent
-from .reverse import ReverseTrace, Taped, walk
-from .tensor import Tensor, check_differentiable
+from ..errors import DTypeError, ShapeError
+from ..modes import levels
+from ..modes.batching import Batched, BatchTrace
+from ..modes.forward import Dual, ForwardTrace, check_tangent
+from ..modes.reverse import ReverseTrace, Taped, walk
+from ..primitives.creation import asarray, zeros
+from ..tensor import pytree
+from ..tensor.core import Tensor, check_differentiable
 
 
 def _check_inputs(op: str, *trees) -> None:
@@ -248,7 +249,7 @@ def vmap(f, in_axes=0, out_axes=0):
         >>> md.vmap(lambda row: (row * row).sum())(md.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
         [5.0, 25.0]
     """
-    from .primitives.shape import moveaxis
+    from ..primitives.shape import moveaxis
 
     @wraps(f)
     def wrapper(*args):
@@ -288,7 +289,7 @@ def vmap(f, in_axes=0, out_axes=0):
                 if isinstance(o, Batched) and o._trace is trace:
                     v = o.primal
                 else:
-                    from .primitives.shape import broadcast_to
+                    from ..primitives.shape import broadcast_to
 
                     o = asarray(o)
                     v = broadcast_to(o, (size,) + o.shape)
@@ -302,8 +303,8 @@ def vmap(f, in_axes=0, out_axes=0):
 def _basis(leaves):
     """The standard basis of the space of several leaves: for each leaf, its slice of the identity
     shaped as a batch ``(N,) + leaf.shape`` (N = total size), in the leaf's dtype."""
-    from .creation import eye
-    from .primitives.shape import reshape
+    from ..primitives.creation import eye
+    from ..primitives.shape import reshape
 
     total = sum(x.size for x in leaves)
     out, offset = [], 0
@@ -316,7 +317,7 @@ def _basis(leaves):
 
 def _unstack_rows(t: Tensor, leaves, trailing):
     """Split a batch of ``N`` rows into one block per leaf, each shaped ``trailing + leaf.shape``."""
-    from .primitives.shape import moveaxis, reshape
+    from ..primitives.shape import moveaxis, reshape
 
     blocks, offset = [], 0
     for x in leaves:

@@ -7,7 +7,7 @@ up.  ``saves`` lists what the node keeps alive for its VJP rules (``out`` is the
 byte count in the heading counts an array kept by several nodes once, as ``md.tape_stats`` does.
 
 >>> import minidiff as md
->>> from minidiff.inspect_tape import format_tape
+>>> from minidiff.transforms.inspect_tape import format_tape
 >>> x = md.tensor([1.0, 2.0], requires_grad=True)
 >>> y = (md.exp(x) * 3.0).sum()
 >>> print(format_tape(y, names={"x": x}))
@@ -20,7 +20,7 @@ tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
 
 from __future__ import annotations
 
-from .tensor import Tensor
+from ..tensor.core import Tensor
 
 __all__ = ["format_tape", "tape_nodes"]
 

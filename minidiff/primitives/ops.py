@@ -6,9 +6,10 @@ through the primitives they are made of.
 
 from __future__ import annotations
 
+from ..errors import ShapeError
+from ..tensor.core import Tensor
 from .creation import asarray
-from .errors import ShapeError
-from .primitives.elementwise import (  # noqa: F401 - re-exported
+from .elementwise import (  # noqa: F401 - re-exported
     abs,
     add,
     astype,
@@ -47,9 +48,9 @@ from .primitives.elementwise import (  # noqa: F401 - re-exported
     tanh,
     where,
 )
-from .primitives.linalg import dot, einsum, matmul, outer  # noqa: F401
-from .primitives.reductions import all, any, argmax, argmin, logsumexp, max, min, prod  # noqa: F401
-from .primitives.shape import (  # noqa: F401
+from .matrix import dot, einsum, matmul, outer  # noqa: F401
+from .reductions import all, any, argmax, argmin, logsumexp, max, min, prod  # noqa: F401
+from .shape import (  # noqa: F401
     broadcast_to,
     concatenate,
     cumsum,
@@ -72,7 +73,6 @@ from .primitives.shape import (  # noqa: F401
     to_device,
     transpose,
 )
-from .tensor import Tensor
 
 
 def mean(x, axis=None, keepdims=False) -> Tensor:
@@ -220,7 +220,7 @@ def floor_divide(x, y) -> Tensor:
         x = asarray(x)
     if not _both_integer(x, y):
         return floor(divide(x, y))
-    from .backend import numpy_module
+    from ..backend import numpy_module
 
     dtype = numpy_module.result_type(*[v.dtype if isinstance(v, Tensor) else v for v in (x, y)])
     zero = equal(y, 0)
@@ -279,8 +279,8 @@ def repeat(x, repeats, axis=None) -> Tensor:
     >>> md.repeat(md.tensor([1.0, 2.0]), 2).tolist(), md.tensor([[1, 2]]).repeat([1, 2], axis=1).tolist()
     ([1.0, 1.0, 2.0, 2.0], [[1, 2, 2]])
     """
-    from .errors import ShapeError
-    from .primitives.shape import normalize_one_axis
+    from ..errors import ShapeError
+    from .shape import normalize_one_axis
 
     x = asarray(x)
     if axis is None:

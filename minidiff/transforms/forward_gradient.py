@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 
-from . import pytree
-from .errors import check_number
-from .ops import clip as clip_values
-from .ops import einsum
-from .random import RngLike, as_generator
-from .tensor import Tensor
-from .transforms import jvp
+from ..errors import check_number
+from ..primitives.ops import clip as clip_values
+from ..primitives.ops import einsum
+from ..primitives.random import RngLike, as_generator
+from ..tensor import pytree
+from ..tensor.core import Tensor
+from .core import jvp
 
 DISTRIBUTIONS = ("normal", "rademacher")
 
@@ -43,7 +43,7 @@ def check_fgd_settings(op: str, **settings) -> None:
     ``n_directions`` an integer >= 1, ``clip`` None or a positive number, ``distribution`` one of
     :data:`DISTRIBUTIONS`.  Raises ``ValueError`` naming ``op`` and the setting.
 
-    >>> from minidiff.forward_gradient import check_fgd_settings
+    >>> from minidiff.transforms.forward_gradient import check_fgd_settings
     >>> check_fgd_settings("FGD", lr=0.1, distribution="rademacher")
     >>> check_fgd_settings("FGD", decay=-1.0)
     Traceback (most recent call last):
@@ -63,7 +63,7 @@ def check_fgd_settings(op: str, **settings) -> None:
 def fgd_learning_rate(lr: float, decay: float, i: int) -> float:
     """FGD's schedule ``η_i = η₀·exp(−k·i)`` with ``η₀ = lr`` and ``k = decay`` (the paper's).
 
-    >>> from minidiff.forward_gradient import fgd_learning_rate
+    >>> from minidiff.transforms.forward_gradient import fgd_learning_rate
     >>> fgd_learning_rate(0.5, 0.0, 10), round(fgd_learning_rate(1.0, 1.0, 1), 6)
     (0.5, 0.367879)
     """
@@ -73,8 +73,8 @@ def fgd_learning_rate(lr: float, decay: float, i: int) -> float:
 def sample_directions(params, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1):
     """Random directions shaped like ``params`` (with a leading axis of K when ``n_directions > 1``).
 
-    ``rng``: an int seed, a :class:`minidiff.random.Generator`, a ``numpy.random.Generator`` or None
-    (the default generator), converted by :func:`minidiff.random.as_generator` on the parameters' device.
+    ``rng``: an int seed, a :class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator`` or None
+    (the default generator), converted by :func:`minidiff.primitives.random.as_generator` on the parameters' device.
     """
     check_fgd_settings("forward_grad", distribution=distribution)
     leaves = pytree.flatten(params)[0]
@@ -99,9 +99,9 @@ def forward_grad(
 ):
     """``(f(params), (1/K) Σ_k (∇f·v_k) v_k)`` from forward mode only.
 
-    ``params`` is a pytree of float tensors; ``rng`` an int seed, a :class:`minidiff.random.Generator`
+    ``params`` is a pytree of float tensors; ``rng`` an int seed, a :class:`minidiff.primitives.random.Generator`
     (on the parameters' device), a ``numpy.random.Generator`` (wrapped: its state advances) or None
-    for the default generator (see :func:`minidiff.random.as_generator`).  ``distribution``:
+    for the default generator (see :func:`minidiff.primitives.random.as_generator`).  ``distribution``:
     ``"normal"`` or ``"rademacher"``.  ``clip`` caps ``|∇f·v|`` (the public reproduction caps it at 1
     to keep FGD from blowing up).  ``directions`` may be given instead of sampled (shaped like
     ``params``, with a leading K axis if K > 1).
@@ -132,7 +132,7 @@ class FGD:
 
     Each :meth:`step` runs one forward-mode pass (no tape).  Defaults are the paper's (η₀ = 2·10⁻⁴,
     k = 10⁻⁴).  ``clip`` caps ``|∇f·v|``; ``n_directions`` averages K directions per step.  ``rng``
-    (or, when it is None, ``seed``) is anything :func:`minidiff.random.as_generator` takes.
+    (or, when it is None, ``seed``) is anything :func:`minidiff.primitives.random.as_generator` takes.
 
     >>> import minidiff as md
     >>> opt = md.FGD(lr=0.1, seed=0)

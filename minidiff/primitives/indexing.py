@@ -17,10 +17,10 @@ respect to ``x`` and ``v`` in every mode and nesting, with no rules of their own
 
 from __future__ import annotations
 
+from ..tensor.core import Tensor
 from . import ops
-from .primitives.registry import bind
-from .primitives.shape import _is_basic, _normalize_index, scatter_p
-from .tensor import Tensor
+from .registry import bind
+from .shape import _is_basic, _normalize_index, scatter_p
 
 
 class IndexUpdater:
@@ -122,7 +122,7 @@ class IndexUpdate:
             return
         xp, probe = self._probe()
         counts = xp.zeros(probe.shape, dtype=xp.int64)
-        from .backend import scatter_add
+        from ..backend import scatter_add
 
         scatter_add(xp, counts, self._raw, xp.ones(probe[self._raw].shape, dtype=xp.int64))
         if counts.size and int(counts.max()) > 1:
