@@ -35,7 +35,11 @@ from __future__ import annotations
 import math
 
 from ..errors import DTypeError, ShapeError
+from ..primitives.creation import zeros
 from ..primitives.custom import primitive
+from ..primitives.matrix import matmul
+from ..primitives.shape import broadcast_to, concatenate, moveaxis, reshape
+from ..tensor import pytree
 from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
 
@@ -191,7 +195,6 @@ def _broadcast_shapes(*shapes) -> tuple:
 def _batch_rule(vals, batched, size, diagonal=False, method="auto"):
     """Under ``vmap`` (e.g. DEER's JVP in vector mode) the mapped axis is one more batch axis of the
     scan: align the three operands' batch axes and run one scan, instead of a loop per example."""
-    from ..primitives.shape import broadcast_to, reshape
 
     cores = (2 if diagonal else 3, 2, 1)  # trailing axes of A, b, y0 that are not batch axes
     logical = [
@@ -220,7 +223,6 @@ def _shift(y, y0):
 
 
 def _apply(A, v, diagonal):
-    from ..primitives.matrix import matmul
 
     if diagonal:
         return A * v
@@ -255,7 +257,6 @@ def _affine_scan_vjp(cotangent, output, A, b, y0, diagonal=False, method="auto")
 def _transposed_scan(A, cotangent, diagonal, method):
     """``λ_i = ȳ_i + A_{i+1}ᵀ λ_{i+1}`` (λ_{T-1} = ȳ_{T-1}): the adjoint recurrence, run as a
     forward scan over reversed time."""
-    from ..primitives.creation import zeros
     from ..primitives.shape import broadcast_to, concatenate, flip, swapaxes
 
     T = cotangent.shape[-2]
@@ -360,8 +361,6 @@ def associative_scan(fn, elems, axis: int = 0):
         >>> associative_scan(lambda a, b: a + b, md.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
         [1.0, 3.0, 6.0, 10.0]
     """
-    from ..primitives.shape import concatenate, moveaxis
-    from ..tensor import pytree
 
     leaves, tdef = pytree.flatten(elems)
     if not leaves:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ..errors import DTypeError, ShapeError, TracerError
+from ..errors import DeviceError, DTypeError, ShapeError, TracerError
+from ..primitives.creation import asarray, zeros
 from ..primitives.registry import bind
+from ..primitives.shape import broadcast_to
 from ..tensor.core import Tensor, Tracer, check_differentiable
 from . import levels
 
@@ -56,7 +58,6 @@ class ForwardTrace(levels.Trace):
 
 
 def _zeros_like(x):
-    from ..primitives.creation import zeros
 
     return zeros(x.shape, dtype=x.dtype, device=x.device)
 
@@ -64,8 +65,6 @@ def _zeros_like(x):
 def fit(t: Tensor, like: Tensor) -> Tensor:
     """Broadcast and cast a tangent contribution to the shape and dtype of the value it belongs to."""
     if t.shape != like.shape:
-        from ..primitives.shape import broadcast_to
-
         t = broadcast_to(t, like.shape)
     if t.dtype != like.dtype:
         t = t.astype(like.dtype)
@@ -84,8 +83,6 @@ def check_tangent(op: str, primal: Tensor, tangent: Tensor) -> None:
             f"{primal.dtype}; cast it with .astype({primal.dtype})"
         )
     if tangent.device is not primal.device:
-        from ..errors import DeviceError
-
         raise DeviceError(f"{op}: tangent on {tangent.device} but its primal on {primal.device}")
 
 
@@ -106,7 +103,6 @@ def dual_level():
 
 def make_dual(primal, tangent) -> Dual:
     """A dual number at the innermost :func:`dual_level`: ``primal`` carrying ``tangent``."""
-    from ..primitives.creation import asarray
 
     if not _DUAL_LEVELS or not _DUAL_LEVELS[-1].active:
         raise TracerError("make_dual: no open dual level; use `with md.dual_level():`")

@@ -25,7 +25,9 @@ import weakref
 from contextlib import contextmanager
 
 from ..errors import DTypeError, ShapeError, TapeError, TracerError, describe
+from ..primitives.creation import asarray
 from ..primitives.registry import bind
+from ..primitives.shape import sum_to
 from ..tensor.core import Tensor, Tracer, check_differentiable, column_major
 from . import levels
 
@@ -202,8 +204,6 @@ class ReverseTrace(levels.Trace):
 def fit_cotangent(c: Tensor, shape, dtype) -> Tensor:
     """Undo broadcasting (sum over broadcast axes) and casting: the one place this happens."""
     if c.shape != shape:
-        from ..primitives.shape import sum_to
-
         c = sum_to(c, shape)
     if c.dtype != dtype:
         c = c.astype(dtype)
@@ -341,7 +341,6 @@ def assign_(x: Tensor, value) -> None:
     minidiff.errors.TapeError: backward: multiply saved its input 0 (float64[2]) for the backward pass, and md.assign_ has changed that tensor in place since (now version 1); the derivative would use the new value. Call backward() before updating the tensor, or compute the loss again after the update
     """
     target = _assign_target(x)
-    from ..primitives.creation import asarray
 
     value = asarray(value, device=x.device).detach()
     if value.shape != x.shape:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..primitives import ops
-from ..primitives.creation import asarray
+from ..primitives.creation import arange, asarray
 from ..tensor.core import Tensor
 
 __all__ = [
@@ -123,7 +123,6 @@ def cross_entropy(logits, labels) -> Tensor:
         )
     if labels.dtype.kind not in "iu":
         raise ShapeError(f"cross_entropy: labels must be integers, got {labels.dtype}")
-    from ..primitives.creation import arange
 
     picked = logits[arange(logits.shape[0], device=logits.device), labels]
     return ops.mean(ops.logsumexp(logits, axis=1) - picked)

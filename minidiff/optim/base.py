@@ -34,6 +34,7 @@ from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
+from ..transforms.core import value_and_grad
 
 
 class Optimizer:
@@ -162,8 +163,6 @@ class Optimizer:
         Without a closure the loss is None and the gradients are the ones already in ``.grad``.
         """
         if closure is not None and takes_params(closure):
-            from ..transforms.core import value_and_grad
-
             loss, flat = value_and_grad(closure)([p.detach() for p in self.parameters()])
             it = iter(flat)
             return loss, [[next(it) for _ in g["params"]] for g in self.param_groups]

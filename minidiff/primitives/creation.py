@@ -7,6 +7,7 @@ from numbers import Number
 from .. import backend
 from ..errors import DTypeError
 from ..tensor.core import Tensor, wrap
+from .shape import stack
 
 __all__ = [
     "tensor",
@@ -66,8 +67,6 @@ def asarray(data, dtype=None, device=None, copy: bool = False) -> Tensor:
     dev = backend.get_device(device)
     xp = dev.xp
     if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in _flat(data)):
-        from .shape import stack
-
         return stack([asarray(d, dtype, device) for d in data])
     if not isinstance(data, dev.array_type) and not isinstance(data, Number):
         src = (

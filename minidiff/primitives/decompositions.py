@@ -23,6 +23,7 @@ from ..backend import numpy_module, scipy_linalg
 from ..errors import LinAlgError
 from ..tensor.core import Tracer
 from .batching_rules import align
+from .creation import eye
 from .elementwise import where
 from .matrix import _diag_part, _inverse_for, _mT, _tril, matmul
 from .registry import bind, general, nondifferentiable
@@ -55,7 +56,6 @@ def _diagonal(x):
 
 def _diag_embed(d):
     """``(..., k) -> (..., k, k)``: diagonal matrices with ``d`` on the diagonal."""
-    from .creation import eye
 
     return expand_dims(d, -1) * eye(d.shape[-1], dtype=d.dtype, device=d.device)
 

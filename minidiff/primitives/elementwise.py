@@ -30,7 +30,9 @@ from __future__ import annotations
 import math
 from numbers import Number
 
+from ..backend import numpy_module
 from ..tensor.core import Tensor
+from .creation import asarray
 from .registry import bind, elementwise, nondifferentiable
 
 
@@ -142,7 +144,6 @@ def operand(x, like=None):
     array-likes become tensors on the device of ``like``."""
     if isinstance(x, (Tensor, Number)):
         return x
-    from .creation import asarray
 
     return asarray(x, device=like.device if isinstance(like, Tensor) else None)
 
@@ -243,7 +244,6 @@ def clip(x, a_min=None, a_max=None):
 
 def astype(x, dtype):
     """``x`` converted to ``dtype``: differentiable between floating dtypes, a constant otherwise."""
-    from ..backend import numpy_module
 
     x = operand(x)
     dtype = numpy_module.dtype(dtype)

@@ -17,6 +17,7 @@ respect to ``x`` and ``v`` in every mode and nesting, with no rules of their own
 
 from __future__ import annotations
 
+from ..backend import scatter_add
 from ..tensor.core import Tensor
 from . import ops
 from .registry import bind
@@ -122,7 +123,6 @@ class IndexUpdate:
             return
         xp, probe = self._probe()
         counts = xp.zeros(probe.shape, dtype=xp.int64)
-        from ..backend import scatter_add
 
         scatter_add(xp, counts, self._raw, xp.ones(probe[self._raw].shape, dtype=xp.int64))
         if counts.size and int(counts.max()) > 1:

@@ -9,6 +9,7 @@ from ..backend import numpy_module
 from ..errors import LinAlgError, ShapeError, describe
 from ..tensor.core import Tensor, column_major
 from .batching_rules import align
+from .creation import arange, eye
 from .elementwise import multiply, where
 from .registry import bind, general
 from .shape import _t, broadcast_to, expand_dims, reshape, squeeze, sum, transpose_p
@@ -272,7 +273,6 @@ solve_p.batch = _batch_solve
 
 
 def _tril(x, k=0):
-    from .creation import arange
 
     n, m = x.shape[-2], x.shape[-1]
     mask = expand_dims(arange(n, device=x.device), 1) >= expand_dims(arange(m, device=x.device), 0) - k
@@ -285,7 +285,6 @@ def _phi(x):
 
 
 def _diag_part(x):
-    from .creation import eye
 
     return where(eye(x.shape[-1], dtype=bool, device=x.device), x, 0.0)
 

@@ -6,9 +6,10 @@ through the primitives they are made of.
 
 from __future__ import annotations
 
+from ..backend import numpy_module
 from ..errors import ShapeError
 from ..tensor.core import Tensor
-from .creation import asarray
+from .creation import asarray, eye
 from .elementwise import (  # noqa: F401 - re-exported
     abs,
     add,
@@ -122,7 +123,6 @@ def trace(x, offset: int = 0) -> Tensor:
     >>> md.trace(md.tensor([[1.0, 2.0], [3.0, 4.0]])).item(), md.trace(md.eye(2), offset=1).item()
     (5.0, 0.0)
     """
-    from .creation import eye
 
     x = asarray(x)
     mask = eye(x.shape[-2], x.shape[-1], k=offset, dtype=x.dtype, device=x.device)
@@ -220,7 +220,6 @@ def floor_divide(x, y) -> Tensor:
         x = asarray(x)
     if not _both_integer(x, y):
         return floor(divide(x, y))
-    from ..backend import numpy_module
 
     dtype = numpy_module.result_type(*[v.dtype if isinstance(v, Tensor) else v for v in (x, y)])
     zero = equal(y, 0)
@@ -279,8 +278,6 @@ def repeat(x, repeats, axis=None) -> Tensor:
     >>> md.repeat(md.tensor([1.0, 2.0]), 2).tolist(), md.tensor([[1, 2]]).repeat([1, 2], axis=1).tolist()
     ([1.0, 1.0, 2.0, 2.0], [[1, 2, 2]])
     """
-    from ..errors import ShapeError
-    from .shape import normalize_one_axis
 
     x = asarray(x)
     if axis is None:

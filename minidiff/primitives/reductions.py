@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..tensor.core import Tensor
 from .batching_rules import batch_axis_op
+from .creation import eye
 from .elementwise import astype, equal, exp, where
 from .registry import bind, general, nondifferentiable
 from .shape import (
@@ -34,7 +35,6 @@ def _keep(g, axis, keepdims):
 
 def _others(x, axis):
     """Product of all the other elements along ``axis``, for every element (exact with zeros)."""
-    from .creation import eye
 
     n = x.shape[axis]
     rows = moveaxis(x, axis, -1)

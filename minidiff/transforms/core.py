@@ -13,7 +13,8 @@ from ..modes import levels
 from ..modes.batching import Batched, BatchTrace
 from ..modes.forward import Dual, ForwardTrace, check_tangent
 from ..modes.reverse import ReverseTrace, Taped, walk
-from ..primitives.creation import asarray, zeros
+from ..primitives.creation import asarray, eye, zeros
+from ..primitives.shape import broadcast_to, moveaxis, reshape
 from ..tensor import pytree
 from ..tensor.core import Tensor, check_differentiable
 
@@ -249,7 +250,6 @@ def vmap(f, in_axes=0, out_axes=0):
         >>> md.vmap(lambda row: (row * row).sum())(md.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
         [5.0, 25.0]
     """
-    from ..primitives.shape import moveaxis
 
     @wraps(f)
     def wrapper(*args):
@@ -289,8 +289,6 @@ def vmap(f, in_axes=0, out_axes=0):
                 if isinstance(o, Batched) and o._trace is trace:
                     v = o.primal
                 else:
-                    from ..primitives.shape import broadcast_to
-
                     o = asarray(o)
                     v = broadcast_to(o, (size,) + o.shape)
                 results.append(moveaxis(v, 0, out_axes) if out_axes != 0 else v)
@@ -303,8 +301,6 @@ def vmap(f, in_axes=0, out_axes=0):
 def _basis(leaves):
     """The standard basis of the space of several leaves: for each leaf, its slice of the identity
     shaped as a batch ``(N,) + leaf.shape`` (N = total size), in the leaf's dtype."""
-    from ..primitives.creation import eye
-    from ..primitives.shape import reshape
 
     total = sum(x.size for x in leaves)
     out, offset = [], 0
