@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ..errors import DeviceError, DTypeError, ShapeError, TracerError
+from ..errors import TracerError
 from ..primitives.creation import asarray, zeros
 from ..primitives.registry import bind
 from ..primitives.shape import broadcast_to
-from ..tensor.core import Tensor, Tracer, check_differentiable
+from ..tensor.core import Tensor, Tracer, check_differentiable, check_like
 from . import levels
 
 
@@ -73,17 +73,7 @@ def fit(t: Tensor, like: Tensor) -> Tensor:
 
 def check_tangent(op: str, primal: Tensor, tangent: Tensor) -> None:
     """A tangent must have its primal's shape, dtype and device."""
-    if tangent.shape != primal.shape:
-        raise ShapeError(
-            f"{op}: tangent of shape {tangent.shape} does not match its primal of shape {primal.shape}"
-        )
-    if tangent.dtype != primal.dtype:
-        raise DTypeError(
-            f"{op}: tangent of dtype {tangent.dtype} does not match its primal of dtype "
-            f"{primal.dtype}; cast it with .astype({primal.dtype})"
-        )
-    if tangent.device is not primal.device:
-        raise DeviceError(f"{op}: tangent on {tangent.device} but its primal on {primal.device}")
+    check_like(op, "tangent", tangent, primal)
 
 
 # ----------------------------------------------------------------------------- explicit dual API

@@ -21,14 +21,15 @@ tape style of ``requires_grad=True`` tensors, recorded on the *ambient tape* (le
 
 from __future__ import annotations
 
+import math
 import weakref
 from contextlib import contextmanager
 
-from ..errors import DTypeError, ShapeError, TapeError, TracerError, describe
+from ..errors import ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
 from ..primitives.registry import bind
 from ..primitives.shape import sum_to
-from ..tensor.core import Tensor, Tracer, check_differentiable, column_major
+from ..tensor.core import Tensor, Tracer, check_differentiable, check_like, column_major
 from . import levels
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
@@ -86,10 +87,7 @@ class Aval(_Unsaved):
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 class Node:
@@ -424,14 +422,7 @@ def backward(y: Tensor, cotangent=None, retain_graph: bool = False) -> None:
         cotangent = ones((), dtype=y.dtype, device=y.device)
     else:
         cotangent = asarray(cotangent, device=y.device)
-        if cotangent.shape != y.shape:
-            raise ShapeError(
-                f"backward: cotangent of shape {cotangent.shape} does not match output {y.shape}"
-            )
-        if cotangent.dtype != y.dtype:
-            raise DTypeError(
-                f"backward: cotangent of dtype {cotangent.dtype} does not match output {y.dtype}"
-            )
+        check_like("backward", "cotangent", cotangent, y, of="the output")
     cts = walk([y._node], [cotangent.detach()], None, retain=retain_graph)
     for node, ct in cts.items():  # written only once the whole walk succeeded
         if node.prim is None:

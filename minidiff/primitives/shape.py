@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 from numbers import Integral
 
-from ..errors import ShapeError
+from ..errors import DeviceError, ShapeError
 from ..tensor.core import Tensor, Tracer
 from .batching_rules import align, materialize, shift_axes
 from .registry import bind, linear
@@ -325,28 +325,41 @@ def flip(x, axis=None) -> Tensor:
 
 
 def _normalize_index(x, index):
-    """An index as a tuple with Ellipsis expanded and integer arrays as backend arrays."""
-    if not isinstance(index, tuple):
-        index = (index,)
-    out = []
-    for i in index:
-        if isinstance(i, Tensor):
-            if isinstance(i, Tracer) and i.is_batch:
-                raise NotImplementedError("getitem: indexing with a vmapped index array is not supported")
-            if i.dtype.kind not in "iub":
-                raise ShapeError(f"getitem: index arrays must be integer or boolean, got {i.dtype}")
-            if i.device is not x.device:
-                from ..errors import DeviceError
-
-                raise DeviceError(f"getitem: index on {i.device} for a tensor on {x.device}")
-            out.append(i._data)
-        elif isinstance(i, (list,)) or type(i).__module__ in ("numpy", "cupy"):
-            arr = x.device.xp.asarray(i)
-            if arr.size == 0 and arr.dtype.kind == "f":  # [] is an empty integer index, as in NumPy
-                arr = arr.astype(x.device.xp.intp)
-            out.append(arr if arr.ndim else int(arr) if arr.dtype.kind in "iu" else arr)
+    """An index as a tuple with Ellipsis expanded, masks as integer arrays and integer arrays as
+    backend arrays, checked against the shape of ``x``."""
+    out = [_index_entry(x, i) for i in (index if isinstance(index, tuple) else (index,))]
+    out = _expand_ellipsis(x, out)
+    # boolean masks become integer arrays so the transpose (scatter) and batching are uniform
+    final = []
+    for i in out:
+        if hasattr(i, "dtype") and i.dtype.kind == "b":
+            final.extend(i.nonzero())
         else:
-            out.append(i)
+            final.append(i)
+    _check_integer_bounds(x, final)
+    return tuple(final)
+
+
+def _index_entry(x, i):
+    """One entry of an index: tensors and array-likes become backend arrays (after checks)."""
+    if isinstance(i, Tensor):
+        if isinstance(i, Tracer) and i.is_batch:
+            raise NotImplementedError("getitem: indexing with a vmapped index array is not supported")
+        if i.dtype.kind not in "iub":
+            raise ShapeError(f"getitem: index arrays must be integer or boolean, got {i.dtype}")
+        if i.device is not x.device:
+            raise DeviceError(f"getitem: index on {i.device} for a tensor on {x.device}")
+        return i._data
+    if isinstance(i, list) or type(i).__module__ in ("numpy", "cupy"):
+        arr = x.device.xp.asarray(i)
+        if arr.size == 0 and arr.dtype.kind == "f":  # [] is an empty integer index, as in NumPy
+            arr = arr.astype(x.device.xp.intp)
+        return arr if arr.ndim else int(arr) if arr.dtype.kind in "iu" else arr
+    return i
+
+
+def _expand_ellipsis(x, out):
+    """Replace the one Ellipsis (or the missing tail) by full slices over the axes not indexed."""
     n_ell = len([i for i in out if i is Ellipsis])
     if n_ell > 1:
         raise ShapeError("getitem: an index can only have a single ellipsis")
@@ -359,16 +372,11 @@ def _normalize_index(x, index):
         raise ShapeError(f"getitem: too many indices ({used}) for a tensor of shape {x.shape}")
     if n_ell:
         k = out.index(Ellipsis)
-        out[k : k + 1] = [slice(None)] * (x.ndim - used)
-    else:
-        out += [slice(None)] * (x.ndim - used)
-    # boolean masks become integer arrays so the transpose (scatter) and batching are uniform
-    final = []
-    for i in out:
-        if hasattr(i, "dtype") and i.dtype.kind == "b":
-            final.extend(i.nonzero())
-        else:
-            final.append(i)
+        return out[:k] + [slice(None)] * (x.ndim - used) + out[k + 1 :]
+    return out + [slice(None)] * (x.ndim - used)
+
+
+def _check_integer_bounds(x, final):
     for k, i in enumerate(final):
         if isinstance(i, Integral):
             dim = x.shape[len([j for j in final[:k] if j is not None])]
@@ -376,7 +384,6 @@ def _normalize_index(x, index):
                 raise ShapeError(
                     f"getitem: index {i} is out of bounds for axis {k} with size {dim} (shape {x.shape})"
                 )
-    return tuple(final)
 
 
 def getitem(x, index) -> Tensor:

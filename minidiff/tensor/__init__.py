@@ -9,6 +9,16 @@ It imports only the backend and the errors.  Operators and ndarray methods are a
 :class:`Tensor` from above, in one place (:mod:`minidiff.modes.tensor_methods`).
 """
 
-from .core import ARRAY, SCALAR, VALUE, Tensor, Tracer, check_differentiable, column_major, wrap
+from .core import ARRAY, SCALAR, VALUE, Tensor, Tracer, check_differentiable, check_like, column_major, wrap
 
-__all__ = ["ARRAY", "SCALAR", "VALUE", "Tensor", "Tracer", "check_differentiable", "column_major", "wrap"]
+__all__ = [
+    "ARRAY",
+    "SCALAR",
+    "VALUE",
+    "Tensor",
+    "Tracer",
+    "check_differentiable",
+    "check_like",
+    "column_major",
+    "wrap",
+]

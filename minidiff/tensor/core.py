@@ -10,8 +10,10 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 
 from __future__ import annotations
 
+import math
+
 from .. import backend
-from ..errors import DTypeError, TracerError
+from ..errors import DeviceError, DTypeError, ShapeError, TracerError
 
 # how a value is read out (``Tensor._concrete``): as text or control flow (derivatives need not be
 # kept), as a Python number, or as a NumPy array
@@ -49,10 +51,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def device(self) -> backend.Device:
@@ -287,6 +286,23 @@ def check_differentiable(op: str, x) -> None:
             f"{op}: cannot differentiate with respect to a {x.dtype} tensor of shape {x.shape}; "
             "only floating-point inputs carry derivatives (convert with .astype('float64'))"
         )
+
+
+def check_like(op: str, what: str, value, like, of: str = "its primal") -> None:
+    """``value`` (a tangent, a cotangent, a probe) must have the shape, dtype and device of ``like``;
+    the one check behind every such pair, naming ``op`` and the field that differs."""
+    if value.shape != like.shape:
+        error, field, hint = ShapeError, "shape", ""
+    elif value.dtype != like.dtype:
+        error, field, hint = DTypeError, "dtype", f"; cast it with .astype({like.dtype})"
+    elif value.device is not like.device:
+        error, field, hint = DeviceError, "device", "; move it with .to(device)"
+    else:
+        return
+    raise error(
+        f"{op}: {what} of {field} {getattr(value, field)} does not match {of} of {field} "
+        f"{getattr(like, field)}{hint}"
+    )
 
 
 def wrap(data, device) -> Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from ..errors import DTypeError, ShapeError
+from ..errors import ShapeError
 from ..modes import levels
 from ..modes.batching import Batched, BatchTrace
 from ..modes.forward import Dual, ForwardTrace, check_tangent
@@ -16,7 +16,7 @@ from ..modes.reverse import ReverseTrace, Taped, walk
 from ..primitives.creation import asarray, eye, zeros
 from ..primitives.shape import broadcast_to, moveaxis, reshape
 from ..tensor import pytree
-from ..tensor.core import Tensor, check_differentiable
+from ..tensor.core import Tensor, check_differentiable, check_like
 
 
 def _check_inputs(op: str, *trees) -> None:
@@ -143,10 +143,7 @@ def vjp(f, *primals, has_aux: bool = False):
             raise ShapeError(f"vjp_fn: cotangent has structure {c_def} but the output has {o_def}")
         live_roots, live_cts = [], []
         for o, c, r in zip(outs, c_leaves, roots):
-            if c.shape != o.shape:
-                raise ShapeError(f"vjp_fn: cotangent of shape {c.shape} for an output of shape {o.shape}")
-            if c.dtype != o.dtype:
-                raise DTypeError(f"vjp_fn: cotangent of dtype {c.dtype} for an output of dtype {o.dtype}")
+            check_like("vjp_fn", "cotangent", c, o, of="the output")
             if r is not None:
                 live_roots.append(r)
                 live_cts.append(c)
