@@ -177,7 +177,8 @@ class ReverseTrace(levels.Trace):
         if not (prim.differentiable and self.recording):
             return out
         # save only what the VJP rule reads for the inputs on this tape; shapes suffice for the rest
-        keep = prim.saves([i for i, _ in parents])
+        reads = prim.reads
+        keep = reads if type(reads) is frozenset else prim.saves([i for i, _ in parents])
         if "*" not in keep:
             for i, p in enumerate(primals):
                 if i not in keep and isinstance(p, Tensor):
@@ -258,9 +259,9 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
             contributions = n.prim.vjp(g, n.ans, n.args, n.params, wanted)
         except UndeclaredRead as exc:
             raise UndeclaredRead(f"{n.prim.name}: {exc}") from None
-        edges = [(p, contributions[i]) for i, p in n.parents if p in useful]
-        for p, c in edges:
-            if c is None:
+        for i, p in n.parents:
+            c = contributions[i]
+            if c is None:  # not wanted (no path to a target), or no derivative
                 continue
             c = fit_cotangent(c, p.shape, p.dtype)
             cts[p] = cts[p] + c if p in cts else c

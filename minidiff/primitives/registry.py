@@ -133,7 +133,8 @@ def _reads_per_rule(name, rules, reads, n_inputs):
         reads = (reads,) * len(rules)
     if len(reads) != len(rules):
         raise TypeError(f"primitive {name!r}: {len(reads)} reads= declarations for {len(rules)} rules")
-    return tuple(declared_reads(name, r, d, n_inputs) for r, d in zip(rules, reads))
+    per_rule = tuple(declared_reads(name, r, d, n_inputs) for r, d in zip(rules, reads))
+    return per_rule[0] if len(set(per_rule)) == 1 else per_rule  # one set: the same for every input
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -205,9 +206,7 @@ class ArrayPrimitive(Primitive):
     def __init__(self, name, impl, batch=None, reads=(), register=True):
         super().__init__(name, batch, reads, register)
         self.impl = impl
-
-    def apply(self, args, params) -> Tensor:
-        return evaluate(self, args, params)
+        self.apply = partial(evaluate, self)  # apply(args, params), without a Python frame of its own
 
 
 class Elementwise(ArrayPrimitive):
@@ -221,10 +220,18 @@ class Elementwise(ArrayPrimitive):
         self.jvp_rules = self.vjp_rules = rules
 
     def jvp(self, primals, tangents, out, params):
-        return _sum_rules(self.jvp_rules.__getitem__, primals, tangents, out, params)
+        rules, total = self.jvp_rules, None  # _sum_rules, inlined: the hottest path of forward mode
+        for i, t in enumerate(tangents):
+            if t is not None:
+                c = rules[i](t, out, *primals, **params)
+                total = c if total is None else total + c
+        return total
 
     def vjp(self, g, out, primals, params, wanted):
-        return _each_rule(self.vjp_rules.__getitem__, g, out, primals, params, wanted)
+        rules, cts = self.vjp_rules, [None] * len(primals)  # _each_rule, inlined likewise
+        for i in wanted:
+            cts[i] = rules[i](g, out, *primals, **params)
+        return cts
 
 
 class Linear(ArrayPrimitive):
@@ -242,7 +249,7 @@ class Linear(ArrayPrimitive):
         return bind(self, *ts, **params)
 
     def vjp(self, g, out, primals, params, wanted):
-        return _each_rule(_rule_of(self.vjp_rules, self.variadic), g, out, primals, params, wanted)
+        return _each_rule(_table(self.vjp_rules, self.variadic, primals), g, out, primals, params, wanted)
 
 
 class General(ArrayPrimitive):
@@ -259,10 +266,10 @@ class General(ArrayPrimitive):
         self.jvp_rules, self.vjp_rules, self.variadic = jvp, vjp, variadic
 
     def jvp(self, primals, tangents, out, params):
-        return _sum_rules(_rule_of(self.jvp_rules, self.variadic), primals, tangents, out, params)
+        return _sum_rules(_table(self.jvp_rules, self.variadic, primals), primals, tangents, out, params)
 
     def vjp(self, g, out, primals, params, wanted):
-        return _each_rule(_rule_of(self.vjp_rules, self.variadic), g, out, primals, params, wanted)
+        return _each_rule(_table(self.vjp_rules, self.variadic, primals), g, out, primals, params, wanted)
 
 
 class Nondifferentiable(ArrayPrimitive):
@@ -278,26 +285,26 @@ class Nondifferentiable(ArrayPrimitive):
         return [None] * len(primals)
 
 
-def _rule_of(rules, variadic):
-    """``i -> rule of input i``: the i-th rule of a table, or the one rule with ``argnum=i``."""
-    return (lambda i: partial(rules, argnum=i)) if variadic else rules.__getitem__
+def _table(rules, variadic, primals):
+    """The rule of each input: the table itself, or the one rule with ``argnum=i`` if variadic."""
+    return tuple(partial(rules, argnum=i) for i in range(len(primals))) if variadic else rules
 
 
-def _sum_rules(rule_of, primals, tangents, out, params):
+def _sum_rules(rules, primals, tangents, out, params):
     """Forward mode: the sum of every tangent-carrying input's contribution."""
     total = None
     for i, t in enumerate(tangents):
         if t is not None:
-            c = rule_of(i)(t, out, *primals, **params)
+            c = rules[i](t, out, *primals, **params)
             total = c if total is None else total + c
     return total
 
 
-def _each_rule(rule_of, g, out, primals, params, wanted):
+def _each_rule(rules, g, out, primals, params, wanted):
     """Reverse mode: the cotangent of each wanted input, ``None`` elsewhere."""
     cts = [None] * len(primals)
     for i in wanted:
-        cts[i] = rule_of(i)(g, out, *primals, **params)
+        cts[i] = rules[i](g, out, *primals, **params)
     return cts
 
 
