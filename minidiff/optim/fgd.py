@@ -23,14 +23,14 @@ True
 
 from __future__ import annotations
 
-from ..primitives.random import RngLike, as_generator
+from ..primitives.random import RngLike
 from ..transforms.forward_gradient import check_fgd_settings, fgd_learning_rate, fgd_update, forward_grad
-from .base import Optimizer
+from .base import RandomOptimizer
 
 __all__ = ["FGD"]
 
 
-class FGD(Optimizer):
+class FGD(RandomOptimizer):
     """Forward gradient descent; ``step(closure)`` needs the functional closure ``f(params) -> loss``.
 
     Group settings: ``lr`` (η₀) and ``decay`` (k).  Whole-run settings: ``distribution`` (``"normal"`` or
@@ -58,7 +58,7 @@ class FGD(Optimizer):
         if len(devices) > 1:
             raise ValueError(f"FGD: all parameters must be on one device, got {sorted(map(str, devices))}")
         self.distribution, self.n_directions, self.clip = distribution, n_directions, clip
-        self.rng = as_generator(seed if rng is None else rng, self.parameters()[0].device, op="FGD")
+        self._init_rng(seed, rng)
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -94,10 +94,3 @@ class FGD(Optimizer):
             new.extend((p, value, None) for p, value in zip(group["params"], values))
         self.commit(new)
         return loss
-
-    def extra_state(self) -> dict:
-        return {"rng": self.rng.get_state()}
-
-    def load_extra_state(self, extra: dict) -> None:
-        if "rng" in extra:
-            self.rng.set_state(extra["rng"])
