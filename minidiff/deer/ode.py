@@ -275,7 +275,7 @@ def _ode_vjp(cotangent, output, y0, *leaves, f, ts, treedef, opts, box, init=Non
 
 
 _deer_ode_p.defjvp(_ode_jvp)
-_deer_ode_p.defvjp(_ode_vjp)
+_deer_ode_p.defvjp(_ode_vjp, reads="output y0 leaves")
 
 
 # ----------------------------------------------------------------------------- checks

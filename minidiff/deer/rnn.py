@@ -287,7 +287,7 @@ def _deer_jvp(primals, tangents, *, output, **params):
     return affine_scan(J, drive, broadcast_to(dy0, y0.shape), method=params["method"])
 
 
-@_deer_p.defvjp
+@_deer_p.defvjp(reads="output y0 xs leaves")
 def _deer_vjp(cotangent, output, y0, xs, *leaves, **params):
     f, treedef = params["f"], params["treedef"]
     P = _shift(output, y0)

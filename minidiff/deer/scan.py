@@ -237,7 +237,7 @@ def _affine_scan_jvp(primals, tangents, diagonal=False, method="auto"):
     return _affine_scan_p(A, drive, dy0, diagonal=diagonal, method=method)
 
 
-@_affine_scan_p.defvjp
+@_affine_scan_p.defvjp(reads="output A y0")  # not b: the cotangent of b is λ itself
 def _affine_scan_vjp(cotangent, output, A, b, y0, diagonal=False, method="auto"):
     from ..primitives.shape import broadcast_to, swapaxes
 

@@ -84,7 +84,7 @@ def _backward_hook_point_jvp(primals, tangents, *, module):
     return tangents[0]
 
 
-@backward_hook_point.defvjp
+@backward_hook_point.defvjp(reads="")  # the hook sees the cotangent only: the tape keeps nothing
 def _backward_hook_point_vjp(cotangent, output, x, *, module):
     module._run_backward_hooks(cotangent)
     return (cotangent,)
