@@ -262,8 +262,8 @@ def broadcast_to_case(draw):
     target = np.broadcast_shapes(shape, other)
     if math.prod(shape) <= 1 and not _Regime.degenerate:  # broadcasting one element is a corner case
         shape = other
-    if tuple(shape) == tuple(target) and target:  # same shape: no broadcast, the primitive is not bound
-        shape = (1,) + tuple(target[1:]) if target[0] != 1 else tuple(target[1:])
+    if tuple(shape) == tuple(target):  # same shape: no broadcast, the primitive is not bound
+        target = (2, *target)  # a new leading axis instead (the input keeps its drawn shape)
     return case(lambda x: md.broadcast_to(x, target), [shape], [ANY], f"-> {target}")
 
 

@@ -100,7 +100,7 @@ def format_tape(y, names: dict | None = None) -> str:
 
 def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
     """``(expression, what it saves, bytes it keeps alive not counted yet)`` of one tape node; a value
-    kept by several nodes is counted once (``counted`` holds the values seen)."""
+    kept by several nodes is counted once (``counted`` holds the buffers seen)."""
     kind = getattr(n.prim, "name", None)
     if n.prim is None:
         return "leaf", "", 0
@@ -113,9 +113,8 @@ def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
     if isinstance(n.ans, Tensor):
         kept.append("out")
     nbytes = 0
-    for v in (n.ans, *n.args):
-        value = v.detach() if isinstance(v, Tensor) else None
-        if value is not None and id(value) not in counted:
-            counted[id(value)] = value  # held, so that its id is not reused
-            nbytes += v.size * v.dtype.itemsize
+    for key, size in n.saved_buffers().items():  # the tape's one measure, as md.tape_stats counts
+        if key not in counted:
+            counted[key] = size
+            nbytes += size
     return f"{kind}({', '.join(args)})", f"saves {', '.join(kept)}" if kept else "", nbytes
