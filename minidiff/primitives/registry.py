@@ -35,8 +35,8 @@ from __future__ import annotations
 import inspect
 from functools import partial
 
-from ..errors import DeviceError, MinidiffError, ShapeError, TracerError, describe
-from ..tensor.core import Tensor, Tracer, wrap
+from ..errors import DeviceError, MinidiffError, ShapeError, describe
+from ..tensor.core import Tensor, Tracer, escaped, wrap
 
 __all__ = [
     "Primitive",
@@ -145,11 +145,7 @@ def bind(prim: Primitive, *args, **params):
         if isinstance(a, Tracer):
             trace = a._trace
             if not trace.active:
-                raise TracerError(
-                    f"{prim.name}: a tensor traced by {trace} was used after that transform "
-                    "returned (it escaped, e.g. through a global or a closure); pass it as an "
-                    "argument or return it instead"
-                )
+                raise escaped(prim.name, trace)
             if top is None or trace.level > top.level:
                 top = trace
     if top is None:
@@ -220,18 +216,10 @@ class Elementwise(ArrayPrimitive):
         self.jvp_rules = self.vjp_rules = rules
 
     def jvp(self, primals, tangents, out, params):
-        rules, total = self.jvp_rules, None  # _sum_rules, inlined: the hottest path of forward mode
-        for i, t in enumerate(tangents):
-            if t is not None:
-                c = rules[i](t, out, *primals, **params)
-                total = c if total is None else total + c
-        return total
+        return _sum_of_rules(self, primals, tangents, out, params)
 
     def vjp(self, g, out, primals, params, wanted):
-        rules, cts = self.vjp_rules, [None] * len(primals)  # _each_rule, inlined likewise
-        for i in wanted:
-            cts[i] = rules[i](g, out, *primals, **params)
-        return cts
+        return _rule_per_input(self, g, out, primals, params, wanted)
 
 
 class Linear(ArrayPrimitive):
@@ -249,7 +237,7 @@ class Linear(ArrayPrimitive):
         return bind(self, *ts, **params)
 
     def vjp(self, g, out, primals, params, wanted):
-        return _each_rule(_table(self.vjp_rules, self.variadic, primals), g, out, primals, params, wanted)
+        return _rule_per_input(self, g, out, primals, params, wanted)
 
 
 class General(ArrayPrimitive):
@@ -266,10 +254,10 @@ class General(ArrayPrimitive):
         self.jvp_rules, self.vjp_rules, self.variadic = jvp, vjp, variadic
 
     def jvp(self, primals, tangents, out, params):
-        return _sum_rules(_table(self.jvp_rules, self.variadic, primals), primals, tangents, out, params)
+        return _sum_of_rules(self, primals, tangents, out, params)
 
     def vjp(self, g, out, primals, params, wanted):
-        return _each_rule(_table(self.vjp_rules, self.variadic, primals), g, out, primals, params, wanted)
+        return _rule_per_input(self, g, out, primals, params, wanted)
 
 
 class Nondifferentiable(ArrayPrimitive):
@@ -285,13 +273,21 @@ class Nondifferentiable(ArrayPrimitive):
         return [None] * len(primals)
 
 
-def _table(rules, variadic, primals):
-    """The rule of each input: the table itself, or the one rule with ``argnum=i`` if variadic."""
-    return tuple(partial(rules, argnum=i) for i in range(len(primals))) if variadic else rules
+class _ByArgnum:
+    """The rules of a variadic op as a table: entry i is its one rule called with ``argnum=i``."""
+
+    __slots__ = ("rule",)
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def __getitem__(self, i):
+        return partial(self.rule, argnum=i)
 
 
-def _sum_rules(rules, primals, tangents, out, params):
-    """Forward mode: the sum of every tangent-carrying input's contribution."""
+def _sum_of_rules(prim, primals, tangents, out, params):
+    """Forward mode: the sum of every tangent-carrying input's contribution, ``rule_i(t_i, out, ...)``."""
+    rules = _ByArgnum(prim.jvp_rules) if prim.variadic else prim.jvp_rules
     total = None
     for i, t in enumerate(tangents):
         if t is not None:
@@ -300,8 +296,9 @@ def _sum_rules(rules, primals, tangents, out, params):
     return total
 
 
-def _each_rule(rules, g, out, primals, params, wanted):
-    """Reverse mode: the cotangent of each wanted input, ``None`` elsewhere."""
+def _rule_per_input(prim, g, out, primals, params, wanted):
+    """Reverse mode: the cotangent of each wanted input, ``rule_i(g, out, ...)``; ``None`` elsewhere."""
+    rules = _ByArgnum(prim.vjp_rules) if prim.variadic else prim.vjp_rules
     cts = [None] * len(primals)
     for i in wanted:
         cts[i] = rules[i](g, out, *primals, **params)

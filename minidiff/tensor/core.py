@@ -239,11 +239,7 @@ class Tracer(Tensor):
         while isinstance(value, Tracer):
             trace = value._trace
             if not trace.active:
-                raise TracerError(
-                    f"{op}: this value was traced by {trace}, which has already returned (the tensor "
-                    "escaped it, e.g. through a global or a closure); return it from the transformed "
-                    "function, or .detach() it inside"
-                )
+                raise escaped(op, trace)
             if value._shape != value.primal.shape:
                 raise TracerError(
                     f"{op}: a tensor inside vmap has no single value; return it from the vmapped "
@@ -286,6 +282,15 @@ def check_differentiable(op: str, x) -> None:
             f"{op}: cannot differentiate with respect to a {x.dtype} tensor of shape {x.shape}; "
             "only floating-point inputs carry derivatives (convert with .astype('float64'))"
         )
+
+
+def escaped(op: str, trace) -> TracerError:
+    """The error for a tracer used after its transform returned (the one wording, wherever caught)."""
+    return TracerError(
+        f"{op}: a tensor traced by {trace} was used after that transform returned (it escaped, e.g. "
+        "through a global or a closure); pass it as an argument or return it instead, or .detach() it "
+        "inside"
+    )
 
 
 def check_like(op: str, what: str, value, like, of: str = "its primal") -> None:
