@@ -354,6 +354,16 @@ def test_a_declaration_names_the_rules_own_parameters():
     assert md.primitives.registry.declared_reads("demo", lambda g, ans, *xs, argnum: g, "xs") == {"*"}
 
 
+def test_a_bad_declaration_fails_at_definition_and_registers_nothing():
+    impl = lambda xp, x, y: xp.add(x, y)  # noqa: E731
+    rule = lambda g, ans, x, y: g  # noqa: E731
+    with pytest.raises(TypeError, match="'demo_bad': 1 reads= declarations for 2 rules"):
+        md.primitives.registry.elementwise("demo_bad", impl, rule, rule, reads=("x",))
+    with pytest.raises(TypeError, match="'demo_bad': reads='z' names 'z'"):
+        md.primitives.registry.elementwise("demo_bad", impl, rule, rule, reads="z")
+    assert "demo_bad" not in REGISTRY
+
+
 def test_a_rule_reading_an_undeclared_value_fails_loudly():
     """A VJP rule that reads an input it did not declare raises, naming the primitive and the input,
     instead of the tape silently keeping (or losing) memory."""
