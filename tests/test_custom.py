@@ -270,3 +270,64 @@ def test_a_jvp_rule_may_take_the_output():
     f = lambda x: md.sum(my_exp(x) * x)  # noqa: E731  Hessian: diag((x + 2) e^x)
     for mode in ("fwd-over-rev", "rev-over-fwd", "rev-over-rev"):
         close(md.hvp(f, (x,), (t,), mode=mode)[0], (np.array([0.5, -1.0]) + 2) * np.exp([0.5, -1.0]) * [1, 2])
+
+
+# ----------------------------------------------------------------------------- rule results are checked
+def _double():
+    @md.primitive(name="double")
+    def double(x):
+        return 2 * x
+
+    double.defjvp(lambda primals, tangents: 2 * tangents[0])
+    double.defvjp(lambda cotangent, output, x: (2 * cotangent,))
+    return double
+
+
+BAD_VJP_RESULTS = [
+    (
+        "a cotangent of another shape",
+        lambda g, out, x: (md.ones(4),),
+        md.ShapeError,
+        r"shape \(4,\).*shape \(3,\)",
+    ),
+    ("a broadcast cotangent, never summed", lambda g, out, x: (md.ones((2, 3)),), md.ShapeError, r"\(2, 3\)"),
+    (
+        "a cotangent of another dtype",
+        lambda g, out, x: (g.astype("float32"),),
+        md.DTypeError,
+        "float32.*float64",
+    ),
+    ("a NumPy array", lambda g, out, x: (np.ones(3),), TypeError, "is a ndarray; return a minidiff tensor"),
+]
+
+
+@pytest.mark.parametrize("what, rule, error, message", BAD_VJP_RESULTS, ids=[b[0] for b in BAD_VJP_RESULTS])
+def test_a_vjp_rule_returning_a_wrong_cotangent_is_refused_at_the_call(what, rule, error, message):
+    double = _double()
+    double.defvjp(rule)
+    with pytest.raises(error, match=f"primitive 'double'.*VJP rule's cotangent of input 0.*{message}"):
+        md.grad(lambda x: md.sum(double(x)))(md.tensor([1.0, 2.0, 3.0]))
+
+
+BAD_JVP_RESULTS = [
+    ("a tuple", lambda primals, tangents: (2 * tangents[0],), TypeError, "is a tuple"),
+    ("a NumPy array", lambda primals, tangents: np.ones(3), TypeError, "is a ndarray"),
+    ("another shape", lambda primals, tangents: md.ones(()), md.ShapeError, r"shape \(\).*shape \(3,\)"),
+]
+
+
+@pytest.mark.parametrize("what, rule, error, message", BAD_JVP_RESULTS, ids=[b[0] for b in BAD_JVP_RESULTS])
+def test_a_jvp_rule_returning_a_wrong_tangent_is_refused_at_the_call(what, rule, error, message):
+    double = _double()
+    double.defjvp(rule)
+    x = md.tensor([1.0, 2.0, 3.0])
+    with pytest.raises(error, match=f"primitive 'double'.*JVP rule's tangent of the output.*{message}"):
+        md.jvp(double, (x,), (md.ones_like(x),))
+
+
+def test_a_right_rule_passes_the_checks_in_every_mode():
+    double, x = _double(), md.tensor([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(md.grad(lambda z: md.sum(double(z)))(x).numpy(), [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(md.jvp(double, (x,), (md.ones_like(x),))[1].numpy(), [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(md.jacrev(double)(x).numpy(), 2 * np.eye(3))
+    np.testing.assert_array_equal(md.jacfwd(double)(x).numpy(), 2 * np.eye(3))

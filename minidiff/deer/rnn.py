@@ -32,7 +32,7 @@ import warnings
 
 from ..errors import DTypeError, MinidiffError, ShapeError, check_number
 from ..primitives.custom import primitive
-from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack
+from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack, sum_to
 from ..tensor import pytree
 from ..tensor.core import Tensor, Tracer
 from ..tensor.kernel import array_kernel, array_namespace
@@ -297,7 +297,9 @@ def _deer_vjp(cotangent, output, y0, xs, *leaves, **params):
     _, back = vjp(lambda p, x, th: f(p, x, th), P, xs, theta)
     gP, gx, gtheta = back(lam)
     gy0 = gP[..., 0, :]
-    return (gy0, gx, *pytree.flatten(gtheta)[0])
+    # y0, xs and the parameters were broadcast against the batch: sum each cotangent back to its shape
+    cts = (gy0, gx, *pytree.flatten(gtheta)[0])
+    return tuple(sum_to(c, x.shape) for c, x in zip(cts, (y0, xs, *leaves)))
 
 
 # ----------------------------------------------------------------------------- public functions

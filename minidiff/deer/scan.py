@@ -239,7 +239,7 @@ def _affine_scan_jvp(primals, tangents, diagonal=False, method="auto"):
 
 @_affine_scan_p.defvjp(reads="output A y0")  # not b: the cotangent of b is λ itself
 def _affine_scan_vjp(cotangent, output, A, b, y0, diagonal=False, method="auto"):
-    from ..primitives.shape import broadcast_to, swapaxes
+    from ..primitives.shape import broadcast_to, sum_to, swapaxes
 
     lam = _transposed_scan(A, cotangent, diagonal, method)
     prev = _shift(output, y0)
@@ -251,7 +251,8 @@ def _affine_scan_vjp(cotangent, output, A, b, y0, diagonal=False, method="auto")
         A0 = A[..., 0, :, :]
     A0 = broadcast_to(A0, lam.shape[:-2] + A0.shape[-2 if not diagonal else -1 :])
     gy0 = _apply(A0 if diagonal else swapaxes(A0, -1, -2), lam[..., 0, :], diagonal)
-    return (gA, lam, gy0)  # the tape sums the cotangents of broadcast inputs down to their shapes
+    # the scan broadcast its inputs against each other: sum each cotangent back to its input's shape
+    return (sum_to(gA, A.shape), sum_to(lam, b.shape), sum_to(gy0, y0.shape))
 
 
 def _transposed_scan(A, cotangent, diagonal, method):

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import inspect
 from functools import update_wrapper
+from numbers import Number
 
-from ..errors import TapeError, TracerError
-from ..tensor.core import Tensor
+from ..errors import TapeError, TracerError, describe
+from ..tensor.core import Tensor, check_like
 from .creation import zeros_like
 from .registry import ALL_INPUTS, Primitive, bind, declared_reads
 
@@ -60,8 +61,11 @@ class UserPrimitive(Primitive):
             for t, p in zip(tangents, primals)
         )
         if self.jvp_takes_output:
-            return self.jvp_fn(tuple(primals), ts, output=out, **params)
-        return self.jvp_fn(tuple(primals), ts, **params)
+            t_out = self.jvp_fn(tuple(primals), ts, output=out, **params)
+        else:
+            t_out = self.jvp_fn(tuple(primals), ts, **params)
+        _check_result(self, "JVP rule's tangent of the output", t_out, out)
+        return t_out
 
     def vjp(self, g, out, primals, params, wanted):
         if self.vjp_fn is None:
@@ -129,9 +133,43 @@ def _checked_vjp(prim, rule):
                 f"primitive {prim.name!r}: its VJP rule must return a tuple of {len(args)} "
                 f"cotangents (None for inputs without one), got {type(out).__name__}"
             )
+        for i, (c, x) in enumerate(zip(out, args)):
+            if c is not None:
+                _check_result(prim, f"VJP rule's cotangent of input {i}", c, x, _output_shape_ok(c, x, g))
         return out
 
     return vjp
+
+
+def _output_shape_ok(c, x, g) -> bool:
+    """A cotangent may also have the output's shape when the input broadcasts to it (a broadcasting
+    primitive): the tape sums it back to the input's shape, the one place that happens."""
+    if not hasattr(x, "shape") or isinstance(x, Number) or c.shape != g.shape:
+        return False
+    lead = len(g.shape) - len(x.shape)
+    return lead >= 0 and all(a in (1, b) for a, b in zip(x.shape, g.shape[lead:]))
+
+
+def _check_result(prim, what: str, value, like, broadcast_ok: bool = False) -> None:
+    """A rule's result must be a tensor shaped and typed like the value it belongs to (or, for a
+    cotangent, like the output the input was broadcast to): a NumPy array, a tuple or another shape is
+    refused here, naming the primitive, never an IndexError or a silent sum deep in the tape."""
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"primitive {prim.name!r}: its {what} is a {type(value).__name__}; return a minidiff "
+            f"tensor like {describe(like)} (md.asarray converts an array, but then it has no derivative)"
+        )
+    if hasattr(like, "dtype") and not isinstance(like, Number):  # a tensor, or the tape's shape stub
+        if broadcast_ok:
+            like = _ShapeOf(value.shape, like)
+        check_like(f"primitive {prim.name!r}", f"its {what}", value, like, of="the value it belongs to")
+
+
+class _ShapeOf:
+    """``like`` with another shape: what a broadcast cotangent is checked against (dtype, device)."""
+
+    def __init__(self, shape, like):
+        self.shape, self.dtype, self.device = shape, like.dtype, like.device
 
 
 def _n_positional(fn, required: bool = False) -> int:
