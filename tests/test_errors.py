@@ -408,3 +408,16 @@ def test_an_exception_inside_a_transform_closes_its_level_and_keeps_the_inputs()
         assert levels.depth() == depth
     np.testing.assert_array_equal(x.numpy(), [1.0, 2.0])
     np.testing.assert_allclose(md.grad(lambda x: md.sum(x * x))(x).numpy(), [2.0, 4.0])  # still works
+
+
+@pytest.mark.parametrize(
+    "op, call",
+    [
+        ("jvp", lambda x: md.jvp(md.sin, x, x)),
+        ("hvp", lambda x: md.hvp(lambda z: md.sum(z * z), x, x)),
+    ],
+)
+def test_bare_tensors_for_primals_get_the_same_message_in_every_transform(op, call):
+    """Passing x instead of (x,) is the usual slip: jvp and hvp name it the same way."""
+    with pytest.raises(TypeError, match=rf"{op}: primals and tangents must be tuples.*got Tensor and Tensor"):
+        call(md.tensor([1.0, 2.0]))

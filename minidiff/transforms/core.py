@@ -19,6 +19,15 @@ from ..tensor import pytree
 from ..tensor.core import Tensor, check_differentiable, check_like
 
 
+def _check_tuples(op: str, primals, tangents) -> None:
+    """``primals`` and ``tangents`` hold one entry per argument of f: a bare tensor is the usual slip."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError(
+            f"{op}: primals and tangents must be tuples, one entry per argument of f "
+            f"(got {type(primals).__name__} and {type(tangents).__name__}; write {op}(f, (x,), (v,)))"
+        )
+
+
 def _check_inputs(op: str, *trees) -> None:
     """Fail early, naming the transform the user called, on an input that cannot carry derivatives."""
     for tree in trees:
@@ -53,8 +62,7 @@ def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False
         >>> y.item(), dy.item()
         (0.0, 2.0)
     """
-    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
-        raise TypeError("jvp: primals and tangents must be tuples, one entry per argument of f")
+    _check_tuples("jvp", primals, tangents)
     if len(primals) != len(tangents):
         raise ShapeError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     if vectorized:
@@ -444,6 +452,7 @@ def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
         [6.0, 12.0]
     """
     check_hvp_mode("hvp", mode)
+    _check_tuples("hvp", primals, tangents)
     primals, tangents = tuple(primals), tuple(tangents)
     p_leaves, p_def = _tensors("hvp", primals, "primal")
     t_leaves, t_def = _tensors("hvp", tangents, "tangent")
