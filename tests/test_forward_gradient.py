@@ -203,3 +203,40 @@ def test_forward_mode_memory_does_not_grow_with_depth_like_reverse_mode():
     assert peaks[("fwd", 10)] - peaks[("fwd", 2)] <= 3 * param_growth + 4 * activation
     assert peaks[("rev", 10)] - peaks[("rev", 2)] >= 8 * activation
     assert peaks[("rev", 10)] > 2 * peaks[("fwd", 10)]
+
+
+# ----------------------------------------------------------------------------- forward_grad's refusals
+def test_forward_grad_refuses_a_non_scalar_loss_like_grad():
+    x = md.tensor([1.0, 2.0])
+
+    def doubled(p):
+        return p[0] * 2
+
+    with pytest.raises(
+        md.ShapeError, match=r"forward_grad\(.*doubled\): the loss must be a scalar, got shape \(2,\)"
+    ):
+        md.forward_grad(doubled, [x], 0)
+
+
+def test_forward_grad_names_the_function_and_the_integer_leaf():
+    def loss(p):
+        return md.sum(p[1] * 2.0)
+
+    with pytest.raises(md.DTypeError, match=r"forward_grad\(.*loss\): parameter leaf 1: .*int64"):
+        md.forward_grad(loss, [md.tensor([1.0]), md.tensor([1, 2])], 0)
+
+
+def test_forward_grad_says_when_the_estimate_is_zero_because_nothing_depends_on_the_parameters():
+    x = md.tensor([1.0, 2.0])
+    with pytest.warns(
+        UserWarning, match="does not depend on the parameters, so the estimate is identically zero"
+    ):
+        loss, (g,) = md.forward_grad(lambda p: md.sum(x), [x], 0)
+    assert loss.item() == 3.0 and np.all(g.numpy() == 0.0)
+
+
+def test_forward_grad_does_not_warn_when_the_loss_depends_on_the_parameters(recwarn):
+    x = md.tensor([1.0, 2.0])
+    for k in (1, 3):
+        md.forward_grad(lambda p: md.sum(p[0] * p[0]), [x], 0, n_directions=k)
+    assert not [w for w in recwarn.list if "identically zero" in str(w.message)]

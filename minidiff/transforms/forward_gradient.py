@@ -15,13 +15,14 @@ is ``(1/K) Σ_k (∇f·v_k) v_k``, computed in one vector-mode pass.  No tape is
 from __future__ import annotations
 
 import math
+import warnings
 
-from ..errors import check_number
+from ..errors import ShapeError, check_number
 from ..primitives.ops import clip as clip_values
 from ..primitives.ops import einsum
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
-from ..tensor.core import Tensor
+from ..tensor.core import Tensor, Tracer, check_differentiable
 from .core import jvp
 
 DISTRIBUTIONS = ("normal", "rademacher")
@@ -107,14 +108,41 @@ def forward_grad(
     ``params``, with a leading K axis if K > 1).
     """
     check_fgd_settings("forward_grad", n_directions=n_directions)
+    name = getattr(f, "__qualname__", type(f).__name__)
+    for i, leaf in enumerate(pytree.flatten(params)[0]):
+        check_differentiable(f"forward_grad({name}): parameter leaf {i}", leaf)
     v = directions if directions is not None else sample_directions(params, rng, distribution, n_directions)
-    loss, d = jvp(f, (params,), (v,), vectorized=n_directions > 1)
+    loss, d, depends = _directional_derivative(f, params, v, n_directions > 1)
+    if loss.shape != ():
+        raise ShapeError(
+            f"forward_grad({name}): the loss must be a scalar, got shape {loss.shape}; reduce it "
+            "(md.sum, md.mean) first, as for md.grad"
+        )
+    if not depends:
+        warnings.warn(
+            f"forward_grad({name}): the loss does not depend on the parameters, so the estimate is "
+            "identically zero",
+            stacklevel=2,
+        )
     if clip is not None:
         d = clip_values(d, -clip, clip)
     if n_directions == 1:
         return loss, pytree.tree_map(lambda vk: d * vk, v)
     scale = 1.0 / n_directions
     return loss, pytree.tree_map(lambda vk: einsum("k,k...->...", d, vk) * scale, v)
+
+
+def _directional_derivative(f, params, v, vectorized: bool):
+    """``(f(params), ∇f·v, whether f's output depends on params at all)`` in one forward pass."""
+
+    def traced(p):
+        out = f(p)
+        leaves = pytree.flatten(p)[0]
+        level = leaves[0]._level if leaves else None
+        return out, isinstance(out, Tracer) and out._level == level
+
+    loss, d, depends = jvp(traced, (params,), (v,), has_aux=True, vectorized=vectorized)
+    return loss, d, depends
 
 
 def fgd_update(params, grads, lr: float):
