@@ -204,6 +204,26 @@ class ArrayPrimitive(Primitive):
         self.impl = impl
         self.apply = partial(evaluate, self)  # apply(args, params), without a Python frame of its own
 
+    # Rule tables: ``jvp_rules[i]`` / ``vjp_rules[i]`` is input i's rule ``rule(g, ans, *inputs, **params)``
+    # (None for an input without one); a variadic op has one rule taking ``argnum=`` instead.
+    def jvp(self, primals, tangents, out, params):
+        """Forward mode: the sum of every tangent-carrying input's contribution ``rule_i(t_i, out, ...)``."""
+        rules = _ByArgnum(self.jvp_rules) if self.variadic else self.jvp_rules
+        total = None
+        for i, t in enumerate(tangents):
+            if t is not None:
+                c = rules[i](t, out, *primals, **params)
+                total = c if total is None else total + c
+        return total
+
+    def vjp(self, g, out, primals, params, wanted):
+        """Reverse mode: the cotangent ``rule_i(g, out, ...)`` of each wanted input, ``None`` elsewhere."""
+        rules = _ByArgnum(self.vjp_rules) if self.variadic else self.vjp_rules
+        cts = [None] * len(primals)
+        for i in wanted:
+            cts[i] = rules[i](g, out, *primals, **params)
+        return cts
+
 
 class Elementwise(ArrayPrimitive):
     """One rule per input, ``rule(g, ans, *inputs) -> g · d``, serving as JVP and as VJP."""
@@ -214,12 +234,6 @@ class Elementwise(ArrayPrimitive):
         super().__init__(name, impl, batch, _reads_per_rule(name, rules, reads, len(rules)))
         # one table serves both modes; None for an input without a derivative (where's condition)
         self.jvp_rules = self.vjp_rules = rules
-
-    def jvp(self, primals, tangents, out, params):
-        return _sum_of_rules(self, primals, tangents, out, params)
-
-    def vjp(self, g, out, primals, params, wanted):
-        return _rule_per_input(self, g, out, primals, params, wanted)
 
 
 class Linear(ArrayPrimitive):
@@ -236,9 +250,6 @@ class Linear(ArrayPrimitive):
         ts = [t if t is not None else _zeros_like(p) for t, p in zip(tangents, primals)]
         return bind(self, *ts, **params)
 
-    def vjp(self, g, out, primals, params, wanted):
-        return _rule_per_input(self, g, out, primals, params, wanted)
-
 
 class General(ArrayPrimitive):
     """Its own JVP rule and VJP rule per input (one rule each taking ``argnum=`` if variadic)."""
@@ -252,12 +263,6 @@ class General(ArrayPrimitive):
             reads = _reads_per_rule(name, vjp, reads, n_inputs)
         super().__init__(name, impl, batch, reads)
         self.jvp_rules, self.vjp_rules, self.variadic = jvp, vjp, variadic
-
-    def jvp(self, primals, tangents, out, params):
-        return _sum_of_rules(self, primals, tangents, out, params)
-
-    def vjp(self, g, out, primals, params, wanted):
-        return _rule_per_input(self, g, out, primals, params, wanted)
 
 
 class Nondifferentiable(ArrayPrimitive):
@@ -283,26 +288,6 @@ class _ByArgnum:
 
     def __getitem__(self, i):
         return partial(self.rule, argnum=i)
-
-
-def _sum_of_rules(prim, primals, tangents, out, params):
-    """Forward mode: the sum of every tangent-carrying input's contribution, ``rule_i(t_i, out, ...)``."""
-    rules = _ByArgnum(prim.jvp_rules) if prim.variadic else prim.jvp_rules
-    total = None
-    for i, t in enumerate(tangents):
-        if t is not None:
-            c = rules[i](t, out, *primals, **params)
-            total = c if total is None else total + c
-    return total
-
-
-def _rule_per_input(prim, g, out, primals, params, wanted):
-    """Reverse mode: the cotangent of each wanted input, ``rule_i(g, out, ...)``; ``None`` elsewhere."""
-    rules = _ByArgnum(prim.vjp_rules) if prim.variadic else prim.vjp_rules
-    cts = [None] * len(primals)
-    for i in wanted:
-        cts[i] = rules[i](g, out, *primals, **params)
-    return cts
 
 
 def _zeros_like(x):

@@ -240,7 +240,7 @@ class Tracer(Tensor):
             trace = value._trace
             if not trace.active:
                 raise escaped(op, trace)
-            if value._shape != value.primal.shape:
+            if value.is_batch:
                 raise TracerError(
                     f"{op}: a tensor inside vmap has no single value; return it from the vmapped "
                     "function instead"
@@ -253,7 +253,7 @@ class Tracer(Tensor):
     def detach(self) -> Tensor:
         value = self
         while isinstance(value, Tracer):
-            if value._shape != value.primal.shape:  # keep the batch structure of vmap
+            if value.is_batch:  # keep the batch structure of vmap
                 return value._trace.detached(value)
             value = value.primal
         return value
