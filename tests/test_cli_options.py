@@ -216,6 +216,21 @@ def test_a_read_only_folder_is_refused(capsys, tmp_path, no_work):
         locked.chmod(0o700)
 
 
+def test_a_folder_without_write_permission_is_refused(capsys, tmp_path, no_work, monkeypatch):
+    """As the test above, for any user (root writes anywhere): permission as ``os.access`` reports it."""
+    locked = str(tmp_path / "locked")
+    os.mkdir(locked)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(locked) else real(p, mode))
+    line = refused(capsys, ["train", "--json", os.path.join(locked, "x.json")], "--json")
+    assert line.startswith(f"minidiff train: error: argument --json: cannot write {locked}/x.json: no write")
+    refused(capsys, ["bench", "optim", "--figures", os.path.join(locked, "new", "figs")], "--figures")
+    existing = tmp_path / "old.json"
+    existing.write_text("{}")
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(existing) and real(p, mode))
+    assert "the file is read-only" in refused(capsys, ["train", "--json", str(existing)], "--json")
+
+
 def test_output_paths_that_can_be_written_are_accepted(tmp_path):
     args = build_parser().parse_args(["reproduce", "forward-gradient", "--out", str(tmp_path / "a" / "b")])
     assert args.out == str(tmp_path / "a" / "b") and not (tmp_path / "a").exists()  # nothing created yet
