@@ -4,7 +4,10 @@ Each subcommand is one :class:`Command` in :data:`COMMANDS`: a name, a one-line 
 that adds its options to an ``argparse`` parser, and a function that runs it and returns the exit
 code.  A new subcommand (``bench``, ``train``, ``reproduce``…) is a new entry; ``main`` needs no change.
 
-Exit codes: 0 success, 1 a check failed, 2 a usage error (one line on stderr, as ``argparse`` does).
+Exit codes: 0 success, 1 a check failed, 2 a usage error (one line on stderr, as ``argparse`` does):
+a bad option value, a path a run could not write, or input data found wrong when a command starts
+(:class:`minidiff.bench.arguments.UsageError`) — always before the work, never as a traceback.
+``--help`` shows every option's default.  ``python -m minidiff`` runs the same command.
 
 >>> sorted(COMMANDS)
 ['bench', 'demo', 'reproduce', 'train']
@@ -22,14 +25,42 @@ from dataclasses import dataclass
 
 import minidiff as md
 from minidiff.bench import commands as _bench
+from minidiff.bench.arguments import UsageError
 from minidiff.bench.arguments import device as _device
 from minidiff.bench.arguments import positive_int as _positive_int
+from minidiff.bench.arguments import seed as _seed
 
 __all__ = ["Command", "COMMANDS", "build_parser", "main"]
 
 
+def show_default(value) -> str:
+    """A default as it is typed on the command line: sequences comma-separated (``1,2,5``)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; every option that has a default says it, as "(default X)".
+
+    Left alone: flags (their default is "off"), options defaulting to None (their help says what None
+    means), and help that already states its default.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default is None or default is argparse.SUPPRESS or action.nargs == 0 or "default" in text:
+            return text
+        return f"{text} (default {show_default(default).replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line: what is wrong, and where to get help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -54,11 +85,9 @@ Exits with status 1 if any of the agreements fails."""
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data and directions (default 0)")
-    p.add_argument("--batch", type=_positive_int, default=32, help="examples in the minibatch (default 32)")
-    p.add_argument(
-        "--device", type=_device, default="cpu", help="'cpu' (NumPy) or 'cuda' (CuPy) (default cpu)"
-    )
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the weights, data and directions")
+    p.add_argument("--batch", type=_positive_int, default=32, help="examples in the minibatch")
+    p.add_argument("--device", type=_device, default="cpu", help="'cpu' (NumPy) or 'cuda' (CuPy)")
 
 
 def _leaves(tree) -> list:
@@ -217,7 +246,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "train",
-            "train a model on the embedded digits with forward gradients (fgd) or backprop (sgd)",
+            "train a model on the embedded digits (or MNIST: --data-dir) with forward gradients (fgd) or backprop (sgd)",
             lambda p: _bench.train_arguments(p, _device),
             _bench.run_train,
         ),
@@ -238,7 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
             c.name,
             help=c.summary,
             description=c.description or c.summary,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         c.add_arguments(p)
         p.set_defaults(run=c.run, parser=p)
@@ -250,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra:  # reported by the subcommand's parser, so the hint points at its own --help
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UsageError as exc:  # a bad input found as the command starts, before its work
+        args.parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ The diagram (README, "Layers"), lowest first::
     transforms/                          4   jvp, vjp, grad, ..., forward gradients
     nn optim curvature deer data testing 5   the methods built on the transforms
     minidiff (the package's __init__)    6   the public facade, ``import minidiff as md``
-    bench/ cli                           7   the measurement lab and the command line, on the facade
+    bench/ cli __main__                  7   the measurement lab and the command line, on the facade
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ LAYERS = {
     "minidiff": 6,
     "minidiff.bench": 7,
     "minidiff.cli": 7,
+    "minidiff.__main__": 7,  # python -m minidiff: the command line
 }
 
 #: Who may import NumPy or CuPy directly: the backend, and host-side parsing of data files.

@@ -1,21 +1,40 @@
-"""Command-line pieces shared by the bench subcommands: value types for the options (each parses one
-option or raises a one-line usage error), the allocator option, and the JSON output.
+"""Command-line pieces shared by the subcommands: value types for the options (each parses one option or
+raises a one-line usage error, so a bad value is refused before any work), checks of the paths a run
+will write, the allocator option, and the JSON output.
 
->>> from minidiff.bench.arguments import int_at_least, int_list
->>> int_at_least(1)("3"), int_list("1,2,5")
-(3, (1, 2, 5))
+Every type has a ``__name__`` (argparse prints it in "invalid … value" messages, and the tests look up
+bad values for each type by it).
+
+>>> from minidiff.bench.arguments import choice_list, int_at_least, int_list, positive_float
+>>> int_at_least(1)("3"), int_list("1,2,5"), positive_float("0.5")
+(3, (1, 2, 5), 0.5)
+>>> choice_list(("mlp", "cnn"))("cnn,mlp")
+('cnn', 'mlp')
+>>> positive_float("inf")
+Traceback (most recent call last):
+...
+argparse.ArgumentTypeError: must be a finite number > 0, got 'inf'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
+from collections.abc import Callable, Collection
 
 from .. import backend
 
 
-def int_at_least(low: int):
+class UsageError(Exception):
+    """A bad input found when a command starts, before its work: ``minidiff.cli.main`` reports it as a
+    one-line usage error (exit status 2), as the parser does for a bad value."""
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
     """An ``argparse`` type for integers ``≥ low``."""
 
     def parse(text: str) -> int:
@@ -27,22 +46,37 @@ def int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
 
-    parse.__name__ = "positive_int" if low == 1 else f"int_at_least_{low}"
+    parse.__name__ = {1: "positive_int", 0: "nonnegative_int"}.get(low, f"int_at_least_{low}")
     return parse
 
 
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
+#: Seeds are non-negative integers (what ``md.random.Generator`` accepts).
+seed = int_at_least(0)
 
 
-def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
+def _finite_float(name: str, low: float | None, low_open: bool) -> Callable[[str], float]:
+    bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if not math.isfinite(value) or too_low:
+            raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+#: Finite floats: any, ``> 0``, ``>= 0`` (``inf`` and ``nan`` are refused by all three).
+finite_float = _finite_float("finite_float", None, False)
+positive_float = _finite_float("positive_float", 0.0, True)
+nonnegative_float = _finite_float("nonnegative_float", 0.0, False)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -56,6 +90,24 @@ def int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values
+
+
+def choice_list(choices: Collection[str]) -> Callable[[str], tuple[str, ...]]:
+    """An ``argparse`` type for a comma-separated, non-empty subset of ``choices`` (in the given order,
+    repeats dropped).  ``choices`` is read at parse time, so a dict that gains keys later is honoured."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            what = f"unknown {', '.join(map(repr, unknown))}" if unknown else f"no name in {text!r}"
+            raise argparse.ArgumentTypeError(
+                f"{what}; choose a comma-separated subset of {','.join(choices)}"
+            )
+        return names
+
+    parse.__name__ = "choice_list"
+    return parse
 
 
 def dtype(text: str) -> str:
@@ -95,9 +147,90 @@ def apply_allocator_option(args: argparse.Namespace) -> None:
             )
 
 
+# ----------------------------------------------------------------------------- paths
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _writable_folder(folder: str, for_what: str) -> None:
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {for_what}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {for_what}: no write permission in {folder}")
+
+
+def output_file(text: str) -> str:
+    """A file a run will write: its folder must exist and be writable, and it must not be a folder.
+
+    Checked when the options are parsed, so a run is never lost to an unwritable path at its end.
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    path = os.path.abspath(text)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: it is a folder")
+    folder = os.path.dirname(path)
+    if not os.path.exists(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {folder} does not exist")
+    _writable_folder(folder, text)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: the file is read-only")
+    return text
+
+
+def output_dir(text: str) -> str:
+    """A folder a run will write into (created if missing): it, or its nearest existing parent, must be a
+    writable folder.  Nothing is created when the options are parsed."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    _writable_folder(_nearest_existing(os.path.abspath(text)), text)
+    return text
+
+
+def mnist_dir(text: str) -> str:
+    """A folder holding the four MNIST IDX files (train and t10k images and labels, raw or ``.gz``); their
+    contents are read and checked when the run starts (:func:`minidiff.data.load_mnist_splits`)."""
+    from ..data import mnist_files
+
+    try:
+        for kind in ("train", "test"):
+            mnist_files(text, kind)
+    except (FileNotFoundError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def check_output_files(args: argparse.Namespace, names=("json", "csv", "png")) -> None:
+    """Raise :class:`UsageError` if an output file named by ``args.<name>`` cannot be written: the same
+    check as :func:`output_file`, at the start of a run, for options declared without that type."""
+    for name in names:
+        path = getattr(args, name, None)
+        if isinstance(path, str):
+            try:
+                output_file(path)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"argument --{name}: {exc}") from None
+
+
 def write_json(result, path) -> None:
-    """Write ``result`` to ``path`` as JSON and say so (nothing when ``path`` is empty)."""
-    if path:
+    """Write ``result`` to ``path`` as JSON and say so (nothing when ``path`` is empty).
+
+    If the file cannot be written after all (the folder vanished, the disk is full), the result goes to
+    a file in the temporary folder instead, named on stderr: a finished run is never lost.
+    """
+    if not path:
+        return
+    try:
         with open(path, "w") as fh:
             json.dump(result, fh, indent=1, default=float)
-        print(f"wrote {path}")
+    except OSError as exc:
+        fd, rescue = tempfile.mkstemp(prefix="minidiff-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result, fh, indent=1, default=float)
+        print(
+            f"error: could not write {path} ({exc.strerror or exc}); wrote {rescue} instead", file=sys.stderr
+        )
+        return
+    print(f"wrote {path}")

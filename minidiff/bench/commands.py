@@ -6,12 +6,23 @@ Each is an ``(add_arguments, run)`` pair registered in :mod:`minidiff.cli`.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .arguments import add_allocator_option, apply_allocator_option, write_json
+from .arguments import (
+    UsageError,
+    add_allocator_option,
+    apply_allocator_option,
+    check_output_files,
+    choice_list,
+    mnist_dir,
+    nonnegative_float,
+    output_dir,
+    output_file,
+    positive_float,
+    seed,
+    write_json,
+)
 from .arguments import dtype as _dtype
 from .arguments import int_list as _layers
-from .arguments import nonnegative_float as _nonnegative_float
 from .arguments import positive_int as _positive_int
 from .progress import Progress
 
@@ -57,6 +68,8 @@ def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
     for name, (_, summary) in EXTRA_BENCHES.items():
         e = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
         _extra_bench(name).add_arguments(e)
+    for bench_parser in sub.choices.values():  # usage errors found at run start point at its own --help
+        bench_parser.set_defaults(parser=bench_parser)
 
 
 def _rfrb_arguments(sub, device_type) -> None:
@@ -97,6 +110,7 @@ def _depth_arguments(sub, device_type) -> None:
 
 
 def run_bench(args) -> int:
+    check_output_files(args)  # before any work, also for output options declared without output_file
     apply_allocator_option(args)
     if args.bench_command in EXTRA_BENCHES:
         return _extra_bench(args.bench_command).run(args)
@@ -164,32 +178,57 @@ def format_rfrb(name: str, r: dict) -> str:
 
 # ----------------------------------------------------------------------------- train
 def train_arguments(p: argparse.ArgumentParser, device_type) -> None:
-    p.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="model (default mlp)")
+    p.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="model")
     p.add_argument(
-        "--method",
-        choices=("fgd", "sgd"),
-        default="fgd",
-        help="fgd: forward gradient descent; sgd: backprop (default fgd)",
+        "--method", choices=("fgd", "sgd"), default="fgd", help="fgd: forward gradient descent; sgd: backprop"
     )
-    p.add_argument("--steps", type=_positive_int, default=500, help="training steps (default 500)")
-    p.add_argument(
-        "--lr", type=_nonnegative_float, default=2e-4, help="initial learning rate η₀ (default 2e-4)"
-    )
-    p.add_argument("--decay", type=_nonnegative_float, default=1e-4, help="k in η₀·exp(−k·i) (default 1e-4)")
-    p.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
+    p.add_argument("--steps", type=_positive_int, default=500, help="training steps")
+    p.add_argument("--lr", type=nonnegative_float, default=2e-4, help="initial learning rate η₀")
+    p.add_argument("--decay", type=nonnegative_float, default=1e-4, help="k in η₀·exp(−k·i)")
+    p.add_argument("--batch", type=_positive_int, default=64, help="minibatch size")
     _add_distribution(p, "FGD direction distribution")
+    p.add_argument("--clip", type=positive_float, default=None, help="cap |∇f·v| (FGD only; default none)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the weights, split, batches and directions")
     p.add_argument(
-        "--clip", type=_nonnegative_float, default=None, help="cap |∇f·v| (FGD only; default none)"
+        "--data-dir",
+        type=mnist_dir,
+        metavar="DIR",
+        default=None,
+        help="train and test on the MNIST IDX files in DIR (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-…, raw or .gz; never downloaded) (default: the embedded digits, 28×28, split 80/20)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--json", metavar="PATH", help="write the loss history as JSON")
+    p.add_argument("--json", type=output_file, metavar="PATH", help="write the loss history as JSON")
     _add_common(p, device_type)
+
+
+def _training_data(args) -> tuple[tuple, str]:
+    """``((train, test), source)``: the MNIST files of ``--data-dir`` or the embedded digits, read (and
+    checked) before any training, so a bad file is a usage error and not a lost run."""
+    if args.data_dir is None:
+        from .training import digits_data
+
+        return digits_data(args.model, args.dtype, args.device, args.seed), "embedded digits (28×28)"
+    from ..data import load_mnist_splits
+
+    try:
+        splits = load_mnist_splits(
+            args.data_dir, flatten=args.model != "cnn", dtype=args.dtype, device=args.device
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"argument --data-dir: {exc}") from None
+    return splits, f"MNIST IDX files in {args.data_dir}"
 
 
 def run_train(args) -> int:
     apply_allocator_option(args)
     from .training import train
 
+    splits, source = _training_data(args)
+    (x_train, _), (x_test, _) = splits
+    if args.batch > x_train.shape[0]:
+        raise UsageError(
+            f"argument --batch: {args.batch} is more than the {x_train.shape[0]} training examples"
+        )
     with Progress(args.steps, f"{args.method} {args.model}") as bar:
         r = train(
             args.model,
@@ -204,10 +243,12 @@ def run_train(args) -> int:
             dtype=args.dtype,
             device=args.device,
             progress=bar.update,
+            splits=splits,
         )
+    r["data"] = {"source": source, "train_examples": x_train.shape[0], "test_examples": x_test.shape[0]}
     h = r["history"]
     print(
-        f"{args.method} on {args.model}: {r['steps']} steps in {h['seconds'][-1]:.2f} s; loss "
+        f"{args.method} on {args.model} ({source}): {r['steps']} steps in {h['seconds'][-1]:.2f} s; loss "
         f"{h['loss'][0]:.4f} -> {h['loss'][-1]:.4f}; train accuracy {r['train_accuracy']:.3f}, "
         f"test accuracy {r['test_accuracy']:.3f}" + ("  (diverged)" if r["diverged"] else "")
     )
@@ -220,9 +261,18 @@ def reproduce_arguments(p: argparse.ArgumentParser, device_type) -> None:
     p.add_argument("paper", choices=("forward-gradient",), help="which paper to reproduce")
     p.add_argument("--full", action="store_true", help="paper-sized widths and long runs (hours on a CPU)")
     p.add_argument(
-        "--out", default="results/forward-gradient", help="output folder (default results/forward-gradient)"
+        "--out",
+        type=output_dir,
+        metavar="DIR",
+        default="results/forward-gradient",
+        help="output folder (created if missing)",
     )
-    p.add_argument("--models", default="logreg,mlp,cnn", help="comma-separated subset of logreg,mlp,cnn")
+    p.add_argument(
+        "--models",
+        type=choice_list(MODEL_NAMES),
+        default=",".join(MODEL_NAMES),
+        help=f"comma-separated subset of {','.join(MODEL_NAMES)}",
+    )
     add_allocator_option(p, recorded="every result")
 
 
@@ -230,16 +280,8 @@ def run_reproduce(args) -> int:
     apply_allocator_option(args)
     from .reproduce import reproduce_forward_gradient
 
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    bad = [m for m in models if m not in MODEL_NAMES]
-    if bad or not models:
-        print(
-            f"minidiff reproduce: error: unknown model(s) {bad or models}; choose from {','.join(MODEL_NAMES)}",
-            file=sys.stderr,
-        )
-        return 2
     reproduce_forward_gradient(
-        args.out, full=args.full, progress=lambda total, label: Progress(total, label), models=models
+        args.out, full=args.full, progress=lambda total, label: Progress(total, label), models=args.models
     )
     print(f"results written to {args.out}/")
     return 0

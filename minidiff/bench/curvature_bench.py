@@ -34,6 +34,7 @@ from .arguments import (
     apply_allocator_option,
     device,
     nonnegative_int,
+    output_file,
     positive_int,
     write_json,
 )
@@ -226,19 +227,16 @@ def format_curvature_costs(result: dict) -> str:
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``minidiff bench curvature``."""
-    parser.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="which model (default mlp)")
-    parser.add_argument("--batch", type=positive_int, default=64, help="minibatch size (default 64)")
-    parser.add_argument("--repeats", type=positive_int, default=10, help="timed repeats (default 10)")
-    parser.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed warm-up calls (default 2)")
+    parser.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="which model")
+    parser.add_argument("--batch", type=positive_int, default=64, help="minibatch size")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed repeats")
+    parser.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed warm-up calls")
     parser.add_argument(
-        "--dtype",
-        choices=("float32", "float64"),
-        default="float32",
-        help="float32 or float64 (default float32)",
+        "--dtype", choices=("float32", "float64"), default="float32", help="float32 or float64"
     )
-    parser.add_argument("--device", type=device, default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="'cpu' or 'cuda'")
     add_allocator_option(parser)
-    parser.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    parser.add_argument("--json", type=output_file, metavar="PATH", help="write the full result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

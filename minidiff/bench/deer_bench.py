@@ -27,7 +27,16 @@ import minidiff as md
 from ..deer import cells as deer_cells
 from ..deer import deer_rnn, sequential_rnn
 from ..errors import check_number
-from .arguments import add_allocator_option, apply_allocator_option, int_list, write_json
+from .arguments import (
+    add_allocator_option,
+    apply_allocator_option,
+    device,
+    int_list,
+    output_file,
+    positive_float,
+    positive_int,
+    write_json,
+)
 from .environment import environment
 from .timing import measure, timed
 
@@ -415,19 +424,23 @@ def heatmap(result: dict, path: str) -> bool:
 # ----------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``minidiff bench deer``."""
-    p.add_argument("--grid", choices=("small", "full"), default="small", help="preset grid (default small)")
+    p.add_argument("--grid", choices=("small", "full"), default="small", help="preset grid")
     p.add_argument("--sizes", type=int_list, help="comma-separated hidden sizes n (overrides the grid)")
     p.add_argument("--lengths", type=int_list, help="comma-separated lengths T (overrides the grid)")
     p.add_argument("--batches", type=int_list, help="comma-separated batch sizes (overrides the grid)")
-    p.add_argument("--cell", choices=sorted(deer_cells.CELLS), default="gru", help="the cell (default gru)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
-    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats of DEER (default 3)")
-    p.add_argument("--seq-steps", type=int, default=2000, help="prefix the minidiff loop is timed on")
-    p.add_argument("--max-memory-gb", type=float, default=2.0, help="skip points needing more (default 2)")
+    p.add_argument("--cell", choices=sorted(deer_cells.CELLS), default="gru", help="the cell")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float32 or float64")
+    p.add_argument("--device", type=device, default="cpu", help="'cpu' or 'cuda'")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats of DEER")
+    p.add_argument(
+        "--seq-steps", type=positive_int, default=2000, help="prefix the minidiff loop is timed on"
+    )
+    p.add_argument("--max-memory-gb", type=positive_float, default=2.0, help="skip points needing more")
     add_allocator_option(p)
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
-    p.add_argument("--png", metavar="PATH", help="write the speedup heat map (needs matplotlib)")
+    p.add_argument("--json", type=output_file, metavar="PATH", help="write the result as JSON")
+    p.add_argument(
+        "--png", type=output_file, metavar="PATH", help="write the speedup heat map (needs matplotlib)"
+    )
 
 
 def run(args) -> int:

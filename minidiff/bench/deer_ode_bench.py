@@ -31,7 +31,7 @@ from ..optim import Adam
 from ..primitives import ops
 from ..primitives.creation import arange, linspace, tensor, zeros
 from ..primitives.random import Generator
-from .arguments import int_at_least, int_list, write_json
+from .arguments import int_list, nonnegative_int, output_file, positive_int, seed, write_json
 from .environment import environment
 from .timing import measure, summarize, timed
 
@@ -310,16 +310,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(100, 1000, 10000),
         help="evaluation grids: numbers of intervals T",
     )
-    parser.add_argument("--batch", type=int_at_least(1), default=1, help="trajectories per solve (default 1)")
-    parser.add_argument("--hidden", type=int_at_least(1), default=16, help="MLP hidden units (default 16)")
-    parser.add_argument("--repeats", type=int_at_least(1), default=5, help="timed repeats (default 5)")
-    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed calls (default 1)")
-    parser.add_argument("--train-steps", type=int_at_least(1), default=10, help="Adam steps (default 10)")
-    parser.add_argument(
-        "--train-points", type=int_at_least(1), default=120, help="training grid intervals (default 120)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    parser.add_argument("--batch", type=positive_int, default=1, help="trajectories per solve")
+    parser.add_argument("--hidden", type=positive_int, default=16, help="MLP hidden units")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats")
+    parser.add_argument("--warmup", type=nonnegative_int, default=1, help="untimed calls")
+    parser.add_argument("--train-steps", type=positive_int, default=10, help="Adam steps")
+    parser.add_argument("--train-points", type=positive_int, default=120, help="training grid intervals")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the field's weights and the data")
+    parser.add_argument("--json", type=output_file, metavar="PATH", help="write the full result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,19 @@ from ..errors import check_number
 from ..nn import functional as F
 from ..primitives.random import Generator
 from ..tensor import pytree
-from .arguments import add_allocator_option, write_json
+from .arguments import (
+    UsageError,
+    add_allocator_option,
+    choice_list,
+    device,
+    nonnegative_int,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    seed,
+    write_json,
+)
 from .environment import environment
 from .timing import measure, timed
 from .training import accuracy, digits_data, run_steps, smooth
@@ -102,6 +114,8 @@ OPTIMIZERS = {
 }
 
 BASELINE = "sgd"
+#: The models the bench trains (``--models``).
+MODELS = ("mlp", "cnn")
 
 
 # ----------------------------------------------------------------------------- models
@@ -448,13 +462,6 @@ def figures(result: dict, out_dir: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- command line
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    return names
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``minidiff bench optim``.
 
@@ -463,39 +470,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     >>> p.parse_args(["--models", "mlp", "--optimizers", "sgd,lbfgs"]).optimizers
     ('sgd', 'lbfgs')
     """
-    p.add_argument(
-        "--models", type=_names, default=("mlp", "cnn"), help="comma-separated: mlp,cnn (default both)"
-    )
+    p.add_argument("--models", type=choice_list(MODELS), default=MODELS, help="comma-separated subset")
     p.add_argument(
         "--optimizers",
-        type=_names,
+        type=choice_list(OPTIMIZERS),
         default=None,
         help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default all)",
     )
-    p.add_argument("--steps", type=int, default=150, help="step budget per run (default 150)")
-    p.add_argument("--seconds", type=float, default=8.0, help="time budget per run, seconds (default 8)")
-    p.add_argument("--batch", type=int, default=64, help="minibatch size (default 64)")
-    p.add_argument(
-        "--target-loss", type=float, default=0.5, help="target smoothed training loss (default 0.5)"
-    )
-    p.add_argument("--width", type=int, default=256, help="MLP hidden width (default 256)")
-    p.add_argument("--channels", type=int, default=16, help="CNN channels (default 16)")
-    p.add_argument("--cnn-hidden", type=int, default=128, help="CNN dense width (default 128)")
+    p.add_argument("--steps", type=positive_int, default=150, help="step budget per run")
+    p.add_argument("--seconds", type=positive_float, default=8.0, help="time budget per run, seconds")
+    p.add_argument("--batch", type=positive_int, default=64, help="minibatch size")
+    p.add_argument("--target-loss", type=positive_float, default=0.5, help="target smoothed training loss")
+    p.add_argument("--width", type=positive_int, default=256, help="MLP hidden width")
+    p.add_argument("--channels", type=positive_int, default=16, help="CNN channels")
+    p.add_argument("--cnn-hidden", type=positive_int, default=128, help="CNN dense width")
     p.add_argument("--paper-size", action="store_true", help="the paper's 1024-wide MLP and 64-channel CNN")
-    p.add_argument("--gc-repeats", type=int, default=10, help="timed repeats for the GC overhead (0: skip)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only this many training examples")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
-    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    p.add_argument(
+        "--gc-repeats", type=nonnegative_int, default=10, help="timed repeats for the GC overhead (0: skip)"
+    )
+    p.add_argument(
+        "--train-limit", type=positive_int, default=None, help="use only this many training examples"
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of the weights, batches and directions")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float32 or float64")
+    p.add_argument("--device", type=device, default="cpu", help="'cpu' or 'cuda'")
     add_allocator_option(p)
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
-    p.add_argument("--figures", metavar="DIR", default=None, help="write loss-vs-step/time PNGs into DIR")
+    p.add_argument("--json", type=output_file, metavar="PATH", help="write the result as JSON")
+    p.add_argument(
+        "--figures",
+        type=output_dir,
+        metavar="DIR",
+        default=None,
+        help="write loss-vs-step/time PNGs into DIR",
+    )
 
 
 def run(args) -> int:
     """Run ``minidiff bench optim`` with parsed ``args``; prints the tables, writes JSON and figures."""
     from .progress import Progress
 
+    if args.train_limit is not None and args.batch > args.train_limit:
+        raise UsageError(
+            f"argument --batch: {args.batch} is more than the --train-limit of {args.train_limit}"
+        )
     names = args.optimizers or tuple(OPTIMIZERS)
     with Progress(len(names) * len(args.models), "optim bench") as bar:
         result = run_optim_bench(

@@ -21,7 +21,7 @@ import numpy as np  # host-side parsing of IDX files (data loading is allowed to
 from ..errors import DTypeError
 from ..primitives.creation import asarray
 
-__all__ = ["read_idx", "load_mnist", "IMAGES_MAGIC", "LABELS_MAGIC", "mnist_files"]
+__all__ = ["read_idx", "load_mnist", "load_mnist_splits", "IMAGES_MAGIC", "LABELS_MAGIC", "mnist_files"]
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -119,13 +119,15 @@ def load_mnist(
     device=None,
     flatten: bool = False,
     image_size=(28, 28),
+    classes: int | None = 10,
 ):
     """MNIST (or any data set in MNIST's IDX layout) from ``folder`` as ``(images, labels)``.
 
     ``images``: floats in [0, 1] (bytes / 255) of shape (N, 1, rows, cols), or (N, rows·cols) with
     ``flatten=True``; ``labels``: int64 (N,).  ``kind`` is ``"train"`` (``train-*`` files) or ``"test"``
     (``t10k-*``).  Validated: magic numbers (2051 images, 2049 labels), dimensions (images 3-D of
-    ``image_size``, None to accept any), payload lengths against the headers, and equal counts.
+    ``image_size``, None to accept any), payload lengths against the headers, equal counts, and labels
+    in ``0 … classes − 1`` (None to accept any byte).
     """
     images_path, labels_path = mnist_files(folder, kind)
     images = read_idx(images_path, IMAGES_MAGIC)
@@ -145,10 +147,39 @@ def load_mnist(
             f"{images_path} holds {n} images but {labels_path} holds {labels.shape[0]} labels; "
             "the two files must come from the same set"
         )
+    _check_labels(labels_path, labels, classes)
     dt = float_dtype("load_mnist", dtype)
     x = images.astype(dt) / dt.type(255)
     x = x.reshape(n, rows * cols) if flatten else x.reshape(n, 1, rows, cols)
     return asarray(x, device=device), asarray(labels.astype(np.int64), device=device)
+
+
+def _check_labels(path: str, labels: np.ndarray, classes: int | None) -> None:
+    """Every label must name one of ``classes`` classes; the first one that does not is reported."""
+    if classes is None:
+        return
+    bad = np.flatnonzero(labels >= classes)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{path}: label {int(labels[i])} at index {i} is out of range for {classes} classes "
+            f"(0 … {classes - 1}); {bad.size} of {labels.size} labels are out of range"
+        )
+
+
+def load_mnist_splits(folder, *, flatten: bool = False, dtype="float32", device=None, classes: int = 10):
+    """The training and test sets of the MNIST IDX files in ``folder``: ``((x_train, y_train), (x_test,
+    y_test))``, each pair as :func:`load_mnist` returns it (validated the same way, 28 × 28 images).
+
+    This is what ``minidiff train --data-dir DIR`` trains and evaluates on.
+
+    >>> load_mnist_splits("/no/such/folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: load_mnist: folder not found: /no/such/folder
+    """
+    kw = dict(dtype=dtype, device=device, flatten=flatten, classes=classes)
+    return load_mnist(folder, "train", **kw), load_mnist(folder, "test", **kw)
 
 
 def float_dtype(op: str, dtype) -> np.dtype:
