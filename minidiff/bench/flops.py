@@ -23,6 +23,7 @@ rules run.  :func:`layer_flops` (from a module's layers) stays as a cross-check 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
@@ -118,7 +119,7 @@ def primitive_flops(name: str, shapes, out_shape, params=None) -> int:
 
 
 @contextmanager
-def recording_products():
+def recording_products() -> Iterator[list]:
     """A list that fills with ``{"primitive", "shapes", "flops"}`` for every matrix product executed
     inside the block (see :func:`primitive_flops`).
 

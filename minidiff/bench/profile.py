@@ -199,28 +199,6 @@ def format_profile(profile: dict, top: int = 0) -> str:
     return "\n".join(lines)
 
 
-def profile_rows(profile: dict) -> list[dict]:
-    """The profile as flat rows (pass, group, primitive, seconds, calls, flops) for a CSV file."""
-    rows = []
-    for phase, p in profile["phases"].items():
-        for name, r in p["primitives"].items():
-            rows.append({"pass": phase, "group": r["group"], "primitive": name, **_numbers(r)})
-        rows.append(
-            {
-                "pass": phase,
-                "group": "outside primitives",
-                "primitive": "",
-                "seconds": p["outside_primitives"],
-            }
-        )
-        rows.append({"pass": phase, "group": "total", "primitive": "", "seconds": p["seconds"]})
-    return rows
-
-
-def _numbers(r: dict) -> dict:
-    return {"seconds": r["seconds"], "calls": r["calls"], "flops": r["flops"]}
-
-
 def _leaves(tree):
     from ..tensor.pytree import flatten
 

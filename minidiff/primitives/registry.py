@@ -33,6 +33,7 @@ and hands the primitive to that tracer's trace; with no tracer it evaluates the 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -368,7 +369,7 @@ def nondifferentiable(name, impl, batch=None):
 
 # ----------------------------------------------------------------------------- observing evaluations
 @contextmanager
-def intercept_evaluations(wrapper):
+def intercept_evaluations(wrapper) -> Iterator[None]:
     """While open, every concrete evaluation of a registered built-in primitive runs as
     ``wrapper(prim, args, params, run)``, where ``run()`` evaluates it and returns the output tensor;
     the wrapper must return that output.  For measurement (``minidiff.bench`` counts FLOPs and times
