@@ -388,6 +388,11 @@ def test_rfrb_of_a_custom_module_without_layer_flops():
     assert r["flop_model"]["forward_flops"] == 2 * 3 * 4 * 10
 
 
+def test_rfrb_of_a_module_without_parameters_is_refused():
+    with pytest.raises(ValueError, match="rfrb: the model ReLU has no parameters"):
+        rfrb(nn.ReLU(), (4,), batch=2, repeats=1)
+
+
 # ----------------------------------------------------------------------------- the command line
 def _main(argv):
     from minidiff.cli import main

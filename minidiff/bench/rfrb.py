@@ -231,8 +231,10 @@ def rfrb(
     """:func:`measure_loss` of ``model`` (an ``md.nn`` module) with softmax cross-entropy on one
     minibatch: ``data = (x, y)``, or a fixed synthetic batch of ``batch`` examples of ``input_shape``."""
     params = model.parameters()
-    leaves = _labelled_leaves(params)
-    device, dtype = leaves[0][1].device, leaves[0][1].dtype
+    leaves = [leaf for _, leaf in _labelled_leaves(params) if isinstance(leaf, Tensor)]
+    if not leaves:
+        raise ValueError(f"rfrb: the model {type(model).__name__} has no parameters to differentiate")
+    device, dtype = leaves[0].device, leaves[0].dtype
     x, y = data if data is not None else synthetic_batch(input_shape, batch, dtype=dtype, device=device)
     x, y = asarray(x, device=device), asarray(y, device=device)
 
