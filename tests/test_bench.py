@@ -103,12 +103,11 @@ def test_rfrb_with_a_fake_clock_reports_every_field():
     model, shape = build_model("logreg")
     # every timed call takes "1 second" per reading pair: all ratios are exactly 1
     r = rfrb(model, shape, batch=8, repeats=3, warmup=1, clock=FakeClock([1.0]))
-    assert r["schema"] == "minidiff.rfrb/1"
-    for key in ("Rf", "Rb", "Rf_without_sampling"):
+    assert r["schema"] == "minidiff.rfrb/2"
+    for key in ("Rf", "Rb", "Rf_without_sampling", "Rjvp", "Rf_over_Rb"):
         assert r[key]["value"] == pytest.approx(1.0)
-    assert r["Rf_over_Rb"] == pytest.approx(1.0)
     assert r["flop_model"]["Rf"] == pytest.approx(2.0)  # one layer: x·Ẇ only, and gᵀx only
-    assert set(r["peak_memory_bytes"]) == {"f", "forward_gradient", "backprop"}
+    assert set(r["peak_memory_bytes"]) == {"f", "jvp", "forward_gradient", "backprop"}
     assert r["peak_memory_bytes"]["backprop"] > 0
     env = r["environment"]
     for key in ("cpu", "numpy", "blas", "env", "allocator", "python"):

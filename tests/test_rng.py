@@ -286,6 +286,9 @@ EXEMPT: dict[str, str] = {
     "minidiff.bench.deer_ode_bench.training": _HARNESS,
     "minidiff.bench.optim_bench.gc_overhead": _HARNESS,
     "minidiff.bench.optim_bench.run_optim_bench": _HARNESS,
+    "minidiff.bench.profile.profile_loss": _HARNESS,
+    "minidiff.bench.rfrb.depth_sweep": _HARNESS,
+    "minidiff.bench.rfrb.measure_loss": _HARNESS,
     "minidiff.bench.rfrb.rfrb": _HARNESS,
     "minidiff.bench.training.train": _HARNESS,
     **{

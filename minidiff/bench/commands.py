@@ -73,6 +73,9 @@ def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
 
 
 def _rfrb_arguments(sub, device_type) -> None:
+    from .arguments import nonnegative_int
+    from .rfrb_options import existing_dir, writable_file
+
     r = sub.add_parser(
         "rfrb",
         help="Rf, Rb and Rf/Rb of one model (forward gradient vs backprop)",
@@ -85,12 +88,31 @@ def _rfrb_arguments(sub, device_type) -> None:
     )
     r.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
     r.add_argument("--repeats", type=_positive_int, default=20, help="timed repeats (default 20)")
+    r.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed calls first (default 3)")
+    r.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the model and of v (default 0)")
+    r.add_argument(
+        "--width",
+        type=_positive_int,
+        default=None,
+        help="hidden width: both hidden layers of the MLP, the CNN's dense layer (default 1024)",
+    )
+    r.add_argument(
+        "--data-dir",
+        type=existing_dir,
+        default=None,
+        metavar="DIR",
+        help="take the minibatch from the MNIST IDX files in DIR (default: a fixed synthetic batch)",
+    )
     _add_distribution(r, "distribution of the direction v")
+    r.add_argument("--profile", action="store_true", help="also time each primitive group in each pass")
     r.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    r.add_argument("--csv", type=writable_file, metavar="PATH", help="write the table as CSV")
     _add_common(r, device_type)
 
 
 def _depth_arguments(sub, device_type) -> None:
+    from .rfrb_options import writable_file
+
     d = sub.add_parser(
         "depth",
         help="Rf, Rb and peak memory of MLPs of increasing depth",
@@ -106,6 +128,7 @@ def _depth_arguments(sub, device_type) -> None:
     d.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
     d.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per depth (default 5)")
     d.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    d.add_argument("--csv", type=writable_file, metavar="PATH", help="write the table as CSV")
     _add_common(d, device_type)
 
 
@@ -120,16 +143,60 @@ def run_bench(args) -> int:
 
 
 def _run_rfrb(args) -> int:
+    from .export import write_csv
+    from .profile import format_profile
     from .rfrb import build_model, rfrb
 
-    model, shape = build_model(args.model, dtype=args.dtype, device=args.device)
-    r = rfrb(model, shape, batch=args.batch, repeats=args.repeats, distribution=args.distribution)
+    hidden = {"mlp": lambda w: (w, w), "cnn": lambda w: w}
+    if args.width is not None and args.model not in hidden:
+        return _usage_error("bench rfrb", f"--width applies to --model mlp or cnn, not {args.model}")
+    kwargs = {} if args.width is None else {"hidden": hidden[args.model](args.width)}
+    model, shape = build_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed, **kwargs)
+    data = None
+    if args.data_dir is not None:
+        try:
+            data = _mnist_batch(args.data_dir, args.model, args.batch, args.dtype, args.device)
+        except (OSError, ValueError) as exc:
+            return _usage_error("bench rfrb", str(exc).splitlines()[0])
+    r = rfrb(
+        model,
+        shape,
+        batch=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        distribution=args.distribution,
+        seed=args.seed,
+        data=data,
+        name=args.model,
+        profile=args.profile,
+    )
+    if data is not None:
+        r["data"] = f"MNIST IDX files in {args.data_dir} (first {args.batch} training examples)"
     print(format_rfrb(args.model, r))
+    if args.profile:
+        print(format_profile(r["profile"], top=8))
     write_json(r, args.json)
+    write_csv(r, args.csv)
     return 0
 
 
+def _usage_error(command: str, message: str) -> int:
+    print(f"minidiff {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _mnist_batch(folder, model: str, batch: int, dtype, device):
+    """The first ``batch`` training examples of MNIST in ``folder``, shaped for ``model``."""
+    from ..data import load_mnist
+
+    x, y = load_mnist(folder, "train", dtype=dtype, device=device, flatten=model != "cnn")
+    if x.shape[0] < batch:
+        raise ValueError(f"{folder} holds {x.shape[0]} training examples, fewer than --batch {batch}")
+    return x[:batch], y[:batch]
+
+
 def _run_depth(args) -> int:
+    from .export import write_csv
     from .reproduce import format_summary
     from .rfrb import depth_sweep
 
@@ -145,33 +212,43 @@ def _run_depth(args) -> int:
         )
     print(format_summary({"rfrb": {}, "depth": result, "training": {}}))
     write_json(result, args.json)
+    write_csv(result, args.csv)
     return 0
 
 
 def format_rfrb(name: str, r: dict) -> str:
+    """The result of :func:`minidiff.bench.measure_loss` (or ``rfrb``) as a table."""
+
     def ms(m):
         return f"{m['median'] * 1e3:9.3f} ms  (IQR {m['iqr'] * 1e3:.3f})"
 
+    def spread(key):
+        q = r[key]
+        return f"{q['value']:.3f}  [{q['low']:.3f}, {q['high']:.3f}]"
+
+    batch = f"batch {r['batch']}, " if "batch" in r else ""
     lines = [
-        f"{name}: batch {r['batch']}, {r['dtype']}, {r['device']}, v ~ {r['distribution']}, "
-        f"{r['parameters']:,} parameters, {r['repeats']} repeats",
+        f"{name}: {batch}{r['dtype']}, {r['device']}, v ~ {r['distribution']}, {r['parameters']:,} parameters, "
+        f"{r['repeats']} repeats after {r['warmup']} warm-up, seed {r['seed']}",
         f"  runtime(f)                 {ms(r['runtime_f'])}",
         f"  sample v                   {ms(r['sample_v'])}",
+        f"  JVP pass (f and ∇f·v)      {ms(r['jvp'])}",
         f"  forward pass + (∇f·v)v     {ms(r['forward_pass'])}",
         f"  forward gradient (total)   {ms(r['forward_gradient'])}",
         f"  backprop (f and ∇f)        {ms(r['backprop'])}",
-        f"  Rf  = {r['Rf']['value']:.3f}  [{r['Rf']['low']:.3f}, {r['Rf']['high']:.3f}]"
-        f"   (without sampling {r['Rf_without_sampling']['value']:.3f})",
-        f"  Rb  = {r['Rb']['value']:.3f}  [{r['Rb']['low']:.3f}, {r['Rb']['high']:.3f}]",
-        f"  Rf/Rb = {r['Rf_over_Rb']:.3f}     FLOP model: Rf = {r['flop_model']['Rf']:.3f}, Rb = {r['flop_model']['Rb']:.3f}",
+        f"  Rf    = {spread('Rf')}   (without sampling {r['Rf_without_sampling']['value']:.3f})",
+        f"  Rjvp  = {spread('Rjvp')}",
+        f"  Rb    = {spread('Rb')}",
+        f"  Rf/Rb = {spread('Rf_over_Rb')}",
     ]
+    flop = r.get("flop_model")
+    if flop is not None:
+        lines.append(f"  FLOP model (executed matrix products): Rf = {flop['Rf']:.3f}, Rb = {flop['Rb']:.3f}")
+    elif "flop_model_note" in r:
+        lines.append(f"  FLOP model: not available ({r['flop_model_note']})")
     if "peak_memory_bytes" in r:
         m = r["peak_memory_bytes"]
-        lines.append(
-            "  peak memory (MiB): f {:.2f}, forward gradient {:.2f}, backprop {:.2f}".format(
-                m["f"] / 2**20, m["forward_gradient"] / 2**20, m["backprop"] / 2**20
-            )
-        )
+        lines.append("  peak memory (MiB): " + ", ".join(f"{mode} {b / 2**20:.2f}" for mode, b in m.items()))
     lines.append(f"  allocator: {r['environment']['allocator']['mode']}")
     return "\n".join(lines)
 

@@ -12,13 +12,26 @@ Let F_l be the forward FLOPs (2·multiply-adds) of layer l's matmul or convoluti
 So by FLOPs both modes cost the same; measured differences come from memory traffic (the tape,
 temporaries, page faults), elementwise work, the sampling of v, and per-op overhead.  The paper's
 Rf ≈ 2.4 and Rb ≈ 4.2 on a GPU are of this kind.
+
+The counts come from the primitives a function actually executes (:func:`executed_flop_model`): one
+evaluation of the loss, one JVP pass and one reverse-mode pass are run while every matrix product is
+recorded (``matmul``, ``einsum``; ``conv2d`` runs as one ``matmul`` by im2col), so the model holds for
+any ``loss(params)`` — an input without a tangent or a cotangent costs nothing there, exactly as the
+rules run.  :func:`layer_flops` (from a module's layers) stays as a cross-check for ``md.nn`` models.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from ..primitives.registry import intercept_evaluations
+from ..transforms.core import jvp, value_and_grad
+
+#: The primitives whose FLOPs are counted: the matrix products.
+COUNTED = ("matmul", "einsum")
 
 
 def flop_model(layer_flops) -> dict:
@@ -75,3 +88,91 @@ def _own_flops(layer, shape: tuple) -> int:
     if isinstance(layer, (ReLU, Flatten, MaxPool2d)):
         return 0
     raise NotImplementedError(f"layer_flops: no FLOP model for {type(layer).__name__}")
+
+
+# ----------------------------------------------------------------------------- executed primitives
+def primitive_flops(name: str, shapes, out_shape, params=None) -> int:
+    """FLOPs of one executed primitive from its operands' shapes: 2 × the multiply-adds of a matrix
+    product, 0 for every other primitive.
+
+    ``matmul`` of ``(…, n, k) @ (…, k, m)`` is ``2·k`` per output element; an ``einsum`` of ``p ≥ 2``
+    operands is ``p`` per point of its full index space (``p − 1`` multiplies and an add: ``2·i·j·k``
+    for ``ij,jk->ik``; more than two operands counted as one naive contraction).
+
+    >>> primitive_flops("matmul", [(64, 784), (784, 10)], (64, 10))
+    1003520
+    >>> primitive_flops("einsum", [(2, 3), (3, 4)], (2, 4), {"spec": "ij,jk->ik"})
+    48
+    >>> primitive_flops("exp", [(5,)], (5,))
+    0
+    """
+    if name == "matmul":
+        return 2 * math.prod(out_shape) * shapes[0][-1]
+    if name == "einsum" and len(shapes) >= 2:
+        terms = params["spec"].split("->")[0].split(",")
+        sizes: dict = {}
+        for term, shape in zip(terms, shapes):
+            for letter, d in zip(term, shape):
+                sizes[letter] = max(sizes.get(letter, 1), d)
+        return len(shapes) * math.prod(sizes.values())
+    return 0
+
+
+@contextmanager
+def recording_products() -> Iterator[list]:
+    """A list that fills with ``{"primitive", "shapes", "flops"}`` for every matrix product executed
+    inside the block (see :func:`primitive_flops`).
+
+    >>> import minidiff as md
+    >>> with recording_products() as products:
+    ...     y = md.ones((2, 3)) @ md.ones((3, 4))
+    >>> products
+    [{'primitive': 'matmul', 'shapes': [[2, 3], [3, 4]], 'flops': 48}]
+    """
+    products: list = []
+
+    def note(prim, args, params, run):
+        out = run()
+        if prim.name in COUNTED:
+            shapes = [tuple(a.shape) for a in args]
+            flops = primitive_flops(prim.name, shapes, out.shape, params)
+            products.append({"primitive": prim.name, "shapes": [list(s) for s in shapes], "flops": flops})
+        return out
+
+    with intercept_evaluations(note):
+        yield products
+
+
+def executed_flop_model(loss, params, directions) -> tuple[dict | None, str | None]:
+    """``(model, None)``: the matrix-product FLOPs that ``loss(params)``, one JVP pass along
+    ``directions`` and one reverse-mode pass (value and gradient) execute, with Rf and Rb by FLOPs;
+    ``(None, reason)`` when the loss executes no matrix product.
+
+    >>> import minidiff as md
+    >>> x = md.ones((8, 5))
+    >>> loss = lambda p: (x @ p["w"]).sum()
+    >>> p = {"w": md.ones((5, 3))}
+    >>> model, _ = executed_flop_model(loss, p, {"w": md.ones((5, 3))})
+    >>> model["forward_flops"], model["jvp_flops"], model["backprop_flops"], model["Rf"]
+    (240, 480, 480, 2.0)
+    """
+    with recording_products() as forward:
+        loss(params)
+    total = sum(p["flops"] for p in forward)
+    if total == 0:
+        return None, "the loss executes no matrix product (matmul, einsum, conv2d), so FLOPs give no model"
+    with recording_products() as tangent:
+        jvp(loss, (params,), (directions,))
+    with recording_products() as backward:
+        value_and_grad(loss)(params)
+    jvp_flops = sum(p["flops"] for p in tangent)
+    backprop_flops = sum(p["flops"] for p in backward)
+    return {
+        "forward_flops": total,
+        "jvp_flops": jvp_flops,
+        "backprop_flops": backprop_flops,
+        "Rf": jvp_flops / total,
+        "Rb": backprop_flops / total,
+        "counted": "matrix products executed (matmul, einsum; conv2d runs as one matmul)",
+        "products": forward,
+    }, None

@@ -93,7 +93,13 @@ def _rfrb_part(models, cfg, bar, out_dir) -> dict:
             row = {}
             for dist in ("normal", "rademacher"):
                 r = rfrb(
-                    model, shape, batch=64, repeats=cfg["repeats"], distribution=dist, memory=dist == "normal"
+                    model,
+                    shape,
+                    batch=64,
+                    repeats=cfg["repeats"],
+                    distribution=dist,
+                    memory=dist == "normal",
+                    name=name,
                 )
                 _save(out_dir, f"rfrb_{name}_{dist}.json", r)
                 row[dist] = r
@@ -207,11 +213,11 @@ def _rfrb_lines(rfrb_rows) -> list[str]:
         p = PAPER.get(name, {})
         lines.append(
             f"| {name} | {n['runtime_f']['median'] * 1e3:.2f} | {_fmt(n['Rf']['value'])} | {_fmt(r['Rf']['value'])} | "
-            f"{_fmt(n['Rf_without_sampling']['value'])} | {_fmt(n['Rb']['value'])} | {_fmt(n['Rf_over_Rb'])} | "
+            f"{_fmt(n['Rf_without_sampling']['value'])} | {_fmt(n['Rb']['value'])} | {_fmt(n['Rf_over_Rb']['value'])} | "
             f"{_fmt(n['flop_model']['Rf'])} | {p.get('Rf')} | {p.get('Rb')} | {p.get('Rf_over_Rb')} |"
         )
     rademacher = ", ".join(
-        f"{name} {_fmt(row['rademacher']['Rf_over_Rb'])}" for name, row in rfrb_rows.items()
+        f"{name} {_fmt(row['rademacher']['Rf_over_Rb']['value'])}" for name, row in rfrb_rows.items()
     )
     return lines + ["", "Rademacher Rf/Rb: " + rademacher, ""]
 

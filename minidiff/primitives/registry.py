@@ -33,6 +33,8 @@ and hands the primitive to that tracer's trace; with no tracer it evaluates the 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 from ..errors import DeviceError, MinidiffError, ShapeError, describe
@@ -47,6 +49,7 @@ __all__ = [
     "general",
     "nondifferentiable",
     "declared_reads",
+    "intercept_evaluations",
 ]
 
 #: Every primitive by name; tests walk it to make sure no rule is missing.
@@ -362,3 +365,36 @@ def nondifferentiable(name, impl, batch=None):
     prim = Nondifferentiable(name, impl, batch)
     prim.batch = prim.batch or batch_elementwise(prim)
     return prim
+
+
+# ----------------------------------------------------------------------------- observing evaluations
+@contextmanager
+def intercept_evaluations(wrapper) -> Iterator[None]:
+    """While open, every concrete evaluation of a registered built-in primitive runs as
+    ``wrapper(prim, args, params, run)``, where ``run()`` evaluates it and returns the output tensor;
+    the wrapper must return that output.  For measurement (``minidiff.bench`` counts FLOPs and times
+    primitives with it); nothing is changed once the block is left, and nothing costs anything outside
+    it.  A ``md.primitive`` is not intercepted itself: the built-in operations it runs are.
+
+    >>> import minidiff as md
+    >>> seen = []
+    >>> def note(prim, args, params, run):
+    ...     seen.append(prim.name)
+    ...     return run()
+    >>> with intercept_evaluations(note):
+    ...     y = md.exp(md.tensor([1.0, 2.0])).sum()
+    >>> seen
+    ['exp', 'sum']
+    """
+    saved = {p: p.apply for p in REGISTRY.values() if isinstance(p, ArrayPrimitive)}
+    for prim, apply in saved.items():
+        prim.apply = partial(_intercepted, wrapper, prim, apply)
+    try:
+        yield
+    finally:
+        for prim, apply in saved.items():
+            prim.apply = apply
+
+
+def _intercepted(wrapper, prim, apply, args, params):
+    return wrapper(prim, args, params, lambda: apply(args, params))
