@@ -400,6 +400,13 @@ def _main(argv):
     return main(argv)
 
 
+def _refused(argv) -> int:
+    """The exit status of a command refused with a usage error (``SystemExit``)."""
+    with pytest.raises(SystemExit) as exc:
+        _main(argv)
+    return exc.value.code
+
+
 def test_cli_rfrb_with_the_new_options(tmp_path, capsys):
     out, table = tmp_path / "r.json", tmp_path / "r.csv"
     argv = ["bench", "rfrb", "--model", "mlp", "--width", "8", "--batch", "4", "--repeats", "2"]
@@ -429,13 +436,13 @@ def test_cli_rfrb_reads_mnist_idx_files(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["batch"] == 5 and "MNIST IDX files" in r["data"]
     capsys.readouterr()
-    assert _main(argv[:4] + ["--batch", "7", "--data-dir", str(tmp_path)]) == 2
+    assert _refused(argv[:4] + ["--batch", "7", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fewer than --batch 7" in err[0]
 
 
 def test_cli_rfrb_reports_a_folder_without_mnist_in_one_line(tmp_path, capsys):
-    assert _main(["bench", "rfrb", "--model", "logreg", "--data-dir", str(tmp_path)]) == 2
+    assert _refused(["bench", "rfrb", "--model", "logreg", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no train images file" in err[0]
 
@@ -459,9 +466,9 @@ def test_cli_rfrb_refuses_bad_values_in_one_line(extra, word, capsys):
 
 
 def test_cli_rfrb_width_needs_a_model_with_hidden_layers(capsys):
-    assert _main(["bench", "rfrb", "--model", "logreg", "--width", "8"]) == 2
+    assert _refused(["bench", "rfrb", "--model", "logreg", "--width", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--width applies to --model mlp or cnn" in err[0]
+    assert len(err) == 1 and "--width: applies to --model mlp or cnn" in err[0]
 
 
 def test_cli_depth_writes_csv(tmp_path, capsys):

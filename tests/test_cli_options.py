@@ -39,12 +39,10 @@ BAD = {
     "output_file": ["{file}/x.json", "{missing}/x.json", "{dir}", ""],
     "output_dir": ["{file}/sub", "{file}", ""],
     "mnist_dir": ["{missing}", "{file}", "{dir}"],
+    "mnist_train_dir": ["{missing}", "{file}", "{dir}"],
 }
 #: Bad values for options with ``choices`` and no type.
 BAD_CHOICE = ["nope", ""]
-#: Value-taking options without a type, checked when the command starts instead (``run_bench`` checks
-#: ``--json``/``--csv``/``--png`` of every bench), as "minidiff bench rfrb --json".
-CHECKED_AT_RUN = {"minidiff bench rfrb --json", "minidiff bench depth --json"}
 
 
 def walk(parser, path=()):
@@ -141,11 +139,11 @@ def test_the_walk_sees_every_subcommand():
 
 
 def test_every_option_is_validated():
-    """Each value-taking option has a type with bad values in BAD, or choices; or is checked at run."""
+    """Each value-taking option has a type with bad values in BAD, or choices."""
     unknown = [name(path, a) for path, _, a in OPTIONS if a.type is not None and a.type.__name__ not in BAD]
     assert not unknown, f"add bad values for these options' types to BAD: {unknown}"
     free = {name(path, a) for path, _, a in OPTIONS if a.type is None and a.choices is None}
-    assert free <= CHECKED_AT_RUN, f"options taking any text: {sorted(free - CHECKED_AT_RUN)}"
+    assert not free, f"options taking any text: {sorted(free)}"
 
 
 @pytest.mark.parametrize("path, parser, action, bad", CASES)
@@ -194,13 +192,6 @@ def test_every_seed_is_a_nonnegative_int():
     for path, _, a in OPTIONS:
         if a.dest == "seed":
             assert a.type.__name__ == "nonnegative_int", name(path, a)
-
-
-@pytest.mark.parametrize("option", sorted(CHECKED_AT_RUN))
-def test_untyped_output_options_are_checked_when_the_command_starts(capsys, places, no_work, option):
-    *path, opt = option.split()[1:]
-    for bad in ("{file}/x.json", "{missing}/x.json"):
-        refused(capsys, [*path, opt, bad.format(**places)], opt)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")

@@ -189,29 +189,27 @@ def output_dir(text: str) -> str:
     return text
 
 
-def mnist_dir(text: str) -> str:
-    """A folder holding the four MNIST IDX files (train and t10k images and labels, raw or ``.gz``); their
-    contents are read and checked when the run starts (:func:`minidiff.data.load_mnist_splits`)."""
-    from ..data import mnist_files
+def _mnist_folder(kinds: tuple[str, ...]) -> Callable[[str], str]:
+    """An ``argparse`` type for a folder holding the MNIST IDX images and labels of ``kinds`` (raw or
+    ``.gz``); their contents are read and checked when the run starts (:func:`minidiff.data.load_mnist`)."""
 
-    try:
-        for kind in ("train", "test"):
-            mnist_files(text, kind)
-    except (FileNotFoundError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    def parse(text: str) -> str:
+        from ..data import mnist_files
+
+        try:
+            for kind in kinds:
+                mnist_files(text, kind)
+        except (FileNotFoundError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    parse.__name__ = "mnist_dir" if len(kinds) == 2 else "mnist_train_dir"
+    return parse
 
 
-def check_output_files(args: argparse.Namespace, names=("json", "csv", "png")) -> None:
-    """Raise :class:`UsageError` if an output file named by ``args.<name>`` cannot be written: the same
-    check as :func:`output_file`, at the start of a run, for options declared without that type."""
-    for name in names:
-        path = getattr(args, name, None)
-        if isinstance(path, str):
-            try:
-                output_file(path)
-            except argparse.ArgumentTypeError as exc:
-                raise UsageError(f"argument --{name}: {exc}") from None
+#: ``train --data-dir``: the training and test sets; ``bench rfrb --data-dir``: the training set only.
+mnist_dir = _mnist_folder(("train", "test"))
+mnist_train_dir = _mnist_folder(("train",))
 
 
 def write_json(result, path) -> None:

@@ -11,7 +11,6 @@ from .arguments import (
     UsageError,
     add_allocator_option,
     apply_allocator_option,
-    check_output_files,
     choice_list,
     mnist_dir,
     nonnegative_float,
@@ -73,8 +72,7 @@ def bench_arguments(p: argparse.ArgumentParser, device_type) -> None:
 
 
 def _rfrb_arguments(sub, device_type) -> None:
-    from .arguments import nonnegative_int
-    from .rfrb_options import existing_dir, writable_file
+    from .arguments import mnist_train_dir, nonnegative_int, output_file
 
     r = sub.add_parser(
         "rfrb",
@@ -98,20 +96,20 @@ def _rfrb_arguments(sub, device_type) -> None:
     )
     r.add_argument(
         "--data-dir",
-        type=existing_dir,
+        type=mnist_train_dir,
         default=None,
         metavar="DIR",
         help="take the minibatch from the MNIST IDX files in DIR (default: a fixed synthetic batch)",
     )
     _add_distribution(r, "distribution of the direction v")
     r.add_argument("--profile", action="store_true", help="also time each primitive group in each pass")
-    r.add_argument("--json", metavar="PATH", help="write the full result as JSON")
-    r.add_argument("--csv", type=writable_file, metavar="PATH", help="write the table as CSV")
+    r.add_argument("--json", type=output_file, metavar="PATH", help="write the full result as JSON")
+    r.add_argument("--csv", type=output_file, metavar="PATH", help="write the table as CSV")
     _add_common(r, device_type)
 
 
 def _depth_arguments(sub, device_type) -> None:
-    from .rfrb_options import writable_file
+    from .arguments import output_file
 
     d = sub.add_parser(
         "depth",
@@ -127,13 +125,12 @@ def _depth_arguments(sub, device_type) -> None:
     d.add_argument("--width", type=_positive_int, default=1024, help="hidden width (default 1024)")
     d.add_argument("--batch", type=_positive_int, default=64, help="minibatch size (default 64)")
     d.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per depth (default 5)")
-    d.add_argument("--json", metavar="PATH", help="write the result as JSON")
-    d.add_argument("--csv", type=writable_file, metavar="PATH", help="write the table as CSV")
+    d.add_argument("--json", type=output_file, metavar="PATH", help="write the result as JSON")
+    d.add_argument("--csv", type=output_file, metavar="PATH", help="write the table as CSV")
     _add_common(d, device_type)
 
 
 def run_bench(args) -> int:
-    check_output_files(args)  # before any work, also for output options declared without output_file
     apply_allocator_option(args)
     if args.bench_command in EXTRA_BENCHES:
         return _extra_bench(args.bench_command).run(args)
@@ -149,7 +146,7 @@ def _run_rfrb(args) -> int:
 
     hidden = {"mlp": lambda w: (w, w), "cnn": lambda w: w}
     if args.width is not None and args.model not in hidden:
-        return _usage_error("bench rfrb", f"--width applies to --model mlp or cnn, not {args.model}")
+        raise UsageError(f"argument --width: applies to --model mlp or cnn, not {args.model}")
     kwargs = {} if args.width is None else {"hidden": hidden[args.model](args.width)}
     model, shape = build_model(args.model, dtype=args.dtype, device=args.device, seed=args.seed, **kwargs)
     data = None
@@ -157,7 +154,7 @@ def _run_rfrb(args) -> int:
         try:
             data = _mnist_batch(args.data_dir, args.model, args.batch, args.dtype, args.device)
         except (OSError, ValueError) as exc:
-            return _usage_error("bench rfrb", str(exc).splitlines()[0])
+            raise UsageError(f"argument --data-dir: {str(exc).splitlines()[0]}") from None
     r = rfrb(
         model,
         shape,
@@ -178,11 +175,6 @@ def _run_rfrb(args) -> int:
     write_json(r, args.json)
     write_csv(r, args.csv)
     return 0
-
-
-def _usage_error(command: str, message: str) -> int:
-    print(f"minidiff {command}: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _mnist_batch(folder, model: str, batch: int, dtype, device):
