@@ -158,6 +158,12 @@ class Taped(Tracer):
     def zero_grad_(self) -> None:
         self._node.grad = None
 
+    def _repr_fields(self) -> list[tuple[str, object]]:
+        # display only (see Tracer.__repr__): a leaf, or the primitive that made the value
+        if self._node.prim is None:
+            return [("value", self), ("requires_grad", True)]
+        return [("value", self), ("grad_fn", self._node.prim.name)]
+
 
 class ReverseTrace(levels.Trace):
     kind = "reverse"
