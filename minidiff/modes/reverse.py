@@ -90,6 +90,28 @@ class Aval(_Unsaved):
         return math.prod(self.shape)
 
 
+class Freed(Aval):
+    """A value the tape kept for the VJP rules and released after ``backward()``: its shape, dtype and
+    device stay (``format_tape`` shows it as freed)."""
+
+    __slots__ = ()
+
+    @property
+    def what(self) -> str:
+        where = "the output" if self._position < 0 else f"input {self._position}"
+        return f"{where} ({self.dtype}{list(self.shape)}), freed by backward()"
+
+
+class _FreedParameter:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<freed>"
+
+
+FREED = _FreedParameter()  # stands for an array-valued parameter (an index) released after backward()
+
+
 class Node:
     """One tape entry: how a value was made, and what its VJP rules need."""
 
@@ -274,10 +296,27 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
     if not retain:
         for n in nodes:
             if n.prim is not None:
-                n.args = n.ans = n.params = None
-                n.parents = ()
-                n.freed = True
+                _release(n)
     return cts
+
+
+def _release(n: Node) -> None:
+    """Free what node ``n`` saved for its VJP rules, keep the graph.
+
+    Saved arrays (inputs, output, array-valued parameters such as an index) become :class:`Freed`
+    stubs; the primitive, the parents, the shapes and the small parameters stay, so ``format_tape``
+    still shows the op graph after ``backward()`` and a second walk names the freed primitive.
+    """
+    n.args = tuple(Freed(a, i) if isinstance(a, Tensor) else a for i, a in enumerate(n.args))
+    n.ans = Freed(n.ans, -1) if isinstance(n.ans, Tensor) else n.ans
+    n.params = {k: FREED if _holds_array(v) else v for k, v in (n.params or {}).items()}
+    n.freed = True
+
+
+def _holds_array(v) -> bool:
+    if isinstance(v, (tuple, list)):
+        return any(_holds_array(x) for x in v)
+    return isinstance(v, Tensor) or hasattr(v, "nbytes")
 
 
 # ----------------------------------------------------------------------------- in-place updates
