@@ -7,7 +7,7 @@ import re
 import pytest
 
 import minidiff as md
-from minidiff.modes.reverse import Freed
+from minidiff.modes.reverse import FREED, Freed
 from minidiff.transforms.inspect_tape import format_tape, tape_nodes
 
 
@@ -46,7 +46,9 @@ def test_freed_nodes_keep_no_arrays_but_keep_their_parents():
     for n in nodes[1:]:
         assert n.freed and n.saved_bytes() == 0 and n.parents
         assert not any(isinstance(a, md.Tensor) for a in n.args)
-    assert isinstance(nodes[1].ans, Freed) and nodes[1].ans.shape == (2,)
+    assert nodes[1].ans is FREED  # exp kept its output
+    constant = nodes[2].args[1]  # multiply kept the constant it multiplies by: its shape stays
+    assert isinstance(constant, Freed) and (constant.shape, str(constant.dtype)) == ((2,), "float64")
 
 
 def test_a_second_backward_through_the_kept_graph_still_raises():

@@ -20,7 +20,7 @@ tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
 
 from __future__ import annotations
 
-from ..modes.reverse import Aval, Freed
+from ..modes.reverse import FREED, Aval, Freed
 from ..tensor.core import Tensor
 
 __all__ = ["format_tape", "tape_nodes"]
@@ -53,7 +53,7 @@ def tape_nodes(y) -> list:
 def _short(v, limit: int = 40) -> str:
     if isinstance(v, Tensor):
         return repr(v.detach().item()) if v.size == 1 and v.ndim == 0 else f"const {_type(v)}"
-    if isinstance(v, Aval):  # a constant the tape did not keep (or freed): its shape and dtype stay
+    if isinstance(v, (Aval, Freed)):  # a constant the tape did not keep (or freed): its shape and dtype stay
         return f"const {_type(v)}"
     text = repr(v)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -126,9 +126,8 @@ def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
     parent_of = {i: p for i, p in n.parents}
     args = [label[parent_of[i]] if i in parent_of else _short(a) for i, a in enumerate(n.args)]
     args += [f"{k}={_short(v)}" for k, v in (n.params or {}).items()]
-    saved = (Freed,) if n.freed else (Tensor,)  # what backward() released, or what is still kept
-    kept = list(dict.fromkeys(args[i] for i, a in enumerate(n.args) if isinstance(a, saved)))
-    if isinstance(n.ans, saved):
+    kept = list(dict.fromkeys(args[i] for i, a in enumerate(n.args) if _saved(a, n.freed)))
+    if _saved(n.ans, n.freed):
         kept.append("out")
     verb = "freed" if n.freed else "saves"
     nbytes = 0
@@ -137,3 +136,8 @@ def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
             counted[key] = size
             nbytes += size
     return f"{kind}({', '.join(args)})", f"{verb} {', '.join(kept)}" if kept else "", nbytes
+
+
+def _saved(v, freed: bool) -> bool:
+    """Whether ``v`` is a value the node keeps (or, once freed by ``backward()``, kept until then)."""
+    return v is FREED or isinstance(v, Freed) if freed else isinstance(v, Tensor)
