@@ -279,3 +279,16 @@ def test_a_hook_on_the_ambient_tape_does_not_fire_in_md_grad():
     w = md.tensor([1.0, 2.0], requires_grad=True)
     w.register_hook(lambda g: g * 0.0)
     close(md.grad(lambda w: (w * w).sum())(w), [2.0, 4.0])  # md.grad records a tape of its own
+
+
+# ----------------------------------------------------------------------------- backward's arguments
+def test_backward_takes_pytorchs_gradient_keyword_or_the_cotangent_not_both():
+    x = md.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).backward(gradient=md.tensor([1.0, 10.0]))
+    assert x.grad.tolist() == [2.0, 40.0]
+    with pytest.raises(TypeError, match="backward: give the cotangent once"):
+        (x * x).backward(md.ones(2), gradient=md.ones(2))
+
+
+def test_a_plain_tensor_does_not_retain_its_grad():
+    assert md.tensor([1.0]).retains_grad is False
