@@ -25,6 +25,10 @@ class Batched(Tracer):
     def __init__(self, trace, primal: Tensor):
         self._init(trace, primal, primal.shape[1:])
 
+    def _repr_fields(self) -> list[tuple[str, object]]:
+        # one row of ``values`` per example (display only, see Tracer.__repr__)
+        return [("batch_size", self._trace.size), ("value", self)]
+
 
 class BatchTrace(levels.Trace):
     kind = "vmap"

@@ -39,6 +39,9 @@ class Dual(Tracer):
         self._init(trace, primal)
         self.tangent = tangent
 
+    def _repr_fields(self) -> list[tuple[str, object]]:
+        return [("value", self), ("tangent", self.tangent)]  # display only (see Tracer.__repr__)
+
 
 class ForwardTrace(levels.Trace):
     kind = "forward"

@@ -25,11 +25,11 @@ import math
 import weakref
 from contextlib import contextmanager
 
-from ..errors import ShapeError, TapeError, TracerError, describe
+from ..errors import DeviceError, DTypeError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
 from ..primitives.registry import bind
 from ..primitives.shape import sum_to
-from ..tensor.core import Tensor, Tracer, check_differentiable, check_like, column_major
+from ..tensor.core import Tensor, Tracer, check_differentiable, check_like, column_major, escaped
 from . import levels
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
@@ -90,10 +90,43 @@ class Aval(_Unsaved):
         return math.prod(self.shape)
 
 
+class Freed(_Unsaved):
+    """A value the tape kept for the VJP rules and released after ``backward()``: its shape and dtype
+    stay (``format_tape`` shows it as freed)."""
+
+    __slots__ = ("shape", "dtype")
+    what = "a value freed by backward()"
+
+    def __init__(self, x: Tensor):
+        self.shape, self.dtype = x.shape, x.dtype
+
+
+class _FreedValue:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<freed>"
+
+
+FREED = _FreedValue()  # stands for a saved value (an input on the tape, the output, an index) freed
+
+
 class Node:
     """One tape entry: how a value was made, and what its VJP rules need."""
 
-    __slots__ = ("prim", "parents", "args", "ans", "params", "shape", "dtype", "seq", "freed", "grad")
+    __slots__ = (
+        "prim",
+        "parents",
+        "args",
+        "ans",
+        "params",
+        "shape",
+        "dtype",
+        "seq",
+        "freed",
+        "grad",
+        "hooks",
+    )
 
     def __init__(self, prim, parents, args, ans, params, shape, dtype):
         self.prim = prim  # None for a leaf
@@ -106,7 +139,8 @@ class Node:
         _CREATED[0] += 1
         self.seq = _CREATED[0]
         self.freed = False
-        self.grad = None  # accumulated gradient of a tape-style leaf
+        self.grad = None  # accumulated gradient of a tape-style leaf (or of a value that retains it)
+        self.hooks = None  # a _Hooks once register_hook or retain_grad asked for one
 
     def saved_buffers(self) -> dict:
         """``{id: bytes}`` of the buffers this node keeps alive for the backward pass.
@@ -155,8 +189,19 @@ class Taped(Tracer):
     def grad(self, value):
         self._node.grad = value
 
+    @property
+    def retains_grad(self) -> bool:
+        """Whether ``backward()`` keeps this non-leaf value's gradient in ``.grad`` (see ``retain_grad``)."""
+        return self._node.hooks is not None and self._node.hooks.retain
+
     def zero_grad_(self) -> None:
         self._node.grad = None
+
+    def _repr_fields(self) -> list[tuple[str, object]]:
+        # display only (see Tracer.__repr__): a leaf, or the primitive that made the value
+        if self._node.prim is None:
+            return [("value", self), ("requires_grad", True)]
+        return [("value", self), ("grad_fn", self._node.prim.name)]
 
 
 class ReverseTrace(levels.Trace):
@@ -231,9 +276,11 @@ def _collect(roots) -> list[Node]:
 
 
 def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
-    """Push ``cotangents`` from ``roots`` back to the leaves; return ``{leaf node: cotangent}``.
+    """Push ``cotangents`` from ``roots`` back to the leaves; return ``{leaf node: cotangent}`` (and the
+    cotangent of every node that retains its gradient, see :func:`retain_grad`).
 
-    Only nodes on a path to a leaf in ``targets`` (every leaf when ``None``) are visited.
+    Only nodes on a path to a leaf in ``targets`` (every leaf when ``None``) are visited.  A node's hooks
+    (:func:`register_hook`) see its cotangent once it is complete, before it flows on to the parents.
     With ``retain=False`` the saved values of the visited nodes are released afterwards.
     """
     nodes = _collect(roots)
@@ -245,6 +292,7 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
         elif any(p in useful for _, p in n.parents):
             useful.add(n)
     cts: dict = {}
+    retained: dict = {}  # cotangents of values that retain_grad() asked to keep
     for root, ct in zip(roots, cotangents):
         if root in useful:
             cts[root] = cts[root] + ct if root in cts else ct
@@ -254,6 +302,10 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
         if _VERSIONS.last_change >= n.seq:
             _check_unmodified(n)
         g = cts.pop(n)
+        if n.hooks is not None:
+            g = n.hooks.run(g, n)
+            if n.hooks.retain:
+                retained[n] = g
         wanted = [i for i, p in n.parents if p in useful]
         try:
             contributions = n.prim.vjp(g, n.ans, n.args, n.params, wanted)
@@ -265,13 +317,56 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
                 continue
             c = fit_cotangent(c, p.shape, p.dtype)
             cts[p] = cts[p] + c if p in cts else c
+    for n, g in list(cts.items()):  # what is left are the leaves, their cotangents complete
+        if n.hooks is not None:
+            cts[n] = n.hooks.run(g, n)
+    cts.update(retained)
     if not retain:
         for n in nodes:
             if n.prim is not None:
-                n.args = n.ans = n.params = None
-                n.parents = ()
-                n.freed = True
+                _release(n)
     return cts
+
+
+def _release(n: Node) -> None:
+    """Free what node ``n`` saved for its VJP rules, keep the graph.
+
+    A saved input or output becomes a marker (:data:`FREED`, or a :class:`Freed` stub keeping the shape
+    and dtype of a constant input, whose node is not on the tape), an array-valued parameter (an index)
+    becomes :data:`FREED`; the primitive, the parents, the shapes and the small parameters stay, so
+    ``format_tape`` still shows the op graph after ``backward()`` and a second walk names the freed
+    primitive.  This runs for every node of every ``backward()``, so it does little work per node.
+    """
+    n.freed = True
+    args = n.args  # the node's own list (ReverseTrace.process made it)
+    i = 0
+    for a in args:
+        if isinstance(a, Tensor):
+            for j, _ in n.parents:
+                if i == j:  # an input on the tape: its node has the shape, a marker suffices
+                    args[i] = FREED
+                    break
+            else:
+                args[i] = Freed(a)  # a constant: keep its shape and dtype for format_tape
+        i += 1
+    if n.ans is not UNSAVED_OUTPUT:
+        n.ans = FREED
+    params = n.params
+    if params:
+        for v in params.values():
+            if type(v) in _PLAIN or (type(v) is tuple and _PLAIN.issuperset(map(type, v))):
+                continue  # numbers, names, axes and shapes stay
+            n.params = {k: FREED if _holds_array(v) else v for k, v in params.items()}
+            return
+
+
+_PLAIN = {int, bool, float, str, type(None)}
+
+
+def _holds_array(v) -> bool:
+    if isinstance(v, (tuple, list)):
+        return any(_holds_array(x) for x in v)
+    return isinstance(v, Tensor) or hasattr(v, "nbytes")
 
 
 # ----------------------------------------------------------------------------- in-place updates
@@ -426,8 +521,108 @@ def backward(y: Tensor, cotangent=None, retain_graph: bool = False) -> None:
         check_like("backward", "cotangent", cotangent, y, of="the output")
     cts = walk([y._node], [cotangent.detach()], None, retain=retain_graph)
     for node, ct in cts.items():  # written only once the whole walk succeeded
-        if node.prim is None:
+        if node.prim is None or node.hooks is not None and node.hooks.retain:
             node.grad = ct if node.grad is None else node.grad + ct
+
+
+# ----------------------------------------------------------------------------- hooks, retain_grad
+class _Hooks:
+    """What one tape value asked of the reverse passes: functions to run on its cotangent, and (tape
+    style) to keep that cotangent in ``.grad``."""
+
+    __slots__ = ("fns", "retain", "count")
+
+    def __init__(self):
+        self.fns: dict = {}
+        self.retain = False
+        self.count = 0
+
+    def run(self, g: Tensor, node: Node) -> Tensor:
+        for fn in tuple(self.fns.values()):  # in registration order, each sees the previous result
+            new = fn(g)
+            if new is not None:
+                _check_hook_result(fn, new, g, node)
+                g = new
+        return g
+
+
+def _check_hook_result(fn, new, g: Tensor, node: Node) -> None:
+    name = getattr(fn, "__name__", type(fn).__name__)
+    tensor = f"a tensor of shape {node.shape} and dtype {node.dtype}"
+    if not isinstance(new, Tensor):
+        raise TypeError(
+            f"register_hook: hook {name} on {tensor} returned a {type(new).__name__}; a hook returns "
+            "None (keep the gradient) or a minidiff tensor of that shape and dtype (the new gradient)"
+        )
+    error = ShapeError if new.shape != g.shape else DTypeError if new.dtype != g.dtype else None
+    if error is None and new.device is not g.device:
+        error = DeviceError
+    if error is not None:
+        raise error(
+            f"register_hook: hook {name} on {tensor} returned a gradient of shape {new.shape} and "
+            f"dtype {new.dtype} on {new.device}; a replacement gradient must have the tensor's shape, "
+            f"dtype and device ({g.device})"
+        )
+
+
+class HookHandle:
+    """Returned by :func:`register_hook`; ``remove()`` unregisters the hook (also a context manager)."""
+
+    __slots__ = ("_hooks", "_id")
+
+    def __init__(self, hooks: _Hooks, key: int):
+        self._hooks, self._id = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.fns.pop(self._id, None)
+
+    def __enter__(self) -> HookHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _hooks_of(op: str, x) -> _Hooks:
+    """The hook record of ``x``'s tape node (made on first use), or an error saying why ``x`` has none."""
+    if not isinstance(x, Taped):
+        if isinstance(x, Tracer) and x._trace.kind == "forward":
+            why = f"is a dual number of {x._trace}, and forward mode has no backward pass"
+        else:
+            why = "does not require grad, so no gradient flows into it"
+        raise TapeError(
+            f"{op}: this tensor ({describe(x)}) {why}; use a tensor made with requires_grad=True, a value "
+            "computed from one, or (inside md.grad/md.vjp) the argument or a value computed from it"
+        )
+    if not x._trace.active:
+        raise escaped(op, x._trace)
+    node = x._node
+    if node.hooks is None:
+        node.hooks = _Hooks()
+    return node.hooks
+
+
+def register_hook(x: Tensor, fn) -> HookHandle:
+    """Run ``fn(grad)`` with the gradient flowing into ``x`` in every reverse pass through its tape."""
+    if not callable(fn):
+        raise TypeError(f"register_hook: expected a function fn(grad), got {type(fn).__name__}")
+    hooks = _hooks_of("register_hook", x)
+    hooks.count += 1
+    hooks.fns[hooks.count] = fn
+    return HookHandle(hooks, hooks.count)
+
+
+def retain_grad(x: Tensor) -> None:
+    """Keep the gradient of the tape-style value ``x`` in ``x.grad`` after ``backward()``."""
+    if isinstance(x, Taped) and x._trace is not AMBIENT:
+        raise TapeError(
+            f"retain_grad: this tensor ({describe(x)}) is traced by {x._trace}, whose gradients md.grad "
+            "and md.vjp return instead of storing them in .grad; differentiate with respect to the "
+            "value (make it an argument) or read its gradient with register_hook"
+        )
+    hooks = _hooks_of("retain_grad", x)
+    if not x.is_leaf:  # a leaf keeps its gradient anyway
+        hooks.retain = True
 
 
 def tape_stats(y: Tensor) -> dict:

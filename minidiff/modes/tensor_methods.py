@@ -16,7 +16,7 @@ from ..primitives.creation import zeros
 from ..primitives.indexing import IndexUpdater
 from ..primitives.numpy_api import array_function, array_ufunc
 from ..tensor.core import Tensor, Tracer, wrap
-from .reverse import backward, make_leaf
+from .reverse import backward, make_leaf, register_hook, retain_grad
 
 __all__ = ["attach"]
 
@@ -103,10 +103,95 @@ class _TensorMethods:
         return make_leaf(self)
 
     # ----------------------------------------------------------------- reverse mode, tape style
-    def backward(self, cotangent=None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every tape leaf it depends on."""
+    def backward(self, cotangent=None, retain_graph: bool = False, *, gradient=None) -> None:
+        """Tape style: add the gradient of ``self`` to ``leaf.grad`` of every tape leaf it depends on.
 
+        Arguments:
+            cotangent: the vector ``u`` of the product ``uᵀ·J`` to compute, a tensor (or array-like)
+                of ``self``'s shape and dtype.  ``None`` (the default) stands for 1 and needs a scalar
+                ``self``; for a non-scalar value pass one, e.g. ``md.ones_like(y)`` for the gradient of
+                ``y.sum()``.
+            retain_graph: keep the values the tape saved, so ``backward()`` can walk it again.  By
+                default the walk frees them (the graph stays, for ``format_tape``), and a second walk
+                raises :class:`~minidiff.errors.TapeError`.
+            gradient: PyTorch's name for ``cotangent`` (keyword only; give one of the two).
+
+        Gradients accumulate: call ``zero_grad_()`` on each leaf (or an optimizer's ``zero_grad()``)
+        between steps.  A non-leaf value keeps its gradient only after :meth:`retain_grad`; hooks
+        registered with :meth:`register_hook` run during the walk.  Nothing is written unless the whole
+        walk succeeds.
+
+        >>> import minidiff as md
+        >>> x = md.tensor([1.0, 2.0], requires_grad=True)
+        >>> y = x * x
+        >>> y.backward(md.tensor([1.0, 10.0]), retain_graph=True)   # uᵀ·J for u = [1, 10]
+        >>> x.grad.tolist()
+        [2.0, 40.0]
+        >>> y.sum().backward()                                      # the tape was kept: accumulate
+        >>> x.grad.tolist()
+        [4.0, 44.0]
+        """
+        if gradient is not None:
+            if cotangent is not None:
+                raise TypeError("backward: give the cotangent once, as cotangent or as gradient=")
+            cotangent = gradient
         backward(self, cotangent, retain_graph)
+
+    def retain_grad(self) -> None:
+        """Keep this value's gradient in ``.grad`` after ``backward()`` (tape style), as PyTorch does.
+
+        A leaf (``requires_grad=True``) keeps its gradient anyway; an intermediate value of the tape
+        style keeps it only when asked.  The kept gradient is the one that flowed on to the value's
+        inputs (after any :meth:`register_hook` hook changed it) and accumulates like a leaf's.  Inside
+        ``md.grad``/``md.vjp``, whose gradients are returned rather than stored, this raises
+        :class:`~minidiff.errors.TapeError` (make the value an argument, or read it with a hook).
+
+        >>> import minidiff as md
+        >>> x = md.tensor([1.0, 2.0], requires_grad=True)
+        >>> h = x * x
+        >>> h.retain_grad()
+        >>> (3.0 * h).sum().backward()
+        >>> h.grad.tolist(), x.grad.tolist()
+        ([3.0, 3.0], [6.0, 12.0])
+        """
+        retain_grad(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        """Whether ``backward()`` keeps this value's gradient in ``.grad`` (set by :meth:`retain_grad`)."""
+        return False
+
+    def register_hook(self, fn):
+        """Call ``fn(grad)`` with the gradient flowing into this tensor in each reverse pass.
+
+        ``grad`` is the complete gradient of the value (the sum over all its uses).  ``fn`` returns
+        ``None`` to leave it alone, or a tensor of the same shape, dtype and device to replace it: the
+        replacement is what flows on to the inputs (and into ``.grad`` of a leaf or a retained value).
+        Hooks of one tensor run in the order they were registered.  Returns a handle whose
+        ``remove()`` unregisters the hook (also a context manager).
+
+        Scope: the tensor must be on a tape — a ``requires_grad=True`` leaf or a value computed from
+        one (hooks run in ``backward()``), or, inside ``md.grad``/``md.vjp``/``md.jacrev``/``md.hvp``,
+        the argument or a value computed from it (hooks run in that transform's reverse pass; there
+        ``grad`` may itself be a traced value — differentiate through it, keep it only after
+        ``.detach()``).  A plain tensor or a dual number of forward mode raises
+        :class:`~minidiff.errors.TapeError` — so a function that registers hooks cannot run under
+        ``md.jvp``/``md.jacfwd`` or ``hvp(..., mode="rev-over-fwd")``, rather than silently skip its
+        hooks; ``fwd-over-rev`` and ``rev-over-rev`` run them.  A hook returning something else than
+        ``None`` or a matching tensor raises, naming the tensor's shape.  A hook on a
+        ``requires_grad=True`` tensor does not run in ``md.grad`` of a function of it (that transform
+        records a tape of its own).
+
+        >>> import minidiff as md
+        >>> x = md.tensor([1.0, 2.0], requires_grad=True)
+        >>> h = x * x
+        >>> handle = h.register_hook(lambda g: g * 10.0)       # scale what flows back through h
+        >>> h.sum().backward()
+        >>> x.grad.tolist()
+        [20.0, 40.0]
+        >>> handle.remove()
+        """
+        return register_hook(self, fn)
 
     # ----------------------------------------------------------------- operators
     def __add__(self, other):

@@ -259,8 +259,53 @@ class Tracer(Tensor):
         return value
 
     def __repr__(self) -> str:
-        kind = type(self).__name__
-        return f"{kind}(level={self._level}, shape={self.shape}, dtype={self.dtype})"
+        """For display only: the kind and level of the tracer, its values and what its kind adds (a
+        dual's tangent, a tape entry's ``grad_fn``), e.g. ``Dual(level=2, value=[1., 2.],
+        tangent=[0., 1.])``.
+
+        The text is read straight from the arrays underneath, without the conversions ``float()`` and
+        ``.numpy()`` go through (which refuse a value that carries a derivative): a string cannot flow
+        back into a computation, so printing loses no derivative, works inside every transform and
+        after it returned, and summarizes large arrays as NumPy does.  A field whose array has more
+        axes than the tracer's ``shape`` (a batch inside ``vmap``, K tangent directions) is named in the
+        plural (``values=``, ``tangents=``): its leading axes are the batch or the directions.
+        """
+        head = f"{type(self).__name__}("
+        fields = [f"level={self._level}"]
+        for key, value in self._repr_fields():
+            if isinstance(value, Tensor):
+                key = key + "s" if value._data.ndim > self.ndim else key
+                value = _array_text(value, prefix=" " * len(head) + f"{key}=")
+            fields.append(f"{key}={value}")
+        if self.size > _SUMMARY_THRESHOLD or self.size == 0:
+            fields.append(f"shape={self.shape}")
+        if self.dtype.name not in ("float64", "int64", "bool"):
+            fields.append(f"dtype={self.dtype}")
+        if self._device.name != "cpu":
+            fields.append(f"device='{self._device.name}'")
+        one_line = ", ".join(fields)
+        if "\n" not in one_line and len(head) + len(one_line) < _LINE_WIDTH:
+            return f"{head}{one_line})"
+        return head + (",\n" + " " * len(head)).join(fields) + ")"  # a field per line, rows aligned
+
+    def _repr_fields(self) -> list[tuple[str, object]]:
+        """``(name, tensor or text)`` pairs shown by ``repr`` after the level (each kind adds its own)."""
+        return [("value", self)]
+
+
+_SUMMARY_THRESHOLD = 1000  # NumPy's default: larger arrays print as their corners with "..."
+_LINE_WIDTH = 100
+
+
+def _array_text(t: Tensor, prefix: str) -> str:
+    """The values under ``t`` as NumPy prints them (display only: never goes through ``_concrete``);
+    ``prefix`` is the text before it on its line, so the rows of a matrix line up under its first row."""
+    host = t._device.to_host(t._data)
+    if host.ndim == 0:
+        return str(host[()])
+    return backend.numpy_module.array2string(
+        host, separator=", ", prefix=prefix, threshold=_SUMMARY_THRESHOLD, max_line_width=_LINE_WIDTH
+    )
 
 
 def _lost_derivative(op: str, mode: str, value: Tracer) -> str:

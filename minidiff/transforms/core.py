@@ -2,6 +2,18 @@
 
 Each call opens a fresh level (see :mod:`minidiff.modes.levels`), wraps its inputs in that level's tracers,
 runs the function and unwraps what comes out, so the transforms nest in any order.
+
+Conventions shared by all of them:
+
+* **pytrees**: wherever a tensor is accepted, a nested tuple, list or dict of tensors is too (a dict
+  of parameters, a list of layers); results keep that structure (dicts in sorted key order).
+* **argnums** (``grad``, ``value_and_grad``, ``jacfwd``, ``jacrev``, ``hessian``): an int
+  differentiates with respect to one positional argument and returns its result alone; a tuple
+  differentiates with respect to each of those arguments and returns a tuple with one entry per
+  argument, in the order given (even for a one-element tuple).  Other arguments are held constant.
+* **has_aux** (``jvp``, ``vjp``, ``grad``, ``value_and_grad``): ``f`` returns a pair ``(output, aux)``;
+  only ``output`` is differentiated, ``aux`` (any pytree) comes back beside the result with its
+  tensors detached.
 """
 
 from __future__ import annotations
@@ -52,7 +64,11 @@ def _tensors(op: str, tree, what: str):
 def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False):
     """Forward mode: ``(f(*primals), J·tangents)`` in one pass, with dual numbers.
 
-    ``primals`` and ``tangents`` are tuples (one entry per argument of ``f``; each entry a pytree).
+    ``primals`` and ``tangents`` are tuples (or lists) with one entry per positional argument of
+    ``f``, each entry a tensor or a pytree; ``tangents`` has the structure of ``primals``, and each
+    tangent the shape and dtype of its primal (a bare tensor instead of a tuple raises ``TypeError``).
+    Returns ``(out, tangent_out)``, both with the structure of ``f``'s output;
+    with ``has_aux=True``, ``f`` returns ``(out, aux)`` and the result is ``(out, tangent_out, aux)``.
     With ``vectorized=True`` every tangent carries a leading axis of K directions and the result's
     tangent does too: K directional derivatives from one pass (vector mode).
 
@@ -61,6 +77,23 @@ def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False
         >>> y, dy = md.jvp(md.sin, (md.tensor(0.0),), (md.tensor(2.0),))
         >>> y.item(), dy.item()
         (0.0, 2.0)
+
+        Two arguments, a pytree argument, and an auxiliary output:
+
+        >>> f = lambda x, p: (p["w"] * x).sum() + p["b"]
+        >>> x, p = md.tensor([1.0, 2.0]), {"w": md.tensor([3.0, 4.0]), "b": md.tensor(1.0)}
+        >>> dx, dp = md.tensor([1.0, 0.0]), {"w": md.zeros(2), "b": md.tensor(1.0)}
+        >>> out, tangent = md.jvp(f, (x, p), (dx, dp))
+        >>> out.item(), tangent.item()                 # d = w·dx + db = 3 + 1
+        (12.0, 4.0)
+        >>> out, tangent, aux = md.jvp(lambda x: (x * x, "note"), (x,), (dx,), has_aux=True)
+        >>> tangent.tolist(), aux
+        ([2.0, 0.0], 'note')
+
+        K directions at once (here the whole Jacobian of an elementwise square, row by row):
+
+        >>> md.jvp(lambda x: x * x, (x,), (md.eye(2),), vectorized=True)[1].tolist()
+        [[2.0, 0.0], [0.0, 4.0]]
     """
     _check_tuples("jvp", primals, tangents)
     if len(primals) != len(tangents):
@@ -119,11 +152,25 @@ def vjp(f, *primals, has_aux: bool = False):
     """Reverse mode: ``(f(*primals), vjp_fn)`` where ``vjp_fn(cotangent)`` returns one cotangent per
     primal, computed by one walk of the tape recorded while ``f`` ran.
 
+    The primals are passed as separate positional arguments (each a tensor or a pytree).
+    ``vjp_fn`` takes a cotangent with the structure, shapes and dtypes of ``f``'s output and returns
+    ``uᵀ·J`` as a **tuple** with one entry per primal (each with that primal's structure), even for a
+    single primal.  It may be called many times (the tape is kept while ``vjp_fn`` lives).  With
+    ``has_aux=True``, ``f`` returns ``(out, aux)`` and the result is ``(out, vjp_fn, aux)``.
+
     Example:
         >>> import minidiff as md
         >>> y, back = md.vjp(lambda x: x * x, md.tensor([1.0, 3.0]))
         >>> back(md.tensor([1.0, 1.0]))[0].tolist()
         [2.0, 6.0]
+
+        Two primals, a dict output, and an auxiliary output:
+
+        >>> f = lambda x, y: ({"sum": (x * y).sum(), "x2": x * x}, y.shape)
+        >>> out, back, aux = md.vjp(f, md.tensor([1.0, 2.0]), md.tensor([3.0, 4.0]), has_aux=True)
+        >>> gx, gy = back({"sum": md.tensor(1.0), "x2": md.zeros(2)})
+        >>> gx.tolist(), gy.tolist(), aux
+        ([3.0, 4.0], [1.0, 2.0], (2,))
     """
     p_leaves, p_def = _tensors("vjp", tuple(primals), "primal")
     for p in p_leaves:
@@ -188,14 +235,27 @@ def _argnums(op, argnums, n):
 def value_and_grad(f, argnums=0, has_aux: bool = False):
     """``f`` and its gradient with respect to the arguments ``argnums``, by one reverse pass.
 
-    ``f`` must return a scalar (or ``(scalar, aux)`` with ``has_aux``).  The gradient has the
-    structure of the chosen argument (a tuple of them when ``argnums`` is a tuple).
+    ``f`` must return a scalar tensor (shape ``()``).  The returned function gives ``(value, grad)``:
+    ``grad`` has the structure of the chosen argument (a pytree argument gives a pytree gradient), or
+    is a tuple with one such entry per argument when ``argnums`` is a tuple.  With
+    ``has_aux=True``, ``f`` returns ``(scalar, aux)`` and the result is ``((value, aux), grad)``.
+    Keyword arguments are passed to ``f`` and not differentiated.
 
     Example:
         >>> import minidiff as md
         >>> value, g = md.value_and_grad(lambda x: (x ** 3).sum())(md.tensor([1.0, 2.0]))
         >>> value.item(), g.tolist()
         (9.0, [3.0, 12.0])
+
+        A dict of parameters, a tuple ``argnums`` and an auxiliary output:
+
+        >>> def loss(params, x):
+        ...     pred = (params["w"] * x).sum() + params["b"]
+        ...     return pred ** 2, {"pred": pred}
+        >>> params, x = {"w": md.tensor([1.0, 2.0]), "b": md.tensor(0.5)}, md.tensor([1.0, 1.0])
+        >>> (value, aux), (g_params, g_x) = md.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+        >>> value.item(), aux["pred"].item(), g_params["b"].item(), g_params["w"].tolist(), g_x.tolist()
+        (12.25, 3.5, 7.0, [7.0, 7.0], [7.0, 14.0])
     """
 
     @wraps(f)
@@ -227,10 +287,24 @@ def value_and_grad(f, argnums=0, has_aux: bool = False):
 def grad(f, argnums=0, has_aux: bool = False):
     """The gradient of scalar ``f`` with respect to argument(s) ``argnums`` (reverse mode).
 
+    ``grad(f, argnums)(*args)`` is ``value_and_grad(f, argnums)(*args)[1]``: with an int
+    ``argnums`` the gradient has the structure of that argument; with a tuple, it is a tuple with one
+    entry per argument named.  With ``has_aux=True``, ``f`` returns ``(scalar, aux)`` and the result
+    is ``(grad, aux)``.  ``f`` must return a scalar (use :func:`vjp` or :func:`jacrev` otherwise).
+
     Example:
         >>> import minidiff as md
         >>> md.grad(lambda x: (x * x).sum())(md.tensor([1.0, -2.0])).tolist()
         [2.0, -4.0]
+        >>> f = lambda x, y: (x * y).sum()
+        >>> gx, gy = md.grad(f, argnums=(0, 1))(md.tensor([1.0, 2.0]), md.tensor([3.0, 4.0]))
+        >>> gx.tolist(), gy.tolist()
+        ([3.0, 4.0], [1.0, 2.0])
+        >>> g, aux = md.grad(lambda x: ((x * x).sum(), x.shape), has_aux=True)(md.tensor([3.0]))
+        >>> g.tolist(), aux
+        ([6.0], (1,))
+        >>> md.grad(lambda p: p["a"] * p["b"])({"a": md.tensor(2.0), "b": md.tensor(5.0)})
+        {'a': tensor(5.), 'b': tensor(2.)}
     """
     vg = value_and_grad(f, argnums, has_aux)
 
@@ -248,12 +322,23 @@ def grad(f, argnums=0, has_aux: bool = False):
 def vmap(f, in_axes=0, out_axes=0):
     """Map ``f`` over an axis of its arguments, in one vectorized pass (no Python loop).
 
-    ``in_axes``: an int (for every argument) or a tuple with an int or None per argument.
+    ``in_axes``: an int (the mapped axis of every argument) or a tuple with one entry per positional
+    argument, an int or ``None`` (that argument is not mapped: every example sees all of it).  An
+    argument may be a pytree: its leaves are all mapped along that axis.  Every mapped axis must have
+    the same size.  ``out_axes``: where the mapped axis goes in every output leaf (default 0).  Outputs
+    may be pytrees; an output that does not depend on the mapped arguments is broadcast.
 
     Example:
         >>> import minidiff as md
         >>> md.vmap(lambda row: (row * row).sum())(md.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
         [5.0, 25.0]
+        >>> xs, w = md.ones((3, 2)), md.tensor([1.0, 2.0])
+        >>> md.vmap(lambda x, w: x @ w, in_axes=(0, None))(xs, w).tolist()   # w is shared
+        [3.0, 3.0, 3.0]
+        >>> md.vmap(lambda d: {"s": d["a"].sum()})({"a": xs})["s"].tolist()
+        [2.0, 2.0, 2.0]
+        >>> md.vmap(lambda x: x * 2, out_axes=1)(xs).shape
+        (2, 3)
     """
 
     @wraps(f)
@@ -336,13 +421,24 @@ def _unstack_rows(t: Tensor, leaves, trailing):
 def jacfwd(f, argnums=0):
     """Jacobian by forward mode: one vectorized JVP over the input basis (shape out.shape + in.shape).
 
-    Arguments and outputs may be pytrees: the result has the output's structure with every leaf
-    replaced by the argument's structure.
+    With an int ``argnums`` the result is the Jacobian with respect to that argument; with a tuple, a
+    tuple of Jacobians, one per argument named.  Arguments and outputs may be pytrees: the result has
+    the output's structure with every leaf replaced by the argument's structure (the block
+    ``d out_leaf / d arg_leaf`` of shape ``out_leaf.shape + arg_leaf.shape``).  Forward mode costs one
+    pass per input entry, so it suits functions with few inputs and many outputs (:func:`jacrev` is
+    the other way round); both give the same result.  ``has_aux`` is not offered.
 
     Example:
         >>> import minidiff as md
         >>> md.jacfwd(lambda x: x * x)(md.tensor([1.0, 2.0])).tolist()
         [[2.0, 0.0], [0.0, 4.0]]
+        >>> x, y = md.tensor([1.0, 2.0]), md.tensor([3.0, 4.0])
+        >>> jx, jy = md.jacfwd(lambda x, y: x * y, argnums=(0, 1))(x, y)
+        >>> jx.tolist(), jy.tolist()
+        ([[3.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [0.0, 2.0]])
+        >>> J = md.jacfwd(lambda p: {"s": (p["a"] * p["b"]).sum()})({"a": md.ones(2), "b": y})
+        >>> J["s"]["a"].tolist(), J["s"]["b"].tolist()
+        ([3.0, 4.0], [1.0, 1.0])
     """
 
     @wraps(f)
@@ -374,12 +470,18 @@ def jacfwd(f, argnums=0):
 def jacrev(f, argnums=0):
     """Jacobian by reverse mode: one tape, its cotangents batched over the output basis.
 
-    Arguments and outputs may be pytrees, as for :func:`jacfwd`.
+    ``argnums``, pytrees and the result's structure and shapes are as for :func:`jacfwd` (an int
+    gives one Jacobian, a tuple a tuple of them; each block has shape ``out.shape + in.shape``).
+    Reverse mode costs one walk per output entry, so it suits many inputs and few outputs.
 
     Example:
         >>> import minidiff as md
         >>> md.jacrev(lambda x: x.sum() * x)(md.tensor([1.0, 2.0])).tolist()
         [[4.0, 1.0], [2.0, 5.0]]
+        >>> f = lambda p: {"d": p["a"] - p["b"], "s": (p["a"] * p["b"]).sum()}
+        >>> J = md.jacrev(f)({"a": md.tensor([1.0, 2.0]), "b": md.tensor([3.0, 4.0])})
+        >>> J["d"]["b"].tolist(), J["s"]["a"].tolist()
+        ([[-1.0, 0.0], [0.0, -1.0]], [3.0, 4.0])
     """
 
     @wraps(f)
@@ -414,10 +516,19 @@ def jacrev(f, argnums=0):
 def hessian(f, argnums=0):
     """Hessian of scalar ``f``: forward mode over reverse mode (``jacfwd(jacrev(f))``).
 
+    For an argument of shape ``s`` the Hessian has shape ``s + s``.  With a tuple ``argnums`` the
+    result is a nested tuple of blocks: ``H[i][j]`` is ``d²f / d arg_i d arg_j`` of shape
+    ``arg_i.shape + arg_j.shape``.  Pytree arguments give nested structures the same way.  To apply
+    the Hessian to a vector without forming it, use :func:`hvp`.
+
     Example:
         >>> import minidiff as md
         >>> md.hessian(lambda x: (x ** 3).sum())(md.tensor([1.0, 2.0])).tolist()
         [[6.0, 0.0], [0.0, 12.0]]
+        >>> x, y = md.tensor([1.0, 2.0]), md.tensor([3.0, 4.0])
+        >>> H = md.hessian(lambda x, y: (x * x * y).sum(), argnums=(0, 1))(x, y)
+        >>> H[0][1].tolist(), H[1][1].tolist()        # d²f/dx dy = diag(2x), d²f/dy² = 0
+        ([[2.0, 0.0], [0.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]])
     """
     hess = jacfwd(jacrev(f, argnums), argnums)
 
@@ -437,8 +548,11 @@ def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
 
     ``mode``: ``"fwd-over-rev"`` (JVP of the gradient: one tape, whose walk carries tangents),
     ``"rev-over-fwd"`` (gradient of the directional derivative: a tape of the forward-mode pass) or
-    ``"rev-over-rev"`` (VJP of the gradient: a tape of a tape walk, the most memory).  Returns a tuple with
-    the structure of ``primals``.
+    ``"rev-over-rev"`` (VJP of the gradient: a tape of a tape walk, the most memory).  ``primals`` and
+    ``tangents`` are tuples, one entry (a tensor or a pytree) per argument of ``f``, as for
+    :func:`jvp`; a bare tensor raises ``TypeError``.  Returns a tuple with the structure of
+    ``primals``: ``H·v`` for all arguments together (the full Hessian over every argument, applied
+    to all the tangents at once).
 
     The compositions are written once, in :func:`hessian_product`; this checks the positional
     ``primals`` and ``tangents`` and applies it once.  ``minidiff.curvature.hvp(f, params, v, mode)``
@@ -450,6 +564,12 @@ def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
         >>> f = lambda x: (x ** 3).sum()
         >>> md.hvp(f, (md.tensor([1.0, 2.0]),), (md.tensor([1.0, 1.0]),))[0].tolist()
         [6.0, 12.0]
+        >>> g = lambda p: (p["w"] ** 3).sum() * p["b"]
+        >>> p = {"w": md.tensor([1.0, 2.0]), "b": md.tensor(2.0)}
+        >>> v = {"w": md.tensor([1.0, 0.0]), "b": md.tensor(0.0)}
+        >>> (hv,) = md.hvp(g, (p,), (v,), mode="rev-over-rev")
+        >>> hv["w"].tolist(), hv["b"].item()           # [6·w·b·v_w, 3w²·v_w summed]
+        ([12.0, 0.0], 3.0)
     """
     check_hvp_mode("hvp", mode)
     _check_tuples("hvp", primals, tangents)

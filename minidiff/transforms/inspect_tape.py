@@ -20,6 +20,7 @@ tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
 
 from __future__ import annotations
 
+from ..modes.reverse import FREED, Aval, Freed
 from ..tensor.core import Tensor
 
 __all__ = ["format_tape", "tape_nodes"]
@@ -52,6 +53,8 @@ def tape_nodes(y) -> list:
 def _short(v, limit: int = 40) -> str:
     if isinstance(v, Tensor):
         return repr(v.detach().item()) if v.size == 1 and v.ndim == 0 else f"const {_type(v)}"
+    if isinstance(v, (Aval, Freed)):  # a constant the tape did not keep (or freed): its shape and dtype stay
+        return f"const {_type(v)}"
     text = repr(v)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -64,8 +67,22 @@ def format_tape(y, names: dict | None = None) -> str:
     """The tape that computed ``y``, one node per line, oldest first.
 
     ``names`` maps display names to tensors (leaves or intermediate values) to label their nodes.
-    Inputs that are not on the tape (constants) are shown inline.  A node freed by ``backward()``
-    (without ``retain_graph=True``) is shown as ``<freed>``.
+    Inputs that are not on the tape (constants) are shown inline.  ``backward()`` (without
+    ``retain_graph=True``) frees the values the nodes saved but keeps the graph: the listing stays, and
+    the last column says ``freed`` where it said ``saves`` (an array-valued parameter, such as an
+    index, shows as ``<freed>``).  The columns are as wide as their longest entry.
+
+    >>> import minidiff as md
+    >>> x = md.tensor([1.0, 2.0], requires_grad=True)
+    >>> y = md.sum(md.reshape(x * x, (2, 1)) * md.tensor([[1.0], [2.0]]))
+    >>> y.backward()
+    >>> print(format_tape(y, names={"x": x}))
+    tape of a float64[] value on level 1: 5 nodes, 0 bytes saved (4 nodes freed by backward())
+      %0 = leaf                                  float64[2]                              # x
+      %1 = multiply(%0, %0)                      float64[2]    freed %0
+      %2 = reshape(%1, shape=(2, 1))             float64[2,1]
+      %3 = multiply(%2, const float64[2,1])      float64[2,1]  freed const float64[2,1]
+      %4 = sum(%3, axis=(0, 1), keepdims=False)  float64[]
     """
     nodes = tape_nodes(y)
     label = {n: f"%{k}" for k, n in enumerate(nodes)}
@@ -80,8 +97,7 @@ def format_tape(y, names: dict | None = None) -> str:
         total += kept_bytes
         tag = f"# {', '.join(tags[n])}" if n in tags else ""
         rows.append((f"{label[n]} = {expr}", f"{n.dtype}[{','.join(str(d) for d in n.shape)}]", saves, tag))
-    w0 = max(len(r[0]) for r in rows)
-    w0 = min(max(w0, 20), 44)
+    w0 = max(20, *(len(r[0]) for r in rows))  # as wide as the longest expression: columns stay aligned
     w1 = max(len(r[1]) for r in rows)
     w2 = max(len(r[2]) for r in rows)
     lines = []
@@ -95,6 +111,9 @@ def format_tape(y, names: dict | None = None) -> str:
     level = getattr(getattr(y, "_trace", None), "level", "?")
     count = f"{len(nodes)} node" + ("s" if len(nodes) != 1 else "")
     head = f"tape of a {_type(y)} value on level {level}: {count}, {total} bytes saved"
+    freed = sum(n.freed for n in nodes)
+    if freed:
+        head += f" ({freed} node{'s' if freed != 1 else ''} freed by backward())"
     return "\n".join([head, *lines])
 
 
@@ -104,17 +123,21 @@ def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
     kind = getattr(n.prim, "name", None)
     if n.prim is None:
         return "leaf", "", 0
-    if n.freed:
-        return f"{kind}(<freed>)", "", 0
     parent_of = {i: p for i, p in n.parents}
     args = [label[parent_of[i]] if i in parent_of else _short(a) for i, a in enumerate(n.args)]
     args += [f"{k}={_short(v)}" for k, v in (n.params or {}).items()]
-    kept = [args[i] for i, a in enumerate(n.args) if isinstance(a, Tensor)]
-    if isinstance(n.ans, Tensor):
+    kept = list(dict.fromkeys(args[i] for i, a in enumerate(n.args) if _saved(a, n.freed)))
+    if _saved(n.ans, n.freed):
         kept.append("out")
+    verb = "freed" if n.freed else "saves"
     nbytes = 0
     for key, size in n.saved_buffers().items():  # the tape's one measure, as md.tape_stats counts
         if key not in counted:
             counted[key] = size
             nbytes += size
-    return f"{kind}({', '.join(args)})", f"saves {', '.join(kept)}" if kept else "", nbytes
+    return f"{kind}({', '.join(args)})", f"{verb} {', '.join(kept)}" if kept else "", nbytes
+
+
+def _saved(v, freed: bool) -> bool:
+    """Whether ``v`` is a value the node keeps (or, once freed by ``backward()``, kept until then)."""
+    return v is FREED or isinstance(v, Freed) if freed else isinstance(v, Tensor)
