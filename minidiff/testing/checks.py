@@ -323,31 +323,39 @@ def _check_reverse(ctx: _Context, F, xs, u, out_def, v, jvs, path) -> None:
     """``Jᵀ·u`` from ``vjp``, leaf by leaf: against ``J·v`` (the adjoint identity), against finite
     differences, and along ``w = Jᵀ·u`` itself."""
     jtu = _pull(F, xs, u, out_def)
-    rtol, atol = ctx.rtol, ctx.atol
     for k in range(len(xs)):
         ct = asarray(jtu[k])
-        num = jvs[k][1] if jvs is not None else ctx.fd(F, xs, k, v[k])
-        scale = _max_abs(num)
-        lhs = _inner(ct, v[k])
-        pairs = [("finite differences <u, (f(x+εv) - f(x-εv))/2ε>", _inner(u, num), num)]
-        if jvs is not None:
-            pairs.insert(
-                0, ("the adjoint identity <u, J v> (J v from the JVP)", _inner(u, jvs[k][0]), jvs[k][0])
-            )
-        ww = _inner(ct, ct)
-        if ww > 1e-200:  # along w = J^T u, <u, J w> = <w, w> is a sum of squares: an error cannot hide
-            w = ct * (_inner(v[k], v[k]) / ww) ** 0.5  # rescaled to the norm of v: an eps-sized step
-            num_w = ctx.fd(F, xs, k, w.astype(xs[k].dtype))
-            pairs.append(("finite differences along w = J^T u", _inner(u, num_w), num_w))
-            lhs_w = _inner(ct, w)
-            if jvs is not None:
-                jw = _leaves(jvp(_only(F, xs, k), (xs[k],), (w.astype(xs[k].dtype),))[1])
-                pairs.append(("the adjoint identity along w = J^T u", _inner(u, jw), jw))
-        for what, want, ref in pairs:
-            got = lhs_w if "along w" in what else lhs
-            tol = _inner_tol(u, ref, rtol, atol, _max_abs(ref) if "along w" in what else scale)
+        jv_num = jvs[k] if jvs is not None else (None, ctx.fd(F, xs, k, v[k]))
+        for what, got, want, ref, scale in _projections(ctx, F, xs, k, ct, u, v[k], jv_num):
+            tol = _inner_tol(u, ref, ctx.rtol, ctx.atol, scale)
             if not abs(got - want) <= tol:  # (NaN fails)
                 raise _vjp_failure(ctx, F, xs, k, path, ct, u, (what, got, want, tol))
+
+
+def _projections(ctx, F, xs, k, ct, u, vk, jv_num) -> list:
+    """``(what, ⟨Jᵀu, d⟩, ⟨u, reference of J·d⟩, that reference, its scale)`` for the directions
+    ``d = v`` and ``d = w = Jᵀu`` of leaf ``k``; references from the JVP (when ``jv_num[0]`` holds it)
+    and from finite differences."""
+    jv, num = jv_num
+    got, scale = _inner(ct, vk), _max_abs(num)
+    out = (
+        []
+        if jv is None
+        else [("the adjoint identity <u, J v> (J v from the JVP)", got, _inner(u, jv), jv, scale)]
+    )
+    out.append(("finite differences <u, (f(x+εv) - f(x-εv))/2ε>", got, _inner(u, num), num, scale))
+    ww = _inner(ct, ct)
+    if not ww > 1e-200:  # w = 0 (or NaN, already caught above) leaves nothing to check
+        return out
+    # along w = J^T u, <u, J w> = <w, w> is a sum of squares: an error in J^T u cannot hide behind a
+    # small random projection; w is rescaled to the norm of v so the finite-difference step stays eps
+    w = (ct * (_inner(vk, vk) / ww) ** 0.5).astype(xs[k].dtype)
+    got_w, num_w = _inner(ct, w), ctx.fd(F, xs, k, w)
+    out.append(("finite differences along w = J^T u", got_w, _inner(u, num_w), num_w, _max_abs(num_w)))
+    if jv is not None:
+        jw = _leaves(jvp(_only(F, xs, k), (xs[k],), (w,))[1])
+        out.append(("the adjoint identity along w = J^T u", got_w, _inner(u, jw), jw, _max_abs(num_w)))
+    return out
 
 
 # ----------------------------------------------------------------------------- failures

@@ -92,6 +92,8 @@ def describe_function(f, F, xs) -> dict:
     """The fields of :class:`GradCheckError` that name ``f`` and the primitive at fault: ``f`` itself
     when it is a primitive, else the one primitive it calls, or the one ``md.primitive`` among those."""
     name = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or repr(f)
+    if "<locals>" in name:  # a closure's qualified name says where it was made, not what it is
+        name = getattr(f, "__name__", name)
     out = dict(function=name, primitive=None, primitive_text="", primitive_is_f=isinstance(f, Primitive))
     if isinstance(f, Primitive):
         return {**out, "primitive": f.name, "primitive_text": _label(f)}
