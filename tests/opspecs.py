@@ -1060,7 +1060,7 @@ BUILTIN_KINDS = ("elementwise", "linear", "general", "nondiff")
 _WALK = """
 import gc, importlib, json, pkgutil, sys
 import minidiff
-from minidiff.primitives.registry import REGISTRY, Primitive
+from minidiff.primitives.registry import REGISTRY, Primitive, all_primitives
 failed = {}
 for mod in pkgutil.walk_packages(minidiff.__path__, "minidiff."):
     try:
@@ -1070,16 +1070,18 @@ for mod in pkgutil.walk_packages(minidiff.__path__, "minidiff."):
 exec(sys.argv[1])
 registered = {id(p) for p in REGISTRY.values()}
 found = {p.name: p.kind for p in gc.get_objects() if isinstance(p, Primitive)}
-print(json.dumps({"failed": failed, "found": found}))
+listed = {p.name: p.kind for p in all_primitives(user=True)}
+print(json.dumps({"failed": failed, "found": found, "listed": listed}))
 """
 
 
 @functools.cache
 def walk_library(extra: str = "") -> dict:
     """Every :class:`Primitive` object alive after importing every module of the package, in a fresh
-    interpreter (so no test-made primitive is counted): ``{"found": {name: kind}, "failed": {module:
-    error}}``.  Objects are found with the garbage collector, whatever holds them: the registry, a
-    module attribute, a ``functools.partial``, a closure or a container.  ``extra`` is code run after
+    interpreter (so no test-made primitive is counted): ``{"found": {name: kind}, "listed": {name:
+    kind}, "failed": {module: error}}``.  Objects are found with the garbage collector, whatever holds
+    them: the registry, a module attribute, a ``functools.partial``, a closure or a container;
+    ``listed`` is what ``md.testing.all_primitives()`` (the registry walk users get) lists.  ``extra`` is code run after
     the imports (for the test of this walk)."""
     import json
     import os
@@ -1098,12 +1100,9 @@ def walk_library(extra: str = "") -> dict:
 def library_primitives() -> dict:
     """``{name: primitive}`` of every primitive the library makes, registered or custom (``md.primitive``:
     DEER, the scan, the nn hooks...), found by :func:`walk_library`; the objects are this process's."""
-    import gc
-
-    from minidiff.primitives.custom import UserPrimitive
-
     names = walk_library()["found"]
-    custom = {p.name: p for p in gc.get_objects() if isinstance(p, UserPrimitive) and p.name in names}
+    listed = reversed(md.testing.all_primitives(user=True))  # reversed: the oldest of a name wins
+    custom = {p.name: p for p in listed if p.kind == "custom" and p.name in names}
     return {name: REGISTRY.get(name) or custom.get(name) for name in names}
 
 

@@ -114,6 +114,21 @@ def test_the_walk_finds_custom_primitives_and_those_hidden_in_partials_or_closur
     assert {"in_a_partial", "in_a_closure"} <= set(found), sorted(found)
 
 
+def test_all_primitives_lists_every_primitive_the_walk_finds_user_ones_included():
+    """``md.testing.all_primitives()`` — the walk users get — lists exactly what the garbage collector
+    finds, custom (``md.primitive``) ones included, and ``user=False`` only the registered ones."""
+    walk = walk_library()
+    assert walk["listed"] == walk["found"], sorted(set(walk["listed"]) ^ set(walk["found"]))
+    hidden = walk_library(
+        "import functools\nfrom minidiff.primitives.custom import primitive\n"
+        "held = functools.partial(primitive(lambda x: x, name='in_a_partial'))\n"
+    )
+    assert hidden["listed"]["in_a_partial"] == "custom"
+    builtin = {p.name for p in md.testing.all_primitives(user=False)}
+    assert builtin == set(REGISTRY) and not builtin & set(CUSTOM)
+    assert set(CUSTOM) <= {p.name for p in md.testing.all_primitives()}
+
+
 @pytest.mark.parametrize("name", CUSTOM)
 def test_every_custom_primitive_has_both_rules(name):
     """A library primitive made with ``md.primitive`` must define its JVP and its VJP rule."""

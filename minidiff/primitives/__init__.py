@@ -7,6 +7,6 @@ from . import (  # noqa: F401 - registers the primitives
     reductions,
     shape,
 )
-from .registry import REGISTRY, Primitive, bind
+from .registry import REGISTRY, Primitive, all_primitives, bind
 
-__all__ = ["REGISTRY", "Primitive", "bind"]
+__all__ = ["REGISTRY", "Primitive", "all_primitives", "bind"]

@@ -38,7 +38,8 @@ class UserPrimitive(Primitive):
 
     def __init__(self, fn, name=None):
         name = name or getattr(fn, "__qualname__", fn.__name__)
-        # not added to the registry: user primitives live and die with the code that made them
+        # not added to the registry (user primitives live and die with the code that made them), but
+        # listed, weakly, by registry.all_primitives()
         super().__init__(name, reads=frozenset({"ans", ALL_INPUTS}), register=False)
         self.fn = fn
         self.n_inputs = _n_positional(fn, required=True)  # parameters with defaults are params

@@ -33,6 +33,8 @@ and hands the primitive to that tracer's trace; with no tracer it evaluates the 
 from __future__ import annotations
 
 import inspect
+import itertools
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -44,6 +46,7 @@ __all__ = [
     "Primitive",
     "bind",
     "REGISTRY",
+    "all_primitives",
     "elementwise",
     "linear",
     "general",
@@ -54,6 +57,11 @@ __all__ = [
 
 #: Every primitive by name; tests walk it to make sure no rule is missing.
 REGISTRY: dict[str, Primitive] = {}
+
+#: Primitives made outside the registry (``md.primitive``: the library's DEER, scan and nn hook, and
+#: users' own), held weakly — they live and die with the code that made them — in creation order.
+_UNREGISTERED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_made = itertools.count()
 
 ALL_INPUTS = "*"  # in a declaration: the rule reads every input
 
@@ -74,6 +82,8 @@ class Primitive:
         self.reads = reads  # per input position a frozenset, or one frozenset for every input
         if register:
             REGISTRY[name] = self
+        else:
+            _UNREGISTERED[next(_made)] = self
 
     def __repr__(self) -> str:
         return f"<primitive {self.name} ({self.kind})>"
@@ -100,6 +110,21 @@ class Primitive:
         for i in wanted:
             keep = keep | reads[i]
         return keep
+
+
+def all_primitives(*, user: bool = True) -> list[Primitive]:
+    """Every primitive: the registered (built-in) ones, then — with ``user`` — every live one made
+    outside the registry with ``md.primitive`` (the library's own, as DEER's, and yours), oldest first.
+    Names of user primitives need not be unique; the objects are.
+
+    >>> import minidiff as md
+    >>> @md.primitive
+    ... def double(x):
+    ...     return 2 * x
+    >>> double in all_primitives(), double in all_primitives(user=False)
+    (True, False)
+    """
+    return list(REGISTRY.values()) + (list(_UNREGISTERED.values()) if user else [])
 
 
 def declared_reads(prim: str, rule, declared: str | None, n_inputs: int | None = None) -> frozenset:

@@ -4,7 +4,9 @@
   input;
 * :func:`check_primitive` — the whole property battery over Hypothesis-drawn inputs (``battery``);
 * :func:`check_mutation` — whether a property catches a deliberate bug in a rule (``mutation``);
-* ``strategies`` — Hypothesis strategies for tensors and shapes.
+* ``strategies`` — Hypothesis strategies for tensors and shapes;
+* :func:`all_primitives` — every primitive, built-in and (``user=True``) made with ``md.primitive``:
+  the walk a battery over "every primitive" starts from.
 
 ``check_primitive``, ``check_mutation`` and ``strategies`` need Hypothesis (the ``test`` extra); it is
 imported when they run.
@@ -13,16 +15,20 @@ imported when they run.
 >>> md.testing.check_grads(lambda x: md.sin(x) * x, (md.tensor([0.5, 1.5]),), order=2)
 """
 
+from ..primitives.registry import all_primitives
 from .battery import CHECKS, Domain, Tolerances, check_example, check_jacobian, check_primitive
-from .checks import check_grads, numerical_jvp
+from .checks import GRAD_DEFAULTS, GradCheckError, check_grads, numerical_jvp
 from .mutation import Mutation, MutationResult, check_mutation, mutated
 
 __all__ = [
     "CHECKS",
     "Domain",
+    "GRAD_DEFAULTS",
+    "GradCheckError",
     "Mutation",
     "MutationResult",
     "Tolerances",
+    "all_primitives",
     "check_example",
     "check_grads",
     "check_jacobian",

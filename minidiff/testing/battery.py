@@ -51,8 +51,10 @@ from .. import transforms
 from ..backend import numpy_module as np
 from ..errors import check_number, describe
 from ..primitives.creation import asarray
+from ..primitives.registry import Primitive
 from ..tensor.core import Tensor
 from .checks import _close, _inner, _np64, check_grads
+from .report import _label
 
 __all__ = [
     "CHECKS",
@@ -524,6 +526,8 @@ def check_primitive(
         run_hypothesis(body, strategy, max_examples=max_examples, seed=seed, shrink=shrink)
     except AssertionError as exc:
         name = getattr(f, "__name__", repr(f))
+        if isinstance(f, Primitive):  # user primitives are named after their function's qualified name
+            name = _label(f) if name == f.name else f"{name}, {_label(f)}"
         raise AssertionError(
             f"{op}({name}): {exc}\nHypothesis seed {seed}: check_primitive(..., seed={seed}) reproduces this run"
         ) from None
