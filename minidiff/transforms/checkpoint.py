@@ -14,8 +14,9 @@ Time: one more forward pass of ``f`` per backward pass.
 * Nested transforms: the rules are written with ``md.jvp``/``md.vjp``, so every order works (grad of
   grad, the three ``hvp`` modes).  Only the first reverse pass saves memory: an outer transform
   differentiates the recomputation, whose values its own tape then records.
-* Pytrees of inputs and outputs are accepted.  Outputs must be floating tensors (or numbers); several
-  are packed into one vector for the primitive and unpacked after it.
+* Pytrees of inputs and outputs are accepted.  Output tensors must be floating-point (other leaves,
+  such as numbers, come back as they are); several are packed into one vector for the primitive and
+  unpacked after it.
 * ``f`` must not close over a tensor that is being differentiated (a ``requires_grad=True``
   parameter, an outer transform's value): its derivative would be lost, so this raises; pass such
   tensors as arguments instead (``checkpoint(lambda x, p: model.apply(p, x))(x, params)``).
@@ -36,7 +37,6 @@ from functools import wraps
 
 from ..backend import numpy_module as _np
 from ..errors import TracerError
-from ..primitives.creation import asarray
 from ..primitives.custom import primitive
 from ..primitives.shape import concatenate, ravel, reshape
 from ..tensor import pytree
@@ -98,8 +98,9 @@ def _call(f, leaves, in_def):
         for i, x in zip(slots, xs):
             full[i] = x
         args, kwargs = pytree.unflatten(in_def, full)
-        outs, layout["tree"] = pytree.flatten(f(*args, **kwargs))
-        outs = [o if isinstance(o, Tensor) else asarray(o) for o in outs]
+        leaves_out, layout["tree"] = pytree.flatten(f(*args, **kwargs))
+        layout["leaves"] = leaves_out  # non-tensor leaves (numbers, strings) come back as they are
+        outs = [o for o in leaves_out if isinstance(o, Tensor)]
         layout["avals"] = [(o.shape, o.dtype) for o in outs]
         return _pack(name, outs)
 
@@ -124,7 +125,9 @@ def _call(f, leaves, in_def):
         return vjp(run, *xs)[1](g)
 
     packed = prim(*[leaves[i] for i in slots])
-    return pytree.unflatten(layout["tree"], _unpack(packed, layout["avals"]))
+    tensors = iter(_unpack(packed, layout["avals"]))
+    outs = [next(tensors) if isinstance(o, Tensor) else o for o in layout["leaves"]]
+    return pytree.unflatten(layout["tree"], outs)
 
 
 def _pack(name: str, outs: list) -> Tensor:
