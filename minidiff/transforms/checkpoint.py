@@ -91,15 +91,20 @@ def _call(f, leaves, in_def):
     """Bind one checkpoint primitive on the floating tensors among ``leaves`` and unpack its output."""
     name = getattr(f, "__name__", type(f).__name__)
     slots = [i for i, x in enumerate(leaves) if isinstance(x, Tensor) and x.dtype.kind == "f"]
+    inputs = [leaves[i] for i in slots]
+    constants = [None if i in slots else x for i, x in enumerate(leaves)]  # (not the traced inputs)
     layout: dict = {}
 
     def run(*xs):
-        full = list(leaves)
+        full = list(constants)
         for i, x in zip(slots, xs):
             full[i] = x
         args, kwargs = pytree.unflatten(in_def, full)
         leaves_out, layout["tree"] = pytree.flatten(f(*args, **kwargs))
-        layout["leaves"] = leaves_out  # non-tensor leaves (numbers, strings) come back as they are
+        # non-tensor leaves (numbers, strings) come back as they are; tensors are not kept here (a
+        # recomputation's traced outputs would keep its whole tape alive through this closure)
+        layout["static"] = [None if isinstance(o, Tensor) else o for o in leaves_out]
+        layout["is_tensor"] = [isinstance(o, Tensor) for o in leaves_out]
         outs = [o for o in leaves_out if isinstance(o, Tensor)]
         layout["avals"] = [(o.shape, o.dtype) for o in outs]
         return _pack(name, outs)
@@ -124,9 +129,9 @@ def _call(f, leaves, in_def):
     def _vjp(g, out, *xs):
         return vjp(run, *xs)[1](g)
 
-    packed = prim(*[leaves[i] for i in slots])
+    packed = prim(*inputs)
     tensors = iter(_unpack(packed, layout["avals"]))
-    outs = [next(tensors) if isinstance(o, Tensor) else o for o in layout["leaves"]]
+    outs = [next(tensors) if t else o for t, o in zip(layout["is_tensor"], layout["static"])]
     return pytree.unflatten(layout["tree"], outs)
 
 
