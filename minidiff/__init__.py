@@ -62,6 +62,8 @@ from .tensor.kernel import array_kernel, array_namespace
 from .modes.reverse import assign_, is_grad_enabled, no_grad, tape_stats
 from .tensor.core import Tensor
 from .transforms.core import grad, hessian, hvp, jacfwd, jacrev, jvp, value_and_grad, vjp, vmap
+from .transforms.checkpoint import checkpoint
+from .transforms.linearize import linearize
 
 __version__ = "0.1.0"
 

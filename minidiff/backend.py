@@ -17,6 +17,7 @@ __all__ = [
     "cuda_unavailable_reason",
     "numpy_module",
     "scipy_linalg",
+    "erf",
     "float16",
     "float32",
     "float64",
@@ -99,6 +100,23 @@ def scipy_linalg(xp):
     import cupyx.scipy.linalg  # pragma: no cover - needs a GPU
 
     return cupyx.scipy.linalg  # pragma: no cover
+
+
+def erf(xp):
+    """The error function for arrays of ``xp``: ``scipy.special.erf`` for NumPy arrays,
+    ``cupyx.scipy.special.erf`` for CuPy arrays (NumPy itself has none).
+
+    >>> import numpy as np
+    >>> round(float(erf(np)(np.float64(1.0))), 6)
+    0.842701
+    """
+    if xp is numpy:
+        import scipy.special
+
+        return scipy.special.erf
+    import cupyx.scipy.special  # pragma: no cover - needs a GPU
+
+    return cupyx.scipy.special.erf  # pragma: no cover
 
 
 _DEVICES: dict[str, Device] = {

@@ -542,6 +542,27 @@ def var_case(draw):
 
 
 @st.composite
+def std_case(draw, domain=distinct):
+    """``std`` over a drawn axis, keepdims and ddof (``ddof`` < the reduced count)."""
+    shape = draw(SHAPES)
+    axis, axes = draw(axis_for(len(shape), allowed=_nonempty_axes(shape)))
+    n = math.prod(shape[a] for a in axes)
+    ddof = draw(st.integers(0, 1)) if n > 1 else 0
+    keepdims = draw(st.booleans())
+    how = draw(st.sampled_from(["function", "method"]))
+    if how == "method":
+        f = lambda x: x.std(axis=axis, keepdims=keepdims, ddof=ddof)  # noqa: E731
+    else:
+        f = lambda x: md.std(x, axis=axis, keepdims=keepdims, ddof=ddof)  # noqa: E731
+    return case(f, [shape], [domain], f"{how} axis={axis} ddof={ddof} keepdims={keepdims}")
+
+
+def zeros(draw, shape):
+    """All zeros: a constant input, where the variance is exactly 0 in every dtype."""
+    return np.zeros(shape)
+
+
+@st.composite
 def softmax_case(draw, fn):
     shape = draw(SHAPES)
     allowed = _nonempty_axes(shape)
@@ -876,6 +897,13 @@ SPECS: list[Spec] = [
     unary("sigmoid", md.sigmoid, elements(_floats(-4.0, 4.0))),
     unary("relu", md.relu, AWAY0),
     unary("softplus", md.softplus),
+    unary("tan", md.tan, elements(_floats(-1.2, 1.2))),  # away from the poles at ±π/2
+    unary("arcsin", md.arcsin, elements(_floats(-0.9, 0.9))),  # inside (-1, 1), away from ±1
+    unary("arccos", md.arccos, elements(_floats(-0.9, 0.9))),
+    unary("arctan", md.arctan, elements(_floats(-3.0, 3.0))),
+    unary("sinh", md.sinh),
+    unary("cosh", md.cosh),
+    unary("erf", md.erf),
     unary(
         "scalar_operands", _scalars, POS, prims=("multiply", "subtract", "divide", "add", "power", "square")
     ),
@@ -887,6 +915,8 @@ SPECS: list[Spec] = [
     binary("divide", lambda x, y: x / y, ANY, AWAY0),
     binary("power", lambda x, y: x**y, POS, ANY),
     binary("maximum", md.maximum, GRID_A, GRID_B),
+    # y away from 0: never the origin (0/0) nor the branch cut (y = 0, x < 0) where the angle jumps 2π
+    binary("arctan2", md.arctan2, AWAY0, ANY),
     binary("minimum", md.minimum, GRID_A, GRID_B),
     # ---- drawn kinks where the convention equals the central difference: a changed convention fails
     Spec("power_at_zero_base", ("power",), power_at_zero_case()),  # d/dx x**0 = 0, x**1, x**2... at 0
@@ -952,6 +982,9 @@ SPECS: list[Spec] = [
     Spec("prod", ("prod",), prod_case()),
     Spec("mean", ("sum", "multiply"), reduction_case(md.mean, need_nonempty=True)),
     Spec("var", ("sum", "multiply", "subtract", "divide"), var_case()),
+    Spec("std", ("sqrt", "where", "divide", "sum"), std_case()),
+    # zero variance: the convention (derivative 0) equals the central difference, (ε|v'| - ε|v'|)/2ε
+    Spec("std_at_zero_variance", ("sqrt", "where"), std_case(zeros), order=1),
     Spec("logsumexp", ("logsumexp",), reduction_case(md.logsumexp, need_nonempty=True)),
     Spec("softmax", ("logsumexp", "subtract", "exp"), softmax_case(md.softmax)),
     Spec("log_softmax", ("logsumexp", "subtract"), softmax_case(md.log_softmax)),

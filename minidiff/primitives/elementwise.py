@@ -20,6 +20,9 @@ Conventions where the derivative is not defined — the same in both modes and a
   ``where`` whose untaken branch is differentiated with a zero cotangent.  The mixed second
   derivative at ``x = 0, y = 1`` does not exist (``∂/∂x (x**y·log x) → −∞``): there the two orders
   of differentiation give 1 (``∂/∂y`` of ``d/dx``) and 0 (``∂/∂x`` of ``d/dy``);
+* ``arcsin``/``arccos`` at ±1 have infinite derivatives (their domain's ends), ``tan`` at its poles
+  infinite values, and ``arctan2`` at the origin a NaN derivative (0/0): the functions themselves
+  are not differentiable there, and the rules say so rather than invent a value;
 * ``sqrt'(0) = +inf`` as in NumPy and JAX (with NumPy's divide-by-zero warning); the derivative of
   ``where(x > 0, sqrt(x), 0)`` at 0 is then NaN in reverse mode (``0·inf``), as in JAX: write
   ``sqrt(where(x > 0, x, 1))`` for the untaken branch (the "double where").
@@ -30,6 +33,7 @@ from __future__ import annotations
 import math
 from numbers import Number
 
+from ..backend import erf as _backend_erf
 from ..backend import numpy_module
 from ..tensor.core import Tensor
 from .creation import asarray
@@ -75,6 +79,8 @@ def _dpow_dy(x, y):
     return _positive_or_one(x) ** y * _log_positive(x)
 
 
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)  # erf'(x) = 2/sqrt(pi) * exp(-x**2)
+
 # fmt: off
 # name           impl on backend arrays                 derivative rule per input (JVP = VJP)     what the rules read (the tape keeps it)
 add_p = elementwise("add", lambda xp, x, y: xp.add(x, y), lambda g, ans, x, y: g, lambda g, ans, x, y: g)
@@ -94,6 +100,14 @@ square_p = elementwise("square", lambda xp, x: xp.square(x), lambda g, ans, x: g
 abs_p = elementwise("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x), reads="x")
 sin_p = elementwise("sin", lambda xp, x: xp.sin(x), lambda g, ans, x: g * cos(x), reads="x")
 cos_p = elementwise("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * sin(x), reads="x")
+tan_p = elementwise("tan", lambda xp, x: xp.tan(x), lambda g, ans, x: g * (1 + ans * ans), reads="ans")
+arcsin_p = elementwise("arcsin", lambda xp, x: xp.arcsin(x), lambda g, ans, x: g / sqrt(1 - x * x), reads="x")
+arccos_p = elementwise("arccos", lambda xp, x: xp.arccos(x), lambda g, ans, x: -g / sqrt(1 - x * x), reads="x")
+arctan_p = elementwise("arctan", lambda xp, x: xp.arctan(x), lambda g, ans, x: g / (1 + x * x), reads="x")
+arctan2_p = elementwise("arctan2", lambda xp, y, x: xp.arctan2(y, x), lambda g, ans, y, x: g * x / (x * x + y * y), lambda g, ans, y, x: -g * y / (x * x + y * y), reads="y x")
+sinh_p = elementwise("sinh", lambda xp, x: xp.sinh(x), lambda g, ans, x: g * cosh(x), reads="x")
+cosh_p = elementwise("cosh", lambda xp, x: xp.cosh(x), lambda g, ans, x: g * sinh(x), reads="x")
+erf_p = elementwise("erf", lambda xp, x: _backend_erf(xp)(x), lambda g, ans, x: g * _TWO_OVER_SQRT_PI * exp(-x * x), reads="x")
 tanh_p = elementwise("tanh", lambda xp, x: xp.tanh(x), lambda g, ans, x: g * (1 - ans * ans), reads="ans")
 sigmoid_p = elementwise("sigmoid", lambda xp, x: _sigmoid(xp, x), lambda g, ans, x: g * (ans * (1 - ans)), reads="ans")
 relu_p = elementwise("relu", lambda xp, x: xp.maximum(x, 0), lambda g, ans, x: g * greater(x, 0), reads="x")
@@ -195,6 +209,73 @@ abs = _unary(abs_p)  # noqa: A001 - NumPy's name
 sin = _unary(sin_p)
 cos = _unary(cos_p)
 tanh = _unary(tanh_p)
+tan = _unary(tan_p)
+arcsin = _unary(arcsin_p)
+arccos = _unary(arccos_p)
+arctan = _unary(arctan_p)
+arctan2 = _binary(arctan2_p)
+sinh = _unary(sinh_p)
+cosh = _unary(cosh_p)
+erf = _unary(erf_p)
+
+tan.__doc__ = """Elementwise tangent, as ``numpy.tan``; ``tan'(x) = 1 + tan(x)**2`` (read from the output).
+
+    Poles (``x = π/2 + kπ``) give ±inf values and derivatives, as the function does.
+
+    >>> import minidiff as md
+    >>> md.grad(md.tan)(md.tensor(0.0)).item()
+    1.0
+    """
+arcsin.__doc__ = """Elementwise inverse sine, as ``numpy.arcsin``; ``arcsin'(x) = 1 / sqrt(1 - x**2)``.
+
+    Defined on [-1, 1]; at ±1 the derivative is +inf (with NumPy's divide-by-zero warning), as
+    ``sqrt'(0)``; outside, values and derivatives are NaN.
+
+    >>> import minidiff as md
+    >>> md.grad(md.arcsin)(md.tensor(0.0)).item()
+    1.0
+    """
+arccos.__doc__ = """Elementwise inverse cosine, as ``numpy.arccos``; ``arccos'(x) = -1 / sqrt(1 - x**2)``.
+
+    Defined on [-1, 1]; at ±1 the derivative is -inf, outside NaN (as :func:`arcsin`).
+
+    >>> import minidiff as md
+    >>> md.grad(md.arccos)(md.tensor(0.0)).item()
+    -1.0
+    """
+arctan.__doc__ = """Elementwise inverse tangent, as ``numpy.arctan``; ``arctan'(x) = 1 / (1 + x**2)``.
+
+    >>> import minidiff as md
+    >>> md.grad(md.arctan)(md.tensor(1.0)).item()
+    0.5
+    """
+arctan2.__doc__ = """The angle of the point ``(x, y)``: ``arctan2(y, x)`` elementwise with broadcasting, as
+    ``numpy.arctan2(x1, x2)`` (``x1`` is ``y``).  Derivatives ``x / (x² + y²)`` in ``y`` and
+    ``-y / (x² + y²)`` in ``x``; at the origin both are NaN (0/0: the angle has no limit there).
+
+    >>> import minidiff as md
+    >>> [g.item() for g in md.grad(md.arctan2, argnums=(0, 1))(md.tensor(1.0), md.tensor(1.0))]
+    [0.5, -0.5]
+    """
+sinh.__doc__ = """Elementwise hyperbolic sine, as ``numpy.sinh``; ``sinh' = cosh``.
+
+    >>> import minidiff as md
+    >>> md.grad(md.sinh)(md.tensor(0.0)).item()
+    1.0
+    """
+cosh.__doc__ = """Elementwise hyperbolic cosine, as ``numpy.cosh``; ``cosh' = sinh``.
+
+    >>> import minidiff as md
+    >>> md.grad(md.cosh)(md.tensor(0.0)).item()
+    0.0
+    """
+erf.__doc__ = """The error function elementwise, as ``scipy.special.erf`` (NumPy has none; the backend
+    provides SciPy's, or CuPy's ``cupyx.scipy.special.erf`` on the GPU); ``erf'(x) = 2/sqrt(π)·exp(-x²)``.
+
+    >>> import minidiff as md
+    >>> round(md.erf(md.tensor(1.0)).item(), 6), round(md.grad(md.erf)(md.tensor(0.0)).item(), 6)
+    (0.842701, 1.128379)
+    """
 sigmoid = _unary(sigmoid_p)
 relu = _unary(relu_p)
 softplus = _unary(softplus_p)

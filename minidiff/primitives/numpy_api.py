@@ -49,7 +49,16 @@ from ..backend import numpy_module as _np
 from ..errors import UnsupportedError, describe
 from ..tensor.core import Tensor, Tracer
 
-__all__ = ["UFUNCS", "FUNCTIONS", "Rule", "array_ufunc", "array_function", "support_table", "write_table"]
+__all__ = [
+    "UFUNCS",
+    "SPECIAL_UFUNCS",
+    "FUNCTIONS",
+    "Rule",
+    "array_ufunc",
+    "array_function",
+    "support_table",
+    "write_table",
+]
 
 
 @dataclass(frozen=True)
@@ -126,20 +135,6 @@ def _log10(x):
 
 def _reciprocal(x):
     return _md().divide(1.0, x)
-
-
-def _tan(x):
-    return _md().sin(x) / _md().cos(x)
-
-
-def _sinh(x):
-    md = _md()
-    return (md.exp(x) - md.exp(md.negative(x))) * 0.5
-
-
-def _cosh(x):
-    md = _md()
-    return (md.exp(x) + md.exp(md.negative(x))) * 0.5
 
 
 def _ceil(x):
@@ -232,9 +227,9 @@ UFUNCS: dict[str, Rule] = {
     "log": Rule("log"), "log2": Rule("log", _log2, note="log(x) / ln 2"),
     "log10": Rule("log", _log10, note="log(x) / ln 10"), "log1p": Rule("log1p"), "expm1": Rule("expm1"),
     "sqrt": Rule("sqrt"), "square": Rule("square"), "reciprocal": Rule("divide", _reciprocal, note="1 / x"),
-    "sin": Rule("sin"), "cos": Rule("cos"), "tan": Rule("sin", _tan, note="sin(x) / cos(x)"),
-    "sinh": Rule("exp", _sinh, note="(exp(x) - exp(-x)) / 2"),
-    "cosh": Rule("exp", _cosh, note="(exp(x) + exp(-x)) / 2"), "tanh": Rule("tanh"),
+    "sin": Rule("sin"), "cos": Rule("cos"), "tan": Rule("tan"),
+    "arcsin": Rule("arcsin"), "arccos": Rule("arccos"), "arctan": Rule("arctan"),
+    "arctan2": Rule("arctan2"), "sinh": Rule("sinh"), "cosh": Rule("cosh"), "tanh": Rule("tanh"),
     "logaddexp": Rule("log1p", _logaddexp, note="max(x, y) + log1p(exp(-abs(x - y)))"),
     "hypot": Rule("sqrt", _hypot, note="sqrt(x² + y²)"),
     "maximum": Rule("maximum", note="ties share the derivative equally"), "minimum": Rule("minimum"),
@@ -256,6 +251,8 @@ UFUNCS: dict[str, Rule] = {
     "logaddexp2": Rule("log1p", _logaddexp2, note="logaddexp(x ln 2, y ln 2) / ln 2"),
     "isfinite": Rule("isfinite"), "isnan": Rule("isnan"), "isinf": Rule("isfinite", _isinf, note="not isfinite and not isnan"),
 }
+#: Ufuncs of ``scipy.special`` (NumPy ufuncs made by SciPy, so tensors reach them through NEP 13 too).
+SPECIAL_UFUNCS: dict[str, Rule] = {"erf": Rule("erf")}
 #: ``ufunc.reduce`` and ``ufunc.accumulate`` -> minidiff reduction (NumPy's default ``axis=0``).
 REDUCE = {"add": "sum", "multiply": "prod", "maximum": "max", "minimum": "min",
           "logical_and": "all", "logical_or": "any"}
@@ -566,7 +563,6 @@ FUNCTIONS: dict[str, Rule] = {
 
 # Where a NumPy name is missing from the tables, the hint names the minidiff way if there is one.
 HINTS = {
-    "arctan2": "minidiff has no arctan yet; write the function with md.* operations instead.",
     "percentile": "minidiff has no percentile; np.median (a sort, then the middle) is supported.",
     "quantile": "minidiff has no quantile; np.median (a sort, then the middle) is supported.",
     "cumprod": "minidiff has no cumprod; md.exp(md.cumsum(md.log(x))) for positive x.",
@@ -598,7 +594,7 @@ def array_ufunc(ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
     try:
         return _ufunc_call(ufunc, method, inputs, kwargs)
     except _Unsupported as why:
-        hint = _hint(ufunc.__name__, UFUNCS.get(ufunc.__name__), method)
+        hint = _hint(ufunc.__name__, _rule_of(ufunc), method)
         return _fallback(name, str(why), getattr(ufunc, method), inputs, kwargs, hint)
 
 
@@ -661,8 +657,13 @@ def _ufunc_call(ufunc, method: str, inputs, kwargs):
     return fn(_cast(x, dtype), axis=axis, **extra)
 
 
+def _rule_of(ufunc) -> Rule | None:
+    """The table entry of a NumPy ufunc, or of a ``scipy.special`` one (NumPy has no ``erf``)."""
+    return UFUNCS.get(ufunc.__name__) or SPECIAL_UFUNCS.get(ufunc.__name__)
+
+
 def _ufunc_rule(ufunc) -> Rule:
-    rule = UFUNCS.get(ufunc.__name__)
+    rule = _rule_of(ufunc)
     if rule is None:
         raise _Unsupported("minidiff has no equivalent")
     return rule
@@ -895,6 +896,10 @@ def support_table() -> str:
     accumulate = ", ".join(f"`np.{u}.accumulate` → `md.{t}`" for u, t in sorted(ACCUMULATE.items()))
     lines += ["", f"Ufunc methods (keywords `axis`, `keepdims`, `dtype`): {reduce}; {accumulate};"]
     lines += ["and `.outer` of every binary ufunc above.", ""]
+    lines += ["### `scipy.special` ufuncs (NEP 13)", "", "| SciPy | minidiff | notes |", "|---|---|---|"]
+    for n, r in sorted(SPECIAL_UFUNCS.items()):
+        lines.append(_row(n, r, keywords=False).replace(f"`np.{n}`", f"`scipy.special.{n}`", 1))
+    lines.append("")
     head = ["| NumPy | minidiff | arguments after the first | notes |", "|---|---|---|---|"]
     for title, linalg in (("Array functions (NEP 18)", False), ("`np.linalg` (NEP 18)", True)):
         lines += [f"### {title}", "", *head]

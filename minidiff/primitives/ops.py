@@ -6,6 +6,8 @@ through the primitives they are made of.
 
 from __future__ import annotations
 
+import builtins
+
 from ..backend import numpy_module
 from ..errors import ShapeError
 from ..tensor.core import Tensor
@@ -13,11 +15,17 @@ from .creation import asarray, eye
 from .elementwise import (  # noqa: F401 - re-exported
     abs,
     add,
+    arccos,
+    arcsin,
+    arctan,
+    arctan2,
     astype,
     clip,
     cos,
+    cosh,
     divide,
     equal,
+    erf,
     exp,
     expm1,
     floor,
@@ -42,10 +50,12 @@ from .elementwise import (  # noqa: F401 - re-exported
     sigmoid,
     sign,
     sin,
+    sinh,
     softplus,
     sqrt,
     square,
     subtract,
+    tan,
     tanh,
     where,
 )
@@ -92,14 +102,19 @@ def mean(x, axis=None, keepdims=False) -> Tensor:
 
 
 def var(x, axis=None, keepdims=False, ddof=0) -> Tensor:
-    """Variance over ``axis`` (``ddof`` as in NumPy)."""
+    """Variance over ``axis`` (``ddof`` as in NumPy: the divisor is ``max(n - ddof, 0)``).
+
+    >>> import minidiff as md
+    >>> md.var(md.tensor([[1.0, 3.0], [2.0, 2.0]]), axis=1, ddof=1).tolist()
+    [2.0, 0.0]
+    """
     x = asarray(x)
     axes = normalize_axis("var", axis, x.ndim)
     n = 1
     for a in axes:
         n *= x.shape[a]
     centered = x - mean(x, axis=axes, keepdims=True)
-    return sum(centered * centered, axis=axes, keepdims=keepdims) / (n - ddof)
+    return sum(centered * centered, axis=axes, keepdims=keepdims) / builtins.max(n - ddof, 0)
 
 
 def log_softmax(x, axis=-1) -> Tensor:
@@ -261,13 +276,26 @@ def logical_xor(x, y) -> Tensor:
 
 
 def std(x, axis=None, keepdims=False, ddof=0) -> Tensor:
-    """Standard deviation over ``axis``: ``sqrt(var(x, axis, ddof=ddof))``.
+    """Standard deviation over ``axis``: ``sqrt(var(x, axis, keepdims, ddof))``, with NumPy's
+    ``axis`` (None, an int or a tuple, negative ones too), ``keepdims`` and ``ddof``.
+
+    Composed from :func:`var` and ``sqrt``, so both modes and every order come from their rules.
+    Where the variance is 0 (a constant slice) std is not differentiable (``sqrt'(0) = inf`` meets
+    a zero derivative of the variance: NaN); there its derivative is taken as 0, the minimum-norm
+    subgradient (as PyTorch does), at every order, through a "double where" that keeps the untaken
+    ``sqrt`` branch finite.  NaN and inf variances (``ddof >= n``) pass through as in NumPy.
 
     >>> import minidiff as md
     >>> md.std(md.tensor([1.0, 3.0])).item()
     1.0
+    >>> md.grad(lambda x: md.std(x))(md.tensor([2.0, 2.0])).tolist()   # zero variance
+    [0.0, 0.0]
+    >>> md.std(md.tensor([[1.0, 3.0], [2.0, 4.0]]), axis=0, keepdims=True, ddof=1).shape
+    (1, 2)
     """
-    return sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+    v = var(x, axis=axis, keepdims=keepdims, ddof=ddof)
+    flat = equal(v, 0)
+    return where(flat, 0.0, sqrt(where(flat, 1.0, v)))
 
 
 def repeat(x, repeats, axis=None) -> Tensor:

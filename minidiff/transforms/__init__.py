@@ -1,8 +1,10 @@
-"""The transforms users call: jvp, vjp, grad, jacobians, hessian, hvp, vmap (:mod:`.core`), forward
-gradients (:mod:`.forward_gradient`) and tape inspection (:mod:`.inspect_tape`).  They use the modes
+"""The transforms users call: jvp, vjp, grad, jacobians, hessian, hvp, vmap (:mod:`.core`), gradient
+checkpointing (:mod:`.checkpoint`), linearization (:mod:`.linearize`), forward gradients
+(:mod:`.forward_gradient`) and tape inspection (:mod:`.inspect_tape`).  They use the modes
 below them and nothing above.
 """
 
+from .checkpoint import checkpoint
 from .core import (
     HVP_MODES,
     grad,
@@ -16,9 +18,11 @@ from .core import (
     vjp,
     vmap,
 )
+from .linearize import linearize
 
 __all__ = [
     "HVP_MODES",
+    "checkpoint",
     "grad",
     "hessian",
     "hessian_product",
@@ -26,6 +30,7 @@ __all__ = [
     "jacfwd",
     "jacrev",
     "jvp",
+    "linearize",
     "value_and_grad",
     "vjp",
     "vmap",
