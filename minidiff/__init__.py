@@ -7,8 +7,6 @@
 True
 """
 
-from __future__ import annotations
-
 from . import data, errors, nn, primitives, testing  # noqa: F401
 from .modes import levels  # noqa: F401
 from .tensor import pytree  # noqa: F401
@@ -55,9 +53,9 @@ from .errors import (
 from .modes.forward import Dual, dual_level, make_dual, unpack_dual
 from .transforms.forward_gradient import FGD, forward_grad, sample_directions
 from .transforms.inspect_tape import format_tape
-from .primitives.ops import *  # noqa: F403
+from .primitives.ops import *  # noqa: F403 - the array functions, primitives/ops.py's __all__
 from .primitives.ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
-from .modes.tensor_methods import attach as _attach_tensor_methods  # noqa: F401 - attaches on import
+from .modes import tensor_methods as _tensor_methods  # noqa: F401 - attaches the operators on import
 from .tensor.kernel import array_kernel, array_namespace
 from .modes.reverse import assign_, is_grad_enabled, no_grad, tape_stats
 from .tensor.core import Tensor
@@ -65,7 +63,30 @@ from .transforms.core import grad, hessian, hvp, jacfwd, jacrev, jvp, value_and_
 from .transforms.checkpoint import checkpoint
 from .transforms.linearize import linearize
 
+from .primitives import ops as _ops
+
 __version__ = "0.1.0"
+
+#: The public API (design.md's contract): the array functions of primitives/ops.py, then the rest.
+__all__ = [
+    *_ops.__all__,
+    # creation and devices
+    *("arange", "asarray", "empty", "eye", "full", "linspace", "ones", "ones_like", "tensor", "zeros"),
+    *("zeros_like", "Device", "get_device", "cuda_available", "cuda_unavailable_reason"),
+    *("bool_", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"),
+    # the array type, its kernels, in-place updates, errors
+    *("Tensor", "array_kernel", "array_namespace", "assign_"),
+    *("MinidiffError", "DeviceError", "DTypeError", "ShapeError", "TapeError", "TracerError"),
+    "UnsupportedError",
+    # transforms, forward-mode and tape-style tools
+    *("jvp", "vjp", "grad", "value_and_grad", "jacfwd", "jacrev", "hessian", "hvp", "vmap"),
+    *("checkpoint", "linearize", "primitive", "forward_grad", "sample_directions", "FGD"),
+    *("Dual", "dual_level", "make_dual", "unpack_dual"),
+    *("no_grad", "is_grad_enabled", "tape_stats", "format_tape"),
+    # submodules
+    *("linalg", "random", "nn", "optim", "deer", "curvature", "data", "testing", "pytree", "errors"),
+    *("primitives", "transforms", "levels"),
+]
 
 
 def __getattr__(name: str):
@@ -75,3 +96,7 @@ def __getattr__(name: str):
 
         return importlib.import_module(".curvature", __name__)
     raise AttributeError(f"module 'minidiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"curvature"})

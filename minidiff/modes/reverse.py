@@ -498,6 +498,14 @@ def no_grad():
 
 
 def is_grad_enabled() -> bool:
+    """Whether tape-style operations on ``requires_grad`` tensors are being recorded (not inside
+    :func:`no_grad`).
+
+    >>> import minidiff as md
+    >>> with md.no_grad():
+    ...     md.is_grad_enabled()
+    False
+    """
     return AMBIENT.recording
 
 

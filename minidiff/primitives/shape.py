@@ -298,6 +298,12 @@ def squeeze(x, axis=None) -> Tensor:
 
 
 def ravel(x) -> Tensor:
+    """``x`` as one axis, in C order (``reshape(x, (-1,))``).
+
+    >>> import minidiff as md
+    >>> md.ravel(md.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
+    [1.0, 2.0, 3.0, 4.0]
+    """
     return reshape(x, (-1,))
 
 
