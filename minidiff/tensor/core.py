@@ -11,16 +11,22 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 from .. import backend
 from ..errors import DeviceError, DTypeError, ShapeError, TracerError
+
+if TYPE_CHECKING:  # for type checkers only: the operators and methods modes/tensor_methods.py attaches
+    from ..modes.tensor_methods import _TensorMethods as _AttachedMethods
+else:
+    _AttachedMethods = object
 
 # how a value is read out (``Tensor._concrete``): as text or control flow (derivatives need not be
 # kept), as a Python number, or as a NumPy array
 VALUE, SCALAR, ARRAY = "value", "scalar", "array"
 
 
-class Tensor:
+class Tensor(_AttachedMethods):
     """An n-dimensional array on a device, with NumPy semantics and operator overloading.
 
     Example:
@@ -33,6 +39,8 @@ class Tensor:
     """
 
     __slots__ = ("_data", "_device", "__weakref__")
+    _data: Any  # the backend array (NumPy or CuPy)
+    _device: backend.Device
     _level = 0  # concrete values sit below every trace
     __array_priority__ = 1000  # make NumPy defer to our reflected operators
 
