@@ -159,6 +159,18 @@ GATES = [
         "x's cotangent sent where y was chosen",
         spec="where",
     ),
+    M("erf ×1.001", "erf", "both", scaled(1.001), description="derivative off by 1e-3", spec="erf"),
+    M("arccos VJP sign flip", "arccos", "vjp", negated(), description="reverse mode only", spec="arccos"),
+    M("cosh JVP ×1.001", "cosh", "jvp", scaled(1.001), description="forward mode only", spec="cosh"),
+    M(
+        "tan detached",
+        "tan",
+        "both",
+        detached(),
+        description="1 + tan² on a detached output: first order right, second wrong",
+        spec="tan",
+    ),
+    M("arctan2 ∂x sign flip", "arctan2", "both", negated(), 1, "−y/(x²+y²) → y/(x²+y²)", spec="arctan2"),
     # --- kink conventions (documented in minidiff/primitives/elementwise.py)
     M(
         "relu'(0) = 1",
