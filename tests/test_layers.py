@@ -85,8 +85,9 @@ def imports(module: str):
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     tree = ast.parse(path.read_text())
+    type_checking_only = _type_checking_only(tree)
     for node in ast.walk(tree):
-        if node in _type_checking_only(tree):
+        if node in type_checking_only:
             continue
         if isinstance(node, ast.Import):
             for alias in node.names:
