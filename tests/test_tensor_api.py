@@ -161,6 +161,17 @@ def test_integer_floor_divide_and_remainder_are_numpy_s(x, y):
         assert (md.tensor(a) % y).tolist() == (a % y).tolist()
 
 
+def test_float_floor_divide_and_remainder_by_zero_are_numpy_s():
+    """Only integers divide by zero to 0; floats give NumPy's inf/nan (a builtin ``all`` shadowed by
+    ``md.all`` once sent floats down the integer path, silently returning 0)."""
+    a = np.array([1.0, -1.0, 0.0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q, r = np.floor_divide(a, 0.0), np.remainder(a, 0.0)
+        tq, tr = md.tensor(a) // 0.0, md.tensor(a) % 0.0
+    np.testing.assert_array_equal(tq.numpy(), q)  # [inf, -inf, nan]
+    np.testing.assert_array_equal(tr.numpy(), r)  # [nan, nan, nan]
+
+
 def test_logical_operators_on_booleans_and_a_clear_error_on_integers():
     a, b = np.array([True, False, True]), np.array([True, True, False])
     ta, tb = md.tensor(a), md.tensor(b)

@@ -311,7 +311,7 @@ def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
 # and remainder = x - floor_divide(x, y) * y differentiates as d/dx = 1, d/dy = -floor_divide(x, y).
 def _both_integer(x, y) -> bool:
     kinds = [v.dtype.kind if isinstance(v, Tensor) else "f" if isinstance(v, float) else "i" for v in (x, y)]
-    return all(k in "iu" for k in kinds)
+    return builtins.all(k in "iu" for k in kinds)  # not md.all, which ops.py exports
 
 
 def floor_divide(x, y) -> Tensor:
