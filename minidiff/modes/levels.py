@@ -10,6 +10,7 @@ on values one level down.  This is the idea of JAX's autodidax, kept small: leve
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TypeVar
 
 _STACK: list = []  # open traces, innermost last
 
@@ -30,7 +31,10 @@ class Trace:
         raise NotImplementedError
 
 
-def push(trace: Trace) -> Trace:
+_T = TypeVar("_T", bound=Trace)
+
+
+def push(trace: _T) -> _T:
     _STACK.append(trace)
     return trace
 

@@ -25,7 +25,7 @@ import math
 import weakref
 from contextlib import contextmanager
 
-from ..errors import DeviceError, DTypeError, ShapeError, TapeError, TracerError, describe
+from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
 from ..primitives.registry import bind
 from ..primitives.shape import sum_to
@@ -49,7 +49,10 @@ class _Unsaved:
     """Stands for a value the tape did not keep; reading it raises :class:`UndeclaredRead`."""
 
     __slots__ = ()
-    what = "the output"
+
+    @property
+    def what(self) -> str:
+        return "the output"
 
     def _undeclared(self, *_, **__):
         raise UndeclaredRead(
@@ -562,7 +565,9 @@ def _check_hook_result(fn, new, g: Tensor, node: Node) -> None:
             f"register_hook: hook {name} on {tensor} returned a {type(new).__name__}; a hook returns "
             "None (keep the gradient) or a minidiff tensor of that shape and dtype (the new gradient)"
         )
-    error = ShapeError if new.shape != g.shape else DTypeError if new.dtype != g.dtype else None
+    error: type[MinidiffError] | None = (
+        ShapeError if new.shape != g.shape else DTypeError if new.dtype != g.dtype else None
+    )
     if error is None and new.device is not g.device:
         error = DeviceError
     if error is not None:

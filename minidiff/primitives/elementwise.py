@@ -31,13 +31,14 @@ Conventions where the derivative is not defined — the same in both modes and a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Number
 
 from ..backend import erf as _backend_erf
 from ..backend import numpy_module
-from ..tensor.core import Tensor
+from ..tensor.core import ArrayLike, Tensor
 from .creation import asarray
-from .registry import bind, elementwise, nondifferentiable
+from .registry import Primitive, bind, elementwise, nondifferentiable
 
 
 def _share(x, y):
@@ -162,8 +163,12 @@ def operand(x, like=None):
     return asarray(x, device=like.device if isinstance(like, Tensor) else None)
 
 
-def _unary(prim):
-    def fn(x):
+_Unary = Callable[[ArrayLike], Tensor]
+_Binary = Callable[[ArrayLike, ArrayLike], Tensor]
+
+
+def _unary(prim: Primitive) -> _Unary:
+    def fn(x: ArrayLike) -> Tensor:
         return bind(prim, operand(x))
 
     fn.__name__ = prim.name
@@ -171,8 +176,8 @@ def _unary(prim):
     return fn
 
 
-def _binary(prim):
-    def fn(x, y):
+def _binary(prim: Primitive) -> _Binary:
+    def fn(x: ArrayLike, y: ArrayLike) -> Tensor:
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
             from .creation import asarray
 
@@ -184,39 +189,39 @@ def _binary(prim):
     return fn
 
 
-add = _binary(add_p)
-subtract = _binary(subtract_p)
-multiply = _binary(multiply_p)
-divide = _binary(divide_p)
-maximum = _binary(maximum_p)
-minimum = _binary(minimum_p)
-less = _binary(less_p)
-less_equal = _binary(less_equal_p)
-greater = _binary(greater_p)
-greater_equal = _binary(greater_equal_p)
-equal = _binary(equal_p)
-not_equal = _binary(not_equal_p)
-logical_and = _binary(logical_and_p)
-logical_or = _binary(logical_or_p)
-negative = _unary(negative_p)
-exp = _unary(exp_p)
-log = _unary(log_p)
-log1p = _unary(log1p_p)
-expm1 = _unary(expm1_p)
-sqrt = _unary(sqrt_p)
-square = _unary(square_p)
-abs = _unary(abs_p)  # noqa: A001 - NumPy's name
-sin = _unary(sin_p)
-cos = _unary(cos_p)
-tanh = _unary(tanh_p)
-tan = _unary(tan_p)
-arcsin = _unary(arcsin_p)
-arccos = _unary(arccos_p)
-arctan = _unary(arctan_p)
-arctan2 = _binary(arctan2_p)
-sinh = _unary(sinh_p)
-cosh = _unary(cosh_p)
-erf = _unary(erf_p)
+add: _Binary = _binary(add_p)
+subtract: _Binary = _binary(subtract_p)
+multiply: _Binary = _binary(multiply_p)
+divide: _Binary = _binary(divide_p)
+maximum: _Binary = _binary(maximum_p)
+minimum: _Binary = _binary(minimum_p)
+less: _Binary = _binary(less_p)
+less_equal: _Binary = _binary(less_equal_p)
+greater: _Binary = _binary(greater_p)
+greater_equal: _Binary = _binary(greater_equal_p)
+equal: _Binary = _binary(equal_p)
+not_equal: _Binary = _binary(not_equal_p)
+logical_and: _Binary = _binary(logical_and_p)
+logical_or: _Binary = _binary(logical_or_p)
+negative: _Unary = _unary(negative_p)
+exp: _Unary = _unary(exp_p)
+log: _Unary = _unary(log_p)
+log1p: _Unary = _unary(log1p_p)
+expm1: _Unary = _unary(expm1_p)
+sqrt: _Unary = _unary(sqrt_p)
+square: _Unary = _unary(square_p)
+abs: _Unary = _unary(abs_p)  # noqa: A001 - NumPy's name
+sin: _Unary = _unary(sin_p)
+cos: _Unary = _unary(cos_p)
+tanh: _Unary = _unary(tanh_p)
+tan: _Unary = _unary(tan_p)
+arcsin: _Unary = _unary(arcsin_p)
+arccos: _Unary = _unary(arccos_p)
+arctan: _Unary = _unary(arctan_p)
+arctan2: _Binary = _binary(arctan2_p)
+sinh: _Unary = _unary(sinh_p)
+cosh: _Unary = _unary(cosh_p)
+erf: _Unary = _unary(erf_p)
 
 tan.__doc__ = """Elementwise tangent, as ``numpy.tan``; ``tan'(x) = 1 + tan(x)**2`` (read from the output).
 
@@ -276,14 +281,14 @@ erf.__doc__ = """The error function elementwise, as ``scipy.special.erf`` (NumPy
     >>> round(md.erf(md.tensor(1.0)).item(), 6), round(md.grad(md.erf)(md.tensor(0.0)).item(), 6)
     (0.842701, 1.128379)
     """
-sigmoid = _unary(sigmoid_p)
-relu = _unary(relu_p)
-softplus = _unary(softplus_p)
-logical_not = _unary(logical_not_p)
-sign = _unary(sign_p)
-floor = _unary(floor_p)
-isfinite = _unary(isfinite_p)
-isnan = _unary(isnan_p)
+sigmoid: _Unary = _unary(sigmoid_p)
+relu: _Unary = _unary(relu_p)
+softplus: _Unary = _unary(softplus_p)
+logical_not: _Unary = _unary(logical_not_p)
+sign: _Unary = _unary(sign_p)
+floor: _Unary = _unary(floor_p)
+isfinite: _Unary = _unary(isfinite_p)
+isnan: _Unary = _unary(isnan_p)
 
 
 def power(x, y):

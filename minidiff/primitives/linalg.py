@@ -439,6 +439,7 @@ def matrix_power(a, n: int) -> Tensor:
         n >>= 1
         if n:
             base = matmul(base, base)
+    assert out is not None  # n >= 1 here, so some bit of n was set
     return out
 
 

@@ -11,7 +11,7 @@ from ..tensor.core import Tensor, column_major
 from .batching_rules import align
 from .creation import arange, eye
 from .elementwise import multiply, where
-from .registry import bind, general
+from .registry import General, bind, general
 from .shape import _t, broadcast_to, expand_dims, reshape, squeeze, sum, transpose_p
 
 
@@ -69,7 +69,7 @@ def _batch_matmul(vals, batched, size, prim=None):
     return out
 
 
-matmul_p = general(
+matmul_p: General = general(
     "matmul",
     lambda xp, x, y: xp.matmul(x, y),
     (lambda t, ans, x, y: matmul(t, y), lambda t, ans, x, y: matmul(x, t)),
@@ -124,14 +124,14 @@ def _parse_einsum(spec: str, shapes):
             raise ShapeError(f"einsum: subscripts {t!r} do not fit an operand of shape {s}")
         new_terms.append(t)
     if out is None:
-        counts = {}
+        counts: dict[str, int] = {}
         for t in new_terms:
             for c in t:
                 counts[c] = counts.get(c, 0) + 1
         out = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
     else:
         out = out.replace("...", ell)
-    sizes = {}
+    sizes: dict[str, int] = {}
     for t, s in zip(new_terms, shapes):
         for c, d in zip(t, s):
             if c in sizes and sizes[c] != d and 1 not in (sizes[c], d):
@@ -176,7 +176,7 @@ def _batch_einsum(vals, batched, size, spec):
     return bind(einsum_p, *vals, spec=",".join(terms) + "->" + b + out)
 
 
-einsum_p = general(
+einsum_p: General = general(
     "einsum",
     lambda xp, *ops, spec: xp.einsum(spec, *ops, optimize=len(ops) > 2),
     _einsum_jvp,
@@ -244,7 +244,7 @@ def _lapack(op: str, fn, xp, x, *rest):
         raise LinAlgError(f"{op}: cannot take the matrix of shape {tuple(x.shape)}: {exc}") from exc
 
 
-solve_p = general(
+solve_p: General = general(
     "solve",
     lambda xp, a, b: _lapack("linalg.solve", xp.linalg.solve, xp, a, b),
     (_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
@@ -312,7 +312,7 @@ def _inverse_for(op: str, x):
         ) from exc
 
 
-inv_p = general(
+inv_p: General = general(
     "inv",
     lambda xp, x: _lapack("linalg.inv", xp.linalg.inv, xp, x),
     lambda t, ans, x: -matmul(ans, matmul(t, ans)),
@@ -320,7 +320,7 @@ inv_p = general(
     lambda vals, b, n: bind(inv_p, vals[0]),
     reads="ans",
 )
-det_p = general(
+det_p: General = general(
     "det",
     lambda xp, x: xp.linalg.det(x),
     lambda t, ans, x: ans * sum(_mT(_inverse_for("linalg.det", x)) * t, axis=(-2, -1)),
@@ -328,7 +328,7 @@ det_p = general(
     lambda vals, b, n: bind(det_p, vals[0]),
     reads="ans x",
 )
-cholesky_p = general(
+cholesky_p: General = general(
     "cholesky",
     lambda xp, x: _lapack("linalg.cholesky", xp.linalg.cholesky, xp, x),
     _cholesky_jvp,

@@ -290,14 +290,14 @@ def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
         pairs = (list(range(a.ndim - n, a.ndim)), list(range(n)))
     else:
         try:
-            pairs = [[s] if isinstance(s, Integral) else list(s) for s in axes]
+            given = [[s] if isinstance(s, Integral) else list(s) for s in axes]
         except TypeError:
-            pairs = ()
-        if len(pairs) != 2 or len(pairs[0]) != len(pairs[1]):
+            given = []
+        if len(given) != 2 or len(given[0]) != len(given[1]):
             raise ShapeError(f"tensordot: axes {axes!r} must be an int or two sequences of equal length")
         pairs = (
-            [normalize_one_axis("tensordot", i, a.ndim) for i in pairs[0]],
-            [normalize_one_axis("tensordot", j, b.ndim) for j in pairs[1]],
+            [normalize_one_axis("tensordot", i, a.ndim) for i in given[0]],
+            [normalize_one_axis("tensordot", j, b.ndim) for j in given[1]],
         )
     if len(set(pairs[0])) != len(pairs[0]) or len(set(pairs[1])) != len(pairs[1]):
         raise ShapeError(f"tensordot: repeated axis in {axes!r}")

@@ -230,7 +230,7 @@ def seed(n: int) -> None:
     _SEED[0] = n
 
 
-_SEED = [None]
+_SEED: list[int | None] = [None]
 
 
 def normal(shape, mean=0.0, std=1.0, dtype="float64", device=None, rng: RngLike = None) -> Tensor:

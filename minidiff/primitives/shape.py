@@ -11,7 +11,7 @@ from numbers import Integral
 from ..errors import DeviceError, ShapeError
 from ..tensor.core import Tensor, Tracer
 from .batching_rules import align, materialize, shift_axes
-from .registry import bind, linear
+from .registry import Linear, bind, linear
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -26,9 +26,10 @@ def normalize_axis(op: str, axis, ndim: int, allow_none: bool = True):
     for a in axes:
         if not isinstance(a, Integral):
             raise ShapeError(f"{op}: axis must be an integer, got {a!r}")
+        a = int(a)
         if not -ndim <= a < ndim:
             raise ShapeError(f"{op}: axis {a} is out of range for an array of {ndim} dimensions")
-        out.append(int(a) % ndim)
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: repeated axis in {axis!r}")
     return tuple(sorted(out))
@@ -52,59 +53,59 @@ def _inverse_perm(axes):
 # ----------------------------------------------------------------------------- primitives
 # fmt: off
 # name            impl                                         transpose (VJP)
-reshape_p = linear(
+reshape_p: Linear = linear(
     "reshape", lambda xp, x, shape: xp.reshape(x, shape),
     lambda g, ans, x, shape: reshape(g, x.shape),
     lambda vals, b, n, shape: bind(reshape_p, vals[0], shape=(vals[0].shape[0],) + shape),
 )
-broadcast_to_p = linear(
+broadcast_to_p: Linear = linear(
     "broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
     lambda g, ans, x, shape: sum_to(g, x.shape),
     lambda vals, b, n, shape: bind(broadcast_to_p, align(vals[0], vals[0].ndim - 1, len(shape)), shape=(vals[0].shape[0],) + shape),
 )
-transpose_p = linear(
+transpose_p: Linear = linear(
     "transpose", lambda xp, x, axes: xp.transpose(x, axes),
     lambda g, ans, x, axes: bind(transpose_p, g, axes=_inverse_perm(axes)),
     lambda vals, b, n, axes: bind(transpose_p, vals[0], axes=_batch_transpose(axes)),
 )
-sum_p = linear(
+sum_p: Linear = linear(
     "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
     lambda g, ans, x, axis, keepdims: broadcast_to(g if keepdims else expand_axes(g, axis), x.shape),
     lambda vals, b, n, axis, keepdims: bind(sum_p, vals[0], axis=shift_axes(axis), keepdims=keepdims),
 )
-cumsum_p = linear(
+cumsum_p: Linear = linear(
     "cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis),
     lambda g, ans, x, axis: flip(cumsum(flip(g, axis), axis), axis),
     lambda vals, b, n, axis: bind(cumsum_p, vals[0], axis=axis + 1),
 )
-getitem_p = linear(
+getitem_p: Linear = linear(
     "getitem", lambda xp, x, index: x[index],
     lambda g, ans, x, index: bind(scatter_p, g, index=index, shape=x.shape),
     lambda vals, b, n, index: _batch_index(getitem_p, vals[0], index, vals[0].ndim - 1, "x"),
 )
-scatter_p = linear(  # the transpose of getitem: zeros of `shape` with g added at `index`
+scatter_p: Linear = linear(  # the transpose of getitem: zeros of `shape` with g added at `index`
     "scatter", lambda xp, g, index, shape: _scatter(xp, g, index, shape),
     lambda g, ans, x, index, shape: bind(getitem_p, g, index=index),
     lambda vals, b, n, index, shape: _batch_index(scatter_p, vals[0], index, len(shape), "g", shape),
 )
-pad_p = linear(
+pad_p: Linear = linear(
     "pad", lambda xp, x, pad_width: xp.pad(x, pad_width),
     lambda g, ans, x, pad_width: bind(getitem_p, g, index=tuple(slice(lo, lo + d) for (lo, _), d in zip(pad_width, x.shape))),
     lambda vals, b, n, pad_width: bind(pad_p, vals[0], pad_width=((0, 0),) + pad_width),
 )
-concatenate_p = linear(
+concatenate_p: Linear = linear(
     "concatenate", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=axis),
     lambda g, ans, *xs, axis, sizes, argnum: bind(getitem_p, g, index=_part(sizes, axis, argnum)),
     lambda vals, b, n, axis, sizes: bind(concatenate_p, *[materialize(v, bi, n) for v, bi in zip(vals, b)], axis=axis + 1, sizes=sizes),
     variadic=True,
 )
-stack_p = linear(
+stack_p: Linear = linear(
     "stack", lambda xp, *xs, axis: xp.stack(xs, axis=axis),
     lambda g, ans, *xs, axis, argnum: bind(getitem_p, g, index=(slice(None),) * axis + (argnum,)),
     lambda vals, b, n, axis: bind(stack_p, *[materialize(v, bi, n) for v, bi in zip(vals, b)], axis=axis + 1),
     variadic=True,
 )
-to_device_p = linear(
+to_device_p: Linear = linear(
     "to_device", lambda xp, x, device: device.from_host(_host(x)),
     lambda g, ans, x, device: bind(to_device_p, g, device=x.device),
     lambda vals, b, n, device: bind(to_device_p, vals[0], device=device),

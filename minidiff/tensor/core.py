@@ -11,15 +11,29 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from .. import backend
-from ..errors import DeviceError, DTypeError, ShapeError, TracerError
+from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TracerError
 
 if TYPE_CHECKING:  # for type checkers only: the operators and methods modes/tensor_methods.py attaches
     from ..modes.tensor_methods import _TensorMethods as _AttachedMethods
 else:
     _AttachedMethods = object
+
+
+class _SupportsArray(Protocol):
+    def __array__(self) -> Any: ...
+
+
+#: What the array functions accept besides a tensor: Python numbers, nested sequences of them, NumPy
+#: (or CuPy) arrays and anything else with ``__array__``.
+ArrayLike = Union["Tensor", _SupportsArray, complex, float, int, bool, Sequence[Any]]
+#: An axis argument of a reduction: one axis, several, or None for all.
+Axis = int | tuple[int, ...] | None
+#: A dtype as NumPy takes it: a name (``"float32"``), a type (``float``), a NumPy dtype.
+DTypeLike = Any
 
 # how a value is read out (``Tensor._concrete``): as text or control flow (derivatives need not be
 # kept), as a Python number, or as a NumPy array
@@ -243,7 +257,7 @@ class Tracer(Tensor):
           parameter or a loss there is an explicit act outside any transform, and gives a constant
           (a read-only array for ``numpy()``), as ``item()`` does in PyTorch.
         """
-        value = self
+        value: Tensor = self
         while isinstance(value, Tracer):
             trace = value._trace
             if not trace.active:
@@ -259,7 +273,7 @@ class Tracer(Tensor):
         return value
 
     def detach(self) -> Tensor:
-        value = self
+        value: Tensor = self
         while isinstance(value, Tracer):
             if value.is_batch:  # keep the batch structure of vmap
                 return value._trace.detached(value)
@@ -349,6 +363,7 @@ def escaped(op: str, trace) -> TracerError:
 def check_like(op: str, what: str, value, like, of: str = "its primal") -> None:
     """``value`` (a tangent, a cotangent, a probe) must have the shape, dtype and device of ``like``;
     the one check behind every such pair, naming ``op`` and the field that differs."""
+    error: type[MinidiffError]
     if value.shape != like.shape:
         error, field, hint = ShapeError, "shape", ""
     elif value.dtype != like.dtype:
