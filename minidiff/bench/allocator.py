@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Any
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_STATE = {"mode": "default", "mmap_threshold": None, "trim_threshold": None}
+_STATE: dict[str, Any] = {"mode": "default", "mmap_threshold": None, "trim_threshold": None}
 
 
 def _libc():

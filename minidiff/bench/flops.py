@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from ..primitives.registry import intercept_evaluations
 from ..transforms.core import jvp, value_and_grad
 
@@ -51,7 +51,7 @@ def flop_model(layer_flops) -> dict:
     }
 
 
-def layer_flops(module, input_shape, prefix: str = "") -> list[tuple[str, object, int]]:
+def layer_flops(module: Module, input_shape, prefix: str = "") -> list[tuple[str, Module, int]]:
     """``(dotted name, layer, forward FLOPs)`` of every elementary layer of ``module``, in call order.
 
     A :class:`~minidiff.nn.Sequential` is walked layer by layer, each layer seeing the output shape of

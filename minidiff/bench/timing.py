@@ -82,7 +82,7 @@ def measure_interleaved(
         for _ in range(warmup):
             fn()
     sync()
-    samples = {name: [] for name in calls}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
             t0 = clock()

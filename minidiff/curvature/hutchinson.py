@@ -22,6 +22,7 @@ from ..primitives import ops
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import check_hvp_mode, vmap
 from .products import check_params, check_vector, hvp
 
@@ -55,8 +56,8 @@ class RunningEstimate:
     def __init__(self, kind: str | None = None):
         self.kind = kind
         self.n_probes = 0
-        self.value = None
-        self._m2 = None
+        self.value: PyTree = None  # a pytree of tensors once a sample is in
+        self._m2: PyTree = None
 
     def __repr__(self) -> str:
         return f"RunningEstimate(n_probes={self.n_probes})"
@@ -71,6 +72,7 @@ class RunningEstimate:
                 f"shapes {[getattr(x, 'shape', None) for x in leaves]}"
             )
         (k,) = sizes
+        assert k is not None  # checked above
         mean_b = [ops.mean(x, axis=0) for x in leaves]
         m2_b = [ops.sum((x - m) ** 2, axis=0) for x, m in zip(leaves, mean_b)]
         if self.n_probes == 0:
@@ -240,10 +242,11 @@ def hutchinson_diag(
 
 def _quadratic_forms(z, az) -> Tensor:
     """``z_kᵀ A z_k`` for each probe k (summed over every leaf)."""
-    total = None
+    total: Tensor | None = None
     for a, b in zip(pytree.flatten(z)[0], pytree.flatten(az)[0]):
         s = ops.sum(ops.reshape(a * b, (a.shape[0], -1)), axis=1)
         total = s if total is None else total + s.astype(total.dtype)
+    assert total is not None  # z has at least one leaf (checked with the parameters)
     return total
 
 

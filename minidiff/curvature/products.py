@@ -21,7 +21,7 @@ too: the K products come out of one vector-mode pass (``md.vmap``), not a Python
 
 from __future__ import annotations
 
-from ..errors import DeviceError, DTypeError, ShapeError, check_number, describe
+from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, check_number, describe
 from ..primitives import ops
 from ..primitives.creation import arange
 from ..primitives.random import RngLike, as_generator
@@ -136,7 +136,8 @@ def _check_leaf_like(op: str, i: str, t: Tensor, p: Tensor, vectorized: bool) ->
                 f"{op}(vectorized=True): v leaf {i} is {describe(t)}, expected (K,) + {p.shape} "
                 "(a leading axis of K directions)"
             )
-        error, hint = ShapeError, ""
+        error: type[MinidiffError] = ShapeError
+        hint = ""
     elif t.dtype != p.dtype:
         error, hint = DTypeError, f"; cast it with .astype({p.dtype})"
     elif t.device is not p.device:
@@ -188,6 +189,9 @@ class OutputSpaceProduct:
         >>> prod(md.tensor([1.0])).tolist()                  # J^T M J = 3 · 2 · 3
         [18.0]
     """
+
+    kind: str  # set by fisher(): "analytic" or "sampled"
+    labels: Tensor  # set by fisher(kind="sampled"): the labels drawn once, shape (S, N)
 
     def __init__(self, op: str, model_fn, params, output_product):
         check_params(op, params)

@@ -48,10 +48,10 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
     if table.shape != (N_DIGITS, 65):
         raise ValueError(f"{_FILE}: expected {N_DIGITS} rows of 65 values, got shape {table.shape}")
-    pixels, labels = table[:, :64], table[:, 64]
-    if pixels.min() < 0 or pixels.max() > 16 or labels.min() < 0 or labels.max() > 9:
+    values, labels = table[:, :64], table[:, 64]
+    if values.min() < 0 or values.max() > 16 or labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"{_FILE}: pixel values outside 0..16 or labels outside 0..9")
-    pixels = pixels.astype(np.uint8).reshape(N_DIGITS, 8, 8)
+    pixels = values.astype(np.uint8).reshape(N_DIGITS, 8, 8)
     pixels.setflags(write=False)
     labels = np.ascontiguousarray(labels)
     labels.setflags(write=False)

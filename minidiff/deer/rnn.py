@@ -172,9 +172,11 @@ def _outside_minidiff() -> int:
     """The ``stacklevel`` of the first caller outside minidiff (through any nesting of transforms)."""
     import os
     import sys
+    from types import FrameType
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
         frame, level = frame.f_back, level + 1
     return level

@@ -24,8 +24,10 @@ Layers are initialized as PyTorch's defaults (uniform on ±1/√fan_in for weigh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..primitives.random import as_generator
-from .modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, _count
+from .modules import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential, _count
 
 __all__ = ["logreg", "mlp", "mlp_depth", "cnn", "build", "MODELS"]
 
@@ -46,7 +48,7 @@ def mlp(
     if isinstance(hidden, int):
         hidden = (hidden,)
     sizes = [int(in_features), *(int(h) for h in hidden), int(classes)]
-    layers = []
+    layers: list[Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(a, b, rng=gen, dtype=dtype, device=device))
         if i < len(sizes) - 2:
@@ -115,7 +117,7 @@ def cnn(
     return model
 
 
-MODELS = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
+MODELS: dict[str, Callable[..., Sequential]] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
 
 
 def build(name: str, **kwargs) -> Sequential:

@@ -46,6 +46,7 @@ import itertools
 import math
 import operator
 from types import MappingProxyType
+from typing import Any
 
 from ..errors import DeviceError, DTypeError, ShapeError, check_number
 from ..primitives import ops
@@ -68,7 +69,7 @@ __all__ = [
     "backward_hook_point",
 ]
 
-_EMPTY = MappingProxyType({})
+_EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
 _HOOK_IDS = itertools.count()
 
 

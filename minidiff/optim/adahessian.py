@@ -23,6 +23,8 @@ Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradient
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import check_number, describe
 from ..modes.reverse import no_grad
 from ..primitives.random import Generator, RngLike
@@ -73,7 +75,7 @@ class AdaHessian(RandomOptimizer):
         self,
         params,
         lr: float = 0.15,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-4,
         hessian_power: float = 1.0,
         weight_decay: float = 0.0,

@@ -258,7 +258,7 @@ class Optimizer:
         settings = [{k: copy.deepcopy(v) for k, v in saved.items() if k != "params"} for saved in groups]
         for s in settings:
             self.validate(s)
-        state = {id(p): {} for p in params}
+        state: dict[int, dict] = {id(p): {} for p in params}
         for i, s in state_dict["state"].items():
             state[id(params[i])] = _from_host(s, params[i].device)
         extra = _from_host(state_dict.get("extra", {}), params[0].device)

@@ -19,6 +19,7 @@ Each takes ``centralize="grad" | "update" | None`` and ``conv_only`` for Gradien
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..errors import check_number
 from ..primitives.creation import full, zeros_like
@@ -120,7 +121,7 @@ class Adam(_FirstOrder):
         self,
         params,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         centralize: str | None = None,
@@ -173,7 +174,7 @@ class AdamW(Adam):
         self,
         params,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         centralize: str | None = None,

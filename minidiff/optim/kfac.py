@@ -319,7 +319,7 @@ class KFAC(RandomOptimizer):
     def _momentum_steps(self, group, grad_of, directions, nu, new_state) -> list:
         """The new value of every parameter (None without a gradient): SGD with momentum along ν·Δ
         (layers) or the gradient (other parameters); the new buffers go into ``new_state``."""
-        values = []
+        values: list[Tensor | None] = []
         for p in group["params"]:
             g = grad_of[id(p)]
             if g is None:

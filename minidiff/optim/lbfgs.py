@@ -28,7 +28,7 @@ Cost per iteration: the line search's evaluations of f and ∇f (usually one; on
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import check_number
 from ..modes.reverse import assign_, no_grad
@@ -75,7 +75,14 @@ class LBFGS(Optimizer):
         super().__init__(params, settings_of(locals()))
         if len(self.param_groups) != 1:
             raise ValueError(f"LBFGS: supports one parameter group, got {len(self.param_groups)}")
-        self.history = {"s": [], "y": [], "rho": [], "gamma": 1.0, "n_iter": 0, "func_evals": 0}
+        self.history: dict[str, Any] = {
+            "s": [],
+            "y": [],
+            "rho": [],
+            "gamma": 1.0,
+            "n_iter": 0,
+            "func_evals": 0,
+        }
         self.info: dict = {}
 
     def validate(self, settings: dict) -> None:

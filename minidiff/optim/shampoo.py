@@ -36,6 +36,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..errors import check_number
 from ..tensor.kernel import array_kernel
@@ -59,7 +60,7 @@ class Shampoo(Optimizer):
         self,
         params,
         lr: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         *,
         eps: float = 1e-6,
         eps_relative: bool = True,

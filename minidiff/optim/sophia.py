@@ -35,6 +35,7 @@ the model's stored leaves and *without* calling ``backward`` (tape style).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..errors import check_number
 from ..modes.reverse import no_grad
@@ -67,7 +68,7 @@ class Sophia(RandomOptimizer):
         self,
         params,
         lr: float = 1e-4,
-        betas: tuple[float, float] = (0.965, 0.99),
+        betas: Sequence[float] = (0.965, 0.99),
         rho: float = 0.04,
         eps: float = 1e-12,
         weight_decay: float = 0.1,

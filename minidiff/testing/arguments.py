@@ -67,7 +67,7 @@ def _static_argnums(op: str, static_argnums, n: int) -> frozenset:
 class Arguments:
     """The arguments split into differentiated leaves and static values (see the module doc)."""
 
-    treedef: object  # structure of the whole args tuple
+    treedef: pytree.TreeDef  # structure of the whole args tuple
     values: list  # every leaf of args, static ones as given, differentiated ones as tensors
     diff: list[int]  # positions in ``values`` of the differentiated leaves
     names: list[tuple[int, str]]  # (argument index, pytree path) of each differentiated leaf
@@ -81,7 +81,9 @@ class Arguments:
             )
         args = tuple(args)
         static = _static_argnums(op, static_argnums, len(args))
-        values, diff, names = [], [], []
+        values: list = []
+        diff: list[int] = []
+        names: list[tuple[int, str]] = []
         for argnum, arg in enumerate(args):
             leaves = pytree.flatten(arg)[0]
             for leaf, path in zip(leaves, _paths(arg, f"args[{argnum}]")):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..primitives.registry import Primitive
 from ..tensor import pytree
 from ..transforms.core import vjp
@@ -28,7 +30,24 @@ class GradCheckError(AssertionError):
 
     __module__ = "minidiff.testing"  # where users import it from (and what a traceback shows)
 
-    def __init__(self, **fields):
+    # the fields (set from the keywords of __init__; see the class doc)
+    function: str
+    primitive: str | None
+    primitive_text: str
+    primitive_is_f: bool
+    rule: str
+    order: int
+    order_text: str
+    argnum: int
+    leaf: str
+    element: tuple[int, ...] | None
+    got: float
+    want: float
+    tolerance: float
+    compared: str
+    settings: str
+
+    def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
         super().__init__(self._message())
 

@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from ..modes import levels
 from ..modes.batching import Batched, BatchTrace
 from ..modes.forward import Dual, ForwardTrace, check_tangent
-from ..modes.reverse import ReverseTrace, Taped, walk
+from ..modes.reverse import Node, ReverseTrace, Taped, walk
 from ..primitives.creation import asarray, eye, zeros
 from ..primitives.shape import broadcast_to, moveaxis, reshape
 from ..tensor import pytree
@@ -180,7 +180,8 @@ def vjp(f, *primals, has_aux: bool = False):
         out = f(*pytree.unflatten(p_def, taped))
         out, aux = _split_aux("vjp", out, has_aux)
         o_leaves, o_def = pytree.flatten(out)
-        outs, roots = [], []
+        outs: list[Tensor] = []
+        roots: list[Node | None] = []
         for o in o_leaves:
             if isinstance(o, Taped) and o._trace is trace:
                 outs.append(o.primal)
@@ -621,10 +622,10 @@ def hessian_product(f, primals, mode: str = "fwd-over-rev"):
     gradient = grad(f, argnums=nums)
     if mode == "fwd-over-rev":
 
-        def product(tangents, vectorized: bool = False):
+        def forward_over_reverse(tangents, vectorized: bool = False):
             return tuple(jvp(gradient, primals, tuple(tangents), vectorized=vectorized)[1])
 
-        return product
+        return forward_over_reverse
     if mode == "rev-over-fwd":
 
         def one(tangents):

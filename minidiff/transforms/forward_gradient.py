@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 from ..errors import ShapeError, check_number
 from ..primitives.ops import clip as clip_values
@@ -29,7 +30,7 @@ DISTRIBUTIONS = ("normal", "rademacher")
 
 #: How each FGD setting is checked (:func:`check_fgd_settings`): the bounds given to
 #: :func:`minidiff.errors.check_number`.
-_SETTING_BOUNDS = {
+_SETTING_BOUNDS: dict[str, dict[str, Any]] = {
     "lr": dict(low=0.0),
     "decay": dict(low=0.0),
     "n_directions": dict(low=1, integer=True),

@@ -20,7 +20,7 @@ tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
 
 from __future__ import annotations
 
-from ..modes.reverse import FREED, Aval, Freed
+from ..modes.reverse import FREED, Aval, Freed, Node
 from ..tensor.core import Tensor
 
 __all__ = ["format_tape", "tape_nodes"]
@@ -86,12 +86,13 @@ def format_tape(y, names: dict | None = None) -> str:
     """
     nodes = tape_nodes(y)
     label = {n: f"%{k}" for k, n in enumerate(nodes)}
-    tags = {}
+    tags: dict[Node | None, list[str]] = {}
     for name, t in (names or {}).items():
         node = getattr(t, "_node", None)
         if node in label:
             tags.setdefault(node, []).append(name)
-    rows, total, counted = [], 0, {}
+    rows, total = [], 0
+    counted: dict = {}
     for n in nodes:
         expr, saves, kept_bytes = _describe_node(n, label, counted)
         total += kept_bytes
