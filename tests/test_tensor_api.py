@@ -513,3 +513,11 @@ def test_at_in_the_tape_style_and_under_vmap():
 def test_at_casts_values_to_the_dtype_of_x():
     assert md.zeros(2, dtype="float32").at[0].set(md.tensor(1.5)).dtype == np.float32
     assert md.tensor([1, 2]).at[0].add(1).tolist() == [2, 2]
+
+
+def test_astype_of_a_python_number_gives_a_tensor():
+    """md.astype(3.0, "float32") used to fail with AttributeError ('float' has no dtype): numbers
+    passed through unconverted (found by the type checker)."""
+    t = md.astype(3.0, "float32")
+    assert isinstance(t, md.Tensor) and t.dtype == np.float32 and t.item() == 3.0
+    assert md.astype([1, 2], "float64").tolist() == [1.0, 2.0]

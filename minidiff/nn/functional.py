@@ -99,9 +99,10 @@ def max_pool2d(x, kernel_size=2, stride=None) -> Tensor:
     """Max over ``kernel_size`` windows (stride defaults to the kernel size); ties share the derivative."""
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else (kh, kw))
-    n, c, h, w = x.shape if x.ndim == 4 else (None,) * 4
-    if (sh, sw) == (kh, kw) and x.ndim == 4 and h % kh == 0 and w % kw == 0:
-        return ops.max(ops.reshape(x, (n, c, h // kh, kh, w // kw, kw)), axis=(3, 5))
+    if x.ndim == 4:
+        n, c, h, w = x.shape
+        if (sh, sw) == (kh, kw) and h % kh == 0 and w % kw == 0:
+            return ops.max(ops.reshape(x, (n, c, h // kh, kh, w // kw, kw)), axis=(3, 5))
     cols, _, _ = _patches(x, kh, kw, (sh, sw), 0, "max_pool2d")
     return ops.max(cols, axis=2)
 

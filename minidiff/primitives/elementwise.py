@@ -33,10 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from numbers import Number
+from typing import Any
 
 from ..backend import erf as _backend_erf
 from ..backend import numpy_module
-from ..tensor.core import ArrayLike, Tensor
+from ..tensor.core import ArrayLike, DTypeLike, Tensor
 from .creation import asarray
 from .registry import Primitive, bind, elementwise, nondifferentiable
 
@@ -154,7 +155,7 @@ cast_nd_p = nondifferentiable("cast", lambda xp, x, dtype: x.astype(dtype, copy=
 
 
 # ----------------------------------------------------------------------------- public functions
-def operand(x, like=None):
+def operand(x: ArrayLike, like: object = None) -> Any:
     """Tensors and Python numbers pass through (numbers stay weakly typed, as in NumPy); other
     array-likes become tensors on the device of ``like``."""
     if isinstance(x, (Tensor, Number)):
@@ -291,7 +292,7 @@ isfinite: _Unary = _unary(isfinite_p)
 isnan: _Unary = _unary(isnan_p)
 
 
-def power(x, y):
+def power(x: ArrayLike, y: ArrayLike) -> Tensor:
     """``x ** y`` elementwise with broadcasting (d/dy taken as 0 where x <= 0)."""
     if isinstance(y, Number) and y == 1:
         return operand(x)
@@ -300,7 +301,7 @@ def power(x, y):
     return _binary(power_p)(x, y)
 
 
-def where(condition, x, y):
+def where(condition: ArrayLike, x: ArrayLike, y: ArrayLike) -> Tensor:
     """``x`` where ``condition`` holds, else ``y`` (broadcast); differentiable in ``x`` and ``y``.
 
     >>> import minidiff as md
@@ -316,22 +317,22 @@ def where(condition, x, y):
     return bind(where_p, c, operand(x, like), operand(y, like))
 
 
-def clip(x, a_min=None, a_max=None):
+def clip(x: ArrayLike, a_min: ArrayLike | None = None, a_max: ArrayLike | None = None) -> Tensor:
     """Limit values to ``[a_min, a_max]``; the derivative is 1 on the closed interval, 0 outside."""
-    x = operand(x)
+    v = operand(x)
     if a_min is None and a_max is None:
         raise ValueError("clip: give at least one of a_min and a_max")
     if isinstance(a_min, Tensor) or isinstance(a_max, Tensor):
         if a_min is not None:
-            x = maximum(x, a_min)
-        return minimum(x, a_max) if a_max is not None else x
-    return bind(clip_p, x, lo=a_min, hi=a_max)
+            v = maximum(v, a_min)
+        return minimum(v, a_max) if a_max is not None else v
+    return bind(clip_p, v, lo=a_min, hi=a_max)
 
 
-def astype(x, dtype):
+def astype(x: ArrayLike, dtype: DTypeLike) -> Tensor:
     """``x`` converted to ``dtype``: differentiable between floating dtypes, a constant otherwise."""
 
-    x = operand(x)
+    x = x if isinstance(x, Tensor) else asarray(x)  # a number too: operand() would keep it bare
     dtype = numpy_module.dtype(dtype)
     if x.dtype == dtype:
         return x

@@ -5,9 +5,11 @@ Matrix rules are written with matmul and solve themselves, so they differentiate
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..backend import numpy_module
 from ..errors import LinAlgError, ShapeError, describe
-from ..tensor.core import Tensor, column_major
+from ..tensor.core import ArrayLike, Tensor, column_major
 from .batching_rules import align
 from .creation import arange, eye
 from .elementwise import multiply, where
@@ -80,7 +82,7 @@ matmul_p: General = general(
 )
 
 
-def matmul(x, y) -> Tensor:
+def matmul(x: ArrayLike, y: ArrayLike) -> Tensor:
     """Matrix product with NumPy's rules (1-D operands, broadcast stacks of matrices)."""
     x, y = _t(x), _t(y)
     if x.ndim == 0 or y.ndim == 0:
@@ -187,13 +189,13 @@ einsum_p: General = general(
 )
 
 
-def einsum(spec: str, *operands) -> Tensor:
+def einsum(spec: str, *operands: Any) -> Tensor:
     """Einstein summation, as ``numpy.einsum`` (implicit and explicit output, ellipsis)."""
     ops = [_t(o) for o in operands]
     return bind(einsum_p, *ops, spec=_parse_einsum(spec, [o.shape for o in ops]))
 
 
-def dot(a, b) -> Tensor:
+def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
     """``numpy.dot``: matmul for 1-D and 2-D operands; over the last and second-to-last axes beyond."""
     a, b = _t(a), _t(b)
     if a.ndim == 0 or b.ndim == 0:
@@ -207,7 +209,7 @@ def dot(a, b) -> Tensor:
     return einsum(f"{la},{lb}->{out}", a, b)
 
 
-def outer(a, b) -> Tensor:
+def outer(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Outer product of the flattened inputs."""
     a, b = reshape(_t(a), (-1,)), reshape(_t(b), (-1,))
     return multiply(expand_dims(a, 1), expand_dims(b, 0))

@@ -6,10 +6,12 @@ before binding, so a batching rule only shifts them by one.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from numbers import Integral
+from typing import Any
 
 from ..errors import DeviceError, ShapeError
-from ..tensor.core import Tensor, Tracer
+from ..tensor.core import ArrayLike, Axis, DeviceLike, ShapeLike, Tensor, Tracer
 from .batching_rules import align, materialize, shift_axes
 from .registry import Linear, bind, linear
 
@@ -177,10 +179,10 @@ def _t(x) -> Tensor:
     return asarray(x)
 
 
-def reshape(x, shape) -> Tensor:
+def reshape(x: ArrayLike, shape: ShapeLike) -> Tensor:
     """Give ``x`` a new shape with the same number of elements (one entry may be -1)."""
     x = _t(x)
-    shape = (shape,) if isinstance(shape, Integral) else tuple(int(s) for s in shape)
+    shape = (shape,) if isinstance(shape, (int, Integral)) else tuple(int(s) for s in shape)
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: can only infer one dimension, got {shape}")
     if -1 in shape:
@@ -201,7 +203,7 @@ def reshape(x, shape) -> Tensor:
     return bind(reshape_p, x, shape=shape)
 
 
-def broadcast_to(x, shape) -> Tensor:
+def broadcast_to(x: ArrayLike, shape: Sequence[int]) -> Tensor:
     """View ``x`` broadcast to ``shape`` (NumPy rules)."""
     x = _t(x)
     shape = tuple(int(s) for s in shape)
@@ -213,7 +215,7 @@ def broadcast_to(x, shape) -> Tensor:
     return bind(broadcast_to_p, x, shape=shape)
 
 
-def sum_to(x, shape) -> Tensor:
+def sum_to(x: Tensor, shape: Sequence[int]) -> Tensor:
     """Sum ``x`` over the axes that broadcasting added or stretched, so it gets ``shape``."""
     shape = tuple(shape)
     if x.shape == shape:
@@ -235,7 +237,7 @@ def expand_axes(g, axis) -> Tensor:
     return reshape(g, tuple(shape))
 
 
-def transpose(x, axes=None) -> Tensor:
+def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute the axes (reverse them by default)."""
     x = _t(x)
     if axes is None:
@@ -249,7 +251,7 @@ def transpose(x, axes=None) -> Tensor:
     return bind(transpose_p, x, axes=axes)
 
 
-def swapaxes(x, axis1, axis2) -> Tensor:
+def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
     """Exchange two axes."""
     x = _t(x)
     a = normalize_one_axis("swapaxes", axis1, x.ndim)
@@ -259,7 +261,7 @@ def swapaxes(x, axis1, axis2) -> Tensor:
     return transpose(x, perm)
 
 
-def moveaxis(x, source, destination) -> Tensor:
+def moveaxis(x: ArrayLike, source: int | Sequence[int], destination: int | Sequence[int]) -> Tensor:
     """Move axes to new positions, the others keeping their order."""
     x = _t(x)
     src = source if isinstance(source, (tuple, list)) else (source,)
@@ -274,7 +276,7 @@ def moveaxis(x, source, destination) -> Tensor:
     return transpose(x, order)
 
 
-def expand_dims(x, axis) -> Tensor:
+def expand_dims(x: ArrayLike, axis: Axis) -> Tensor:
     """Insert size-1 axes at the positions ``axis`` of the result."""
     x = _t(x)
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
@@ -285,7 +287,7 @@ def expand_dims(x, axis) -> Tensor:
     return reshape(x, tuple(shape))
 
 
-def squeeze(x, axis=None) -> Tensor:
+def squeeze(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Remove size-1 axes (all of them, or those in ``axis``, which must have size 1)."""
     x = _t(x)
     if axis is None:
@@ -298,7 +300,7 @@ def squeeze(x, axis=None) -> Tensor:
     return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in axes))
 
 
-def ravel(x) -> Tensor:
+def ravel(x: ArrayLike) -> Tensor:
     """``x`` as one axis, in C order (``reshape(x, (-1,))``).
 
     >>> import minidiff as md
@@ -308,14 +310,14 @@ def ravel(x) -> Tensor:
     return reshape(x, (-1,))
 
 
-def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - NumPy's name
+def sum(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
     """Sum over ``axis`` (all axes by default)."""
     x = _t(x)
     axes = normalize_axis("sum", axis, x.ndim)
     return bind(sum_p, x, axis=axes, keepdims=bool(keepdims))
 
 
-def cumsum(x, axis=None) -> Tensor:
+def cumsum(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Cumulative sum along ``axis`` (of the flattened array when ``axis`` is None)."""
     x = _t(x)
     if axis is None:
@@ -323,7 +325,7 @@ def cumsum(x, axis=None) -> Tensor:
     return bind(cumsum_p, x, axis=normalize_one_axis("cumsum", axis, x.ndim))
 
 
-def flip(x, axis=None) -> Tensor:
+def flip(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Reverse the order of elements along ``axis`` (all axes by default)."""
     x = _t(x)
     axes = normalize_axis("flip", axis, x.ndim)
@@ -393,13 +395,13 @@ def _check_integer_bounds(x, final):
                 )
 
 
-def getitem(x, index) -> Tensor:
+def getitem(x: ArrayLike, index: Any) -> Tensor:
     """``x[index]``: basic and integer-array indexing, as NumPy."""
     x = _t(x)
     return bind(getitem_p, x, index=_normalize_index(x, index))
 
 
-def concatenate(arrays, axis=0) -> Tensor:
+def concatenate(arrays: Sequence[ArrayLike], axis: Axis = 0) -> Tensor:
     """Join tensors along an existing axis."""
     xs = [_t(a) for a in arrays]
     if not xs:
@@ -414,7 +416,7 @@ def concatenate(arrays, axis=0) -> Tensor:
     return bind(concatenate_p, *xs, axis=ax, sizes=tuple(x.shape[ax] for x in xs))
 
 
-def stack(arrays, axis=0) -> Tensor:
+def stack(arrays: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     """Join tensors of one shape along a new axis."""
     xs = [_t(a) for a in arrays]
     if not xs:
@@ -424,12 +426,12 @@ def stack(arrays, axis=0) -> Tensor:
     return bind(stack_p, *xs, axis=normalize_one_axis("stack", axis, xs[0].ndim + 1))
 
 
-def split(x, indices_or_sections, axis=0) -> list[Tensor]:
+def split(x: ArrayLike, indices_or_sections: int | Sequence[int], axis: Axis = 0) -> list[Tensor]:
     """Split into several tensors along ``axis`` (equal sections, or at the given indices)."""
     x = _t(x)
     ax = normalize_one_axis("split", axis, x.ndim)
     n = x.shape[ax]
-    if isinstance(indices_or_sections, Integral):
+    if isinstance(indices_or_sections, (int, Integral)):
         k = int(indices_or_sections)
         if k <= 0 or n % k:
             raise ShapeError(f"split: axis {ax} of size {n} cannot be split into {k} equal sections")
@@ -443,7 +445,7 @@ def split(x, indices_or_sections, axis=0) -> list[Tensor]:
     ]
 
 
-def take(x, indices, axis=None) -> Tensor:
+def take(x: ArrayLike, indices: ArrayLike, axis: Axis = None) -> Tensor:
     """Elements of ``x`` at integer ``indices`` along ``axis`` (of the flattened array if None)."""
     x = _t(x)
     if axis is None:
@@ -452,7 +454,7 @@ def take(x, indices, axis=None) -> Tensor:
     return getitem(x, (slice(None),) * ax + (indices,))
 
 
-def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
+def pad(x: ArrayLike, pad_width: Any, mode: str = "constant", constant_values: ArrayLike = 0) -> Tensor:
     """Pad with a constant (``mode="constant"`` only), ``pad_width`` as in ``numpy.pad``."""
     x = _t(x)
     if mode != "constant":
@@ -479,6 +481,6 @@ def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
     return out
 
 
-def to_device(x, device) -> Tensor:
+def to_device(x: ArrayLike, device: DeviceLike) -> Tensor:
     """Copy to another device (differentiable: the cotangent travels back)."""
     return bind(to_device_p, x, device=device)

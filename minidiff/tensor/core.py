@@ -32,6 +32,10 @@ class _SupportsArray(Protocol):
 ArrayLike = Union["Tensor", _SupportsArray, complex, float, int, bool, Sequence[Any]]
 #: An axis argument of a reduction: one axis, several, or None for all.
 Axis = int | tuple[int, ...] | None
+#: A shape: one length or a sequence of them.
+ShapeLike = int | Sequence[int]
+#: A device: a :class:`~minidiff.backend.Device`, its name (``"cpu"``, ``"cuda"``), or None for the default.
+DeviceLike = backend.Device | str | None
 #: A dtype as NumPy takes it: a name (``"float32"``), a type (``float``), a NumPy dtype.
 DTypeLike = Any
 
