@@ -7,6 +7,9 @@ so one code path serves both (the Chainer idea).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy
 
 __all__ = [
@@ -49,7 +52,15 @@ class Device:
 
     __slots__ = ("name", "xp", "array_type", "_to_host", "_from_host", "_synchronize")
 
-    def __init__(self, name, xp, array_type, to_host, from_host, synchronize=None):
+    def __init__(
+        self,
+        name: str,
+        xp: Any,
+        array_type: type[Any],
+        to_host: Callable[[Any], Any],
+        from_host: Callable[[Any], Any],
+        synchronize: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.xp = xp
         self.array_type = array_type
@@ -63,11 +74,11 @@ class Device:
     def __str__(self) -> str:
         return self.name
 
-    def to_host(self, array):
+    def to_host(self, array: Any) -> Any:
         """Return ``array`` as a host NumPy array."""
         return self._to_host(array)
 
-    def from_host(self, array):
+    def from_host(self, array: Any) -> Any:
         """Return a host NumPy array as an array of this device."""
         return self._from_host(array)
 
@@ -161,7 +172,7 @@ def cuda_unavailable_reason() -> str:
     return ""
 
 
-def get_device(device=None) -> Device:
+def get_device(device: Device | str | None = None) -> Device:
     """Look a device up by name (``None`` means ``"cpu"``); a :class:`Device` is returned as is."""
     if device is None:
         return _DEVICES["cpu"]

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
 from ..primitives.registry import bind
 from ..primitives.shape import sum_to
-from ..tensor.core import Tensor, Tracer, check_differentiable, check_like, column_major, escaped
+from ..tensor.core import ArrayLike, Tensor, Tracer, check_differentiable, check_like, column_major, escaped
 from . import levels
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
@@ -418,7 +419,7 @@ def _check_unmodified(n: Node) -> None:
             )
 
 
-def assign_(x: Tensor, value) -> None:
+def assign_(x: Tensor, value: ArrayLike) -> None:
     """Replace the value of ``x`` in place, keeping its shape, dtype, device and identity.
 
     The one in-place update in minidiff (optimizers update parameters with it).  On a tape leaf
@@ -482,7 +483,7 @@ def make_leaf(x: Tensor) -> Taped:
 
 
 @contextmanager
-def no_grad():
+def no_grad() -> Iterator[None]:
     """Within this block, operations on ``requires_grad`` tensors are not recorded.
 
     >>> import minidiff as md

@@ -68,7 +68,7 @@ class Tensor(_AttachedMethods):
         return self._data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:  # a NumPy dtype
         return self._data.dtype
 
     @property
@@ -89,7 +89,7 @@ class Tensor(_AttachedMethods):
         return False
 
     @property
-    def grad(self):
+    def grad(self) -> Tensor | None:
         """Gradient accumulated by ``backward()``; ``None`` for tensors that are not tape leaves."""
         return None
 
@@ -115,7 +115,7 @@ class Tensor(_AttachedMethods):
         derivative.  Plain tensors are their own concrete value."""
         return self
 
-    def numpy(self):
+    def numpy(self) -> Any:  # a NumPy ndarray
         """The value as a host NumPy array.
 
         On the CPU the array shares the tensor's memory and is **read-only** (a tensor is a value:
@@ -148,7 +148,7 @@ class Tensor(_AttachedMethods):
             raise ValueError(f"{op}: tensor of shape {self.shape} has {value.size} elements, not 1")
         return value.numpy().reshape(()).item()
 
-    def item(self):
+    def item(self) -> Any:  # a Python bool, int, float or complex
         """The value of a one-element tensor as a Python scalar (a constant: no derivative).
 
         Inside ``grad``/``jvp``/``vjp``/``hvp``, on a value that carries a derivative, this raises
@@ -164,7 +164,7 @@ class Tensor(_AttachedMethods):
         """
         return self._scalar("item()", SCALAR)
 
-    def tolist(self):
+    def tolist(self) -> Any:
         """The value as nested Python lists (a constant; same rules as :meth:`item`)."""
         return self._concrete("tolist()", SCALAR).numpy().tolist()
 

@@ -20,7 +20,9 @@ pass ``.detach()`` on purpose.  Tape-style tensors (``requires_grad=True``) read
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from .. import backend
 from ..errors import DeviceError, describe
@@ -29,7 +31,7 @@ from .core import ARRAY, Tensor, wrap
 __all__ = ["array_kernel", "array_namespace"]
 
 
-def array_namespace(*tensors: Tensor):
+def array_namespace(*tensors: Tensor) -> Any:
     """The array namespace (``numpy`` or ``cupy``) of the tensors' device (the default with none).
 
     >>> import minidiff as md
@@ -39,7 +41,7 @@ def array_namespace(*tensors: Tensor):
     return _device("array_namespace", tensors).xp
 
 
-def array_kernel(fn):
+def array_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn ``fn(ns, *arrays, **params)`` on backend arrays into a function on tensors (see module doc).
 
     Positional tensor arguments (also inside lists, tuples and dicts) arrive as arrays, all on one

@@ -18,7 +18,9 @@ Conventions shared by all of them:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import wraps
+from typing import Any
 
 from ..errors import ShapeError
 from ..modes import levels
@@ -29,6 +31,7 @@ from ..primitives.creation import asarray, eye, zeros
 from ..primitives.shape import broadcast_to, moveaxis, reshape
 from ..tensor import pytree
 from ..tensor.core import Tensor, check_differentiable, check_like
+from ..tensor.pytree import PyTree
 
 
 def _check_tuples(op: str, primals, tangents) -> None:
@@ -61,7 +64,14 @@ def _tensors(op: str, tree, what: str):
 
 
 # ----------------------------------------------------------------------------- forward mode
-def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False):
+def jvp(
+    f: Callable[..., Any],
+    primals: Sequence[PyTree],
+    tangents: Sequence[PyTree],
+    *,
+    has_aux: bool = False,
+    vectorized: bool = False,
+) -> tuple[Any, ...]:
     """Forward mode: ``(f(*primals), J·tangents)`` in one pass, with dual numbers.
 
     ``primals`` and ``tangents`` are tuples (or lists) with one entry per positional argument of
@@ -148,7 +158,7 @@ def _vector_jvp(f, primals, tangents, has_aux):
 
 
 # ----------------------------------------------------------------------------- reverse mode
-def vjp(f, *primals, has_aux: bool = False):
+def vjp(f: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tuple[Any, ...]:
     """Reverse mode: ``(f(*primals), vjp_fn)`` where ``vjp_fn(cotangent)`` returns one cotangent per
     primal, computed by one walk of the tape recorded while ``f`` ran.
 
@@ -233,7 +243,9 @@ def _argnums(op, argnums, n):
     return nums
 
 
-def value_and_grad(f, argnums=0, has_aux: bool = False):
+def value_and_grad(
+    f: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
+) -> Callable[..., Any]:
     """``f`` and its gradient with respect to the arguments ``argnums``, by one reverse pass.
 
     ``f`` must return a scalar tensor (shape ``()``).  The returned function gives ``(value, grad)``:
@@ -285,7 +297,9 @@ def value_and_grad(f, argnums=0, has_aux: bool = False):
     return wrapper
 
 
-def grad(f, argnums=0, has_aux: bool = False):
+def grad(
+    f: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
+) -> Callable[..., Any]:
     """The gradient of scalar ``f`` with respect to argument(s) ``argnums`` (reverse mode).
 
     ``grad(f, argnums)(*args)`` is ``value_and_grad(f, argnums)(*args)[1]``: with an int
@@ -320,7 +334,7 @@ def grad(f, argnums=0, has_aux: bool = False):
 
 
 # ----------------------------------------------------------------------------- batching
-def vmap(f, in_axes=0, out_axes=0):
+def vmap(f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0) -> Callable[..., Any]:
     """Map ``f`` over an axis of its arguments, in one vectorized pass (no Python loop).
 
     ``in_axes``: an int (the mapped axis of every argument) or a tuple with one entry per positional
@@ -419,7 +433,7 @@ def _unstack_rows(t: Tensor, leaves, trailing):
     ]
 
 
-def jacfwd(f, argnums=0):
+def jacfwd(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """Jacobian by forward mode: one vectorized JVP over the input basis (shape out.shape + in.shape).
 
     With an int ``argnums`` the result is the Jacobian with respect to that argument; with a tuple, a
@@ -468,7 +482,7 @@ def jacfwd(f, argnums=0):
     return wrapper
 
 
-def jacrev(f, argnums=0):
+def jacrev(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """Jacobian by reverse mode: one tape, its cotangents batched over the output basis.
 
     ``argnums``, pytrees and the result's structure and shapes are as for :func:`jacfwd` (an int
@@ -514,7 +528,7 @@ def jacrev(f, argnums=0):
     return wrapper
 
 
-def hessian(f, argnums=0):
+def hessian(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """Hessian of scalar ``f``: forward mode over reverse mode (``jacfwd(jacrev(f))``).
 
     For an argument of shape ``s`` the Hessian has shape ``s + s``.  With a tuple ``argnums`` the
@@ -544,7 +558,9 @@ def hessian(f, argnums=0):
 HVP_MODES = ("fwd-over-rev", "rev-over-fwd", "rev-over-rev")
 
 
-def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
+def hvp(
+    f: Callable[..., Any], primals: Sequence[PyTree], tangents: Sequence[PyTree], mode: str = "fwd-over-rev"
+) -> tuple[Any, ...]:
     """Hessian-vector product ``H·v`` of scalar ``f`` at ``primals``, never forming ``H``.
 
     ``mode``: ``"fwd-over-rev"`` (JVP of the gradient: one tape, whose walk carries tangents),

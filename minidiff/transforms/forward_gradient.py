@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShapeError, check_number
@@ -24,6 +25,7 @@ from ..primitives.ops import einsum
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor, Tracer, check_differentiable
+from ..tensor.pytree import PyTree
 from .core import jvp
 
 DISTRIBUTIONS = ("normal", "rademacher")
@@ -72,7 +74,9 @@ def fgd_learning_rate(lr: float, decay: float, i: int) -> float:
     return lr * math.exp(-decay * i)
 
 
-def sample_directions(params, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1):
+def sample_directions(
+    params: PyTree, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1
+) -> PyTree:
     """Random directions shaped like ``params`` (with a leading axis of K when ``n_directions > 1``).
 
     ``rng``: an int seed, a :class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator`` or None
@@ -91,14 +95,14 @@ def sample_directions(params, rng: RngLike = None, distribution: str = "normal",
 
 
 def forward_grad(
-    f,
-    params,
+    f: Callable[..., Any],
+    params: PyTree,
     rng: RngLike = None,
     n_directions: int = 1,
     distribution: str = "normal",
     clip: float | None = None,
-    directions=None,
-):
+    directions: PyTree = None,
+) -> tuple[Tensor, PyTree]:
     """``(f(params), (1/K) Σ_k (∇f·v_k) v_k)`` from forward mode only.
 
     ``params`` is a pytree of float tensors; ``rng`` an int seed, a :class:`minidiff.primitives.random.Generator`
@@ -193,7 +197,7 @@ class FGD:
         """η_i = η₀·exp(−k·i) (the current step's by default)."""
         return fgd_learning_rate(self.lr0, self.decay, self.iteration if i is None else i)
 
-    def step(self, f, params):
+    def step(self, f: Callable[..., Any], params: PyTree) -> tuple[Tensor, PyTree]:
         """One FGD step on ``f(params)``: returns ``(loss, new_params)``."""
         loss, g = forward_grad(f, params, self.rng, self.n_directions, self.distribution, self.clip)
         lr = self.learning_rate()

@@ -63,7 +63,7 @@ def _type(v) -> str:
     return f"{v.dtype}[{','.join(str(d) for d in v.shape)}]"
 
 
-def format_tape(y, names: dict | None = None) -> str:
+def format_tape(y: Tensor, names: dict | None = None) -> str:
     """The tape that computed ``y``, one node per line, oldest first.
 
     ``names`` maps display names to tensors (leaves or intermediate values) to label their nodes.
