@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 from .rfrb import DEPTH_SCHEMA, RATIOS, SCHEMA, TIMED
 
@@ -62,7 +63,7 @@ def _rfrb_rows(r: dict) -> list[dict]:
     return rows
 
 
-def to_csv(result) -> str:
+def to_csv(result: dict) -> str:
     """The CSV text of ``result`` (see the module doc)."""
     rows = result_rows(result)
     columns = list(COLUMNS) if rows and list(rows[0]) == list(COLUMNS) else _columns(rows)
@@ -80,7 +81,7 @@ def _columns(rows) -> list:
     return list(seen)
 
 
-def write_csv(result, path) -> None:
+def write_csv(result: dict, path: str | os.PathLike[str]) -> None:
     """Write the CSV table of ``result`` to ``path`` and say so (nothing when ``path`` is empty)."""
     if path:
         with open(path, "w", newline="") as fh:

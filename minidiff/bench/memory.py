@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
+from ..backend import Device
 from ..primitives.creation import zeros
 from ..tensor.kernel import array_namespace
 
@@ -14,7 +17,7 @@ def device_namespace(device):
     return array_namespace(zeros((), device=device))
 
 
-def peak_memory(fn, device=None) -> int:
+def peak_memory(fn: Callable[..., Any], device: Device | None = None) -> int:
     """Bytes allocated at the high-water mark of ``fn()`` above what was allocated before it."""
     if device is not None and getattr(device, "name", "cpu") == "cuda":  # pragma: no cover - needs a GPU
         pool = device_namespace(device).get_default_memory_pool()

@@ -15,13 +15,17 @@ environment are recorded beside them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import backend
 from ..errors import DTypeError, ShapeError, check_number
 from ..nn import functional as F
+from ..nn.modules import Module
 from ..primitives.creation import asarray
 from ..primitives.random import Generator
-from ..tensor.core import Tensor
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, value_and_grad
 from ..transforms.forward_gradient import check_fgd_settings, forward_grad, sample_directions
 from .environment import environment
@@ -51,7 +55,9 @@ MODELS = {
 }
 
 
-def build_model(name: str, dtype="float32", device=None, seed: int = 0, **kwargs):
+def build_model(
+    name: str, dtype: DTypeLike = "float32", device: DeviceLike = None, seed: int = 0, **kwargs: Any
+) -> tuple[Module, tuple[int, ...]]:
     """One of the paper's models by name (``logreg``, ``mlp``, ``cnn``, ``mlp_depth``)."""
     from ..nn import models
 
@@ -70,8 +76,8 @@ def synthetic_batch(input_shape, batch: int, classes: int = 10, dtype="float32",
 
 
 def measure_loss(
-    loss,
-    params,
+    loss: Callable[..., Any],
+    params: PyTree,
     *,
     name: str | None = None,
     repeats: int = 20,
@@ -81,7 +87,7 @@ def measure_loss(
     memory: bool = True,
     flops: bool = True,
     profile: bool = False,
-    clock=None,
+    clock: Callable[[], float] | None = None,
 ) -> dict:
     """Measure runtime(f), Rf, Rjvp, Rb and Rf/Rb of ``loss(params)``, a scalar function of a pytree of
     float tensors (the schema ``minidiff.rfrb/2``, as ``minidiff bench rfrb --json`` writes it).
@@ -215,16 +221,16 @@ def _mode_calls(f, params, rng, distribution) -> dict:
 
 
 def rfrb(
-    model,
-    input_shape,
+    model: Module,
+    input_shape: tuple[int, ...],
     batch: int = 64,
     repeats: int = 20,
     warmup: int = 3,
     distribution: str = "normal",
     seed: int = 0,
     memory: bool = True,
-    data=None,
-    clock=None,
+    data: tuple[Tensor, Tensor] | None = None,
+    clock: Callable[[], float] | None = None,
     name: str = "model",
     profile: bool = False,
 ) -> dict:
@@ -257,14 +263,14 @@ def rfrb(
 
 
 def depth_sweep(
-    layers=(1, 2, 5, 10, 20, 50, 100),
+    layers: Sequence[int] = (1, 2, 5, 10, 20, 50, 100),
     width: int = 1024,
     batch: int = 64,
     repeats: int = 5,
-    dtype="float32",
-    device=None,
-    distribution="normal",
-    progress=None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+    distribution: str = "normal",
+    progress: Callable[[int], Any] | None = None,
     warmup: int = 1,
     seed: int = 0,
 ) -> dict:

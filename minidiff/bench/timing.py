@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..errors import check_number
+from ..tensor.core import DeviceLike
 
 
 @dataclass
@@ -33,7 +36,7 @@ class Measurement:
         return d
 
 
-def summarize(samples) -> Measurement:
+def summarize(samples: Sequence[float]) -> Measurement:
     """Median and quartiles of a list of timings."""
     samples = list(samples)
     if not samples:
@@ -45,7 +48,12 @@ def summarize(samples) -> Measurement:
 
 
 def measure(
-    fn, repeats: int = 20, warmup: int = 3, number: int = 1, device=None, clock=time.perf_counter
+    fn: Callable[..., Any],
+    repeats: int = 20,
+    warmup: int = 3,
+    number: int = 1,
+    device: DeviceLike = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Measurement:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls each.
 

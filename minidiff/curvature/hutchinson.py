@@ -17,6 +17,9 @@ The K probes of a call run as vector-mode passes (``md.vmap``), ``chunk_size`` p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import ShapeError, check_number
 from ..primitives import ops
 from ..primitives.random import RngLike, as_generator
@@ -62,7 +65,7 @@ class RunningEstimate:
     def __repr__(self) -> str:
         return f"RunningEstimate(n_probes={self.n_probes})"
 
-    def update(self, samples) -> RunningEstimate:
+    def update(self, samples: PyTree) -> RunningEstimate:
         """Merge a batch of samples (every leaf with the same leading number of samples)."""
         leaves, treedef = pytree.flatten(samples)
         sizes = {x.shape[0] if isinstance(x, Tensor) and x.ndim else None for x in leaves}
@@ -100,7 +103,7 @@ class RunningEstimate:
         return self
 
     @property
-    def variance(self):
+    def variance(self) -> PyTree:
         """Unbiased per-sample variance (NaN with fewer than two samples)."""
         if self.n_probes == 0:
             return None
@@ -108,14 +111,16 @@ class RunningEstimate:
         return pytree.tree_map(lambda q: q * (1.0 / d) if d else q * float("nan"), self._m2)
 
     @property
-    def stderr(self):
+    def stderr(self) -> PyTree:
         """Standard error of :attr:`value`: ``sqrt(variance / n_probes)``."""
         if self.n_probes == 0:
             return None
         return pytree.tree_map(lambda s: ops.sqrt(s * (1.0 / self.n_probes)), self.variance)
 
 
-def sample_probes(params, n_probes: int, distribution: str = "rademacher", rng: RngLike = None):
+def sample_probes(
+    params: PyTree, n_probes: int, distribution: str = "rademacher", rng: RngLike = None
+) -> PyTree:
     """``n_probes`` random probes shaped like ``params`` (each leaf with a leading axis of ``n_probes``),
     in each leaf's dtype, on the parameters' device.
 
@@ -204,17 +209,17 @@ def _elementwise_products(z, az):
 
 
 def hutchinson_diag(
-    f=None,
-    params=None,
+    f: Callable[..., Any] | None = None,
+    params: PyTree = None,
     *,
-    matvec=None,
+    matvec: Callable[..., Any] | None = None,
     n_probes: int = 1,
     distribution: str = "rademacher",
     rng: RngLike = None,
     mode: str = "fwd-over-rev",
     chunk_size: int | None = None,
     running: bool | RunningEstimate = False,
-):
+) -> PyTree:
     """Hutchinson estimate ``(1/K) Σ_k z_k ⊙ A z_k`` of ``diag(A)``, shaped like ``params``.
 
     ``A`` is the Hessian of scalar ``f`` at ``params`` (products by :func:`hvp` in ``mode``) or, with
@@ -251,17 +256,17 @@ def _quadratic_forms(z, az) -> Tensor:
 
 
 def hutchinson_trace(
-    f=None,
-    params=None,
+    f: Callable[..., Any] | None = None,
+    params: PyTree = None,
     *,
-    matvec=None,
+    matvec: Callable[..., Any] | None = None,
     n_probes: int = 1,
     distribution: str = "rademacher",
     rng: RngLike = None,
     mode: str = "fwd-over-rev",
     chunk_size: int | None = None,
     running: bool | RunningEstimate = False,
-):
+) -> Any:
     """Hutchinson estimate ``(1/K) Σ_k z_kᵀ A z_k`` of ``tr(A)`` as a 0-d tensor.
 
     Arguments as :func:`hutchinson_diag`; with ``running=True`` the result is a :class:`RunningEstimate`

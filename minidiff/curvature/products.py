@@ -21,12 +21,16 @@ too: the K products come out of one vector-mode pass (``md.vmap``), not a Python
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, check_number, describe
 from ..primitives import ops
 from ..primitives.creation import arange
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
 from ..transforms.core import hvp as _engine_hvp
 
@@ -148,7 +152,9 @@ def _check_leaf_like(op: str, i: str, t: Tensor, p: Tensor, vectorized: bool) ->
 
 
 # ----------------------------------------------------------------------------- Hessian
-def hvp(f, params, v, mode: str = "fwd-over-rev", *, vectorized: bool = False):
+def hvp(
+    f: Callable[..., Any], params: PyTree, v: PyTree, mode: str = "fwd-over-rev", *, vectorized: bool = False
+) -> PyTree:
     """``∇²f(params) · v`` for scalar ``f(params)``, with the structure of ``params``.
 
     This is :func:`minidiff.hvp` on one pytree argument: ``hvp(f, params, v, mode)`` equals
@@ -223,7 +229,9 @@ def _loss_hessian_product(op: str, loss_fn, z):
     return lambda z, u: _engine_hvp(loss_fn, (z,), (u,))[0]
 
 
-def gauss_newton(model_fn, loss_fn, params) -> OutputSpaceProduct:
+def gauss_newton(
+    model_fn: Callable[..., Any], loss_fn: Callable[..., Any], params: PyTree
+) -> OutputSpaceProduct:
     """The Gauss-Newton product at ``params`` as a reusable callable ``v ↦ G v`` (the model's tape is
     recorded once and reused by every product; see :func:`ggn_vp`).
 
@@ -239,7 +247,14 @@ def gauss_newton(model_fn, loss_fn, params) -> OutputSpaceProduct:
     return prod
 
 
-def ggn_vp(model_fn, loss_fn, params, v, *, vectorized: bool = False):
+def ggn_vp(
+    model_fn: Callable[..., Any],
+    loss_fn: Callable[..., Any],
+    params: PyTree,
+    v: PyTree,
+    *,
+    vectorized: bool = False,
+) -> PyTree:
     """Generalized Gauss-Newton product ``Jᵀ (∇²ℓ(z)) J v`` with ``z = model_fn(params)``, ``ℓ = loss_fn``.
 
     ``J = ∂z/∂params`` is never formed: ``J v`` is one forward-mode pass of ``model_fn``, the output-space
@@ -314,7 +329,15 @@ def _check_labels(op: str, labels, z: Tensor) -> Tensor:
     return labels
 
 
-def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng: RngLike = None, labels=None):
+def fisher(
+    model_fn: Callable[..., Any],
+    params: PyTree,
+    kind: str = "analytic",
+    *,
+    n_samples: int = 1,
+    rng: RngLike = None,
+    labels: Tensor | None = None,
+) -> OutputSpaceProduct:
     """The Fisher product at ``params`` as a reusable callable ``v ↦ F v`` (see :func:`fisher_vp`).
 
     The sampled form draws its labels once, here: every product of the callable then applies the same
@@ -363,16 +386,16 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng:
 
 
 def fisher_vp(
-    model_fn,
-    params,
-    v,
+    model_fn: Callable[..., Any],
+    params: PyTree,
+    v: PyTree,
     kind: str = "analytic",
     *,
     n_samples: int = 1,
     rng: RngLike = None,
     labels: Tensor | None = None,
     vectorized: bool = False,
-):
+) -> PyTree:
     """Fisher-vector product for the mean softmax cross-entropy of logits ``z = model_fn(params)`` (N, C).
 
     ``kind="analytic"``: the true Fisher ``F = Jᵀ M J`` with ``M = (1/N) ⊕_i (diag(p_i) − p_i p_iᵀ)``,

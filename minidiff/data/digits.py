@@ -32,6 +32,7 @@ import numpy as np  # host-side parsing of the packaged file (data loading is al
 
 from ..errors import check_number
 from ..primitives.creation import asarray
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
 from .idx import float_dtype
 
 __all__ = ["load_digits", "bilinear_matrix", "N_DIGITS"]
@@ -92,7 +93,9 @@ def _images(size: int) -> np.ndarray:
     return x
 
 
-def load_digits(size: int = 8, dtype="float32", device=None, flatten: bool = False):
+def load_digits(
+    size: int = 8, dtype: DTypeLike = "float32", device: DeviceLike = None, flatten: bool = False
+) -> tuple[Tensor, Tensor]:
     """The 1,797 UCI digits as ``(images, labels)``.
 
     ``images``: floats in [0, 1] of shape (1797, 1, size, size), or (1797, size²) with ``flatten=True``;

@@ -45,15 +45,19 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+from ..backend import Device
 from ..errors import DeviceError, DTypeError, ShapeError, check_number
 from ..primitives import ops
 from ..primitives import random as _random
 from ..primitives.creation import asarray
 from ..primitives.custom import primitive
-from ..tensor.core import Tensor
+from ..primitives.random import RngLike
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
+from ..tensor.pytree import PyTree
 from . import functional as F
 from . import init
 
@@ -123,7 +127,7 @@ class Module:
     the stored ones), plus ``output_shape`` where they can.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         d = self.__dict__
         d["_params"] = {}
         d["_modules"] = {}
@@ -202,7 +206,7 @@ class Module:
         """How many scalars the parameters hold."""
         return sum(p.size for _, p in self.named_parameters())
 
-    def set_parameters(self, tree) -> Module:
+    def set_parameters(self, tree: PyTree) -> Module:
         """Replace the stored parameters by those of ``tree`` (same structure, shapes, dtypes, device).
 
         Leaves may be tensors (tape leaves included) or arrays, which are converted without casting.
@@ -252,7 +256,7 @@ class Module:
             if clear is not None:
                 clear()
 
-    def to(self, device=None, *, dtype=None) -> Module:
+    def to(self, device: DeviceLike = None, *, dtype: DTypeLike = None) -> Module:
         """Move (and optionally cast) every parameter; tape leaves stay tape leaves (grads are reset)."""
 
         def move(p):
@@ -267,23 +271,23 @@ class Module:
         return self._map_parameters(move)
 
     @property
-    def device(self):
+    def device(self) -> Device | None:
         """The device of the parameters (None for a module without parameters)."""
         named = self.named_parameters()
         return named[0][1].device if named else None
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
         """The dtype of the first parameter (None for a module without parameters)."""
         named = self.named_parameters()
         return named[0][1].dtype if named else None
 
     # ------------------------------------------------------------------ calling
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         """The layer's computation on input ``x`` with the parameters ``params`` (a subclass defines it)."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward(params, x)")
 
-    def apply(self, params, x):
+    def apply(self, params: PyTree, x: Tensor) -> Tensor:
         """The functional call: this module on ``x`` with the explicit parameter tree ``params``."""
         out = self.forward(params, x)
         if self._backward_hooks:
@@ -293,16 +297,16 @@ class Module:
                 fn(self, x, out)
         return out
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         """``apply`` with the stored parameters (tape style when they are ``requires_grad`` leaves)."""
         return self.apply(self.parameters(), x)
 
     # ------------------------------------------------------------------ hooks
-    def register_forward_hook(self, fn) -> HookHandle:
+    def register_forward_hook(self, fn: Callable[..., Any]) -> HookHandle:
         """Call ``fn(module, input, output)`` after every call of this module."""
         return _register("register_forward_hook", self._forward_hooks, fn)
 
-    def register_backward_hook(self, fn) -> HookHandle:
+    def register_backward_hook(self, fn: Callable[..., Any]) -> HookHandle:
         """Call ``fn(module, grad_output)`` with the cotangent of this module's output in reverse passes."""
         return _register("register_backward_hook", self._backward_hooks, fn)
 
@@ -311,7 +315,7 @@ class Module:
             fn(self, cotangent)
 
     # ------------------------------------------------------------------ shapes
-    def output_shape(self, input_shape) -> tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of the output for an input of ``input_shape`` (batch axis included)."""
         raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
 
@@ -410,7 +414,16 @@ class Linear(Module):
     default generator (as in :mod:`minidiff.nn.init`).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype="float32", device=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: RngLike = None,
+        dtype: DTypeLike = "float32",
+        device: DeviceLike = None,
+    ):
         super().__init__()
         self.in_features = _count("Linear", "in_features", in_features)
         self.out_features = _count("Linear", "out_features", out_features)
@@ -421,7 +434,7 @@ class Linear(Module):
         self.use_bias = bool(bias)
         self.bias = init.uniform((self.out_features,), -bound, bound, **kw) if bias else None
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         w = _param(self, params, "weight")
         b = _param(self, params, "bias") if self.use_bias else None
         if not x.ndim or x.shape[-1] != self.in_features:
@@ -431,7 +444,7 @@ class Linear(Module):
             )
         return F.linear(x, w, b)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if not input_shape or input_shape[-1] != self.in_features:
             raise ShapeError(
@@ -440,7 +453,7 @@ class Linear(Module):
             )
         return input_shape[:-1] + (self.out_features,)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.use_bias}"
 
 
@@ -453,16 +466,16 @@ class Conv2d(Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
         *,
-        rng=None,
-        dtype="float32",
-        device=None,
+        rng: RngLike = None,
+        dtype: DTypeLike = "float32",
+        device: DeviceLike = None,
     ):
         super().__init__()
         self.in_channels = _count("Conv2d", "in_channels", in_channels)
@@ -478,12 +491,12 @@ class Conv2d(Module):
         self.use_bias = bool(bias)
         self.bias = init.uniform((self.out_channels,), -bound, bound, **kws) if bias else None
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         w = _param(self, params, "weight")
         b = _param(self, params, "bias") if self.use_bias else None
         return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 4 or input_shape[1] != self.in_channels:
             raise ShapeError(
@@ -499,7 +512,7 @@ class Conv2d(Module):
             )
         return (n, self.out_channels, ho, wo)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, bias={self.use_bias}"
@@ -509,15 +522,15 @@ class Conv2d(Module):
 class MaxPool2d(Module):
     """Max over ``kernel_size`` windows of NCHW input; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None):
         super().__init__()
         self.kernel_size = _pair(kernel_size, "MaxPool2d", "kernel_size")
         self.stride = self.kernel_size if stride is None else _pair(stride, "MaxPool2d", "stride")
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 4:
             raise ShapeError(f"MaxPool2d: expected an NCHW input shape, got {input_shape}")
@@ -528,17 +541,17 @@ class MaxPool2d(Module):
             raise ShapeError(f"MaxPool2d: kernel {self.kernel_size} larger than the input {(h, w)}")
         return (n, c, ho, wo)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class ReLU(Module):
     """``max(x, 0)`` elementwise."""
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         return F.relu(x)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
 
 
@@ -549,14 +562,14 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = int(start_dim)
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         return ops.reshape(x, tuple(x.shape[: self.start_dim]) + (-1,))
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         return input_shape[: self.start_dim] + (math.prod(input_shape[self.start_dim :]),)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}"
 
 
@@ -564,7 +577,7 @@ class Sequential(Module):
     """Layers applied in order.  Children are named ``"0"``, ``"1"``, …; the parameter tree has a key
     only for the children that have parameters (``Sequential(Linear, ReLU, Linear)`` → ``"0"``, ``"2"``)."""
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Module):
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
@@ -573,7 +586,7 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
             setattr(self, str(i), layer)
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         for name, layer in self._modules.items():
             x = layer.apply(params.get(name, _EMPTY), x)
         return x
@@ -590,7 +603,7 @@ class Sequential(Module):
             return Sequential(*layers[i])
         return layers[i]
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         for layer in self:
             shape = layer.output_shape(shape)

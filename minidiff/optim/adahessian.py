@@ -23,12 +23,14 @@ Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradient
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import check_number, describe
 from ..modes.reverse import no_grad
 from ..primitives.random import Generator, RngLike
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, hvp, jvp, value_and_grad
 from .base import RandomOptimizer, all_finite, settings_of
 
@@ -73,7 +75,7 @@ class AdaHessian(RandomOptimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 0.15,
         betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-4,
@@ -100,7 +102,7 @@ class AdaHessian(RandomOptimizer):
         super().validate(settings)
         check_number("AdaHessian", "hessian_power", settings["hessian_power"], low=0, high=1, low_open=True)
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One AdaHessian step on ``closure(params) -> loss``; returns the loss."""
         f = self.loss_function(closure)
         params = [p.detach() for p in self.parameters()]

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import check_number, describe
 from ..modes.reverse import Taped, assign_, no_grad
@@ -34,6 +36,7 @@ from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from ..transforms.core import value_and_grad
 
 
@@ -44,7 +47,7 @@ class Optimizer:
     needs_closure = False  # True for methods that re-evaluate the loss (L-BFGS, Newton-CG)
     check_finite = True  # refuse non-finite gradients before changing anything
 
-    def __init__(self, params, defaults: dict | None = None):
+    def __init__(self, params: PyTree, defaults: dict | None = None):
         name = type(self).__name__
         self._defaults = dict(self.defaults if defaults is None else defaults)
         groups = _as_groups(params, name)
@@ -123,7 +126,7 @@ class Optimizer:
         for p in self.parameters():
             p.zero_grad_()
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One update from the parameters' ``.grad``; ``closure()`` (zero_grad, loss, backward, return
         loss) is called first when given, and is required by methods that re-evaluate."""
         name = type(self).__name__
@@ -140,7 +143,7 @@ class Optimizer:
         )
         return loss
 
-    def commit(self, updates) -> None:
+    def commit(self, updates: PyTree) -> None:
         """Apply ``(parameter, new value or None, new state or None)`` triples and count the step.
 
         Methods compute every update first and commit last, so an exception leaves parameters and
@@ -153,7 +156,7 @@ class Optimizer:
                     assign_(p, value)
         self.steps += 1
 
-    def evaluate(self, closure=None):
+    def evaluate(self, closure: Callable[..., Any] | None = None) -> tuple[Any, list[list[Any]]]:
         """``(loss, grads per group)``.  Two closure styles are accepted:
 
         - ``closure()`` (PyTorch style): it zeroes the gradients, computes the loss, calls
@@ -169,7 +172,7 @@ class Optimizer:
         loss = closure() if closure is not None else None
         return loss, [[p.grad for p in g["params"]] for g in self.param_groups]
 
-    def loss_function(self, closure):
+    def loss_function(self, closure: Callable[..., Any] | None) -> Callable[..., Any]:
         """The functional closure ``f(params) -> loss`` that curvature methods (HVPs) need."""
         if closure is None or not takes_params(closure):
             raise TypeError(
@@ -189,7 +192,7 @@ class Optimizer:
     def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines neither update nor step_group")
 
-    def check_grads_finite(self, grads) -> None:
+    def check_grads_finite(self, grads: PyTree) -> None:
         for gi, gs in enumerate(grads):
             for pi, g in enumerate(gs):
                 if g is not None and not all_finite(g):

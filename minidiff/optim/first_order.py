@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from ..errors import check_number
 from ..primitives.creation import full, zeros_like
 from ..primitives.ops import sqrt
+from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from .base import Optimizer, settings_of
 from .centralization import centralize, check_mode
 
@@ -63,7 +65,7 @@ class SGD(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
@@ -85,7 +87,7 @@ class SGD(_FirstOrder):
                 f"momentum={settings['momentum']}, dampening={damp}"
             )
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         wd, mu = group["weight_decay"], group["momentum"]
         if wd:
             g = g + wd * p
@@ -119,7 +121,7 @@ class Adam(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-3,
         betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -130,7 +132,7 @@ class Adam(_FirstOrder):
         betas = tuple(betas)
         super().__init__(params, settings_of(locals()))
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         b1, b2 = group["betas"]
         if not state:
@@ -172,7 +174,7 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-3,
         betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -199,7 +201,7 @@ class Adagrad(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-2,
         lr_decay: float = 0.0,
         weight_decay: float = 0.0,
@@ -215,7 +217,7 @@ class Adagrad(_FirstOrder):
         for key in ("lr_decay", "initial_accumulator_value"):
             check_number(type(self).__name__, key, settings[key], low=0)
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         if not state:
             state.update(step=0, sum=full(p.shape, group["initial_accumulator_value"], p.dtype, p.device))
         state["step"] += 1
@@ -244,7 +246,7 @@ class RMSprop(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,
@@ -260,7 +262,7 @@ class RMSprop(_FirstOrder):
         super().validate(settings)
         check_number(type(self).__name__, "alpha", settings["alpha"], low=0, high=1)
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         alpha, mu = group["alpha"], group["momentum"]
         if not state:
             state.update(step=0, square_avg=zeros_like(p))

@@ -52,6 +52,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import no_grad
@@ -226,7 +228,7 @@ class KFAC(RandomOptimizer):
                     "built (e.g. model.requires_grad_() called again); build the optimizer afterwards"
                 )
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One K-FAC step; ``closure() -> (loss, logits)`` is required.  Returns the loss."""
         if closure is None:
             raise TypeError(

@@ -28,6 +28,7 @@ Cost per iteration: the line search's evaluations of f and ∇f (usually one; on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..errors import check_number
@@ -37,6 +38,7 @@ from ..primitives.ops import abs as abs_
 from ..primitives.ops import concatenate, dot
 from ..primitives.ops import max as max_
 from ..primitives.ops import sum as sum_
+from ..tensor.pytree import PyTree
 from .base import Optimizer, all_finite, machine_eps, settings_of
 
 __all__ = ["LBFGS"]
@@ -58,7 +60,7 @@ class LBFGS(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1.0,
         max_iter: int = 20,
         max_eval: int | None = None,
@@ -123,7 +125,7 @@ class LBFGS(Optimizer):
         return float(loss), self._flat(grads)
 
     # ------------------------------------------------------------------ the step
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """Up to ``max_iter`` L-BFGS iterations; returns the loss at the starting point (as PyTorch)."""
         if closure is None:
             raise TypeError(
@@ -134,7 +136,7 @@ class LBFGS(Optimizer):
         x = self._flat([p.detach() for p in group["params"]])
         loss0, g = self._first_evaluation(closure)
         f = loss0
-        info = {"iterations": 0, "func_evals": 1, "reason": "max_iter reached"}
+        info: dict[str, Any] = {"iterations": 0, "func_evals": 1, "reason": "max_iter reached"}
         if float(max_(abs_(g))) <= group["tolerance_grad"]:
             self.info = {**info, "reason": "gradient below tolerance_grad"}
             return loss0

@@ -27,9 +27,12 @@ evaluation per line-search trial.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import assign_, no_grad
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, hvp, value_and_grad
 from .base import Optimizer, all_finite, machine_eps
 
@@ -53,7 +56,7 @@ class NewtonCG(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1.0,
         damping: float = 0.0,
         max_cg_iter: int = 50,
@@ -75,7 +78,7 @@ class NewtonCG(Optimizer):
         self.c1, self.max_ls, self.hvp_mode = c1, max_ls, hvp_mode
         self.info: dict = {}
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One Newton-CG step; returns the loss before it."""
         name = type(self).__name__
         if closure is None:

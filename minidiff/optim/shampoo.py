@@ -40,6 +40,7 @@ from collections.abc import Sequence
 
 from ..errors import check_number
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from .base import Optimizer, check_pair, settings_of
 
 __all__ = ["Shampoo"]
@@ -58,7 +59,7 @@ class Shampoo(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 0.01,
         betas: Sequence[float] = (0.9, 0.999),
         *,

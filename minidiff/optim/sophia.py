@@ -35,13 +35,15 @@ the model's stored leaves and *without* calling ``backward`` (tape style).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import no_grad
 from ..primitives.creation import ones, zeros
 from ..primitives.random import RngLike
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, value_and_grad, vjp
 from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
 from .base import RandomOptimizer, takes_params
@@ -66,7 +68,7 @@ class Sophia(RandomOptimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-4,
         betas: Sequence[float] = (0.965, 0.99),
         rho: float = 0.04,
@@ -95,7 +97,7 @@ class Sophia(RandomOptimizer):
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
         self._init_rng(seed, rng)
-        self.unclipped_fraction = None
+        self.unclipped_fraction: float | None = None
         self.sampled_labels = None
 
     def validate(self, settings: dict) -> None:
@@ -159,7 +161,7 @@ class Sophia(RandomOptimizer):
             p.grad = g
         return loss.detach(), grads, logits, ghat
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One Sophia step (see the module docstring for the closure); returns the loss."""
         refresh = self.steps > 0 and self.steps % self.update_period == 0
         rng_state = self.rng.get_state()

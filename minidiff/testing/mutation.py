@@ -246,7 +246,7 @@ def _mutate_registered(prim, m: Mutation) -> None:
 def check_mutation(
     mutation: Mutation,
     prop: Callable,
-    inputs=None,
+    inputs: Any = None,
     *,
     max_examples: int = 30,
     seed: int = 0,
