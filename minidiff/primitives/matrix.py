@@ -340,14 +340,14 @@ cholesky_p: General = general(
 )
 
 
-def _square(op, x):
+def _square(op: str, x: ArrayLike) -> Tensor:
     x = _t(x)
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         raise ShapeError(f"{op}: expected a (stack of) square matrices, got shape {x.shape}")
     return x
 
 
-def solve(a, b) -> Tensor:
+def solve(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Solve ``a @ x = b`` (``b`` of shape ``(M,)`` or ``(..., M, K)``, as NumPy 2)."""
     a, b = _square("linalg.solve", a), _t(b)
     m = a.shape[-1]
@@ -357,16 +357,16 @@ def solve(a, b) -> Tensor:
     return bind(solve_p, a, b)
 
 
-def inv(x) -> Tensor:
+def inv(x: ArrayLike) -> Tensor:
     """Matrix inverse (of each matrix in a stack)."""
     return bind(inv_p, _square("linalg.inv", x))
 
 
-def det(x) -> Tensor:
+def det(x: ArrayLike) -> Tensor:
     """Determinant (of each matrix in a stack)."""
     return bind(det_p, _square("linalg.det", x))
 
 
-def cholesky(x) -> Tensor:
+def cholesky(x: ArrayLike) -> Tensor:
     """Lower Cholesky factor L with x = L Lᵀ; reads the lower triangle of x, as NumPy."""
     return bind(cholesky_p, _square("linalg.cholesky", x))

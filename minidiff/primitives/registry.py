@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from typing import Any
 
 from ..errors import DeviceError, MinidiffError, ShapeError, describe
 from ..tensor.core import Tensor, Tracer, escaped, wrap
@@ -74,7 +75,9 @@ class Primitive:
     variadic = False  # True: one rule per mode taking argnum= serves every input (concatenate, einsum)
     moves_device = False  # only to_device: its output lives on the device named in its params
 
-    def __init__(self, name: str, batch=None, reads=(), register: bool = True):
+    def __init__(
+        self, name: str, batch: Callable[..., Any] | None = None, reads: Any = (), register: bool = True
+    ):
         if register and name in REGISTRY:
             raise ValueError(f"primitive {name!r} is already registered")
         self.name = name
@@ -88,20 +91,22 @@ class Primitive:
     def __repr__(self) -> str:
         return f"<primitive {self.name} ({self.kind})>"
 
-    def __call__(self, *args, **params):
+    def __call__(self, *args: Any, **params: Any) -> Any:
         return bind(self, *args, **params)
 
-    def apply(self, args, params) -> Tensor:  # pragma: no cover - abstract
+    def apply(self, args: Any, params: Any) -> Tensor:  # pragma: no cover - abstract
         """The output on concrete values (no tracers among ``args``)."""
         raise NotImplementedError
 
-    def jvp(self, primals, tangents, out, params):  # pragma: no cover - abstract
+    def jvp(self, primals: Any, tangents: Any, out: Any, params: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def vjp(self, cotangent, out, primals, params, wanted):  # pragma: no cover - abstract
+    def vjp(
+        self, cotangent: Any, out: Any, primals: Any, params: Any, wanted: Any
+    ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def saves(self, wanted) -> frozenset:
+    def saves(self, wanted: Any) -> frozenset:
         """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``."""
         reads = self.reads
         if isinstance(reads, frozenset):
@@ -166,7 +171,7 @@ def _reads_per_rule(name, rules, reads, n_inputs):
 
 
 # ----------------------------------------------------------------------------- dispatch
-def bind(prim: Primitive, *args, **params):
+def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim`` to ``args``: evaluate it, or let the highest-level trace among them process it."""
     top = None
     for a in args:

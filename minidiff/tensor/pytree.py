@@ -14,7 +14,7 @@ class TreeDef:
 
     __slots__ = ("kind", "meta", "children")
 
-    def __init__(self, kind, meta, children):
+    def __init__(self, kind: str, meta: Any, children: tuple[TreeDef, ...]):
         self.kind, self.meta, self.children = kind, meta, children
 
     def __eq__(self, other):

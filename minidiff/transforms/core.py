@@ -607,7 +607,7 @@ def check_hvp_mode(op: str, mode: str) -> None:
         raise ValueError(f"{op}: unknown mode {mode!r}; choose one of {HVP_MODES}")
 
 
-def hessian_product(f, primals, mode: str = "fwd-over-rev"):
+def hessian_product(f: Callable[..., Any], primals: PyTree, mode: str = "fwd-over-rev") -> Callable[..., Any]:
     """The Hessian of scalar ``f`` at ``primals`` as a reusable product ``product(tangents, vectorized=False)``.
 
     This is the one place the three compositions of :func:`hvp` are written (``hvp``,
