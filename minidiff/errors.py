@@ -90,7 +90,7 @@ def check_number(
         raise ValueError(f"{op}: {name} must be {kind}{bounds}{also}, got {value!r}")
 
 
-def _describe_range(low, high, low_open, high_open) -> str:
+def _describe_range(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
         return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     if low is not None:

@@ -17,7 +17,7 @@ _M_MMAP_THRESHOLD = -3
 _STATE: dict[str, Any] = {"mode": "default", "mmap_threshold": None, "trim_threshold": None}
 
 
-def _libc():
+def _libc() -> Any:
     name = ctypes.util.find_library("c")
     if not name:
         return None

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from ..primitives.registry import intercept_evaluations
+from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, value_and_grad
 
@@ -81,7 +82,7 @@ def forward_flops(module: Module, input_shape: tuple[int, ...]) -> int:
     return sum(f for _, _, f in layer_flops(module, input_shape))
 
 
-def _own_flops(layer, shape: tuple) -> int:
+def _own_flops(layer: Module, shape: tuple) -> int:
     out = layer.output_shape(shape)  # also checks that the layer accepts the shape
     if isinstance(layer, Linear):
         return 2 * math.prod(shape[:-1]) * layer.in_features * layer.out_features
@@ -137,7 +138,7 @@ def recording_products() -> Iterator[list]:
     """
     products: list = []
 
-    def note(prim, args, params, run):
+    def note(prim: Any, args: Any, params: Any, run: Callable[[], Tensor]) -> Tensor:
         out = run()
         if prim.name in COUNTED:
             shapes = [tuple(a.shape) for a in args]

@@ -12,7 +12,7 @@ from ..primitives.creation import zeros
 from ..tensor.kernel import array_namespace
 
 
-def device_namespace(device):
+def device_namespace(device: Device) -> Any:
     """The array namespace of ``device`` (CuPy on ``"cuda"``), found through the public API."""
     return array_namespace(zeros((), device=device))
 

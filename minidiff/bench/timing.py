@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..backend import Device
 from ..errors import check_number
-from ..tensor.core import DeviceLike
 
 
 @dataclass
@@ -52,7 +52,7 @@ def measure(
     repeats: int = 20,
     warmup: int = 3,
     number: int = 1,
-    device: DeviceLike = None,
+    device: Device | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Measurement:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls each.
@@ -78,7 +78,11 @@ def measure(
 
 
 def measure_interleaved(
-    calls: dict, repeats: int = 20, warmup: int = 3, device=None, clock=time.perf_counter
+    calls: dict,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: Device | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict:
     """Time every function of ``calls`` (name → function) once per round, round after round, so a change
     of load on a shared machine falls on all of them alike (rather than on whichever was being timed).
@@ -100,7 +104,9 @@ def measure_interleaved(
     return {name: summarize(s) for name, s in samples.items()}
 
 
-def timed(fn, device=None, clock=time.perf_counter) -> tuple:
+def timed(
+    fn: Callable[[], Any], device: Device | None = None, clock: Callable[[], float] = time.perf_counter
+) -> tuple:
     """``(fn(), seconds)``: one call, timed once (a training step, a reference run too long to repeat)."""
     t0 = clock()
     out = fn()
@@ -108,7 +114,7 @@ def timed(fn, device=None, clock=time.perf_counter) -> tuple:
     return out, clock() - t0
 
 
-def _synchronizer(device):
+def _synchronizer(device: Device | None) -> Callable[[], None]:
     return device.synchronize if device is not None else (lambda: None)
 
 

@@ -190,7 +190,7 @@ def load_mnist_splits(
     return load_mnist(folder, "train", **kw), load_mnist(folder, "test", **kw)
 
 
-def float_dtype(op: str, dtype) -> np.dtype:
+def float_dtype(op: str, dtype: DTypeLike) -> np.dtype:
     """``dtype`` as a NumPy dtype, which must be floating point (images are scaled to [0, 1])."""
     try:
         dt = np.dtype(dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ..backend import Device
 from ..errors import check_number
 from ..primitives.creation import asarray
 from ..primitives.random import Generator, RngLike, as_generator
@@ -22,7 +23,7 @@ from ..tensor.core import Tensor
 __all__ = ["train_test_split", "Batches", "batches"]
 
 
-def _pair(x, y, op):
+def _pair(x: Tensor, y: Tensor, op: str) -> tuple[Tensor, Tensor]:
     x, y = asarray(x), asarray(y)
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(
@@ -33,7 +34,7 @@ def _pair(x, y, op):
     return x, y
 
 
-def _permutation(n, rng: Generator, device):
+def _permutation(n: int, rng: Generator, device: Device) -> Tensor:
     return asarray(rng.permutation(n).numpy(), device=device)
 
 
@@ -107,7 +108,7 @@ class Batches:
             return _permutation(self.n, self.rng, self.x.device)
         return None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order()
         bs = self.batch_size
         for k in range(len(self)):

@@ -17,7 +17,7 @@ import math
 
 from ..errors import check_number
 from ..primitives import ops
-from ..primitives.random import RngLike, as_generator
+from ..primitives.random import Generator, RngLike, as_generator
 from ..primitives.shape import concatenate
 from ..tensor.core import DeviceLike, DTypeLike, Tensor
 from ..tensor.pytree import PyTree
@@ -25,13 +25,23 @@ from ..tensor.pytree import PyTree
 __all__ = ["gru_cell", "init_gru", "lstm_cell", "init_lstm", "elman_cell", "init_elman", "CELLS"]
 
 
-def _uniform(rng, shape, bound, dtype, device):
+def _uniform(
+    rng: Generator, shape: tuple[int, ...], bound: float, dtype: DTypeLike, device: DeviceLike
+) -> Tensor:
     return rng.uniform(shape, -bound, bound, dtype)
 
 
 def _init(
-    op, gates, input_size, hidden_size, seed, dtype, device, scale, names=("W_ih", "W_hh", "b_ih", "b_hh")
-):
+    op: str,
+    gates: int,
+    input_size: int,
+    hidden_size: int,
+    seed: RngLike,
+    dtype: DTypeLike,
+    device: DeviceLike,
+    scale: float,
+    names: tuple[str, ...] = ("W_ih", "W_hh", "b_ih", "b_hh"),
+) -> dict[str, Tensor]:
     check_number(op, "input_size", input_size, low=1, integer=True)
     check_number(op, "hidden_size", hidden_size, low=1, integer=True)
     rng = as_generator(seed, device, op=op)

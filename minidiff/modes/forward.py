@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import TracerError
 from ..primitives.creation import asarray, zeros
@@ -47,9 +48,9 @@ class Dual(Tracer):
 class ForwardTrace(levels.Trace):
     kind = "forward"
 
-    def process(self, prim, args, params):
+    def process(self, prim: Any, args: Any, params: Any) -> Any:
         primals = list(args)
-        tangents = [None] * len(args)
+        tangents: list[Tensor | None] = [None] * len(args)
         for i, a in enumerate(args):
             if isinstance(a, Dual) and a._trace is self:
                 primals[i] = a.primal
@@ -61,7 +62,7 @@ class ForwardTrace(levels.Trace):
         return Dual(self, out, fit(t_out, out))
 
 
-def _zeros_like(x):
+def _zeros_like(x: Any) -> Any:
 
     return zeros(x.shape, dtype=x.dtype, device=x.device)
 

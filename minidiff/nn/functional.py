@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import ShapeError
 from ..primitives import ops
 from ..primitives.creation import arange, asarray
@@ -38,11 +40,11 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     return y + b if b is not None else y
 
 
-def _pair(v):
+def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if not isinstance(v, (tuple, list)) else (int(v[0]), int(v[1]))
 
 
-def _patches(x, kh, kw, stride, padding, op):
+def _patches(x: Tensor, kh: int, kw: int, stride: Any, padding: Any, op: str) -> tuple[Tensor, int, int]:
     """Unfold NCHW input into (N, C, kh·kw, Ho, Wo) windows, by strided slicing (differentiable)."""
     if x.ndim != 4:
         raise ShapeError(f"{op}: expected NCHW input of 4 dimensions, got shape {x.shape}")

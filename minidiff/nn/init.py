@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from .. import backend
 from ..errors import DTypeError, check_number
@@ -86,11 +87,11 @@ def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> 
     )
 
 
-def _shape(shape) -> tuple[int, ...]:
+def _shape(shape: ShapeLike) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
-def _float_dtype(op, dtype):
+def _float_dtype(op: str, dtype: DTypeLike) -> Any:
     try:
         dt = backend.numpy_module.dtype(dtype)
     except TypeError as exc:
@@ -100,7 +101,7 @@ def _float_dtype(op, dtype):
     return dt
 
 
-def _place(t: Tensor, device) -> Tensor:
+def _place(t: Tensor, device: DeviceLike) -> Tensor:
     if device is None:
         return t
     dev = backend.get_device(device)
@@ -148,7 +149,7 @@ def zeros(
     return _zeros(_shape(shape), dtype=_float_dtype("zeros", dtype), device=device)
 
 
-def _fan(shape, mode: str) -> int:
+def _fan(shape: Sequence[int], mode: str) -> int:
     fan_in, fan_out = compute_fans(shape)
     if mode == "fan_in":
         return fan_in

@@ -40,7 +40,7 @@ class _FirstOrder(Optimizer):
         check_mode(type(self).__name__, settings.get("centralize"), settings.get("conv_only", False))
 
     @staticmethod
-    def gc(g, group: dict, where: str):
+    def gc(g: Tensor, group: dict, where: str) -> Tensor:
         """``g`` centralized when the group's ``centralize`` setting is ``where``."""
         if group["centralize"] == where:
             return centralize(g, group["conv_only"])

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import assign_, no_grad
+from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, hvp, value_and_grad
 from .base import Optimizer, all_finite, machine_eps
@@ -93,7 +94,7 @@ class NewtonCG(Optimizer):
         lam = [grp["damping"] for grp in self.param_groups for _ in grp["params"]]
         lrs = [grp["lr"] for grp in self.param_groups for _ in grp["params"]]
 
-        def matvec(v):
+        def matvec(v: list[Tensor]) -> list[Tensor]:
             hv = hvp(f, (x,), (v,), mode=self.hvp_mode)[0]
             return [h + lm * vi if lm else h for h, vi, lm in zip(hv, v, lam)]
 
@@ -118,7 +119,9 @@ class NewtonCG(Optimizer):
         self.steps += 1
         return loss
 
-    def _backtrack(self, f, x, step, f0, slope):
+    def _backtrack(
+        self, f: Callable[..., Tensor], x: list[Tensor], step: list[Tensor], f0: float, slope: float
+    ) -> Any:
         """``(t, trials)``: Armijo backtracking (halving) along ``step``; t = 1 without line search or
         ascent, t = 0 when no trial decreased f enough."""
         if not (self.line_search and slope < 0):
@@ -131,7 +134,7 @@ class NewtonCG(Optimizer):
             t *= 0.5
         return 0.0, self.max_ls
 
-    def _cg(self, matvec, g):
+    def _cg(self, matvec: Callable[[list[Tensor]], list[Tensor]], g: list[Tensor]) -> Any:
         """Approximately solve ``A z = −g``; returns ``(z, reason it stopped, iterations)``."""
         gnorm = math.sqrt(_dot(g, g))
         tol = (self.cg_tol if self.cg_tol is not None else min(0.5, math.sqrt(gnorm))) * gnorm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from numbers import Number
+from typing import Any
 
 from .. import backend
 from ..errors import DTypeError
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 
-def _dtype(dtype):
+def _dtype(dtype: DTypeLike) -> Any:
     if dtype is None:
         return None
     try:
@@ -84,7 +85,7 @@ def asarray(
     return wrap(arr, dev)
 
 
-def _flat(seq):
+def _flat(seq: Any) -> Any:
     for item in seq:
         if isinstance(item, (list, tuple)):
             yield from _flat(item)

@@ -274,14 +274,14 @@ def tensordot(a: ArrayLike, b: ArrayLike, axes: int | Sequence[Any] = 2) -> Tens
     return reshape(matmul(a2, b2), out_shape)
 
 
-def _size(shape, axes) -> int:
+def _size(shape: Sequence[int], axes: Sequence[int]) -> int:
     n = 1
     for i in axes:
         n *= shape[i]
     return n
 
 
-def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
+def _tensordot_axes(a: Tensor, b: Tensor, axes: Any) -> tuple[list[int], list[int]]:
     """``axes`` of ``numpy.tensordot`` as two lists of non-negative axes of equal sizes, checked."""
     from numbers import Integral
 
@@ -311,7 +311,7 @@ def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
 # ----------------------------------------------------------------------------- NumPy's remaining operators
 # ``//`` and ``%`` as composites: floor_divide is piecewise constant (its output carries no derivative),
 # and remainder = x - floor_divide(x, y) * y differentiates as d/dx = 1, d/dy = -floor_divide(x, y).
-def _both_integer(x, y) -> bool:
+def _both_integer(x: ArrayLike, y: ArrayLike) -> bool:
     kinds = [v.dtype.kind if isinstance(v, Tensor) else "f" if isinstance(v, float) else "i" for v in (x, y)]
     return builtins.all(k in "iu" for k in kinds)  # not md.all, which ops.py exports
 

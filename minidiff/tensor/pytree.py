@@ -17,7 +17,7 @@ class TreeDef:
     def __init__(self, kind: str, meta: Any, children: tuple[TreeDef, ...]):
         self.kind, self.meta, self.children = kind, meta, children
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, TreeDef)
             and self.kind == other.kind

@@ -68,7 +68,7 @@ def linearize(f: Callable, *primals: PyTree, has_aux: bool = False) -> tuple[Any
     p_leaves, p_def = pytree.flatten(tuple(primals))
     p_leaves = [p if isinstance(p, Tensor) else asarray(p) for p in p_leaves]
 
-    def f_jvp(*tangents):
+    def f_jvp(*tangents: PyTree) -> Any:
         """``J·tangents`` at the linearization point (one tangent per primal of ``f``)."""
         if len(tangents) != len(primals):
             raise TypeError(
