@@ -29,12 +29,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..backend import Device
 from ..errors import check_number, describe
 from ..modes.reverse import Taped, assign_, no_grad
 from ..primitives.creation import asarray
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
-from ..tensor.core import Tensor
+from ..tensor.core import DTypeLike, Tensor
 from ..tensor.kernel import array_kernel
 from ..tensor.pytree import PyTree
 from ..transforms.core import value_and_grad
@@ -301,7 +302,7 @@ class RandomOptimizer(Optimizer):
             self.rng.set_state(extra["rng"])
 
 
-def takes_params(closure) -> bool:
+def takes_params(closure: Callable[..., Any]) -> bool:
     """Whether ``closure`` takes one argument (functional style) rather than none (PyTorch style).
 
     >>> takes_params(lambda params: 0.0), takes_params(lambda: 0.0)
@@ -332,7 +333,7 @@ def settings_of(args: dict) -> dict:
     return {k: v for k, v in args.items() if k not in ("self", "params", "__class__")}
 
 
-def check_pair(op: str, name: str, value) -> None:
+def check_pair(op: str, name: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is a tuple or list of two items (``betas``, for example).
 
     >>> check_pair("Adam", "betas", (0.9,))
@@ -344,7 +345,7 @@ def check_pair(op: str, name: str, value) -> None:
         raise ValueError(f"{op}: {name} must be a pair (two numbers), got {value!r}")
 
 
-def machine_eps(dtype) -> float:
+def machine_eps(dtype: DTypeLike) -> float:
     """The spacing of floating-point numbers near 1 for ``dtype`` (``numpy.finfo(dtype).eps``).
 
     >>> import minidiff as md
@@ -355,7 +356,7 @@ def machine_eps(dtype) -> float:
 
 
 @array_kernel
-def all_finite(ns, t) -> bool:
+def all_finite(ns: Any, t: Any) -> bool:
     """Whether every entry of ``t`` is finite (a Python bool; one pass over the array).
 
     >>> import minidiff as md
@@ -365,7 +366,7 @@ def all_finite(ns, t) -> bool:
     return bool(ns.isfinite(t).all())
 
 
-def _as_groups(params, name) -> list[dict]:
+def _as_groups(params: PyTree, name: str) -> list[dict]:
     if isinstance(params, Tensor):
         params = [params]
     if isinstance(params, dict) and "params" not in params:
@@ -383,7 +384,7 @@ def _as_groups(params, name) -> list[dict]:
     return [{"params": params}]
 
 
-def _check_leaf(name, p, i) -> None:
+def _check_leaf(name: str, p: Any, i: int) -> None:
     if not isinstance(p, Taped) or not p.is_leaf:
         what = f"shape {p.shape}" if isinstance(p, Tensor) else type(p).__name__
         raise TypeError(
@@ -399,16 +400,16 @@ class _HostArray:
 
     __slots__ = ("array",)
 
-    def __init__(self, array):
+    def __init__(self, array: Any) -> None:
         self.array = array
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, _HostArray) or self.array.shape != other.array.shape:
             return False
         return bool((self.array == other.array).all())
 
 
-def _to_host(tree):
+def _to_host(tree: Any) -> Any:
     if isinstance(tree, Tensor):
         return _HostArray(tree.detach().numpy().copy())
     if isinstance(tree, dict):
@@ -418,7 +419,7 @@ def _to_host(tree):
     return copy.deepcopy(tree)
 
 
-def _from_host(tree, device):
+def _from_host(tree: Any, device: Device) -> Any:
     if isinstance(tree, _HostArray):
         return asarray(tree.array.copy(), device=device)
     if isinstance(tree, dict):

@@ -20,7 +20,7 @@ pass ``.detach()`` on purpose.  Tape-style tensors (``requires_grad=True``) read
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any
 
@@ -51,9 +51,14 @@ def array_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
     name = getattr(fn, "__qualname__", "kernel")
 
     @wraps(fn)
-    def call(*args, **params):
-        tensors = []
-        raw = _map(lambda t: tensors.append(t) or t._concrete(name, ARRAY)._data, args)
+    def call(*args: Any, **params: Any) -> Any:
+        tensors: list[Tensor] = []
+
+        def array_of(t: Tensor) -> Any:  # and note the tensor, for its device
+            tensors.append(t)
+            return t._concrete(name, ARRAY)._data
+
+        raw = _map(array_of, args)
         device = _device(name, tensors)
         out = fn(device.xp, *raw, **params)
         return _map_arrays(out, device)
@@ -61,7 +66,7 @@ def array_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _map(f, tree):
+def _map(f: Callable[[Any], Any], tree: Any) -> Any:
     if isinstance(tree, Tensor):
         return f(tree)
     if isinstance(tree, (list, tuple)):
@@ -71,7 +76,7 @@ def _map(f, tree):
     return tree
 
 
-def _map_arrays(tree, device):
+def _map_arrays(tree: Any, device: backend.Device) -> Any:
     if isinstance(tree, device.array_type):
         return wrap(tree, device)
     if isinstance(tree, (list, tuple)):
@@ -83,7 +88,7 @@ def _map_arrays(tree, device):
     return tree
 
 
-def _device(op: str, tensors) -> backend.Device:
+def _device(op: str, tensors: Sequence[Tensor]) -> backend.Device:
     devices = {id(t.device): t.device for t in tensors}
     if len(devices) > 1:
         raise DeviceError(

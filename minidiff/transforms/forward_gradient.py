@@ -40,7 +40,7 @@ _SETTING_BOUNDS: dict[str, dict[str, Any]] = {
 }
 
 
-def check_fgd_settings(op: str, **settings) -> None:
+def check_fgd_settings(op: str, **settings: Any) -> None:
     """The one check of forward gradient descent's settings, for :class:`FGD` and ``md.optim.FGD``.
 
     Each keyword given is checked: ``lr`` (η₀) and ``decay`` (k) non-negative numbers,
@@ -88,7 +88,7 @@ def sample_directions(
     lead = () if n_directions == 1 else (n_directions,)
     draw = rng.normal if distribution == "normal" else rng.rademacher
 
-    def one(p: Tensor):
+    def one(p: Tensor) -> Tensor:
         return draw(lead + tuple(p.shape), dtype=p.dtype)
 
     return pytree.tree_map(one, params)
@@ -137,10 +137,12 @@ def forward_grad(
     return loss, pytree.tree_map(lambda vk: einsum("k,k...->...", d, vk) * scale, v)
 
 
-def _directional_derivative(f, params, v, vectorized: bool):
+def _directional_derivative(
+    f: Callable[..., Any], params: PyTree, v: PyTree, vectorized: bool
+) -> tuple[Any, Any, bool]:
     """``(f(params), ∇f·v, whether f's output depends on params at all)`` in one forward pass."""
 
-    def traced(p):
+    def traced(p: PyTree) -> tuple[Any, bool]:
         out = f(p)
         leaves = pytree.flatten(p)[0]
         level = leaves[0]._level if leaves else None
@@ -150,7 +152,7 @@ def _directional_derivative(f, params, v, vectorized: bool):
     return loss, d, depends
 
 
-def fgd_update(params, grads, lr: float):
+def fgd_update(params: PyTree, grads: PyTree, lr: float) -> PyTree:
     """``θ − lr·g`` leaf by leaf: the FGD update of :class:`FGD` and ``md.optim.FGD``."""
     return pytree.tree_map(lambda p, g: p - lr * g, params, grads)
 
