@@ -88,7 +88,7 @@ class Device:
             self._synchronize()
 
 
-def scatter_add(xp, target, index, values) -> None:
+def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` with repeated indices accumulated, in place, on either backend."""
     if xp is numpy:
         numpy.add.at(target, index, values)
@@ -98,7 +98,7 @@ def scatter_add(xp, target, index, values) -> None:
         cupyx.scatter_add(target, index, values)
 
 
-def scipy_linalg(xp):
+def scipy_linalg(xp: Any) -> Any:
     """SciPy's ``linalg`` for NumPy arrays, ``cupyx.scipy.linalg`` for CuPy arrays.
 
     Imported on first use (SciPy takes a noticeable time to import).  Used for the routines NumPy's
@@ -113,7 +113,7 @@ def scipy_linalg(xp):
     return cupyx.scipy.linalg  # pragma: no cover
 
 
-def erf(xp):
+def erf(xp: Any) -> Callable[[Any], Any]:
     """The error function for arrays of ``xp``: ``scipy.special.erf`` for NumPy arrays,
     ``cupyx.scipy.special.erf`` for CuPy arrays (NumPy itself has none).
 
@@ -188,7 +188,7 @@ def get_device(device: Device | str | None = None) -> Device:
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
-def register_device(name: str, xp=numpy) -> Device:
+def register_device(name: str, xp: Any = numpy) -> Device:
     """Register an extra device backed by an array module (used by tests to mix devices)."""
     if name in _DEVICES:
         raise ValueError(f"device {name!r} is already registered")
@@ -197,7 +197,7 @@ def register_device(name: str, xp=numpy) -> Device:
     return dev
 
 
-def device_of_array(array) -> Device:
+def device_of_array(array: Any) -> Device:
     """The device an array of either backend lives on."""
     if isinstance(array, numpy.ndarray) or numpy.isscalar(array):
         return _DEVICES["cpu"]

@@ -69,7 +69,14 @@ def build_model(
     return getattr(models, builder)(dtype=dtype, device=device, rng=Generator(seed, device), **kwargs), shape
 
 
-def synthetic_batch(input_shape, batch: int, classes: int = 10, dtype="float32", device=None, seed: int = 1):
+def synthetic_batch(
+    input_shape: tuple[int, ...],
+    batch: int,
+    classes: int = 10,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+    seed: int = 1,
+) -> tuple[Tensor, Tensor]:
     """A fixed random minibatch (timings do not depend on the values)."""
     rng = Generator(seed, device)
     return rng.normal((batch,) + tuple(input_shape), dtype=dtype), rng.randint(0, classes, (batch,))
@@ -152,7 +159,9 @@ def measure_loss(
     return result
 
 
-def _check_inputs(fn_name, loss, params, repeats, warmup, distribution, seed) -> list:
+def _check_inputs(
+    fn_name: str, loss: Any, params: PyTree, repeats: int, warmup: int, distribution: str, seed: Any
+) -> list:
     """The parameter leaves, after checking the settings, the leaves and one evaluation of the loss."""
     op = f"measure_loss({fn_name})"
     check_number(op, "repeats", repeats, low=1, integer=True)
@@ -180,7 +189,7 @@ def _check_inputs(fn_name, loss, params, repeats, warmup, distribution, seed) ->
     return [leaf for _, leaf in leaves]
 
 
-def _check_loss_value(op, loss, params) -> None:
+def _check_loss_value(op: str, loss: Callable[..., Any], params: PyTree) -> None:
     out = loss(params)
     if not isinstance(out, Tensor) or out.shape != ():
         what = f"shape {out.shape}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
@@ -194,7 +203,7 @@ def _check_loss_value(op, loss, params) -> None:
         raise ValueError(f"{op}: the loss does not depend on the parameters; there is no gradient to measure")
 
 
-def _labelled_leaves(tree, path: str = "") -> list[tuple[str, object]]:
+def _labelled_leaves(tree: PyTree, path: str = "") -> list[tuple[str, object]]:
     """``(path, leaf)`` of every leaf, as ``params['w'][0]``, in the order of ``pytree.flatten``."""
     if isinstance(tree, dict):
         return [x for k in sorted(tree) for x in _labelled_leaves(tree[k], f"{path}[{k!r}]")]
@@ -205,7 +214,7 @@ def _labelled_leaves(tree, path: str = "") -> list[tuple[str, object]]:
     return [(f"params{path}", tree)]
 
 
-def _mode_calls(f, params, rng, distribution) -> dict:
+def _mode_calls(f: Callable[..., Any], params: PyTree, rng: Any, distribution: str) -> dict:
     """What is timed (:data:`TIMED`): f; sampling v; the JVP pass along a given v; the forward pass
     with a given v and (∇f·v)·v formed; the whole forward gradient (sampling included); reverse mode."""
     grad_fn = value_and_grad(f)
@@ -244,7 +253,7 @@ def rfrb(
     x, y = data if data is not None else synthetic_batch(input_shape, batch, dtype=dtype, device=device)
     x, y = asarray(x, device=device), asarray(y, device=device)
 
-    def cross_entropy_loss(p):
+    def cross_entropy_loss(p: PyTree) -> Tensor:
         return F.cross_entropy(model.apply(p, x), y)
 
     r = measure_loss(

@@ -138,13 +138,21 @@ def sample_probes(
     return pytree.tree_map(lambda p: draw((n_probes,) + tuple(p.shape), dtype=p.dtype), params)
 
 
-def _check_probe_args(op, n_probes, distribution) -> None:
+def _check_probe_args(op: str, n_probes: int, distribution: str) -> None:
     check_number(op, "n_probes", n_probes, low=1, integer=True)
     if distribution not in PROBE_DISTRIBUTIONS:
         raise ValueError(f"{op}: unknown distribution {distribution!r}; choose one of {PROBE_DISTRIBUTIONS}")
 
 
-def _estimate(op, reduce, f, params, matvec, probes: dict, running):
+def _estimate(
+    op: str,
+    reduce: Callable[[Any, Any], Any],
+    f: Callable[..., Any] | None,
+    params: PyTree,
+    matvec: Callable[..., Any] | None,
+    probes: dict,
+    running: Any,
+) -> Any:
     """What both estimators do: draw the probes ``z`` chunk by chunk, form ``A z`` and merge
     ``reduce(z, A z)`` (one sample per probe) into a :class:`RunningEstimate`.
 
@@ -161,7 +169,9 @@ def _estimate(op, reduce, f, params, matvec, probes: dict, running):
     return estimate if running is not False else estimate.value
 
 
-def _check_estimate_args(op, f, params, matvec, probes: dict) -> list[Tensor]:
+def _check_estimate_args(
+    op: str, f: Callable[..., Any] | None, params: PyTree, matvec: Callable[..., Any] | None, probes: dict
+) -> list[Tensor]:
     """The parameters' leaves, once every argument of an estimator is checked."""
     if (f is None) == (matvec is None):
         raise TypeError(
@@ -176,7 +186,7 @@ def _check_estimate_args(op, f, params, matvec, probes: dict) -> list[Tensor]:
     return leaves
 
 
-def _running_estimate(op, running) -> RunningEstimate:
+def _running_estimate(op: str, running: Any) -> RunningEstimate:
     """The estimate to merge the new probes into: ``running`` itself, or a fresh one."""
     if isinstance(running, RunningEstimate):
         if running.kind not in (None, op):
@@ -187,11 +197,20 @@ def _running_estimate(op, running) -> RunningEstimate:
     raise TypeError(f"{op}: running must be a bool or a RunningEstimate, got {type(running).__name__}")
 
 
-def _products(op, f, params, matvec, z, k: int, mode: str):
+def _products(
+    op: str,
+    f: Callable[..., Any] | None,
+    params: PyTree,
+    matvec: Callable[..., Any] | None,
+    z: PyTree,
+    k: int,
+    mode: str,
+) -> PyTree:
     """``A z`` for ``k`` probes ``z`` (a leading axis of k): Hessian-vector products of ``f`` in
     ``mode``, or ``matvec`` batched by ``md.vmap`` (called on single vectors when k is 1)."""
     if f is not None:
         return hvp(f, params, z, mode, vectorized=True)
+    assert matvec is not None  # _check_estimate_args: exactly one of f and matvec
     if k == 1:  # a matvec that cannot be batched still works one probe at a time
         az = pytree.tree_map(lambda t: ops.expand_dims(t, 0), matvec(pytree.tree_map(lambda t: t[0], z)))
     else:
@@ -203,7 +222,7 @@ def _products(op, f, params, matvec, z, k: int, mode: str):
     return az
 
 
-def _elementwise_products(z, az):
+def _elementwise_products(z: PyTree, az: PyTree) -> PyTree:
     """``z_k ⊙ A z_k`` for each probe k, leaf by leaf."""
     return pytree.tree_map(lambda a, b: a * b, z, az)
 
@@ -245,7 +264,7 @@ def hutchinson_diag(
     return _estimate("hutchinson_diag", _elementwise_products, f, params, matvec, probes, running)
 
 
-def _quadratic_forms(z, az) -> Tensor:
+def _quadratic_forms(z: PyTree, az: PyTree) -> Tensor:
     """``z_kᵀ A z_k`` for each probe k (summed over every leaf)."""
     total: Tensor | None = None
     for a, b in zip(pytree.flatten(z)[0], pytree.flatten(az)[0]):

@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import Any
 
@@ -79,18 +79,18 @@ _HOOK_IDS = itertools.count()
 
 # ----------------------------------------------------------------------------- backward hooks
 @primitive(name="nn.backward_hook")
-def backward_hook_point(x, *, module):
+def backward_hook_point(x: Tensor, *, module: Module) -> Tensor:
     """Identity on ``x``; in a reverse pass it shows the cotangent of ``x`` to ``module``'s hooks."""
     return x
 
 
 @backward_hook_point.defjvp
-def _backward_hook_point_jvp(primals, tangents, *, module):
+def _backward_hook_point_jvp(primals: Any, tangents: Any, *, module: Module) -> Tensor:
     return tangents[0]
 
 
 @backward_hook_point.defvjp(reads="")  # the hook sees the cotangent only: the tape keeps nothing
-def _backward_hook_point_vjp(cotangent, output, x, *, module):
+def _backward_hook_point_vjp(cotangent: Tensor, output: Any, x: Any, *, module: Module) -> tuple[Tensor]:
     module._run_backward_hooks(cotangent)
     return (cotangent,)
 
@@ -114,7 +114,7 @@ class HookHandle:
     def __enter__(self) -> HookHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.remove()
 
 
@@ -135,7 +135,7 @@ class Module:
         d["_backward_hooks"] = {}
 
     # ------------------------------------------------------------------ registration
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
         if "_params" not in d:
             raise AttributeError(
@@ -155,7 +155,7 @@ class Module:
             d["_modules"].pop(name, None)
             object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):  # only reached when ordinary lookup fails
+    def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
         d = self.__dict__
         if name in d.get("_params", ()):
             return d["_params"][name]
@@ -163,7 +163,7 @@ class Module:
             return d["_modules"][name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         d = self.__dict__
         if name in d["_params"]:
             del d["_params"][name]
@@ -236,7 +236,7 @@ class Module:
         for name, child in self._modules.items():
             child._assign(named, f"{prefix}{name}.")
 
-    def _map_parameters(self, fn) -> Module:
+    def _map_parameters(self, fn: Callable[[Tensor], Tensor]) -> Module:
         self._assign({name: fn(p) for name, p in self.named_parameters()})
         return self
 
@@ -259,7 +259,7 @@ class Module:
     def to(self, device: DeviceLike = None, *, dtype: DTypeLike = None) -> Module:
         """Move (and optionally cast) every parameter; tape leaves stay tape leaves (grads are reset)."""
 
-        def move(p):
+        def move(p: Tensor) -> Tensor:
             leaf = p.requires_grad and p.is_leaf
             q = p.detach()
             if device is not None:
@@ -310,7 +310,7 @@ class Module:
         """Call ``fn(module, grad_output)`` with the cotangent of this module's output in reverse passes."""
         return _register("register_backward_hook", self._backward_hooks, fn)
 
-    def _run_backward_hooks(self, cotangent) -> None:
+    def _run_backward_hooks(self, cotangent: Tensor) -> None:
         for fn in tuple(self._backward_hooks.values()):
             fn(self, cotangent)
 
@@ -330,7 +330,7 @@ class Module:
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
 
-def _register(op, hooks: dict, fn) -> HookHandle:
+def _register(op: str, hooks: dict, fn: Callable[..., Any]) -> HookHandle:
     if not callable(fn):
         raise TypeError(f"{op}: expected a callable, got {type(fn).__name__}")
     handle = HookHandle(hooks)
@@ -338,7 +338,7 @@ def _register(op, hooks: dict, fn) -> HookHandle:
     return handle
 
 
-def _named_leaves(tree, prefix, owner):
+def _named_leaves(tree: PyTree, prefix: str, owner: str) -> list[tuple[str, Any]]:
     if isinstance(tree, (dict, MappingProxyType)):
         out = []
         for key, sub in tree.items():
@@ -354,7 +354,7 @@ def _named_leaves(tree, prefix, owner):
     return [(prefix.rstrip("."), tree)]
 
 
-def _replacement(name, new, old) -> Tensor:
+def _replacement(name: str, new: Any, old: Tensor) -> Tensor:
     """``new`` as a tensor that may replace the parameter ``old``: same shape, dtype and device."""
     if not isinstance(new, Tensor):
         new = asarray(new, device=old.device)
@@ -373,11 +373,11 @@ def _replacement(name, new, old) -> Tensor:
     return new
 
 
-def _tree_map_dict(fn, tree):
+def _tree_map_dict(fn: Callable[[Any], Any], tree: dict) -> dict:
     return {k: _tree_map_dict(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
-def _param(module, params, name):
+def _param(module: Module, params: PyTree, name: str) -> Tensor:
     try:
         return params[name]
     except (KeyError, TypeError, IndexError):
@@ -388,7 +388,7 @@ def _param(module, params, name):
         ) from None
 
 
-def _count(op: str, name: str, value, low: int = 1) -> int:
+def _count(op: str, name: str, value: Any, low: int = 1) -> int:
     """``value`` as an ``int`` (NumPy integers accepted), checked to be at least ``low``."""
     if hasattr(value, "__index__") and not isinstance(value, bool):
         value = operator.index(value)
@@ -396,7 +396,7 @@ def _count(op: str, name: str, value, low: int = 1) -> int:
     return value
 
 
-def _pair(v, op: str, name: str, low: int = 1) -> tuple[int, int]:
+def _pair(v: Any, op: str, name: str, low: int = 1) -> tuple[int, int]:
     """An int or a pair of ints, as a pair, each checked to be at least ``low``."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
@@ -594,10 +594,10 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int | slice) -> Module:
         layers = list(self._modules.values())
         if isinstance(i, slice):
             return Sequential(*layers[i])

@@ -42,6 +42,7 @@ from ..errors import check_number
 from ..modes.reverse import no_grad
 from ..primitives.creation import ones, zeros
 from ..primitives.random import RngLike
+from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
 from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, value_and_grad, vjp
@@ -98,7 +99,7 @@ class Sophia(RandomOptimizer):
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
         self._init_rng(seed, rng)
         self.unclipped_fraction: float | None = None
-        self.sampled_labels = None
+        self.sampled_labels: Tensor | None = None
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -106,7 +107,7 @@ class Sophia(RandomOptimizer):
             check_number("Sophia", key, settings[key], low=0, low_open=True)
 
     # ------------------------------------------------------------------ gradients and estimates
-    def _evaluate(self, closure, refresh):
+    def _evaluate(self, closure: Callable[..., Any] | None, refresh: bool) -> tuple[Any, list, Any]:
         """``(loss, grads, ĥ or None)``, with grads and ĥ in :meth:`parameters` order."""
         if closure is None:
             raise TypeError(
@@ -123,7 +124,7 @@ class Sophia(RandomOptimizer):
         b = logits.shape[0]
         return loss, grads, [b * g * g for g in ghat]
 
-    def _hutchinson(self, f, refresh):
+    def _hutchinson(self, f: Callable[..., Any], refresh: bool) -> tuple[Any, list, Any]:
         """Sophia-H: the gradient, and on refresh steps ``ĥ = u ⊙ Hu`` from the same pass."""
         values = [p.detach() for p in self.parameters()]
         if not refresh:
@@ -133,7 +134,7 @@ class Sophia(RandomOptimizer):
         loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
         return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
 
-    def _gnb_functional(self, closure, refresh):
+    def _gnb_functional(self, closure: Callable[..., Any], refresh: bool) -> tuple[Any, list, Any, Any]:
         """Sophia-G on ``closure(params) -> (loss, logits)``: ``(loss, grads, logits, ĝ or None)``."""
         out, back = vjp(closure, [p.detach() for p in self.parameters()])
         loss, logits = _check_pair(*_pair(out))
@@ -144,7 +145,7 @@ class Sophia(RandomOptimizer):
         self.sampled_labels, ct = sample_labels(logits, self.rng)
         return loss, list(grads), logits, back((zeros((), loss.dtype, loss.device), ct))[0]
 
-    def _gnb_tape(self, closure, refresh):
+    def _gnb_tape(self, closure: Callable[..., Any], refresh: bool) -> tuple[Any, list, Any, Any]:
         """Sophia-G on ``closure() -> (loss, logits)`` (tape style): ``(loss, grads, logits, ĝ or None)``."""
         params = self.parameters()
         self.zero_grad()
@@ -204,12 +205,27 @@ class Sophia(RandomOptimizer):
 
 
 @array_kernel
-def _squared_norm(ns, g) -> float:
+def _squared_norm(ns: Any, g: Any) -> float:
     return float((g * g).sum())
 
 
 @array_kernel
-def _sophia_step(ns, p, g, hhat, m, h, *, scale, lr, betas, rho, eps, weight_decay, **group):
+def _sophia_step(
+    ns: Any,
+    p: Any,
+    g: Any,
+    hhat: Any,
+    m: Any,
+    h: Any,
+    *,
+    scale: float,
+    lr: float,
+    betas: Sequence[float],
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    **group: Any,
+) -> tuple[Any, Any, Any, int]:
     """The clipped step of the module docstring on arrays: ``(new p, m, h, unclipped count)``."""
     beta1, beta2 = betas
     dt = p.dtype
@@ -224,7 +240,7 @@ def _sophia_step(ns, p, g, hhat, m, h, *, scale, lr, betas, rho, eps, weight_dec
     return new.astype(dt, copy=False), m.astype(dt, copy=False), h.astype(dt), n_ok
 
 
-def _pair(out):
+def _pair(out: Any) -> Sequence[Any]:
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise TypeError(
             f"Sophia.step: with estimator='gnb' the closure must return (loss, logits), got {type(out).__name__}"
@@ -232,7 +248,7 @@ def _pair(out):
     return out
 
 
-def _check_pair(loss, logits):
+def _check_pair(loss: Any, logits: Any) -> tuple[Tensor, Tensor]:
     if getattr(loss, "shape", None) != ():
         raise ValueError(
             f"Sophia.step: the loss must be a scalar batch mean, got {getattr(loss, 'shape', loss)}"
@@ -244,5 +260,5 @@ def _check_pair(loss, logits):
     return loss, logits
 
 
-def _grad_or_zeros(p):
+def _grad_or_zeros(p: Tensor) -> Tensor:
     return p.grad if p.grad is not None else zeros(p.shape, p.dtype, p.device)

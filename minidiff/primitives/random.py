@@ -24,6 +24,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import backend
 from ..errors import DeviceError
 from ..tensor.core import DeviceLike, DTypeLike, ShapeLike, Tensor, wrap
@@ -137,7 +139,7 @@ class Generator:
 RngLike = int | Generator | _np.random.Generator | None
 
 
-def _bit_source(seed, device, op: str = "Generator"):
+def _bit_source(seed: RngLike, device: backend.Device, op: str = "Generator") -> Any:
     """The backend generator a :class:`Generator` on ``device`` draws from.
 
     A NumPy generator (on a device whose array module is NumPy) or a :class:`Generator` of the same device
@@ -158,11 +160,11 @@ def _bit_source(seed, device, op: str = "Generator"):
     return device.xp.random.default_rng(None if seed is None else int(seed))
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> bool:
     return isinstance(x, (int, _np.integer)) and not isinstance(x, (bool, _np.bool_))
 
 
-def _type_error(op: str, rng) -> TypeError:
+def _type_error(op: str, rng: object) -> TypeError:
     hint = " (use numpy.random.default_rng, not the legacy RandomState)" if _is_legacy(rng) else ""
     return TypeError(
         f"{op}: rng must be a minidiff.primitives.random.Generator or an int seed (or a numpy.random.Generator, or "
@@ -215,7 +217,7 @@ def as_generator(rng: RngLike = None, device: DeviceLike = None, *, op: str = "a
     raise _type_error(op, rng)
 
 
-def _check_device(rng: Generator, device, op: str) -> Generator:
+def _check_device(rng: Generator, device: DeviceLike, op: str) -> Generator:
     if device is None or rng.device is backend.get_device(device):
         return rng
     dev = backend.get_device(device)
@@ -225,7 +227,7 @@ def _check_device(rng: Generator, device, op: str) -> Generator:
     )
 
 
-def _is_legacy(rng) -> bool:
+def _is_legacy(rng: object) -> bool:
     return isinstance(rng, _np.random.RandomState)
 
 
