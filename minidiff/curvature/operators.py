@@ -115,13 +115,13 @@ class CurvatureOperator(LinearOperator):
         return pytree.unflatten(self._def, leaves)
 
     # -- LinearOperator protocol
-    def _matvec(self, x):
+    def _matvec(self, x: Any) -> Any:
         x = _host.asarray(x).reshape(-1)
         out = self.flatten(self._product(self.unflatten(x)))
         self.n_products += 1
         return out + self.damping * x if self.damping else out
 
-    def _matmat(self, X):
+    def _matmat(self, X: Any) -> Any:
         X = _host.asarray(X)
         if self._batched is None or X.shape[1] == 1:
             return _host.stack([self._matvec(X[:, j]) for j in range(X.shape[1])], axis=1)
@@ -129,16 +129,16 @@ class CurvatureOperator(LinearOperator):
         self.n_products += X.shape[1]
         return out + self.damping * X if self.damping else out
 
-    def _rmatvec(self, x):
+    def _rmatvec(self, x: Any) -> Any:
         return self._matvec(x)
 
-    def _rmatmat(self, X):
+    def _rmatmat(self, X: Any) -> Any:
         return self._matmat(X)
 
-    def _adjoint(self):
+    def _adjoint(self) -> CurvatureOperator:
         return self
 
-    def _transpose(self):
+    def _transpose(self) -> CurvatureOperator:
         return self
 
 
@@ -158,7 +158,7 @@ def as_operator(
         [2.0, 4.0, 6.0]
     """
 
-    def product(v):
+    def product(v: PyTree) -> PyTree:
         out = matvec(v)
         check_vector("as_operator", params, out)
         return out
@@ -195,7 +195,7 @@ def hessian_operator(
     )
 
 
-def _operator(product, params, damping: float, name: str) -> CurvatureOperator:
+def _operator(product: Callable[..., Any], params: PyTree, damping: float, name: str) -> CurvatureOperator:
     """The CurvatureOperator of ``product(v, vectorized=False)`` (a Hessian, Gauss-Newton or Fisher
     product at ``params``): ``matvec`` calls it on one vector, ``matmat`` on K at once."""
     return CurvatureOperator(
@@ -292,7 +292,7 @@ def top_eigenvalues(
     return (vals, vecs) if return_eigenvectors else vals
 
 
-def _operator_of(op: str, operator, params, mode: str) -> LinearOperator:
+def _operator_of(op: str, operator: Any, params: PyTree, mode: str) -> LinearOperator:
     """``operator`` itself, or the Hessian operator of the function ``operator`` at ``params``."""
     if not isinstance(operator, LinearOperator):
         if not callable(operator) or params is None:
@@ -303,7 +303,7 @@ def _operator_of(op: str, operator, params, mode: str) -> LinearOperator:
     return operator
 
 
-def _eigen_order(vals, which: str):
+def _eigen_order(vals: Any, which: str) -> Any:
     """Indices putting eigenvalues in the order :func:`top_eigenvalues` returns: smallest first for
     ``"SA"``, largest magnitude first for ``"LM"``, largest first otherwise."""
     if which == "SA":

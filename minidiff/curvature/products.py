@@ -41,7 +41,7 @@ FISHER_KINDS = ("analytic", "sampled")
 
 
 # ----------------------------------------------------------------------------- checks
-def leaf_paths(tree) -> list[str]:
+def leaf_paths(tree: PyTree) -> list[str]:
     """Where each leaf sits in ``tree`` (``"['w']"``, ``"[0]['b']"``…), in :func:`pytree.flatten` order.
 
     Example:
@@ -51,7 +51,7 @@ def leaf_paths(tree) -> list[str]:
     """
     paths: list[str] = []
 
-    def go(t, at):
+    def go(t: PyTree, at: str) -> None:
         if isinstance(t, (tuple, list)) and not hasattr(t, "_fields"):
             for i, c in enumerate(t):
                 go(c, f"{at}[{i}]")
@@ -65,7 +65,7 @@ def leaf_paths(tree) -> list[str]:
     return paths
 
 
-def check_params(op: str, params) -> list[Tensor]:
+def check_params(op: str, params: PyTree) -> list[Tensor]:
     """The leaves of ``params``: floating tensors on one device (raises otherwise).
 
     Example:
@@ -94,7 +94,7 @@ def check_params(op: str, params) -> list[Tensor]:
     return leaves
 
 
-def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
+def check_vector(op: str, params: PyTree, v: PyTree, vectorized: bool = False) -> int | None:
     """Check that ``v`` is shaped like ``params`` (with a leading axis of K directions if ``vectorized``).
 
     Returns K (or None when not vectorized).  Raises a ShapeError, DTypeError or DeviceError naming the
@@ -199,7 +199,13 @@ class OutputSpaceProduct:
     kind: str  # set by fisher(): "analytic" or "sampled"
     labels: Tensor  # set by fisher(kind="sampled"): the labels drawn once, shape (S, N)
 
-    def __init__(self, op: str, model_fn, params, output_product):
+    def __init__(
+        self,
+        op: str,
+        model_fn: Callable[..., Any],
+        params: PyTree,
+        output_product: Callable[[Any, Any], Any] | None,  # None: the builder sets it once z is known
+    ) -> None:
         check_params(op, params)
         self.op, self.model_fn, self.params = op, model_fn, params
         self.z, self._back = vjp(model_fn, params)
@@ -211,16 +217,18 @@ class OutputSpaceProduct:
                 )
         self._output_product = output_product
 
-    def __call__(self, v, vectorized: bool = False):
+    def __call__(self, v: PyTree, vectorized: bool = False) -> PyTree:
         check_vector(self.op, self.params, v, vectorized)
+        product = self._output_product
+        assert product is not None  # set by the builder before the product is handed out
         if not vectorized:
             _, jv = jvp(self.model_fn, (self.params,), (v,))
-            return self._back(self._output_product(self.z, jv))[0]
+            return self._back(product(self.z, jv))[0]
         _, jv = jvp(self.model_fn, (self.params,), (v,), vectorized=True)
-        return vmap(lambda u: self._back(self._output_product(self.z, u))[0])(jv)
+        return vmap(lambda u: self._back(product(self.z, u))[0])(jv)
 
 
-def _loss_hessian_product(op: str, loss_fn, z):
+def _loss_hessian_product(op: str, loss_fn: Callable[..., Any], z: Tensor) -> Callable[[Any, Any], Any]:
     """``u ↦ ∇²ℓ(z) u`` by forward-over-reverse in output space (checks ``ℓ(z)`` is a scalar once)."""
     value = loss_fn(z)
     if not isinstance(value, Tensor) or value.shape != ():
@@ -277,7 +285,7 @@ def ggn_vp(
 
 
 # ----------------------------------------------------------------------------- Fisher of softmax CE
-def _check_logits(op: str, z) -> Tensor:
+def _check_logits(op: str, z: Any) -> Tensor:
     if not isinstance(z, Tensor) or z.ndim != 2:
         shape = getattr(z, "shape", type(z).__name__)
         raise ShapeError(
@@ -310,7 +318,7 @@ def sample_labels(logits: Tensor, n_samples: int = 1, rng: RngLike = None) -> Te
     return ops.sum((u >= cdf).astype("int64"), axis=-1)
 
 
-def _check_labels(op: str, labels, z: Tensor) -> Tensor:
+def _check_labels(op: str, labels: Any, z: Tensor) -> Tensor:
     if not isinstance(labels, Tensor):
         raise TypeError(f"{op}: labels must be an integer Tensor, got {type(labels).__name__}")
     if labels.dtype.kind not in "iu":
@@ -362,7 +370,7 @@ def fisher(
     p = ops.softmax(z, axis=-1)
     if kind == "analytic":
         # M_i = (diag(p_i) − p_i p_iᵀ) / N, the Hessian of the mean cross-entropy in the logits
-        def output_product(z, u):
+        def output_product(z: Tensor, u: Tensor) -> Tensor:
             return (p * u - p * ops.sum(p * u, axis=-1, keepdims=True)) * (1.0 / n)
 
     else:
@@ -376,7 +384,7 @@ def fisher(
         scale = 1.0 / (n * s)
 
         # M_i = (1/(N S)) Σ_s g_is g_isᵀ, an unbiased estimate of the analytic M_i
-        def output_product(z, u):
+        def output_product(z: Tensor, u: Tensor) -> Tensor:
             return ops.sum(g * ops.sum(g * u, axis=-1, keepdims=True), axis=0) * scale
 
         prod.labels = labels

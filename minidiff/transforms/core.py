@@ -34,7 +34,7 @@ from ..tensor.core import Tensor, check_differentiable, check_like
 from ..tensor.pytree import PyTree
 
 
-def _check_tuples(op: str, primals, tangents) -> None:
+def _check_tuples(op: str, primals: Any, tangents: Any) -> None:
     """``primals`` and ``tangents`` hold one entry per argument of f: a bare tensor is the usual slip."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError(
@@ -43,14 +43,14 @@ def _check_tuples(op: str, primals, tangents) -> None:
         )
 
 
-def _check_inputs(op: str, *trees) -> None:
+def _check_inputs(op: str, *trees: PyTree) -> None:
     """Fail early, naming the transform the user called, on an input that cannot carry derivatives."""
     for tree in trees:
         for leaf in _tensors(op, tree, "input")[0]:
             check_differentiable(op, leaf)
 
 
-def _tensors(op: str, tree, what: str):
+def _tensors(op: str, tree: PyTree, what: str) -> tuple[list[Tensor], pytree.TreeDef]:
     leaves, treedef = pytree.flatten(tree)
     out = []
     for leaf in leaves:
@@ -135,7 +135,9 @@ def jvp(
     return (*result, aux) if has_aux else result
 
 
-def _vector_jvp(f, primals, tangents, has_aux):
+def _vector_jvp(
+    f: Callable[..., Any], primals: Sequence[PyTree], tangents: Sequence[PyTree], has_aux: bool
+) -> tuple[Any, ...]:
     """K directions at once: the JVP's tangents are batched by vmap (one pass, no loop)."""
     t_leaves, _ = _tensors("jvp", tuple(tangents), "tangent")
     sizes = {t.shape[0] if t.ndim else None for t in t_leaves}
@@ -146,7 +148,7 @@ def _vector_jvp(f, primals, tangents, has_aux):
         )
     box = {}
 
-    def push(*ts):
+    def push(*ts: PyTree) -> Any:
         res = jvp(f, primals, ts, has_aux=has_aux)
         box["out"] = res[0]  # the primal output does not depend on the directions
         if has_aux:
@@ -203,7 +205,7 @@ def vjp(f: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tuple
     targets = set(leaf_nodes)
     out_tree = pytree.unflatten(o_def, outs)
 
-    def vjp_fn(cotangent):
+    def vjp_fn(cotangent: PyTree) -> tuple[Any, ...]:
         c_leaves, c_def = _tensors("vjp_fn", cotangent, "cotangent")
         if c_def != o_def:
             raise ShapeError(f"vjp_fn: cotangent has structure {c_def} but the output has {o_def}")
@@ -222,7 +224,7 @@ def vjp(f: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tuple
     return (out_tree, vjp_fn, aux) if has_aux else (out_tree, vjp_fn)
 
 
-def _split_aux(op, out, has_aux):
+def _split_aux(op: str, out: Any, has_aux: bool) -> tuple[Any, Any]:
     if not has_aux:
         return out, None
     if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -230,12 +232,12 @@ def _split_aux(op, out, has_aux):
     return out[0], _strip(out[1])
 
 
-def _strip(aux):
+def _strip(aux: PyTree) -> PyTree:
     """Auxiliary outputs leave the transform as plain values."""
     return pytree.tree_map(lambda a: a.detach() if isinstance(a, Tensor) else a, aux)
 
 
-def _argnums(op, argnums, n):
+def _argnums(op: str, argnums: int | Sequence[int], n: int) -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for a in nums:
         if not -n <= a < n:
@@ -272,10 +274,10 @@ def value_and_grad(
     """
 
     @wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         nums = _argnums("grad", argnums, len(args))
 
-        def g(*chosen):
+        def g(*chosen: Any) -> Any:
             full = list(args)
             for a, c in zip(nums, chosen):
                 full[a] = c
@@ -324,7 +326,7 @@ def grad(
     vg = value_and_grad(f, argnums, has_aux)
 
     @wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         (out, g) = vg(*args, **kwargs)
         if has_aux:
             return g, out[1]
@@ -357,7 +359,7 @@ def vmap(f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0) -> Callable
     """
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
         if len(axes) != len(args):
             raise ValueError(f"vmap: in_axes has {len(axes)} entries for {len(args)} arguments")
@@ -403,7 +405,7 @@ def vmap(f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0) -> Callable
 
 
 # ----------------------------------------------------------------------------- Jacobians, Hessians
-def _basis(leaves):
+def _basis(leaves: Sequence[Tensor]) -> list[Tensor]:
     """The standard basis of the space of several leaves: for each leaf, its slice of the identity
     shaped as a batch ``(N,) + leaf.shape`` (N = total size), in the leaf's dtype."""
 
@@ -416,7 +418,7 @@ def _basis(leaves):
     return out
 
 
-def _unstack_rows(t: Tensor, leaves, trailing):
+def _unstack_rows(t: Tensor, leaves: Sequence[Tensor], trailing: tuple[int, ...] | None) -> list[Tensor]:
     """Split a batch of ``N`` rows into one block per leaf, each shaped ``trailing + leaf.shape``."""
     from ..primitives.shape import moveaxis, reshape
 
@@ -457,7 +459,7 @@ def jacfwd(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callabl
     """
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         nums = _argnums("jacfwd", argnums, len(args))
         results = []
         for a in nums:
@@ -465,7 +467,7 @@ def jacfwd(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callabl
             for x in x_leaves:
                 check_differentiable("jacfwd", x)
 
-            def g(xa, a=a):
+            def g(xa: Tensor, a: int = a) -> Any:
                 full = list(args)
                 full[a] = xa
                 return f(*full)
@@ -500,10 +502,10 @@ def jacrev(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callabl
     """
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         nums = _argnums("jacrev", argnums, len(args))
 
-        def g(*chosen):
+        def g(*chosen: Any) -> Any:
             full = list(args)
             for a, c in zip(nums, chosen):
                 full[a] = c
@@ -548,7 +550,7 @@ def hessian(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callab
     hess = jacfwd(jacrev(f, argnums), argnums)
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         _check_inputs("hessian", *[args[a] for a in _argnums("hessian", argnums, len(args))])
         return hess(*args)
 
@@ -638,22 +640,22 @@ def hessian_product(f: Callable[..., Any], primals: PyTree, mode: str = "fwd-ove
     gradient = grad(f, argnums=nums)
     if mode == "fwd-over-rev":
 
-        def forward_over_reverse(tangents, vectorized: bool = False):
+        def forward_over_reverse(tangents: Sequence[PyTree], vectorized: bool = False) -> tuple[Any, ...]:
             return tuple(jvp(gradient, primals, tuple(tangents), vectorized=vectorized)[1])
 
         return forward_over_reverse
     if mode == "rev-over-fwd":
 
-        def one(tangents):
+        def one(tangents: Sequence[PyTree]) -> tuple[Any, ...]:
             return tuple(grad(lambda *p: jvp(f, p, tuple(tangents))[1], argnums=nums)(*primals))
 
     else:
         _, back = vjp(gradient, *primals)
 
-        def one(tangents):
+        def one(tangents: Sequence[PyTree]) -> tuple[Any, ...]:
             return tuple(back(tuple(tangents)))
 
-    def product(tangents, vectorized: bool = False):
+    def product(tangents: Sequence[PyTree], vectorized: bool = False) -> tuple[Any, ...]:
         return vmap(one)(tuple(tangents)) if vectorized else one(tangents)
 
     return product
