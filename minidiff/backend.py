@@ -7,6 +7,9 @@ so one code path serves both (the Chainer idea).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy
 
 __all__ = [
@@ -49,7 +52,15 @@ class Device:
 
     __slots__ = ("name", "xp", "array_type", "_to_host", "_from_host", "_synchronize")
 
-    def __init__(self, name, xp, array_type, to_host, from_host, synchronize=None):
+    def __init__(
+        self,
+        name: str,
+        xp: Any,
+        array_type: type[Any],
+        to_host: Callable[[Any], Any],
+        from_host: Callable[[Any], Any],
+        synchronize: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.xp = xp
         self.array_type = array_type
@@ -63,11 +74,11 @@ class Device:
     def __str__(self) -> str:
         return self.name
 
-    def to_host(self, array):
+    def to_host(self, array: Any) -> Any:
         """Return ``array`` as a host NumPy array."""
         return self._to_host(array)
 
-    def from_host(self, array):
+    def from_host(self, array: Any) -> Any:
         """Return a host NumPy array as an array of this device."""
         return self._from_host(array)
 
@@ -77,7 +88,7 @@ class Device:
             self._synchronize()
 
 
-def scatter_add(xp, target, index, values) -> None:
+def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` with repeated indices accumulated, in place, on either backend."""
     if xp is numpy:
         numpy.add.at(target, index, values)
@@ -87,7 +98,7 @@ def scatter_add(xp, target, index, values) -> None:
         cupyx.scatter_add(target, index, values)
 
 
-def scipy_linalg(xp):
+def scipy_linalg(xp: Any) -> Any:
     """SciPy's ``linalg`` for NumPy arrays, ``cupyx.scipy.linalg`` for CuPy arrays.
 
     Imported on first use (SciPy takes a noticeable time to import).  Used for the routines NumPy's
@@ -102,7 +113,7 @@ def scipy_linalg(xp):
     return cupyx.scipy.linalg  # pragma: no cover
 
 
-def erf(xp):
+def erf(xp: Any) -> Callable[[Any], Any]:
     """The error function for arrays of ``xp``: ``scipy.special.erf`` for NumPy arrays,
     ``cupyx.scipy.special.erf`` for CuPy arrays (NumPy itself has none).
 
@@ -161,7 +172,7 @@ def cuda_unavailable_reason() -> str:
     return ""
 
 
-def get_device(device=None) -> Device:
+def get_device(device: Device | str | None = None) -> Device:
     """Look a device up by name (``None`` means ``"cpu"``); a :class:`Device` is returned as is."""
     if device is None:
         return _DEVICES["cpu"]
@@ -177,7 +188,7 @@ def get_device(device=None) -> Device:
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
-def register_device(name: str, xp=numpy) -> Device:
+def register_device(name: str, xp: Any = numpy) -> Device:
     """Register an extra device backed by an array module (used by tests to mix devices)."""
     if name in _DEVICES:
         raise ValueError(f"device {name!r} is already registered")
@@ -186,7 +197,7 @@ def register_device(name: str, xp=numpy) -> Device:
     return dev
 
 
-def device_of_array(array) -> Device:
+def device_of_array(array: Any) -> Device:
     """The device an array of either backend lives on."""
     if isinstance(array, numpy.ndarray) or numpy.isscalar(array):
         return _DEVICES["cpu"]

@@ -276,12 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``minidiff`` command with ``argv`` (``sys.argv[1:]`` by default); return the exit code."""
     args, extra = build_parser().parse_known_args(argv)
+    parser: argparse.ArgumentParser = args.parser  # the subcommand's own
     if extra:  # reported by the subcommand's parser, so the hint points at its own --help
-        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except UsageError as exc:  # a bad input found as the command starts, before its work
-        args.parser.error(str(exc))
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import Any
 
 
 class MinidiffError(Exception):
@@ -39,7 +40,7 @@ class UnsupportedError(MinidiffError, TypeError):
     to a value that carries derivatives (or asked to write into a tensor with ``out=``)."""
 
 
-def describe(x) -> str:
+def describe(x: object) -> str:
     """A short description of an argument for error messages: shape, dtype and device of a tensor."""
     shape = getattr(x, "shape", None)
     if shape is None:
@@ -53,10 +54,10 @@ def describe(x) -> str:
 def check_number(
     op: str,
     name: str,
-    value,
+    value: Any,
     *,
-    low=None,
-    high=None,
+    low: float | None = None,
+    high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
     integer: bool = False,
@@ -89,7 +90,7 @@ def check_number(
         raise ValueError(f"{op}: {name} must be {kind}{bounds}{also}, got {value!r}")
 
 
-def _describe_range(low, high, low_open, high_open) -> str:
+def _describe_range(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
         return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     if low is not None:

@@ -161,6 +161,17 @@ def test_integer_floor_divide_and_remainder_are_numpy_s(x, y):
         assert (md.tensor(a) % y).tolist() == (a % y).tolist()
 
 
+def test_float_floor_divide_and_remainder_by_zero_are_numpy_s():
+    """Only integers divide by zero to 0; floats give NumPy's inf/nan (a builtin ``all`` shadowed by
+    ``md.all`` once sent floats down the integer path, silently returning 0)."""
+    a = np.array([1.0, -1.0, 0.0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q, r = np.floor_divide(a, 0.0), np.remainder(a, 0.0)
+        tq, tr = md.tensor(a) // 0.0, md.tensor(a) % 0.0
+    np.testing.assert_array_equal(tq.numpy(), q)  # [inf, -inf, nan]
+    np.testing.assert_array_equal(tr.numpy(), r)  # [nan, nan, nan]
+
+
 def test_logical_operators_on_booleans_and_a_clear_error_on_integers():
     a, b = np.array([True, False, True]), np.array([True, True, False])
     ta, tb = md.tensor(a), md.tensor(b)
@@ -502,3 +513,11 @@ def test_at_in_the_tape_style_and_under_vmap():
 def test_at_casts_values_to_the_dtype_of_x():
     assert md.zeros(2, dtype="float32").at[0].set(md.tensor(1.5)).dtype == np.float32
     assert md.tensor([1, 2]).at[0].add(1).tolist() == [2, 2]
+
+
+def test_astype_of_a_python_number_gives_a_tensor():
+    """md.astype(3.0, "float32") used to fail with AttributeError ('float' has no dtype): numbers
+    passed through unconverted (found by the type checker)."""
+    t = md.astype(3.0, "float32")
+    assert isinstance(t, md.Tensor) and t.dtype == np.float32 and t.item() == 3.0
+    assert md.astype([1, 2], "float64").tolist() == [1.0, 2.0]

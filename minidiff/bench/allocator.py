@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Any
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_STATE = {"mode": "default", "mmap_threshold": None, "trim_threshold": None}
+_STATE: dict[str, Any] = {"mode": "default", "mmap_threshold": None, "trim_threshold": None}
 
 
-def _libc():
+def _libc() -> Any:
     name = ctypes.util.find_library("c")
     if not name:
         return None

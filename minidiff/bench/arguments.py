@@ -212,7 +212,7 @@ mnist_dir = _mnist_folder(("train", "test"))
 mnist_train_dir = _mnist_folder(("train",))
 
 
-def write_json(result, path) -> None:
+def write_json(result: dict, path: str) -> None:
     """Write ``result`` to ``path`` as JSON and say so (nothing when ``path`` is empty).
 
     If the file cannot be written after all (the folder vanished, the disk is full), the result goes to

@@ -370,7 +370,7 @@ def format_deer_bench(result: dict) -> str:
 
 def _where_deer_stops_paying(points) -> list[str]:
     """Per batch and length, the smallest n at which DEER's forward is slower than the minidiff loop."""
-    stops = {}
+    stops: dict[tuple[int, int], int] = {}
     for p in points:
         if p["speedup_forward"] < 1.0:
             key = (p["batch"], p["T"])

@@ -7,6 +7,7 @@ import platform
 import sys
 
 from .. import __version__, backend
+from ..tensor.core import DeviceLike
 from .allocator import allocator_state
 from .memory import device_namespace
 
@@ -38,7 +39,7 @@ def _blas() -> object:
     ]
 
 
-def environment(device=None) -> dict:
+def environment(device: DeviceLike = None) -> dict:
     """A dictionary describing the machine and software, recorded with every result."""
     dev = backend.get_device(device)
     env = {

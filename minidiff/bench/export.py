@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from typing import Any
 
 from .rfrb import DEPTH_SCHEMA, RATIOS, SCHEMA, TIMED
 
 COLUMNS = ("name", "quantity", "value", "low", "high", "unit", "note")
 
 
-def result_rows(result) -> list[dict]:
+def result_rows(result: dict) -> list[dict]:
     """The rows of the CSV table of ``result`` (an Rf/Rb result, a list of them, or a depth sweep)."""
     if isinstance(result, (list, tuple)):
         return [row for r in result for row in result_rows(r)]
@@ -37,7 +39,7 @@ def result_rows(result) -> list[dict]:
 def _rfrb_rows(r: dict) -> list[dict]:
     rows = []
 
-    def add(quantity, value, unit, low="", high="", note=""):
+    def add(quantity: str, value: Any, unit: str, low: Any = "", high: Any = "", note: str = "") -> None:
         rows.append(dict(zip(COLUMNS, (r["name"], quantity, value, low, high, unit, note))))
 
     for key in TIMED:
@@ -62,7 +64,7 @@ def _rfrb_rows(r: dict) -> list[dict]:
     return rows
 
 
-def to_csv(result) -> str:
+def to_csv(result: dict) -> str:
     """The CSV text of ``result`` (see the module doc)."""
     rows = result_rows(result)
     columns = list(COLUMNS) if rows and list(rows[0]) == list(COLUMNS) else _columns(rows)
@@ -73,14 +75,14 @@ def to_csv(result) -> str:
     return out.getvalue()
 
 
-def _columns(rows) -> list:
+def _columns(rows: list[dict]) -> list:
     seen: dict = {}
     for row in rows:
         seen.update(dict.fromkeys(row))
     return list(seen)
 
 
-def write_csv(result, path) -> None:
+def write_csv(result: dict, path: str | os.PathLike[str]) -> None:
     """Write the CSV table of ``result`` to ``path`` and say so (nothing when ``path`` is empty)."""
     if path:
         with open(path, "w", newline="") as fh:

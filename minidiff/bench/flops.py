@@ -23,18 +23,21 @@ rules run.  :func:`layer_flops` (from a module's layers) stays as a cross-check 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from ..nn.modules import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from ..primitives.registry import intercept_evaluations
+from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, value_and_grad
 
 #: The primitives whose FLOPs are counted: the matrix products.
 COUNTED = ("matmul", "einsum")
 
 
-def flop_model(layer_flops) -> dict:
+def flop_model(layer_flops: Sequence[int]) -> dict:
     """FLOP-model Rf and Rb from the forward FLOPs of each weight layer, in order."""
     flops = [int(f) for f in layer_flops if f]
     if not flops:
@@ -51,7 +54,9 @@ def flop_model(layer_flops) -> dict:
     }
 
 
-def layer_flops(module, input_shape, prefix: str = "") -> list[tuple[str, object, int]]:
+def layer_flops(
+    module: Module, input_shape: tuple[int, ...], prefix: str = ""
+) -> list[tuple[str, Module, int]]:
     """``(dotted name, layer, forward FLOPs)`` of every elementary layer of ``module``, in call order.
 
     A :class:`~minidiff.nn.Sequential` is walked layer by layer, each layer seeing the output shape of
@@ -71,13 +76,13 @@ def layer_flops(module, input_shape, prefix: str = "") -> list[tuple[str, object
     return [(prefix, module, _own_flops(module, tuple(input_shape)))]
 
 
-def forward_flops(module, input_shape) -> int:
+def forward_flops(module: Module, input_shape: tuple[int, ...]) -> int:
     """Forward FLOPs of ``module`` on ``input_shape``: 2 × the multiply-adds of its matrix products and
     convolutions (elementwise and pooling layers count 0, bias additions are not counted)."""
     return sum(f for _, _, f in layer_flops(module, input_shape))
 
 
-def _own_flops(layer, shape: tuple) -> int:
+def _own_flops(layer: Module, shape: tuple) -> int:
     out = layer.output_shape(shape)  # also checks that the layer accepts the shape
     if isinstance(layer, Linear):
         return 2 * math.prod(shape[:-1]) * layer.in_features * layer.out_features
@@ -91,7 +96,9 @@ def _own_flops(layer, shape: tuple) -> int:
 
 
 # ----------------------------------------------------------------------------- executed primitives
-def primitive_flops(name: str, shapes, out_shape, params=None) -> int:
+def primitive_flops(
+    name: str, shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...], params: PyTree = None
+) -> int:
     """FLOPs of one executed primitive from its operands' shapes: 2 × the multiply-adds of a matrix
     product, 0 for every other primitive.
 
@@ -131,7 +138,7 @@ def recording_products() -> Iterator[list]:
     """
     products: list = []
 
-    def note(prim, args, params, run):
+    def note(prim: Any, args: Any, params: Any, run: Callable[[], Tensor]) -> Tensor:
         out = run()
         if prim.name in COUNTED:
             shapes = [tuple(a.shape) for a in args]
@@ -143,7 +150,9 @@ def recording_products() -> Iterator[list]:
         yield products
 
 
-def executed_flop_model(loss, params, directions) -> tuple[dict | None, str | None]:
+def executed_flop_model(
+    loss: Callable[..., Any], params: PyTree, directions: PyTree
+) -> tuple[dict | None, str | None]:
     """``(model, None)``: the matrix-product FLOPs that ``loss(params)``, one JVP pass along
     ``directions`` and one reverse-mode pass (value and gradient) execute, with Rf and Rb by FLOPs;
     ``(None, reason)`` when the loss executes no matrix product.

@@ -194,11 +194,11 @@ def _step_function(opt, style, model, treedef):
             loss = opt.step(loss_of(xb, yb))
         else:
 
-            def closure(p):
+            def functional_closure(p):
                 logits = model.apply(pytree.unflatten(treedef, p), xb)
                 return F.cross_entropy(logits, yb), logits
 
-            loss = opt.step(closure)
+            loss = opt.step(functional_closure)
         return float(loss[0] if isinstance(loss, tuple) else loss)
 
     return step

@@ -18,9 +18,12 @@ absolute times.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ..primitives.creation import ones_like
 from ..primitives.registry import intercept_evaluations
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, vjp
 from ..transforms.forward_gradient import sample_directions
 from .flops import primitive_flops
@@ -84,14 +87,14 @@ class _Recorder:
 
 
 def profile_loss(
-    loss,
-    params,
+    loss: Callable[..., Any],
+    params: PyTree,
     *,
     repeats: int = 3,
     warmup: int = 1,
     distribution: str = "normal",
     seed: int = 0,
-    clock=None,
+    clock: Callable[[], float] | None = None,
 ) -> dict:
     """Seconds per primitive and per group in each pass of ``loss(params)`` (see the module doc).
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 
 class Progress:
     """``with Progress(total, "label") as bar: bar.update(1)``."""
 
-    def __init__(self, total: int, label: str = "", stream=None, enabled: bool = True):
+    def __init__(self, total: int, label: str = "", stream: Any = None, enabled: bool = True) -> None:
         self.total, self.label = max(int(total), 1), label
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
@@ -18,11 +19,11 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last_decile = -1
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         self._draw()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -121,7 +121,7 @@ def _depth_part(cfg, bar, out_dir) -> dict:
 def _training_part(name, cfg, bar, out_dir) -> dict:
     """Training at the paper's learning rate, then (tuned models) each method at its best rate of a grid."""
     steps = cfg["steps"][name]
-    runs = {}
+    runs: dict = {}
     plan = [("same", m, PAPER_LR) for m in ("fgd", "sgd")]
     if name in cfg["tuned_models"]:
         plan += [("grid", m, lr) for m in ("fgd", "sgd") for lr in cfg["lr_grid"][m]]

@@ -15,13 +15,17 @@ environment are recorded beside them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import backend
 from ..errors import DTypeError, ShapeError, check_number
 from ..nn import functional as F
+from ..nn.modules import Module
 from ..primitives.creation import asarray
 from ..primitives.random import Generator
-from ..tensor.core import Tensor
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, value_and_grad
 from ..transforms.forward_gradient import check_fgd_settings, forward_grad, sample_directions
 from .environment import environment
@@ -51,7 +55,9 @@ MODELS = {
 }
 
 
-def build_model(name: str, dtype="float32", device=None, seed: int = 0, **kwargs):
+def build_model(
+    name: str, dtype: DTypeLike = "float32", device: DeviceLike = None, seed: int = 0, **kwargs: Any
+) -> tuple[Module, tuple[int, ...]]:
     """One of the paper's models by name (``logreg``, ``mlp``, ``cnn``, ``mlp_depth``)."""
     from ..nn import models
 
@@ -63,15 +69,22 @@ def build_model(name: str, dtype="float32", device=None, seed: int = 0, **kwargs
     return getattr(models, builder)(dtype=dtype, device=device, rng=Generator(seed, device), **kwargs), shape
 
 
-def synthetic_batch(input_shape, batch: int, classes: int = 10, dtype="float32", device=None, seed: int = 1):
+def synthetic_batch(
+    input_shape: tuple[int, ...],
+    batch: int,
+    classes: int = 10,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+    seed: int = 1,
+) -> tuple[Tensor, Tensor]:
     """A fixed random minibatch (timings do not depend on the values)."""
     rng = Generator(seed, device)
     return rng.normal((batch,) + tuple(input_shape), dtype=dtype), rng.randint(0, classes, (batch,))
 
 
 def measure_loss(
-    loss,
-    params,
+    loss: Callable[..., Any],
+    params: PyTree,
     *,
     name: str | None = None,
     repeats: int = 20,
@@ -81,7 +94,7 @@ def measure_loss(
     memory: bool = True,
     flops: bool = True,
     profile: bool = False,
-    clock=None,
+    clock: Callable[[], float] | None = None,
 ) -> dict:
     """Measure runtime(f), Rf, Rjvp, Rb and Rf/Rb of ``loss(params)``, a scalar function of a pytree of
     float tensors (the schema ``minidiff.rfrb/2``, as ``minidiff bench rfrb --json`` writes it).
@@ -146,7 +159,9 @@ def measure_loss(
     return result
 
 
-def _check_inputs(fn_name, loss, params, repeats, warmup, distribution, seed) -> list:
+def _check_inputs(
+    fn_name: str, loss: Any, params: PyTree, repeats: int, warmup: int, distribution: str, seed: Any
+) -> list:
     """The parameter leaves, after checking the settings, the leaves and one evaluation of the loss."""
     op = f"measure_loss({fn_name})"
     check_number(op, "repeats", repeats, low=1, integer=True)
@@ -174,7 +189,7 @@ def _check_inputs(fn_name, loss, params, repeats, warmup, distribution, seed) ->
     return [leaf for _, leaf in leaves]
 
 
-def _check_loss_value(op, loss, params) -> None:
+def _check_loss_value(op: str, loss: Callable[..., Any], params: PyTree) -> None:
     out = loss(params)
     if not isinstance(out, Tensor) or out.shape != ():
         what = f"shape {out.shape}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
@@ -188,7 +203,7 @@ def _check_loss_value(op, loss, params) -> None:
         raise ValueError(f"{op}: the loss does not depend on the parameters; there is no gradient to measure")
 
 
-def _labelled_leaves(tree, path: str = "") -> list[tuple[str, object]]:
+def _labelled_leaves(tree: PyTree, path: str = "") -> list[tuple[str, object]]:
     """``(path, leaf)`` of every leaf, as ``params['w'][0]``, in the order of ``pytree.flatten``."""
     if isinstance(tree, dict):
         return [x for k in sorted(tree) for x in _labelled_leaves(tree[k], f"{path}[{k!r}]")]
@@ -199,7 +214,7 @@ def _labelled_leaves(tree, path: str = "") -> list[tuple[str, object]]:
     return [(f"params{path}", tree)]
 
 
-def _mode_calls(f, params, rng, distribution) -> dict:
+def _mode_calls(f: Callable[..., Any], params: PyTree, rng: Any, distribution: str) -> dict:
     """What is timed (:data:`TIMED`): f; sampling v; the JVP pass along a given v; the forward pass
     with a given v and (∇f·v)·v formed; the whole forward gradient (sampling included); reverse mode."""
     grad_fn = value_and_grad(f)
@@ -215,16 +230,16 @@ def _mode_calls(f, params, rng, distribution) -> dict:
 
 
 def rfrb(
-    model,
-    input_shape,
+    model: Module,
+    input_shape: tuple[int, ...],
     batch: int = 64,
     repeats: int = 20,
     warmup: int = 3,
     distribution: str = "normal",
     seed: int = 0,
     memory: bool = True,
-    data=None,
-    clock=None,
+    data: tuple[Tensor, Tensor] | None = None,
+    clock: Callable[[], float] | None = None,
     name: str = "model",
     profile: bool = False,
 ) -> dict:
@@ -238,7 +253,7 @@ def rfrb(
     x, y = data if data is not None else synthetic_batch(input_shape, batch, dtype=dtype, device=device)
     x, y = asarray(x, device=device), asarray(y, device=device)
 
-    def cross_entropy_loss(p):
+    def cross_entropy_loss(p: PyTree) -> Tensor:
         return F.cross_entropy(model.apply(p, x), y)
 
     r = measure_loss(
@@ -257,14 +272,14 @@ def rfrb(
 
 
 def depth_sweep(
-    layers=(1, 2, 5, 10, 20, 50, 100),
+    layers: Sequence[int] = (1, 2, 5, 10, 20, 50, 100),
     width: int = 1024,
     batch: int = 64,
     repeats: int = 5,
-    dtype="float32",
-    device=None,
-    distribution="normal",
-    progress=None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+    distribution: str = "normal",
+    progress: Callable[[int], Any] | None = None,
     warmup: int = 1,
     seed: int = 0,
 ) -> dict:

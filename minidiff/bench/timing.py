@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from ..backend import Device
 from ..errors import check_number
 
 
@@ -33,7 +36,7 @@ class Measurement:
         return d
 
 
-def summarize(samples) -> Measurement:
+def summarize(samples: Sequence[float]) -> Measurement:
     """Median and quartiles of a list of timings."""
     samples = list(samples)
     if not samples:
@@ -45,7 +48,12 @@ def summarize(samples) -> Measurement:
 
 
 def measure(
-    fn, repeats: int = 20, warmup: int = 3, number: int = 1, device=None, clock=time.perf_counter
+    fn: Callable[..., Any],
+    repeats: int = 20,
+    warmup: int = 3,
+    number: int = 1,
+    device: Device | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Measurement:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls each.
 
@@ -70,7 +78,11 @@ def measure(
 
 
 def measure_interleaved(
-    calls: dict, repeats: int = 20, warmup: int = 3, device=None, clock=time.perf_counter
+    calls: dict,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: Device | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict:
     """Time every function of ``calls`` (name → function) once per round, round after round, so a change
     of load on a shared machine falls on all of them alike (rather than on whichever was being timed).
@@ -82,7 +94,7 @@ def measure_interleaved(
         for _ in range(warmup):
             fn()
     sync()
-    samples = {name: [] for name in calls}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
             t0 = clock()
@@ -92,7 +104,9 @@ def measure_interleaved(
     return {name: summarize(s) for name, s in samples.items()}
 
 
-def timed(fn, device=None, clock=time.perf_counter) -> tuple:
+def timed(
+    fn: Callable[[], Any], device: Device | None = None, clock: Callable[[], float] = time.perf_counter
+) -> tuple:
     """``(fn(), seconds)``: one call, timed once (a training step, a reference run too long to repeat)."""
     t0 = clock()
     out = fn()
@@ -100,7 +114,7 @@ def timed(fn, device=None, clock=time.perf_counter) -> tuple:
     return out, clock() - t0
 
 
-def _synchronizer(device):
+def _synchronizer(device: Device | None) -> Callable[[], None]:
     return device.synchronize if device is not None else (lambda: None)
 
 

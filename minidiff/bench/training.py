@@ -123,7 +123,7 @@ def run_steps(step, batches, steps: int, seconds: float = math.inf, progress=Non
     Each step is timed alone (:func:`~minidiff.bench.timing.timed`), so the history's seconds are
     training time only.  Returns ``({"step": [...], "seconds": [...], "loss": [...]}, diverged)``.
     """
-    history = {"step": [], "seconds": [], "loss": []}
+    history: dict[str, list] = {"step": [], "seconds": [], "loss": []}
     elapsed, epoch = 0.0, 0
     while len(history["step"]) < steps and elapsed < seconds:
         for xb, yb in batches(epoch):

@@ -17,11 +17,15 @@ The K probes of a call run as vector-mode passes (``md.vmap``), ``chunk_size`` p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import ShapeError, check_number
 from ..primitives import ops
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import check_hvp_mode, vmap
 from .products import check_params, check_vector, hvp
 
@@ -55,13 +59,13 @@ class RunningEstimate:
     def __init__(self, kind: str | None = None):
         self.kind = kind
         self.n_probes = 0
-        self.value = None
-        self._m2 = None
+        self.value: PyTree = None  # a pytree of tensors once a sample is in
+        self._m2: PyTree = None
 
     def __repr__(self) -> str:
         return f"RunningEstimate(n_probes={self.n_probes})"
 
-    def update(self, samples) -> RunningEstimate:
+    def update(self, samples: PyTree) -> RunningEstimate:
         """Merge a batch of samples (every leaf with the same leading number of samples)."""
         leaves, treedef = pytree.flatten(samples)
         sizes = {x.shape[0] if isinstance(x, Tensor) and x.ndim else None for x in leaves}
@@ -71,6 +75,7 @@ class RunningEstimate:
                 f"shapes {[getattr(x, 'shape', None) for x in leaves]}"
             )
         (k,) = sizes
+        assert k is not None  # checked above
         mean_b = [ops.mean(x, axis=0) for x in leaves]
         m2_b = [ops.sum((x - m) ** 2, axis=0) for x, m in zip(leaves, mean_b)]
         if self.n_probes == 0:
@@ -98,7 +103,7 @@ class RunningEstimate:
         return self
 
     @property
-    def variance(self):
+    def variance(self) -> PyTree:
         """Unbiased per-sample variance (NaN with fewer than two samples)."""
         if self.n_probes == 0:
             return None
@@ -106,14 +111,16 @@ class RunningEstimate:
         return pytree.tree_map(lambda q: q * (1.0 / d) if d else q * float("nan"), self._m2)
 
     @property
-    def stderr(self):
+    def stderr(self) -> PyTree:
         """Standard error of :attr:`value`: ``sqrt(variance / n_probes)``."""
         if self.n_probes == 0:
             return None
         return pytree.tree_map(lambda s: ops.sqrt(s * (1.0 / self.n_probes)), self.variance)
 
 
-def sample_probes(params, n_probes: int, distribution: str = "rademacher", rng: RngLike = None):
+def sample_probes(
+    params: PyTree, n_probes: int, distribution: str = "rademacher", rng: RngLike = None
+) -> PyTree:
     """``n_probes`` random probes shaped like ``params`` (each leaf with a leading axis of ``n_probes``),
     in each leaf's dtype, on the parameters' device.
 
@@ -131,13 +138,21 @@ def sample_probes(params, n_probes: int, distribution: str = "rademacher", rng: 
     return pytree.tree_map(lambda p: draw((n_probes,) + tuple(p.shape), dtype=p.dtype), params)
 
 
-def _check_probe_args(op, n_probes, distribution) -> None:
+def _check_probe_args(op: str, n_probes: int, distribution: str) -> None:
     check_number(op, "n_probes", n_probes, low=1, integer=True)
     if distribution not in PROBE_DISTRIBUTIONS:
         raise ValueError(f"{op}: unknown distribution {distribution!r}; choose one of {PROBE_DISTRIBUTIONS}")
 
 
-def _estimate(op, reduce, f, params, matvec, probes: dict, running):
+def _estimate(
+    op: str,
+    reduce: Callable[[Any, Any], Any],
+    f: Callable[..., Any] | None,
+    params: PyTree,
+    matvec: Callable[..., Any] | None,
+    probes: dict,
+    running: Any,
+) -> Any:
     """What both estimators do: draw the probes ``z`` chunk by chunk, form ``A z`` and merge
     ``reduce(z, A z)`` (one sample per probe) into a :class:`RunningEstimate`.
 
@@ -154,7 +169,9 @@ def _estimate(op, reduce, f, params, matvec, probes: dict, running):
     return estimate if running is not False else estimate.value
 
 
-def _check_estimate_args(op, f, params, matvec, probes: dict) -> list[Tensor]:
+def _check_estimate_args(
+    op: str, f: Callable[..., Any] | None, params: PyTree, matvec: Callable[..., Any] | None, probes: dict
+) -> list[Tensor]:
     """The parameters' leaves, once every argument of an estimator is checked."""
     if (f is None) == (matvec is None):
         raise TypeError(
@@ -169,7 +186,7 @@ def _check_estimate_args(op, f, params, matvec, probes: dict) -> list[Tensor]:
     return leaves
 
 
-def _running_estimate(op, running) -> RunningEstimate:
+def _running_estimate(op: str, running: Any) -> RunningEstimate:
     """The estimate to merge the new probes into: ``running`` itself, or a fresh one."""
     if isinstance(running, RunningEstimate):
         if running.kind not in (None, op):
@@ -180,11 +197,20 @@ def _running_estimate(op, running) -> RunningEstimate:
     raise TypeError(f"{op}: running must be a bool or a RunningEstimate, got {type(running).__name__}")
 
 
-def _products(op, f, params, matvec, z, k: int, mode: str):
+def _products(
+    op: str,
+    f: Callable[..., Any] | None,
+    params: PyTree,
+    matvec: Callable[..., Any] | None,
+    z: PyTree,
+    k: int,
+    mode: str,
+) -> PyTree:
     """``A z`` for ``k`` probes ``z`` (a leading axis of k): Hessian-vector products of ``f`` in
     ``mode``, or ``matvec`` batched by ``md.vmap`` (called on single vectors when k is 1)."""
     if f is not None:
         return hvp(f, params, z, mode, vectorized=True)
+    assert matvec is not None  # _check_estimate_args: exactly one of f and matvec
     if k == 1:  # a matvec that cannot be batched still works one probe at a time
         az = pytree.tree_map(lambda t: ops.expand_dims(t, 0), matvec(pytree.tree_map(lambda t: t[0], z)))
     else:
@@ -196,23 +222,23 @@ def _products(op, f, params, matvec, z, k: int, mode: str):
     return az
 
 
-def _elementwise_products(z, az):
+def _elementwise_products(z: PyTree, az: PyTree) -> PyTree:
     """``z_k ⊙ A z_k`` for each probe k, leaf by leaf."""
     return pytree.tree_map(lambda a, b: a * b, z, az)
 
 
 def hutchinson_diag(
-    f=None,
-    params=None,
+    f: Callable[..., Any] | None = None,
+    params: PyTree = None,
     *,
-    matvec=None,
+    matvec: Callable[..., Any] | None = None,
     n_probes: int = 1,
     distribution: str = "rademacher",
     rng: RngLike = None,
     mode: str = "fwd-over-rev",
     chunk_size: int | None = None,
     running: bool | RunningEstimate = False,
-):
+) -> PyTree:
     """Hutchinson estimate ``(1/K) Σ_k z_k ⊙ A z_k`` of ``diag(A)``, shaped like ``params``.
 
     ``A`` is the Hessian of scalar ``f`` at ``params`` (products by :func:`hvp` in ``mode``) or, with
@@ -238,27 +264,28 @@ def hutchinson_diag(
     return _estimate("hutchinson_diag", _elementwise_products, f, params, matvec, probes, running)
 
 
-def _quadratic_forms(z, az) -> Tensor:
+def _quadratic_forms(z: PyTree, az: PyTree) -> Tensor:
     """``z_kᵀ A z_k`` for each probe k (summed over every leaf)."""
-    total = None
+    total: Tensor | None = None
     for a, b in zip(pytree.flatten(z)[0], pytree.flatten(az)[0]):
         s = ops.sum(ops.reshape(a * b, (a.shape[0], -1)), axis=1)
         total = s if total is None else total + s.astype(total.dtype)
+    assert total is not None  # z has at least one leaf (checked with the parameters)
     return total
 
 
 def hutchinson_trace(
-    f=None,
-    params=None,
+    f: Callable[..., Any] | None = None,
+    params: PyTree = None,
     *,
-    matvec=None,
+    matvec: Callable[..., Any] | None = None,
     n_probes: int = 1,
     distribution: str = "rademacher",
     rng: RngLike = None,
     mode: str = "fwd-over-rev",
     chunk_size: int | None = None,
     running: bool | RunningEstimate = False,
-):
+) -> Any:
     """Hutchinson estimate ``(1/K) Σ_k z_kᵀ A z_k`` of ``tr(A)`` as a 0-d tensor.
 
     Arguments as :func:`hutchinson_diag`; with ``running=True`` the result is a :class:`RunningEstimate`

@@ -18,6 +18,9 @@ runs its columns as one vector-mode pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ..backend import numpy_module as _host
@@ -26,6 +29,7 @@ from ..primitives.creation import asarray
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import check_hvp_mode, hessian_product, vmap
 from .products import check_params, check_vector, fisher, gauss_newton
 
@@ -51,7 +55,13 @@ class CurvatureOperator(LinearOperator):
     """
 
     def __init__(
-        self, product, params, *, batched_product=None, damping: float = 0.0, name: str = "operator"
+        self,
+        product: Callable[..., Any],
+        params: PyTree,
+        *,
+        batched_product: Callable[..., Any] | None = None,
+        damping: float = 0.0,
+        name: str = "operator",
     ):
         leaves = check_params(name, params)
         check_number(name, "damping", damping, low=0.0)
@@ -70,7 +80,7 @@ class CurvatureOperator(LinearOperator):
         return f"<{self.shape[0]}x{self.shape[1]} {self.name} (damping {self.damping}) on {self.device}>"
 
     # -- conversions
-    def flatten(self, tree):
+    def flatten(self, tree: PyTree) -> Any:
         """A tree shaped like ``params`` (optionally with a leading K axis) as a host float64 array
         ``(n,)`` (or ``(n, K)``)."""
         leaves = pytree.flatten(tree)[0]
@@ -82,7 +92,7 @@ class CurvatureOperator(LinearOperator):
         flat = _host.concatenate(parts, axis=-1)
         return flat.T if flat.ndim == 2 else flat
 
-    def unflatten(self, x, batched: bool = False):
+    def unflatten(self, x: Any, batched: bool = False) -> PyTree:
         """A host vector ``(n,)`` (or ``(n, K)`` with ``batched``) as a tree shaped like ``params`` on their
         device and in their dtypes (with a leading K axis when batched)."""
         x = _host.asarray(x)
@@ -105,13 +115,13 @@ class CurvatureOperator(LinearOperator):
         return pytree.unflatten(self._def, leaves)
 
     # -- LinearOperator protocol
-    def _matvec(self, x):
+    def _matvec(self, x: Any) -> Any:
         x = _host.asarray(x).reshape(-1)
         out = self.flatten(self._product(self.unflatten(x)))
         self.n_products += 1
         return out + self.damping * x if self.damping else out
 
-    def _matmat(self, X):
+    def _matmat(self, X: Any) -> Any:
         X = _host.asarray(X)
         if self._batched is None or X.shape[1] == 1:
             return _host.stack([self._matvec(X[:, j]) for j in range(X.shape[1])], axis=1)
@@ -119,20 +129,22 @@ class CurvatureOperator(LinearOperator):
         self.n_products += X.shape[1]
         return out + self.damping * X if self.damping else out
 
-    def _rmatvec(self, x):
+    def _rmatvec(self, x: Any) -> Any:
         return self._matvec(x)
 
-    def _rmatmat(self, X):
+    def _rmatmat(self, X: Any) -> Any:
         return self._matmat(X)
 
-    def _adjoint(self):
+    def _adjoint(self) -> CurvatureOperator:
         return self
 
-    def _transpose(self):
+    def _transpose(self) -> CurvatureOperator:
         return self
 
 
-def as_operator(matvec, params, *, vectorizable: bool = True, damping: float = 0.0) -> CurvatureOperator:
+def as_operator(
+    matvec: Callable[..., Any], params: PyTree, *, vectorizable: bool = True, damping: float = 0.0
+) -> CurvatureOperator:
     """Any symmetric product ``matvec(tree) -> tree`` on trees shaped like ``params`` as a LinearOperator.
 
     With ``vectorizable`` (default), ``matmat`` batches its columns through ``md.vmap(matvec)``; pass
@@ -146,7 +158,7 @@ def as_operator(matvec, params, *, vectorizable: bool = True, damping: float = 0
         [2.0, 4.0, 6.0]
     """
 
-    def product(v):
+    def product(v: PyTree) -> PyTree:
         out = matvec(v)
         check_vector("as_operator", params, out)
         return out
@@ -160,7 +172,9 @@ def as_operator(matvec, params, *, vectorizable: bool = True, damping: float = 0
     )
 
 
-def hessian_operator(f, params, mode: str = "fwd-over-rev", *, damping: float = 0.0) -> CurvatureOperator:
+def hessian_operator(
+    f: Callable[..., Any], params: PyTree, mode: str = "fwd-over-rev", *, damping: float = 0.0
+) -> CurvatureOperator:
     """The Hessian of scalar ``f`` at ``params`` (plus ``damping·I``) as a LinearOperator.
 
     Each product is one :func:`hvp` in ``mode``.  For ``"rev-over-rev"`` the tape of the gradient is
@@ -181,7 +195,7 @@ def hessian_operator(f, params, mode: str = "fwd-over-rev", *, damping: float = 
     )
 
 
-def _operator(product, params, damping: float, name: str) -> CurvatureOperator:
+def _operator(product: Callable[..., Any], params: PyTree, damping: float, name: str) -> CurvatureOperator:
     """The CurvatureOperator of ``product(v, vectorized=False)`` (a Hessian, Gauss-Newton or Fisher
     product at ``params``): ``matvec`` calls it on one vector, ``matmat`` on K at once."""
     return CurvatureOperator(
@@ -189,7 +203,9 @@ def _operator(product, params, damping: float, name: str) -> CurvatureOperator:
     )
 
 
-def ggn_operator(model_fn, loss_fn, params, *, damping: float = 0.0) -> CurvatureOperator:
+def ggn_operator(
+    model_fn: Callable[..., Any], loss_fn: Callable[..., Any], params: PyTree, *, damping: float = 0.0
+) -> CurvatureOperator:
     """The Gauss-Newton matrix ``Jᵀ ∇²ℓ J`` at ``params`` (see :func:`ggn_vp`) as a LinearOperator.
 
     The model's tape is recorded once here; each product is one forward-mode pass and one tape walk.
@@ -205,13 +221,13 @@ def ggn_operator(model_fn, loss_fn, params, *, damping: float = 0.0) -> Curvatur
 
 
 def fisher_operator(
-    model_fn,
-    params,
+    model_fn: Callable[..., Any],
+    params: PyTree,
     kind: str = "analytic",
     *,
     n_samples: int = 1,
     rng: RngLike = None,
-    labels=None,
+    labels: Tensor | None = None,
     damping: float = 0.0,
 ) -> CurvatureOperator:
     """The Fisher of softmax cross-entropy at ``params`` (see :func:`fisher_vp`) as a LinearOperator.
@@ -236,8 +252,8 @@ _WHICH = ("LA", "SA", "LM")
 
 
 def top_eigenvalues(
-    operator,
-    params=None,
+    operator: Any,
+    params: PyTree = None,
     k: int = 1,
     *,
     which: str = "LA",
@@ -246,7 +262,7 @@ def top_eigenvalues(
     maxiter: int | None = None,
     seed: RngLike = 0,
     return_eigenvectors: bool = False,
-):
+) -> Any:
     """The ``k`` extreme eigenvalues of a symmetric operator by Lanczos (``scipy.sparse.linalg.eigsh``).
 
     ``operator``: a LinearOperator (e.g. from :func:`ggn_operator`), or a scalar function ``f`` with
@@ -276,7 +292,7 @@ def top_eigenvalues(
     return (vals, vecs) if return_eigenvectors else vals
 
 
-def _operator_of(op: str, operator, params, mode: str) -> LinearOperator:
+def _operator_of(op: str, operator: Any, params: PyTree, mode: str) -> LinearOperator:
     """``operator`` itself, or the Hessian operator of the function ``operator`` at ``params``."""
     if not isinstance(operator, LinearOperator):
         if not callable(operator) or params is None:
@@ -287,7 +303,7 @@ def _operator_of(op: str, operator, params, mode: str) -> LinearOperator:
     return operator
 
 
-def _eigen_order(vals, which: str):
+def _eigen_order(vals: Any, which: str) -> Any:
     """Indices putting eigenvalues in the order :func:`top_eigenvalues` returns: smallest first for
     ``"SA"``, largest magnitude first for ``"LM"``, largest first otherwise."""
     if which == "SA":

@@ -21,12 +21,16 @@ too: the K products come out of one vector-mode pass (``md.vmap``), not a Python
 
 from __future__ import annotations
 
-from ..errors import DeviceError, DTypeError, ShapeError, check_number, describe
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, check_number, describe
 from ..primitives import ops
 from ..primitives.creation import arange
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, check_hvp_mode, hessian_product, jvp, vjp, vmap
 from ..transforms.core import hvp as _engine_hvp
 
@@ -37,7 +41,7 @@ FISHER_KINDS = ("analytic", "sampled")
 
 
 # ----------------------------------------------------------------------------- checks
-def leaf_paths(tree) -> list[str]:
+def leaf_paths(tree: PyTree) -> list[str]:
     """Where each leaf sits in ``tree`` (``"['w']"``, ``"[0]['b']"``…), in :func:`pytree.flatten` order.
 
     Example:
@@ -47,7 +51,7 @@ def leaf_paths(tree) -> list[str]:
     """
     paths: list[str] = []
 
-    def go(t, at):
+    def go(t: PyTree, at: str) -> None:
         if isinstance(t, (tuple, list)) and not hasattr(t, "_fields"):
             for i, c in enumerate(t):
                 go(c, f"{at}[{i}]")
@@ -61,7 +65,7 @@ def leaf_paths(tree) -> list[str]:
     return paths
 
 
-def check_params(op: str, params) -> list[Tensor]:
+def check_params(op: str, params: PyTree) -> list[Tensor]:
     """The leaves of ``params``: floating tensors on one device (raises otherwise).
 
     Example:
@@ -90,7 +94,7 @@ def check_params(op: str, params) -> list[Tensor]:
     return leaves
 
 
-def check_vector(op: str, params, v, vectorized: bool = False) -> int | None:
+def check_vector(op: str, params: PyTree, v: PyTree, vectorized: bool = False) -> int | None:
     """Check that ``v`` is shaped like ``params`` (with a leading axis of K directions if ``vectorized``).
 
     Returns K (or None when not vectorized).  Raises a ShapeError, DTypeError or DeviceError naming the
@@ -136,7 +140,8 @@ def _check_leaf_like(op: str, i: str, t: Tensor, p: Tensor, vectorized: bool) ->
                 f"{op}(vectorized=True): v leaf {i} is {describe(t)}, expected (K,) + {p.shape} "
                 "(a leading axis of K directions)"
             )
-        error, hint = ShapeError, ""
+        error: type[MinidiffError] = ShapeError
+        hint = ""
     elif t.dtype != p.dtype:
         error, hint = DTypeError, f"; cast it with .astype({p.dtype})"
     elif t.device is not p.device:
@@ -147,7 +152,9 @@ def _check_leaf_like(op: str, i: str, t: Tensor, p: Tensor, vectorized: bool) ->
 
 
 # ----------------------------------------------------------------------------- Hessian
-def hvp(f, params, v, mode: str = "fwd-over-rev", *, vectorized: bool = False):
+def hvp(
+    f: Callable[..., Any], params: PyTree, v: PyTree, mode: str = "fwd-over-rev", *, vectorized: bool = False
+) -> PyTree:
     """``∇²f(params) · v`` for scalar ``f(params)``, with the structure of ``params``.
 
     This is :func:`minidiff.hvp` on one pytree argument: ``hvp(f, params, v, mode)`` equals
@@ -189,7 +196,16 @@ class OutputSpaceProduct:
         [18.0]
     """
 
-    def __init__(self, op: str, model_fn, params, output_product):
+    kind: str  # set by fisher(): "analytic" or "sampled"
+    labels: Tensor  # set by fisher(kind="sampled"): the labels drawn once, shape (S, N)
+
+    def __init__(
+        self,
+        op: str,
+        model_fn: Callable[..., Any],
+        params: PyTree,
+        output_product: Callable[[Any, Any], Any] | None,  # None: the builder sets it once z is known
+    ) -> None:
         check_params(op, params)
         self.op, self.model_fn, self.params = op, model_fn, params
         self.z, self._back = vjp(model_fn, params)
@@ -201,16 +217,18 @@ class OutputSpaceProduct:
                 )
         self._output_product = output_product
 
-    def __call__(self, v, vectorized: bool = False):
+    def __call__(self, v: PyTree, vectorized: bool = False) -> PyTree:
         check_vector(self.op, self.params, v, vectorized)
+        product = self._output_product
+        assert product is not None  # set by the builder before the product is handed out
         if not vectorized:
             _, jv = jvp(self.model_fn, (self.params,), (v,))
-            return self._back(self._output_product(self.z, jv))[0]
+            return self._back(product(self.z, jv))[0]
         _, jv = jvp(self.model_fn, (self.params,), (v,), vectorized=True)
-        return vmap(lambda u: self._back(self._output_product(self.z, u))[0])(jv)
+        return vmap(lambda u: self._back(product(self.z, u))[0])(jv)
 
 
-def _loss_hessian_product(op: str, loss_fn, z):
+def _loss_hessian_product(op: str, loss_fn: Callable[..., Any], z: Tensor) -> Callable[[Any, Any], Any]:
     """``u ↦ ∇²ℓ(z) u`` by forward-over-reverse in output space (checks ``ℓ(z)`` is a scalar once)."""
     value = loss_fn(z)
     if not isinstance(value, Tensor) or value.shape != ():
@@ -219,7 +237,9 @@ def _loss_hessian_product(op: str, loss_fn, z):
     return lambda z, u: _engine_hvp(loss_fn, (z,), (u,))[0]
 
 
-def gauss_newton(model_fn, loss_fn, params) -> OutputSpaceProduct:
+def gauss_newton(
+    model_fn: Callable[..., Any], loss_fn: Callable[..., Any], params: PyTree
+) -> OutputSpaceProduct:
     """The Gauss-Newton product at ``params`` as a reusable callable ``v ↦ G v`` (the model's tape is
     recorded once and reused by every product; see :func:`ggn_vp`).
 
@@ -235,7 +255,14 @@ def gauss_newton(model_fn, loss_fn, params) -> OutputSpaceProduct:
     return prod
 
 
-def ggn_vp(model_fn, loss_fn, params, v, *, vectorized: bool = False):
+def ggn_vp(
+    model_fn: Callable[..., Any],
+    loss_fn: Callable[..., Any],
+    params: PyTree,
+    v: PyTree,
+    *,
+    vectorized: bool = False,
+) -> PyTree:
     """Generalized Gauss-Newton product ``Jᵀ (∇²ℓ(z)) J v`` with ``z = model_fn(params)``, ``ℓ = loss_fn``.
 
     ``J = ∂z/∂params`` is never formed: ``J v`` is one forward-mode pass of ``model_fn``, the output-space
@@ -258,7 +285,7 @@ def ggn_vp(model_fn, loss_fn, params, v, *, vectorized: bool = False):
 
 
 # ----------------------------------------------------------------------------- Fisher of softmax CE
-def _check_logits(op: str, z) -> Tensor:
+def _check_logits(op: str, z: Any) -> Tensor:
     if not isinstance(z, Tensor) or z.ndim != 2:
         shape = getattr(z, "shape", type(z).__name__)
         raise ShapeError(
@@ -291,7 +318,7 @@ def sample_labels(logits: Tensor, n_samples: int = 1, rng: RngLike = None) -> Te
     return ops.sum((u >= cdf).astype("int64"), axis=-1)
 
 
-def _check_labels(op: str, labels, z: Tensor) -> Tensor:
+def _check_labels(op: str, labels: Any, z: Tensor) -> Tensor:
     if not isinstance(labels, Tensor):
         raise TypeError(f"{op}: labels must be an integer Tensor, got {type(labels).__name__}")
     if labels.dtype.kind not in "iu":
@@ -310,7 +337,15 @@ def _check_labels(op: str, labels, z: Tensor) -> Tensor:
     return labels
 
 
-def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng: RngLike = None, labels=None):
+def fisher(
+    model_fn: Callable[..., Any],
+    params: PyTree,
+    kind: str = "analytic",
+    *,
+    n_samples: int = 1,
+    rng: RngLike = None,
+    labels: Tensor | None = None,
+) -> OutputSpaceProduct:
     """The Fisher product at ``params`` as a reusable callable ``v ↦ F v`` (see :func:`fisher_vp`).
 
     The sampled form draws its labels once, here: every product of the callable then applies the same
@@ -335,7 +370,7 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng:
     p = ops.softmax(z, axis=-1)
     if kind == "analytic":
         # M_i = (diag(p_i) − p_i p_iᵀ) / N, the Hessian of the mean cross-entropy in the logits
-        def output_product(z, u):
+        def output_product(z: Tensor, u: Tensor) -> Tensor:
             return (p * u - p * ops.sum(p * u, axis=-1, keepdims=True)) * (1.0 / n)
 
     else:
@@ -349,7 +384,7 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng:
         scale = 1.0 / (n * s)
 
         # M_i = (1/(N S)) Σ_s g_is g_isᵀ, an unbiased estimate of the analytic M_i
-        def output_product(z, u):
+        def output_product(z: Tensor, u: Tensor) -> Tensor:
             return ops.sum(g * ops.sum(g * u, axis=-1, keepdims=True), axis=0) * scale
 
         prod.labels = labels
@@ -359,16 +394,16 @@ def fisher(model_fn, params, kind: str = "analytic", *, n_samples: int = 1, rng:
 
 
 def fisher_vp(
-    model_fn,
-    params,
-    v,
+    model_fn: Callable[..., Any],
+    params: PyTree,
+    v: PyTree,
     kind: str = "analytic",
     *,
     n_samples: int = 1,
     rng: RngLike = None,
     labels: Tensor | None = None,
     vectorized: bool = False,
-):
+) -> PyTree:
     """Fisher-vector product for the mean softmax cross-entropy of logits ``z = model_fn(params)`` (N, C).
 
     ``kind="analytic"``: the true Fisher ``F = Jᵀ M J`` with ``M = (1/N) ⊕_i (diag(p_i) − p_i p_iᵀ)``,

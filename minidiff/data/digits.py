@@ -32,6 +32,7 @@ import numpy as np  # host-side parsing of the packaged file (data loading is al
 
 from ..errors import check_number
 from ..primitives.creation import asarray
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
 from .idx import float_dtype
 
 __all__ = ["load_digits", "bilinear_matrix", "N_DIGITS"]
@@ -48,10 +49,10 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
     if table.shape != (N_DIGITS, 65):
         raise ValueError(f"{_FILE}: expected {N_DIGITS} rows of 65 values, got shape {table.shape}")
-    pixels, labels = table[:, :64], table[:, 64]
-    if pixels.min() < 0 or pixels.max() > 16 or labels.min() < 0 or labels.max() > 9:
+    values, labels = table[:, :64], table[:, 64]
+    if values.min() < 0 or values.max() > 16 or labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"{_FILE}: pixel values outside 0..16 or labels outside 0..9")
-    pixels = pixels.astype(np.uint8).reshape(N_DIGITS, 8, 8)
+    pixels = values.astype(np.uint8).reshape(N_DIGITS, 8, 8)
     pixels.setflags(write=False)
     labels = np.ascontiguousarray(labels)
     labels.setflags(write=False)
@@ -92,7 +93,9 @@ def _images(size: int) -> np.ndarray:
     return x
 
 
-def load_digits(size: int = 8, dtype="float32", device=None, flatten: bool = False):
+def load_digits(
+    size: int = 8, dtype: DTypeLike = "float32", device: DeviceLike = None, flatten: bool = False
+) -> tuple[Tensor, Tensor]:
     """The 1,797 UCI digits as ``(images, labels)``.
 
     ``images``: floats in [0, 1] of shape (1797, 1, size, size), or (1797, size²) with ``flatten=True``;

@@ -20,6 +20,7 @@ import numpy as np  # host-side parsing of IDX files (data loading is allowed to
 
 from ..errors import DTypeError
 from ..primitives.creation import asarray
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
 
 __all__ = ["read_idx", "load_mnist", "load_mnist_splits", "IMAGES_MAGIC", "LABELS_MAGIC", "mnist_files"]
 
@@ -47,7 +48,7 @@ def _read_bytes(path: str) -> bytes:
         return fh.read()
 
 
-def read_idx(path, expect_magic: int | None = None) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], expect_magic: int | None = None) -> np.ndarray:
     """The array stored in the IDX file ``path`` (raw, or gzip if the name ends in ``.gz``).
 
     Checks the header (zero bytes, a known type code, the magic number if ``expect_magic`` is given) and
@@ -86,7 +87,7 @@ def read_idx(path, expect_magic: int | None = None) -> np.ndarray:
     return np.frombuffer(blob, dtype=dtype, offset=header).reshape(dims)
 
 
-def mnist_files(folder, kind: str = "train") -> tuple[str, str]:
+def mnist_files(folder: str | os.PathLike[str], kind: str = "train") -> tuple[str, str]:
     """Paths of the images and labels files of ``kind`` in ``folder`` (raw preferred over ``.gz``).
 
     Accepted names: ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` (``t10k-…`` for the test
@@ -113,14 +114,14 @@ def mnist_files(folder, kind: str = "train") -> tuple[str, str]:
 
 
 def load_mnist(
-    folder,
+    folder: str | os.PathLike[str],
     kind: str = "train",
-    dtype="float32",
-    device=None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
     flatten: bool = False,
-    image_size=(28, 28),
+    image_size: tuple[int, int] | None = (28, 28),
     classes: int | None = 10,
-):
+) -> tuple[Tensor, Tensor]:
     """MNIST (or any data set in MNIST's IDX layout) from ``folder`` as ``(images, labels)``.
 
     ``images``: floats in [0, 1] (bytes / 255) of shape (N, 1, rows, cols), or (N, rows·cols) with
@@ -167,7 +168,14 @@ def _check_labels(path: str, labels: np.ndarray, classes: int | None) -> None:
         )
 
 
-def load_mnist_splits(folder, *, flatten: bool = False, dtype="float32", device=None, classes: int = 10):
+def load_mnist_splits(
+    folder: str | os.PathLike[str],
+    *,
+    flatten: bool = False,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+    classes: int = 10,
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """The training and test sets of the MNIST IDX files in ``folder``: ``((x_train, y_train), (x_test,
     y_test))``, each pair as :func:`load_mnist` returns it (validated the same way, 28 × 28 images).
 
@@ -182,7 +190,7 @@ def load_mnist_splits(folder, *, flatten: bool = False, dtype="float32", device=
     return load_mnist(folder, "train", **kw), load_mnist(folder, "test", **kw)
 
 
-def float_dtype(op: str, dtype) -> np.dtype:
+def float_dtype(op: str, dtype: DTypeLike) -> np.dtype:
     """``dtype`` as a NumPy dtype, which must be floating point (images are scaled to [0, 1])."""
     try:
         dt = np.dtype(dtype)

@@ -12,14 +12,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from ..backend import Device
 from ..errors import check_number
 from ..primitives.creation import asarray
 from ..primitives.random import Generator, RngLike, as_generator
+from ..tensor.core import Tensor
 
 __all__ = ["train_test_split", "Batches", "batches"]
 
 
-def _pair(x, y, op):
+def _pair(x: Tensor, y: Tensor, op: str) -> tuple[Tensor, Tensor]:
     x, y = asarray(x), asarray(y)
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(
@@ -30,11 +34,13 @@ def _pair(x, y, op):
     return x, y
 
 
-def _permutation(n, rng: Generator, device):
+def _permutation(n: int, rng: Generator, device: Device) -> Tensor:
     return asarray(rng.permutation(n).numpy(), device=device)
 
 
-def train_test_split(x, y, test_fraction: float = 0.2, seed: RngLike = 0):
+def train_test_split(
+    x: Tensor, y: Tensor, test_fraction: float = 0.2, seed: RngLike = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A seeded random split: ``(x_train, x_test, y_train, y_test)`` (scikit-learn's order).
 
     ``round(N·test_fraction)`` samples go to the test part, at least one and at most N − 1; there is no
@@ -69,7 +75,14 @@ class Batches:
     """
 
     def __init__(
-        self, x, y, batch_size: int, *, seed: RngLike = None, shuffle: bool = True, drop_last: bool = True
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        *,
+        seed: RngLike = None,
+        shuffle: bool = True,
+        drop_last: bool = True,
     ):
         self.x, self.y = _pair(x, y, "batches")
         check_number("batches", "batch_size", batch_size, low=1, integer=True)
@@ -88,14 +101,14 @@ class Batches:
         full, rest = divmod(self.n, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def order(self):
+    def order(self) -> Tensor | None:
         """The next epoch's sample order (an int64 tensor on the data's device); advances the epoch."""
         self.epoch += 1
         if self.shuffle:
             return _permutation(self.n, self.rng, self.x.device)
         return None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order()
         bs = self.batch_size
         for k in range(len(self)):
@@ -109,7 +122,7 @@ class Batches:
         """All batches of the next epoch, as a list."""
         return list(self)
 
-    def forever(self):
+    def forever(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches of epoch after epoch, without end."""
         while True:
             yield from self
@@ -122,7 +135,13 @@ class Batches:
 
 
 def batches(
-    x, y, batch_size: int, *, seed: RngLike = None, shuffle: bool = True, drop_last: bool = True
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    seed: RngLike = None,
+    shuffle: bool = True,
+    drop_last: bool = True,
 ) -> Batches:
     """Seeded shuffled minibatches over ``(x, y)``: iterate it for one epoch (see :class:`Batches`)."""
     return Batches(x, y, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)

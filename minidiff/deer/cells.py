@@ -17,20 +17,31 @@ import math
 
 from ..errors import check_number
 from ..primitives import ops
-from ..primitives.random import RngLike, as_generator
+from ..primitives.random import Generator, RngLike, as_generator
 from ..primitives.shape import concatenate
-from ..tensor.core import Tensor
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
+from ..tensor.pytree import PyTree
 
 __all__ = ["gru_cell", "init_gru", "lstm_cell", "init_lstm", "elman_cell", "init_elman", "CELLS"]
 
 
-def _uniform(rng, shape, bound, dtype, device):
+def _uniform(
+    rng: Generator, shape: tuple[int, ...], bound: float, dtype: DTypeLike, device: DeviceLike
+) -> Tensor:
     return rng.uniform(shape, -bound, bound, dtype)
 
 
 def _init(
-    op, gates, input_size, hidden_size, seed, dtype, device, scale, names=("W_ih", "W_hh", "b_ih", "b_hh")
-):
+    op: str,
+    gates: int,
+    input_size: int,
+    hidden_size: int,
+    seed: RngLike,
+    dtype: DTypeLike,
+    device: DeviceLike,
+    scale: float,
+    names: tuple[str, ...] = ("W_ih", "W_hh", "b_ih", "b_hh"),
+) -> dict[str, Tensor]:
     check_number(op, "input_size", input_size, low=1, integer=True)
     check_number(op, "hidden_size", hidden_size, low=1, integer=True)
     rng = as_generator(seed, device, op=op)
@@ -48,7 +59,7 @@ def _linear(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
     return x @ W.T + b
 
 
-def gru_cell(h: Tensor, x: Tensor, params) -> Tensor:
+def gru_cell(h: Tensor, x: Tensor, params: PyTree) -> Tensor:
     """One GRU step (PyTorch's convention): r, z gates, candidate n, ``h' = (1 − z) n + z h``.
 
     Example:
@@ -68,7 +79,13 @@ def gru_cell(h: Tensor, x: Tensor, params) -> Tensor:
 
 
 def init_gru(
-    input_size: int, hidden_size: int, *, seed: RngLike = 0, dtype="float64", device=None, scale=1.0
+    input_size: int,
+    hidden_size: int,
+    *,
+    seed: RngLike = 0,
+    dtype: DTypeLike = "float64",
+    device: DeviceLike = None,
+    scale: float = 1.0,
 ) -> dict:
     """Parameters of :func:`gru_cell`: ``W_ih (3H, m)``, ``W_hh (3H, H)``, ``b_ih``, ``b_hh (3H,)``.
 
@@ -80,7 +97,7 @@ def init_gru(
     return _init("init_gru", 3, input_size, hidden_size, seed, dtype, device, scale)
 
 
-def lstm_cell(y: Tensor, x: Tensor, params) -> Tensor:
+def lstm_cell(y: Tensor, x: Tensor, params: PyTree) -> Tensor:
     """One LSTM step on the state ``y = concat(h, c)`` (size 2H); returns ``concat(h', c')``.
 
     Example:
@@ -101,7 +118,13 @@ def lstm_cell(y: Tensor, x: Tensor, params) -> Tensor:
 
 
 def init_lstm(
-    input_size: int, hidden_size: int, *, seed: RngLike = 0, dtype="float64", device=None, scale=1.0
+    input_size: int,
+    hidden_size: int,
+    *,
+    seed: RngLike = 0,
+    dtype: DTypeLike = "float64",
+    device: DeviceLike = None,
+    scale: float = 1.0,
 ) -> dict:
     """Parameters of :func:`lstm_cell` (gates i, f, g, o): ``W_ih (4H, m)``, ``W_hh (4H, H)``, biases.
     The state has size ``2·hidden_size``.
@@ -114,7 +137,7 @@ def init_lstm(
     return _init("init_lstm", 4, input_size, hidden_size, seed, dtype, device, scale)
 
 
-def elman_cell(h: Tensor, x: Tensor, params) -> Tensor:
+def elman_cell(h: Tensor, x: Tensor, params: PyTree) -> Tensor:
     """One Elman step ``h' = tanh(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)``.
 
     Example:
@@ -127,7 +150,13 @@ def elman_cell(h: Tensor, x: Tensor, params) -> Tensor:
 
 
 def init_elman(
-    input_size: int, hidden_size: int, *, seed: RngLike = 0, dtype="float64", device=None, scale=1.0
+    input_size: int,
+    hidden_size: int,
+    *,
+    seed: RngLike = 0,
+    dtype: DTypeLike = "float64",
+    device: DeviceLike = None,
+    scale: float = 1.0,
 ) -> dict:
     """Parameters of :func:`elman_cell`: ``W_ih (H, m)``, ``W_hh (H, H)``, ``b_ih``, ``b_hh (H,)``.
 

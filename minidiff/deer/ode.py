@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import DTypeError, ShapeError, check_number
 from ..primitives import ops
@@ -59,6 +61,7 @@ from ..primitives.ops import (
 from ..tensor import pytree
 from ..tensor.core import Tensor, Tracer
 from ..tensor.kernel import array_namespace
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, vjp, vmap
 from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, default_tolerances, nonfinite
 from .scan import affine_scan
@@ -357,20 +360,20 @@ def _check_f(op, f, y0, ts, leaves, treedef) -> None:
 
 # ----------------------------------------------------------------------------- public functions
 def deer_odeint(
-    f,
-    y0,
-    ts,
-    params=None,
+    f: Callable[..., Any],
+    y0: Tensor,
+    ts: Tensor,
+    params: PyTree = None,
     *,
     max_iter: int = 100,
     atol: float | None = None,
     rtol: float | None = None,
-    init=None,
+    init: PyTree = None,
     expm: str = "series",
     on_failure: str = "warn",
     method: str = "auto",
     return_stats: bool = False,
-):
+) -> Any:
     """Solve ``dy/dt = f(y, t, params)`` on the grid ``ts`` by DEER: every step at once.
 
     Args:
@@ -439,8 +442,15 @@ def deer_odeint(
 
 
 def sequential_odeint(
-    f, y0, ts, params=None, *, expm: str = "series", tol: float | None = None, max_iter: int = 50
-):
+    f: Callable[..., Any],
+    y0: Tensor,
+    ts: Tensor,
+    params: PyTree = None,
+    *,
+    expm: str = "series",
+    tol: float | None = None,
+    max_iter: int = 50,
+) -> Tensor:
     """The same scheme as :func:`deer_odeint`, solved one interval after the other.
 
     Each step solves ``y_{i+1} = Φ_i(y_i, y_{i+1})`` by fixed-point iteration from ``y_i`` (the map

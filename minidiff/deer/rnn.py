@@ -29,13 +29,16 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import DTypeError, MinidiffError, ShapeError, check_number
 from ..primitives.custom import primitive
 from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack, sum_to
 from ..tensor import pytree
-from ..tensor.core import Tensor, Tracer
+from ..tensor.core import DTypeLike, Tensor, Tracer
 from ..tensor.kernel import array_kernel, array_namespace
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, vjp
 from .scan import _mv, _transposed_scan, affine_scan
 
@@ -71,7 +74,7 @@ class DeerStats(dict):
             raise AttributeError(name) from None
 
 
-def default_tolerances(dtype) -> tuple[float, float]:
+def default_tolerances(dtype: DTypeLike) -> tuple[float, float]:
     """``(atol, rtol)`` of the spec: (1e-4, 1e-3) in float32 and below, (1e-6, 1e-4) in float64.
 
     Example:
@@ -172,9 +175,11 @@ def _outside_minidiff() -> int:
     """The ``stacklevel`` of the first caller outside minidiff (through any nesting of transforms)."""
     import os
     import sys
+    from types import FrameType
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
         frame, level = frame.f_back, level + 1
     return level
@@ -329,10 +334,10 @@ def _validate(op, y0, xs, params):
 
 
 def deer_rnn(
-    f,
+    f: Callable[..., Any],
     y0: Tensor,
     xs: Tensor,
-    params,
+    params: PyTree,
     *,
     max_iter: int = 100,
     atol: float | None = None,
@@ -341,7 +346,7 @@ def deer_rnn(
     on_failure: str = "warn",
     method: str = "auto",
     return_stats: bool = False,
-):
+) -> Any:
     """Evaluate ``y_i = f(y_{i-1}, x_i; params)`` for all i at once by DEER (Newton + parallel scan).
 
     Args:
@@ -412,7 +417,7 @@ def deer_rnn(
     return (ys, box["stats"]) if return_stats else ys
 
 
-def sequential_rnn(f, y0: Tensor, xs: Tensor, params) -> Tensor:
+def sequential_rnn(f: Callable[..., Any], y0: Tensor, xs: Tensor, params: PyTree) -> Tensor:
     """The reference: ``y_i = f(y_{i-1}, x_i; params)`` by a Python loop of minidiff operations
     (differentiable through the tape or forward mode like any minidiff code).
 

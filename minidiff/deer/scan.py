@@ -33,6 +33,8 @@ the transposed recurrence run backwards in time), so they can be differentiated 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import DTypeError, ShapeError
 from ..primitives.creation import zeros
@@ -42,6 +44,7 @@ from ..primitives.shape import broadcast_to, concatenate, moveaxis, reshape
 from ..tensor import pytree
 from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 
 __all__ = ["affine_scan", "associative_scan", "SCAN_METHODS"]
 
@@ -280,7 +283,9 @@ def _time_slice(x, start, stop, axis):
 
 
 # ----------------------------------------------------------------------------- public functions
-def affine_scan(A, b, y0=None, *, diagonal: bool = False, method: str = "auto") -> Tensor:
+def affine_scan(
+    A: Tensor, b: Tensor, y0: Tensor | None = None, *, diagonal: bool = False, method: str = "auto"
+) -> Tensor:
     """Solve ``y_i = A_i y_{i-1} + b_i`` for ``i = 0..T-1`` with ``y_{-1} = y0`` by a parallel scan.
 
     Args:
@@ -348,7 +353,7 @@ def _check_batch(name, shape, bshape):
         raise ShapeError(f"affine_scan: {name}'s batch axes {shape} do not broadcast to b's {bshape}")
 
 
-def associative_scan(fn, elems, axis: int = 0):
+def associative_scan(fn: Callable[..., Any], elems: PyTree, axis: int = 0) -> PyTree:
     """Inclusive scan of ``elems`` along ``axis`` with an associative ``fn(earlier, later)``.
 
     ``elems`` is a tensor or a pytree of tensors of equal length along ``axis``; ``fn`` combines

@@ -11,6 +11,8 @@ cotangents of one reverse pass.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..primitives.batching_rules import batch_by_loop
 from ..tensor.core import Tensor, Tracer
 from . import levels
@@ -22,7 +24,7 @@ class Batched(Tracer):
     __slots__ = ()
     is_batch = True
 
-    def __init__(self, trace, primal: Tensor):
+    def __init__(self, trace: BatchTrace, primal: Tensor) -> None:
         self._init(trace, primal, primal.shape[1:])
 
     def _repr_fields(self) -> list[tuple[str, object]]:
@@ -37,7 +39,7 @@ class BatchTrace(levels.Trace):
         super().__init__()
         self.size = size
 
-    def process(self, prim, args, params):
+    def process(self, prim: Any, args: Any, params: Any) -> Any:
         vals = list(args)
         batched = [False] * len(args)
         for i, a in enumerate(args):

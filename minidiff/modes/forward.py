@@ -20,13 +20,15 @@ The explicit API, for teaching::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import TracerError
 from ..primitives.creation import asarray, zeros
 from ..primitives.registry import bind
 from ..primitives.shape import broadcast_to
-from ..tensor.core import Tensor, Tracer, check_differentiable, check_like
+from ..tensor.core import ArrayLike, Tensor, Tracer, check_differentiable, check_like
 from . import levels
 
 
@@ -35,7 +37,7 @@ class Dual(Tracer):
 
     __slots__ = ("tangent",)
 
-    def __init__(self, trace, primal: Tensor, tangent: Tensor):
+    def __init__(self, trace: ForwardTrace, primal: Tensor, tangent: Tensor) -> None:
         self._init(trace, primal)
         self.tangent = tangent
 
@@ -46,9 +48,9 @@ class Dual(Tracer):
 class ForwardTrace(levels.Trace):
     kind = "forward"
 
-    def process(self, prim, args, params):
+    def process(self, prim: Any, args: Any, params: Any) -> Any:
         primals = list(args)
-        tangents = [None] * len(args)
+        tangents: list[Tensor | None] = [None] * len(args)
         for i, a in enumerate(args):
             if isinstance(a, Dual) and a._trace is self:
                 primals[i] = a.primal
@@ -60,7 +62,7 @@ class ForwardTrace(levels.Trace):
         return Dual(self, out, fit(t_out, out))
 
 
-def _zeros_like(x):
+def _zeros_like(x: Any) -> Any:
 
     return zeros(x.shape, dtype=x.dtype, device=x.device)
 
@@ -84,7 +86,7 @@ _DUAL_LEVELS: list[ForwardTrace] = []
 
 
 @contextmanager
-def dual_level():
+def dual_level() -> Iterator[None]:
     """Open a forward-mode level for :func:`make_dual` / :func:`unpack_dual` (teaching API)."""
     with levels.new_level(ForwardTrace) as trace:
         _DUAL_LEVELS.append(trace)
@@ -94,7 +96,7 @@ def dual_level():
             _DUAL_LEVELS.pop()
 
 
-def make_dual(primal, tangent) -> Dual:
+def make_dual(primal: ArrayLike, tangent: ArrayLike) -> Dual:
     """A dual number at the innermost :func:`dual_level`: ``primal`` carrying ``tangent``."""
 
     if not _DUAL_LEVELS or not _DUAL_LEVELS[-1].active:
@@ -106,7 +108,7 @@ def make_dual(primal, tangent) -> Dual:
     return Dual(_DUAL_LEVELS[-1], primal, tangent)
 
 
-def unpack_dual(x):
+def unpack_dual(x: Tensor) -> tuple[Tensor, Tensor]:
     """``(primal, tangent)`` of ``x`` at the innermost dual level (tangent zero if ``x`` has none)."""
     if not _DUAL_LEVELS:
         raise TracerError("unpack_dual: no open dual level; use `with md.dual_level():`")

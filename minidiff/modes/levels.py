@@ -9,7 +9,9 @@ on values one level down.  This is the idea of JAX's autodidax, kept small: leve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 _STACK: list = []  # open traces, innermost last
 
@@ -19,18 +21,21 @@ class Trace:
 
     kind = "trace"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.level = len(_STACK) + 1
         self.active = True
 
     def __str__(self) -> str:
         return f"{self.kind} (level {self.level})"
 
-    def process(self, prim, args, params):  # pragma: no cover - abstract
+    def process(self, prim: Any, args: Any, params: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-def push(trace: Trace) -> Trace:
+_T = TypeVar("_T", bound=Trace)
+
+
+def push(trace: _T) -> _T:
     _STACK.append(trace)
     return trace
 
@@ -43,7 +48,7 @@ def pop(trace: Trace) -> None:
 
 
 @contextmanager
-def new_level(trace_class, *args, **kwargs):
+def new_level(trace_class: type[Trace], *args: Any, **kwargs: Any) -> Iterator[Any]:
     """Open a trace of ``trace_class`` one level above the innermost, close it on exit."""
     trace = push(trace_class(*args, **kwargs))
     try:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import DeviceError, DTypeError, ShapeError, TapeError, TracerError, describe
+from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
 from ..primitives.registry import bind
 from ..primitives.shape import sum_to
-from ..tensor.core import Tensor, Tracer, check_differentiable, check_like, column_major, escaped
+from ..tensor.core import ArrayLike, Tensor, Tracer, check_differentiable, check_like, column_major, escaped
 from . import levels
 
 _CREATED = [0]  # nodes made so far; also their creation order (parents are older than children)
@@ -49,7 +50,10 @@ class _Unsaved:
     """Stands for a value the tape did not keep; reading it raises :class:`UndeclaredRead`."""
 
     __slots__ = ()
-    what = "the output"
+
+    @property
+    def what(self) -> str:
+        return "the output"
 
     def _undeclared(self, *_, **__):
         raise UndeclaredRead(
@@ -415,7 +419,7 @@ def _check_unmodified(n: Node) -> None:
             )
 
 
-def assign_(x: Tensor, value) -> None:
+def assign_(x: Tensor, value: ArrayLike) -> None:
     """Replace the value of ``x`` in place, keeping its shape, dtype, device and identity.
 
     The one in-place update in minidiff (optimizers update parameters with it).  On a tape leaf
@@ -479,7 +483,7 @@ def make_leaf(x: Tensor) -> Taped:
 
 
 @contextmanager
-def no_grad():
+def no_grad() -> Iterator[None]:
     """Within this block, operations on ``requires_grad`` tensors are not recorded.
 
     >>> import minidiff as md
@@ -562,7 +566,9 @@ def _check_hook_result(fn, new, g: Tensor, node: Node) -> None:
             f"register_hook: hook {name} on {tensor} returned a {type(new).__name__}; a hook returns "
             "None (keep the gradient) or a minidiff tensor of that shape and dtype (the new gradient)"
         )
-    error = ShapeError if new.shape != g.shape else DTypeError if new.dtype != g.dtype else None
+    error: type[MinidiffError] | None = (
+        ShapeError if new.shape != g.shape else DTypeError if new.dtype != g.dtype else None
+    )
     if error is None and new.device is not g.device:
         error = DeviceError
     if error is not None:

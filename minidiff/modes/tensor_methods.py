@@ -9,16 +9,23 @@ which sit in higher layers, so they are written here and :func:`attach` adds the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NoReturn
+
 from .. import backend
 from ..errors import DTypeError, TapeError
 from ..primitives import ops as _ops
 from ..primitives.creation import zeros
 from ..primitives.indexing import IndexUpdater
 from ..primitives.numpy_api import array_function, array_ufunc
-from ..tensor.core import Tensor, Tracer, wrap
-from .reverse import backward, make_leaf, register_hook, retain_grad
+from ..tensor.core import ArrayLike, Axis, DTypeLike, Tensor, Tracer, wrap
+from .reverse import HookHandle, backward, make_leaf, register_hook, retain_grad
 
 __all__ = ["attach"]
+
+#: The type of ``self`` below: the Tensor these methods are attached to.  Tensor subclasses this mixin
+#: (for type checkers), so it cannot be named as ``self``'s type here; Any keeps the signatures exact.
+_Self = Any
 
 _NO_VALUE = object()  # NumPy's "argument not given" for ``initial=``
 
@@ -73,25 +80,25 @@ def _keep(out, x, axis, keepdims: bool):
 class _TensorMethods:
     """Operators and ndarray methods of every tensor (see the module doc)."""
 
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    def __array_ufunc__(self: _Self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         """NEP 13: ``np.sin(t)``, ``ndarray + t``... run minidiff's function (see :mod:`minidiff.primitives.numpy_api`)."""
 
         return array_ufunc(ufunc, method, *inputs, **kwargs)
 
-    def __array_function__(self, func, types, args, kwargs):
+    def __array_function__(self: _Self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         """NEP 18: ``np.sum(t)``, ``np.linalg.solve(a, t)``... run minidiff's function (same module)."""
 
         return array_function(func, types, args, kwargs)
 
     # ----------------------------------------------------------------- conversion
-    def to(self, device) -> Tensor:
+    def to(self: _Self, device: backend.Device | str | None) -> Tensor:
         """A copy on ``device`` (``"cpu"`` or ``"cuda"``); the tensor itself if already there."""
         dev = backend.get_device(device)
         if dev is self._device:
             return self
         return _ops.to_device(self, dev)
 
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self: _Self, requires_grad: bool = True) -> Tensor:
         """Return a tape leaf with this value whose operations will be recorded (tape style).
 
         Unlike PyTorch this returns a new tensor: minidiff tensors are values, never changed in place
@@ -103,7 +110,13 @@ class _TensorMethods:
         return make_leaf(self)
 
     # ----------------------------------------------------------------- reverse mode, tape style
-    def backward(self, cotangent=None, retain_graph: bool = False, *, gradient=None) -> None:
+    def backward(
+        self: _Self,
+        cotangent: ArrayLike | None = None,
+        retain_graph: bool = False,
+        *,
+        gradient: ArrayLike | None = None,
+    ) -> None:
         """Tape style: add the gradient of ``self`` to ``leaf.grad`` of every tape leaf it depends on.
 
         Arguments:
@@ -137,7 +150,7 @@ class _TensorMethods:
             cotangent = gradient
         backward(self, cotangent, retain_graph)
 
-    def retain_grad(self) -> None:
+    def retain_grad(self: _Self) -> None:
         """Keep this value's gradient in ``.grad`` after ``backward()`` (tape style), as PyTorch does.
 
         A leaf (``requires_grad=True``) keeps its gradient anyway; an intermediate value of the tape
@@ -157,11 +170,11 @@ class _TensorMethods:
         retain_grad(self)
 
     @property
-    def retains_grad(self) -> bool:
+    def retains_grad(self: _Self) -> bool:
         """Whether ``backward()`` keeps this value's gradient in ``.grad`` (set by :meth:`retain_grad`)."""
         return False
 
-    def register_hook(self, fn):
+    def register_hook(self: _Self, fn: Callable[[Tensor], Tensor | None]) -> HookHandle:
         """Call ``fn(grad)`` with the gradient flowing into this tensor in each reverse pass.
 
         ``grad`` is the complete gradient of the value (the sum over all its uses).  ``fn`` returns
@@ -194,64 +207,66 @@ class _TensorMethods:
         return register_hook(self, fn)
 
     # ----------------------------------------------------------------- operators
-    def __add__(self, other):
+    def __add__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.add(self, other)
 
-    def __radd__(self, other):
+    def __radd__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.add(other, self)
 
-    def __sub__(self, other):
+    def __sub__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.subtract(self, other)
 
-    def __rsub__(self, other):
+    def __rsub__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.subtract(other, self)
 
-    def __mul__(self, other):
+    def __mul__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.multiply(self, other)
 
-    def __rmul__(self, other):
+    def __rmul__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.multiply(other, self)
 
-    def __truediv__(self, other):
+    def __truediv__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.divide(self, other)
 
-    def __rtruediv__(self, other):
+    def __rtruediv__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.divide(other, self)
 
-    def __pow__(self, other):
+    def __pow__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.power(self, other)
 
-    def __rpow__(self, other):
+    def __rpow__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.power(other, self)
 
-    def __matmul__(self, other):
+    def __matmul__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.matmul(self, other)
 
-    def __rmatmul__(self, other):
+    def __rmatmul__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.matmul(other, self)
 
-    def __mod__(self, other):
+    def __mod__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.remainder(self, other)
 
-    def __rmod__(self, other):
+    def __rmod__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.remainder(other, self)
 
-    def __floordiv__(self, other):
+    def __floordiv__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.floor_divide(self, other)
 
-    def __rfloordiv__(self, other):
+    def __rfloordiv__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.floor_divide(other, self)
 
-    def __divmod__(self, other):
+    def __divmod__(self: _Self, other: ArrayLike) -> tuple[Tensor, Tensor]:
         return _ops.divmod(self, other)
 
-    def __rdivmod__(self, other):
+    def __rdivmod__(self: _Self, other: ArrayLike) -> tuple[Tensor, Tensor]:
         return _ops.divmod(other, self)
 
     # In-place operators.  A tensor is a value, so ``x += v`` makes a new tensor and rebinds ``x`` to
     # it, as ``x = x + v`` does.  On a tape-style leaf (``requires_grad=True``) that rebinding would
     # send the gradient to the old leaf and leave ``x.grad`` None, so it raises instead.
-    def _inplace(self, symbol: str, op, other):
+    def _inplace(
+        self: _Self, symbol: str, op: Callable[[Tensor, ArrayLike], Tensor], other: ArrayLike
+    ) -> Tensor:
         if self._is_tape_leaf():
             raise TapeError(
                 f"x {symbol} v: x ({self.dtype}{list(self.shape)}) is a tape leaf with requires_grad=True, "
@@ -263,69 +278,69 @@ class _TensorMethods:
             )
         return op(self, other)
 
-    def __iadd__(self, other):
+    def __iadd__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("+=", _ops.add, other)
 
-    def __isub__(self, other):
+    def __isub__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("-=", _ops.subtract, other)
 
-    def __imul__(self, other):
+    def __imul__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("*=", _ops.multiply, other)
 
-    def __itruediv__(self, other):
+    def __itruediv__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("/=", _ops.divide, other)
 
-    def __ifloordiv__(self, other):
+    def __ifloordiv__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("//=", _ops.floor_divide, other)
 
-    def __imod__(self, other):
+    def __imod__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("%=", _ops.remainder, other)
 
-    def __ipow__(self, other):
+    def __ipow__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("**=", _ops.power, other)
 
-    def __imatmul__(self, other):
+    def __imatmul__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("@=", _ops.matmul, other)
 
-    def __iand__(self, other):
+    def __iand__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("&=", Tensor.__and__, other)
 
-    def __ior__(self, other):
+    def __ior__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("|=", Tensor.__or__, other)
 
-    def __ixor__(self, other):
+    def __ixor__(self: _Self, other: ArrayLike) -> Tensor:
         return self._inplace("^=", Tensor.__xor__, other)
 
-    def __neg__(self):
+    def __neg__(self: _Self) -> Tensor:
         return _ops.negative(self)
 
-    def __pos__(self):
+    def __pos__(self: _Self) -> Tensor:
         return self
 
-    def __abs__(self):
+    def __abs__(self: _Self) -> Tensor:
         return _ops.abs(self)
 
-    def __lt__(self, other):
+    def __lt__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.less(self, other)
 
-    def __le__(self, other):
+    def __le__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.less_equal(self, other)
 
-    def __gt__(self, other):
+    def __gt__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.greater(self, other)
 
-    def __ge__(self, other):
+    def __ge__(self: _Self, other: ArrayLike) -> Tensor:
         return _ops.greater_equal(self, other)
 
-    def __eq__(self, other):
+    def __eq__(self: _Self, other: ArrayLike) -> Tensor:  # type: ignore[override]  # elementwise, as NumPy
         return _ops.equal(self, other)
 
-    def __ne__(self, other):
+    def __ne__(self: _Self, other: ArrayLike) -> Tensor:  # type: ignore[override]  # elementwise, as NumPy
         return _ops.not_equal(self, other)
 
     # ``~ & | ^`` are logical on boolean tensors, as in NumPy; NumPy's bitwise meaning on integers is
     # not implemented, so integers raise rather than silently compute the logical result
-    def _check_bool(self, symbol: str, *others) -> None:
+    def _check_bool(self: _Self, symbol: str, *others) -> None:
         for v in (self, *others):
             kind = v.dtype.kind if hasattr(v, "dtype") else ("b" if isinstance(v, bool) else "?")
             if kind != "b":
@@ -335,38 +350,38 @@ class _TensorMethods:
                     f"{what}; NumPy's bitwise {symbol} on integers is not supported"
                 )
 
-    def __invert__(self):
+    def __invert__(self: _Self) -> Tensor:
         self._check_bool("~")
         return _ops.logical_not(self)
 
-    def __and__(self, other):
+    def __and__(self: _Self, other: ArrayLike) -> Tensor:
         self._check_bool("&", other)
         return _ops.logical_and(self, other)
 
-    def __rand__(self, other):
+    def __rand__(self: _Self, other: ArrayLike) -> Tensor:
         self._check_bool("&", other)
         return _ops.logical_and(other, self)
 
-    def __or__(self, other):
+    def __or__(self: _Self, other: ArrayLike) -> Tensor:
         self._check_bool("|", other)
         return _ops.logical_or(self, other)
 
-    def __ror__(self, other):
+    def __ror__(self: _Self, other: ArrayLike) -> Tensor:
         self._check_bool("|", other)
         return _ops.logical_or(other, self)
 
-    def __xor__(self, other):
+    def __xor__(self: _Self, other: ArrayLike) -> Tensor:
         self._check_bool("^", other)
         return _ops.logical_xor(self, other)
 
-    def __rxor__(self, other):
+    def __rxor__(self: _Self, other: ArrayLike) -> Tensor:
         self._check_bool("^", other)
         return _ops.logical_xor(other, self)
 
-    def __getitem__(self, index):
+    def __getitem__(self: _Self, index: Any) -> Tensor:
         return _ops.getitem(self, index)
 
-    def __setitem__(self, index, value):
+    def __setitem__(self: _Self, index: Any, value: ArrayLike) -> NoReturn:
         raise TypeError(
             f"tensors do not support item assignment (x[{index!r}] = ...): a minidiff tensor is a value. "
             "Write x = x.at[index].set(value) (or .add(value)): it returns a new tensor and is "
@@ -374,7 +389,7 @@ class _TensorMethods:
         )
 
     @property
-    def at(self):
+    def at(self: _Self) -> IndexUpdater:
         """Functional index updates, in JAX's spelling: ``x.at[index].set(v)``, ``.add(v)``,
         ``.multiply(v)``, ``.min(v)``, ``.max(v)`` and ``.get()`` return a new tensor (``x`` is
         unchanged), differentiable with respect to ``x`` and ``v`` in every mode.
@@ -392,27 +407,27 @@ class _TensorMethods:
     # same name, differentiable where the math is.  ``out=`` (minidiff never writes into an array),
     # ``where=`` and ``initial=`` raise; ``dtype=`` casts first, as NumPy's accumulator dtype does.
     @property
-    def T(self) -> Tensor:
+    def T(self: _Self) -> Tensor:
         return _ops.transpose(self)
 
     @property
-    def real(self) -> Tensor:
+    def real(self: _Self) -> Tensor:
         """The real part: the tensor itself (minidiff tensors are real)."""
         return self
 
     @property
-    def imag(self) -> Tensor:
+    def imag(self: _Self) -> Tensor:
         """The imaginary part: zeros (minidiff tensors are real)."""
 
         return zeros(self.shape, dtype=self.dtype, device=self.device)
 
-    def conj(self) -> Tensor:
+    def conj(self: _Self) -> Tensor:
         """The complex conjugate: the tensor itself (minidiff tensors are real)."""
         return self
 
     conjugate = conj
 
-    def reshape(self, *shape, order: str = "C", copy=None) -> Tensor:
+    def reshape(self: _Self, *shape: Any, order: str = "C", copy: bool | None = None) -> Tensor:
         """``md.reshape(self, shape)``; ``t.reshape(2, 3)`` and ``t.reshape((2, 3))`` both work.
 
         >>> import minidiff as md
@@ -424,103 +439,175 @@ class _TensorMethods:
             raise TypeError("reshape: a new shape is required, e.g. t.reshape(2, 3)")
         return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
-    def ravel(self, order: str = "C") -> Tensor:
+    def ravel(self: _Self, order: str = "C") -> Tensor:
         """The elements as a 1-D tensor, in row-major order."""
         _check_order("ravel", order)
         return _ops.ravel(self)
 
-    def flatten(self, order: str = "C") -> Tensor:
+    def flatten(self: _Self, order: str = "C") -> Tensor:
         """The elements as a 1-D tensor (tensors are values, so this is :meth:`ravel`)."""
         _check_order("flatten", order)
         return _ops.ravel(self)
 
-    def squeeze(self, axis=None) -> Tensor:
+    def squeeze(self: _Self, axis: Axis = None) -> Tensor:
         return _ops.squeeze(self, axis)
 
-    def transpose(self, *axes) -> Tensor:
+    def transpose(self: _Self, *axes: Any) -> Tensor:
         return _ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
 
-    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+    def swapaxes(self: _Self, axis1: int, axis2: int) -> Tensor:
         return _ops.swapaxes(self, axis1, axis2)
 
-    def repeat(self, repeats, axis=None) -> Tensor:
+    def repeat(self: _Self, repeats: ArrayLike, axis: int | None = None) -> Tensor:
         return _ops.repeat(self, repeats, axis)
 
-    def astype(self, dtype, order: str = "K", casting: str = "unsafe", subok: bool = True, copy=True):
+    def astype(
+        self: _Self,
+        dtype: DTypeLike,
+        order: str = "K",
+        casting: str = "unsafe",
+        subok: bool = True,
+        copy: bool = True,
+    ) -> Tensor:
         """``self`` converted to ``dtype`` (differentiable between floating dtypes)."""
         if casting != "unsafe":
             raise NotImplementedError(f"astype: only casting='unsafe' is supported, not {casting!r}")
         return _ops.astype(self, dtype)
 
-    def copy(self, order: str = "C") -> Tensor:
+    def copy(self: _Self, order: str = "C") -> Tensor:
         """A new tensor with the same values (on a tape, a new node: the copy is not the leaf).
 
         ``order`` is accepted for NumPy's signature; the copy is row-major."""
         return wrap(self._data.copy(), self._device)
 
-    def sum(self, axis=None, dtype=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
+    def sum(
+        self: _Self,
+        axis: Axis = None,
+        dtype: DTypeLike = None,
+        out: None = None,
+        keepdims: bool = False,
+        initial: Any = _NO_VALUE,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("sum", out=out, initial=initial, where=where)
         return _ops.sum(_cast("sum", self, dtype), axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, dtype=None, out=None, keepdims=False, *, where=True):
+    def mean(
+        self: _Self,
+        axis: Axis = None,
+        dtype: DTypeLike = None,
+        out: None = None,
+        keepdims: bool = False,
+        *,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("mean", out=out, where=where)
         return _ops.mean(_cast("mean", self, dtype), axis=axis, keepdims=keepdims)
 
-    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True):
+    def var(
+        self: _Self,
+        axis: Axis = None,
+        dtype: DTypeLike = None,
+        out: None = None,
+        ddof: int = 0,
+        keepdims: bool = False,
+        *,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("var", out=out, where=where)
         return _ops.var(_cast("var", self, dtype), axis=axis, keepdims=keepdims, ddof=ddof)
 
-    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True):
+    def std(
+        self: _Self,
+        axis: Axis = None,
+        dtype: DTypeLike = None,
+        out: None = None,
+        ddof: int = 0,
+        keepdims: bool = False,
+        *,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("std", out=out, where=where)
         return _ops.std(_cast("std", self, dtype), axis=axis, keepdims=keepdims, ddof=ddof)
 
-    def prod(self, axis=None, dtype=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
+    def prod(
+        self: _Self,
+        axis: Axis = None,
+        dtype: DTypeLike = None,
+        out: None = None,
+        keepdims: bool = False,
+        initial: Any = _NO_VALUE,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("prod", out=out, initial=initial, where=where)
         return _ops.prod(_cast("prod", self, dtype), axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
+    def max(
+        self: _Self,
+        axis: Axis = None,
+        out: None = None,
+        keepdims: bool = False,
+        initial: Any = _NO_VALUE,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("max", out=out, initial=initial, where=where)
         return _ops.max(self, axis=axis, keepdims=keepdims)
 
-    def min(self, axis=None, out=None, keepdims=False, initial=_NO_VALUE, where=True):
+    def min(
+        self: _Self,
+        axis: Axis = None,
+        out: None = None,
+        keepdims: bool = False,
+        initial: Any = _NO_VALUE,
+        where: Any = True,
+    ) -> Tensor:
         _unsupported("min", out=out, initial=initial, where=where)
         return _ops.min(self, axis=axis, keepdims=keepdims)
 
-    def argmax(self, axis=None, out=None, *, keepdims=False) -> Tensor:
+    def argmax(self: _Self, axis: int | None = None, out: None = None, *, keepdims: bool = False) -> Tensor:
         _unsupported("argmax", out=out)
         return _keep(_ops.argmax(self, axis=axis), self, axis, keepdims)
 
-    def argmin(self, axis=None, out=None, *, keepdims=False) -> Tensor:
+    def argmin(self: _Self, axis: int | None = None, out: None = None, *, keepdims: bool = False) -> Tensor:
         _unsupported("argmin", out=out)
         return _keep(_ops.argmin(self, axis=axis), self, axis, keepdims)
 
-    def any(self, axis=None, out=None, keepdims=False, *, where=True) -> Tensor:
+    def any(
+        self: _Self, axis: Axis = None, out: None = None, keepdims: bool = False, *, where: Any = True
+    ) -> Tensor:
         _unsupported("any", out=out, where=where)
         return _keep(_ops.any(self, axis=axis), self, axis, keepdims)
 
-    def all(self, axis=None, out=None, keepdims=False, *, where=True) -> Tensor:
+    def all(
+        self: _Self, axis: Axis = None, out: None = None, keepdims: bool = False, *, where: Any = True
+    ) -> Tensor:
         _unsupported("all", out=out, where=where)
         return _keep(_ops.all(self, axis=axis), self, axis, keepdims)
 
-    def cumsum(self, axis=None, dtype=None, out=None) -> Tensor:
+    def cumsum(self: _Self, axis: int | None = None, dtype: DTypeLike = None, out: None = None) -> Tensor:
         _unsupported("cumsum", out=out)
         return _ops.cumsum(_cast("cumsum", self, dtype), axis=axis)
 
-    def clip(self, min=None, max=None, out=None) -> Tensor:  # noqa: A002 - NumPy's names
+    def clip(
+        self: _Self,
+        min: ArrayLike | None = None,  # noqa: A002 - NumPy's names
+        max: ArrayLike | None = None,  # noqa: A002
+        out: None = None,
+    ) -> Tensor:
         _unsupported("clip", out=out)
         return _ops.clip(self, min, max)
 
-    def dot(self, b, out=None) -> Tensor:
+    def dot(self: _Self, b: ArrayLike, out: None = None) -> Tensor:
         _unsupported("dot", out=out)
         return _ops.dot(self, b)
 
-    def exp(self) -> Tensor:
+    def exp(self: _Self) -> Tensor:
         return _ops.exp(self)
 
-    def log(self) -> Tensor:
+    def log(self: _Self) -> Tensor:
         return _ops.log(self)
 
-    def __round__(self, ndigits=None):
+    def __round__(self: _Self, ndigits: int | None = None) -> NoReturn:
         raise TypeError(
             "round(): minidiff has no rounding operation; use md.floor(x + 0.5) (a constant, no "
             "derivative) or x.detach().item() for a Python number"
@@ -530,7 +617,7 @@ class _TensorMethods:
 class _TracerMethods:
     """Where a traced value differs."""
 
-    def copy(self, order: str = "C") -> Tensor:
+    def copy(self: _Self, order: str = "C") -> Tensor:
         return _ops.getitem(self, Ellipsis)  # a new traced value (on a tape, a new node)
 
 

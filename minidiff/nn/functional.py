@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import ShapeError
 from ..primitives import ops
 from ..primitives.creation import arange, asarray
@@ -32,17 +34,17 @@ softmax = ops.softmax
 log_softmax = ops.log_softmax
 
 
-def linear(x, w, b=None) -> Tensor:
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """``x @ w.T + b`` with ``w`` of shape (out, in), as PyTorch."""
     y = ops.matmul(x, ops.transpose(w))
     return y + b if b is not None else y
 
 
-def _pair(v):
+def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if not isinstance(v, (tuple, list)) else (int(v[0]), int(v[1]))
 
 
-def _patches(x, kh, kw, stride, padding, op):
+def _patches(x: Tensor, kh: int, kw: int, stride: Any, padding: Any, op: str) -> tuple[Tensor, int, int]:
     """Unfold NCHW input into (N, C, kh·kw, Ho, Wo) windows, by strided slicing (differentiable)."""
     if x.ndim != 4:
         raise ShapeError(f"{op}: expected NCHW input of 4 dimensions, got shape {x.shape}")
@@ -62,7 +64,12 @@ def _patches(x, kh, kw, stride, padding, op):
     return ops.stack(windows, axis=2), ho, wo
 
 
-def unfold(x, kernel_size, stride=1, padding=0) -> Tensor:
+def unfold(
+    x: Tensor,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = 1,
+    padding: int | tuple[int, int] = 0,
+) -> Tensor:
     """The sliding windows of NCHW ``x`` as ``(N, C, kh·kw, Ho, Wo)``: what ``conv2d`` multiplies by
     its weights (im2col), and what K-FAC's convolution factor averages.  Differentiable.
 
@@ -77,7 +84,13 @@ def unfold(x, kernel_size, stride=1, padding=0) -> Tensor:
     return _patches(x, kh, kw, stride, padding, "unfold")[0]
 
 
-def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
+def conv2d(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None = None,
+    stride: int | tuple[int, int] | None = 1,
+    padding: int | tuple[int, int] = 0,
+) -> Tensor:
     """2-D convolution (cross-correlation) of NCHW ``x`` with OIHW ``w``, by im2col and one matmul."""
     x, w = asarray(x), asarray(w)
     if w.ndim != 4:
@@ -95,18 +108,23 @@ def conv2d(x, w, b=None, stride=1, padding=0) -> Tensor:
     return y
 
 
-def max_pool2d(x, kernel_size=2, stride=None) -> Tensor:
+def max_pool2d(
+    x: Tensor, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
+) -> Tensor:
     """Max over ``kernel_size`` windows (stride defaults to the kernel size); ties share the derivative."""
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else (kh, kw))
-    n, c, h, w = x.shape if x.ndim == 4 else (None,) * 4
-    if (sh, sw) == (kh, kw) and x.ndim == 4 and h % kh == 0 and w % kw == 0:
-        return ops.max(ops.reshape(x, (n, c, h // kh, kh, w // kw, kw)), axis=(3, 5))
+    if x.ndim == 4:
+        n, c, h, w = x.shape
+        if (sh, sw) == (kh, kw) and h % kh == 0 and w % kw == 0:
+            return ops.max(ops.reshape(x, (n, c, h // kh, kh, w // kw, kw)), axis=(3, 5))
     cols, _, _ = _patches(x, kh, kw, (sh, sw), 0, "max_pool2d")
     return ops.max(cols, axis=2)
 
 
-def avg_pool2d(x, kernel_size=2, stride=None) -> Tensor:
+def avg_pool2d(
+    x: Tensor, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
+) -> Tensor:
     """Mean over ``kernel_size`` windows (stride defaults to the kernel size)."""
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(stride if stride is not None else (kh, kw))
@@ -114,7 +132,7 @@ def avg_pool2d(x, kernel_size=2, stride=None) -> Tensor:
     return ops.mean(cols, axis=2)
 
 
-def cross_entropy(logits, labels) -> Tensor:
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean softmax cross-entropy of ``logits`` (N, K) against integer class ``labels`` (N,)."""
     logits, labels = asarray(logits), asarray(labels)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
@@ -128,7 +146,7 @@ def cross_entropy(logits, labels) -> Tensor:
     return ops.mean(ops.logsumexp(logits, axis=1) - picked)
 
 
-def mse_loss(prediction, target) -> Tensor:
+def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
     """Mean squared error."""
     d = asarray(prediction) - target
     return ops.mean(d * d)

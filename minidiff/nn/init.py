@@ -24,12 +24,15 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from .. import backend
 from ..errors import DTypeError, check_number
 from ..primitives import random as _random
 from ..primitives.creation import zeros as _zeros
-from ..tensor.core import Tensor
+from ..primitives.random import RngLike
+from ..tensor.core import DeviceLike, DTypeLike, ShapeLike, Tensor
 
 __all__ = [
     "calculate_gain",
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 
-def compute_fans(shape) -> tuple[int, int]:
+def compute_fans(shape: Sequence[int]) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a weight of ``shape``: (out, in) dense or (out, in, *kernel) convolution.
 
     >>> compute_fans((10, 784)), compute_fans((64, 1, 3, 3)), compute_fans((5,))
@@ -84,11 +87,11 @@ def calculate_gain(nonlinearity: str = "linear", param: float | None = None) -> 
     )
 
 
-def _shape(shape) -> tuple[int, ...]:
+def _shape(shape: ShapeLike) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
-def _float_dtype(op, dtype):
+def _float_dtype(op: str, dtype: DTypeLike) -> Any:
     try:
         dt = backend.numpy_module.dtype(dtype)
     except TypeError as exc:
@@ -98,14 +101,22 @@ def _float_dtype(op, dtype):
     return dt
 
 
-def _place(t: Tensor, device) -> Tensor:
+def _place(t: Tensor, device: DeviceLike) -> Tensor:
     if device is None:
         return t
     dev = backend.get_device(device)
     return t if t.device is dev else t.to(dev)
 
 
-def uniform(shape, low=0.0, high=1.0, *, rng=None, dtype="float32", device=None) -> Tensor:
+def uniform(
+    shape: ShapeLike,
+    low: float = 0.0,
+    high: float = 1.0,
+    *,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+) -> Tensor:
     """Samples uniform on ``[low, high)``."""
     dt = _float_dtype("uniform", dtype)
     if not high >= low:
@@ -114,7 +125,15 @@ def uniform(shape, low=0.0, high=1.0, *, rng=None, dtype="float32", device=None)
     return _place(gen.uniform(_shape(shape), float(low), float(high), dtype=dt), device)
 
 
-def normal(shape, mean=0.0, std=1.0, *, rng=None, dtype="float32", device=None) -> Tensor:
+def normal(
+    shape: ShapeLike,
+    mean: float = 0.0,
+    std: float = 1.0,
+    *,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+) -> Tensor:
     """Gaussian samples with the given ``mean`` and standard deviation ``std``."""
     dt = _float_dtype("normal", dtype)
     check_number("normal", "std", std, low=0)
@@ -122,13 +141,15 @@ def normal(shape, mean=0.0, std=1.0, *, rng=None, dtype="float32", device=None) 
     return _place(gen.normal(_shape(shape), float(mean), float(std), dtype=dt), device)
 
 
-def zeros(shape, *, rng=None, dtype="float32", device=None) -> Tensor:
+def zeros(
+    shape: ShapeLike, *, rng: RngLike = None, dtype: DTypeLike = "float32", device: DeviceLike = None
+) -> Tensor:
     """Zeros (``rng`` is checked, and not drawn from, so every initializer has the same signature)."""
     _random.as_generator(rng, op="zeros")
     return _zeros(_shape(shape), dtype=_float_dtype("zeros", dtype), device=device)
 
 
-def _fan(shape, mode: str) -> int:
+def _fan(shape: Sequence[int], mode: str) -> int:
     fan_in, fan_out = compute_fans(shape)
     if mode == "fan_in":
         return fan_in
@@ -138,7 +159,14 @@ def _fan(shape, mode: str) -> int:
 
 
 def kaiming_uniform(
-    shape, *, a=0.0, mode="fan_in", nonlinearity="relu", rng=None, dtype="float32", device=None
+    shape: ShapeLike,
+    *,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "relu",
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
 ) -> Tensor:
     """He initialization, uniform: ``U(−b, b)`` with ``b = gain·√(3 / fan)``.
 
@@ -153,7 +181,14 @@ def kaiming_uniform(
 
 
 def kaiming_normal(
-    shape, *, a=0.0, mode="fan_in", nonlinearity="relu", rng=None, dtype="float32", device=None
+    shape: ShapeLike,
+    *,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "relu",
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
 ) -> Tensor:
     """He initialization, Gaussian: ``N(0, std²)`` with ``std = gain / √fan``."""
     rng = _random.as_generator(rng, device if rng is None else None, op="kaiming_normal")
@@ -162,7 +197,14 @@ def kaiming_normal(
     return normal(shape, 0.0, std, rng=rng, dtype=dtype, device=device)
 
 
-def xavier_uniform(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -> Tensor:
+def xavier_uniform(
+    shape: ShapeLike,
+    *,
+    gain: float = 1.0,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+) -> Tensor:
     """Glorot initialization, uniform: ``U(−b, b)`` with ``b = gain·√(6 / (fan_in + fan_out))``."""
     rng = _random.as_generator(rng, device if rng is None else None, op="xavier_uniform")
     shape = _shape(shape)
@@ -171,7 +213,14 @@ def xavier_uniform(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -
     return uniform(shape, -bound, bound, rng=rng, dtype=dtype, device=device)
 
 
-def xavier_normal(shape, *, gain=1.0, rng=None, dtype="float32", device=None) -> Tensor:
+def xavier_normal(
+    shape: ShapeLike,
+    *,
+    gain: float = 1.0,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+) -> Tensor:
     """Glorot initialization, Gaussian: ``std = gain·√(2 / (fan_in + fan_out))``."""
     rng = _random.as_generator(rng, device if rng is None else None, op="xavier_normal")
     shape = _shape(shape)
@@ -180,7 +229,9 @@ def xavier_normal(shape, *, gain=1.0, rng=None, dtype="float32", device=None) ->
     return normal(shape, 0.0, std, rng=rng, dtype=dtype, device=device)
 
 
-def lecun_normal(shape, *, rng=None, dtype="float32", device=None) -> Tensor:
+def lecun_normal(
+    shape: ShapeLike, *, rng: RngLike = None, dtype: DTypeLike = "float32", device: DeviceLike = None
+) -> Tensor:
     """LeCun initialization: ``N(0, 1 / fan_in)`` (untruncated)."""
     rng = _random.as_generator(rng, device if rng is None else None, op="lecun_normal")
     shape = _shape(shape)

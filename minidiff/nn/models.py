@@ -24,13 +24,25 @@ Layers are initialized as PyTorch's defaults (uniform on ±1/√fan_in for weigh
 
 from __future__ import annotations
 
-from ..primitives.random import as_generator
-from .modules import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, _count
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..primitives.random import RngLike, as_generator
+from ..tensor.core import DeviceLike, DTypeLike
+from .modules import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential, _count
 
 __all__ = ["logreg", "mlp", "mlp_depth", "cnn", "build", "MODELS"]
 
 
-def logreg(in_features=784, classes=10, *, seed=0, rng=None, dtype="float32", device=None) -> Sequential:
+def logreg(
+    in_features: int = 784,
+    classes: int = 10,
+    *,
+    seed: int = 0,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
+) -> Sequential:
     """Multinomial logistic regression: one dense layer ``in_features → classes`` (logits)."""
     gen = as_generator(seed if rng is None else rng, op="logreg")
     model = Sequential(Linear(in_features, classes, rng=gen, dtype=dtype, device=device))
@@ -39,14 +51,21 @@ def logreg(in_features=784, classes=10, *, seed=0, rng=None, dtype="float32", de
 
 
 def mlp(
-    in_features=784, hidden=(1024, 1024), classes=10, *, seed=0, rng=None, dtype="float32", device=None
+    in_features: int = 784,
+    hidden: int | Sequence[int] = (1024, 1024),
+    classes: int = 10,
+    *,
+    seed: int = 0,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
 ) -> Sequential:
     """Dense layers ``in_features → hidden[0] → … → classes`` with ReLU between them."""
     gen = as_generator(seed if rng is None else rng, op="mlp")
     if isinstance(hidden, int):
         hidden = (hidden,)
     sizes = [int(in_features), *(int(h) for h in hidden), int(classes)]
-    layers = []
+    layers: list[Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(a, b, rng=gen, dtype=dtype, device=device))
         if i < len(sizes) - 2:
@@ -57,15 +76,15 @@ def mlp(
 
 
 def mlp_depth(
-    n_hidden_layers,
-    width=1024,
-    in_features=784,
-    classes=10,
+    n_hidden_layers: int,
+    width: int = 1024,
+    in_features: int = 784,
+    classes: int = 10,
     *,
-    seed=0,
-    rng=None,
-    dtype="float32",
-    device=None,
+    seed: int = 0,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
 ) -> Sequential:
     """The MLP with ``n_hidden_layers`` hidden layers of ``width`` units (the depth sweep: 1 to 100)."""
     layers = _count("mlp_depth", "n_hidden_layers", n_hidden_layers, low=0)
@@ -73,16 +92,16 @@ def mlp_depth(
 
 
 def cnn(
-    in_channels=1,
-    classes=10,
+    in_channels: int = 1,
+    classes: int = 10,
     *,
-    image_size=28,
-    channels=64,
-    hidden=1024,
-    seed=0,
-    rng=None,
-    dtype="float32",
-    device=None,
+    image_size: int = 28,
+    channels: int = 64,
+    hidden: int = 1024,
+    seed: int = 0,
+    rng: RngLike = None,
+    dtype: DTypeLike = "float32",
+    device: DeviceLike = None,
 ) -> Sequential:
     """The paper's CNN: conv3×3(64)–ReLU–conv3×3(64)–ReLU–maxpool2 (twice), Flatten, dense 1024–ReLU, dense.
 
@@ -115,10 +134,10 @@ def cnn(
     return model
 
 
-MODELS = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
+MODELS: dict[str, Callable[..., Sequential]] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
 
 
-def build(name: str, **kwargs) -> Sequential:
+def build(name: str, **kwargs: Any) -> Sequential:
     """One of :data:`MODELS` by name: ``build("mlp", seed=1, dtype="float64")``."""
     try:
         builder = MODELS[name]

@@ -45,14 +45,19 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
+from typing import Any
 
+from ..backend import Device
 from ..errors import DeviceError, DTypeError, ShapeError, check_number
 from ..primitives import ops
 from ..primitives import random as _random
 from ..primitives.creation import asarray
 from ..primitives.custom import primitive
-from ..tensor.core import Tensor
+from ..primitives.random import RngLike
+from ..tensor.core import DeviceLike, DTypeLike, Tensor
+from ..tensor.pytree import PyTree
 from . import functional as F
 from . import init
 
@@ -68,24 +73,24 @@ __all__ = [
     "backward_hook_point",
 ]
 
-_EMPTY = MappingProxyType({})
+_EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
 _HOOK_IDS = itertools.count()
 
 
 # ----------------------------------------------------------------------------- backward hooks
 @primitive(name="nn.backward_hook")
-def backward_hook_point(x, *, module):
+def backward_hook_point(x: Tensor, *, module: Module) -> Tensor:
     """Identity on ``x``; in a reverse pass it shows the cotangent of ``x`` to ``module``'s hooks."""
     return x
 
 
 @backward_hook_point.defjvp
-def _backward_hook_point_jvp(primals, tangents, *, module):
+def _backward_hook_point_jvp(primals: Any, tangents: Any, *, module: Module) -> Tensor:
     return tangents[0]
 
 
 @backward_hook_point.defvjp(reads="")  # the hook sees the cotangent only: the tape keeps nothing
-def _backward_hook_point_vjp(cotangent, output, x, *, module):
+def _backward_hook_point_vjp(cotangent: Tensor, output: Any, x: Any, *, module: Module) -> tuple[Tensor]:
     module._run_backward_hooks(cotangent)
     return (cotangent,)
 
@@ -109,7 +114,7 @@ class HookHandle:
     def __enter__(self) -> HookHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.remove()
 
 
@@ -122,7 +127,7 @@ class Module:
     the stored ones), plus ``output_shape`` where they can.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         d = self.__dict__
         d["_params"] = {}
         d["_modules"] = {}
@@ -130,7 +135,7 @@ class Module:
         d["_backward_hooks"] = {}
 
     # ------------------------------------------------------------------ registration
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
         if "_params" not in d:
             raise AttributeError(
@@ -150,7 +155,7 @@ class Module:
             d["_modules"].pop(name, None)
             object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):  # only reached when ordinary lookup fails
+    def __getattr__(self, name: str) -> Any:  # only reached when ordinary lookup fails
         d = self.__dict__
         if name in d.get("_params", ()):
             return d["_params"][name]
@@ -158,7 +163,7 @@ class Module:
             return d["_modules"][name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         d = self.__dict__
         if name in d["_params"]:
             del d["_params"][name]
@@ -201,7 +206,7 @@ class Module:
         """How many scalars the parameters hold."""
         return sum(p.size for _, p in self.named_parameters())
 
-    def set_parameters(self, tree) -> Module:
+    def set_parameters(self, tree: PyTree) -> Module:
         """Replace the stored parameters by those of ``tree`` (same structure, shapes, dtypes, device).
 
         Leaves may be tensors (tape leaves included) or arrays, which are converted without casting.
@@ -231,7 +236,7 @@ class Module:
         for name, child in self._modules.items():
             child._assign(named, f"{prefix}{name}.")
 
-    def _map_parameters(self, fn) -> Module:
+    def _map_parameters(self, fn: Callable[[Tensor], Tensor]) -> Module:
         self._assign({name: fn(p) for name, p in self.named_parameters()})
         return self
 
@@ -251,10 +256,10 @@ class Module:
             if clear is not None:
                 clear()
 
-    def to(self, device=None, *, dtype=None) -> Module:
+    def to(self, device: DeviceLike = None, *, dtype: DTypeLike = None) -> Module:
         """Move (and optionally cast) every parameter; tape leaves stay tape leaves (grads are reset)."""
 
-        def move(p):
+        def move(p: Tensor) -> Tensor:
             leaf = p.requires_grad and p.is_leaf
             q = p.detach()
             if device is not None:
@@ -266,23 +271,23 @@ class Module:
         return self._map_parameters(move)
 
     @property
-    def device(self):
+    def device(self) -> Device | None:
         """The device of the parameters (None for a module without parameters)."""
         named = self.named_parameters()
         return named[0][1].device if named else None
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
         """The dtype of the first parameter (None for a module without parameters)."""
         named = self.named_parameters()
         return named[0][1].dtype if named else None
 
     # ------------------------------------------------------------------ calling
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         """The layer's computation on input ``x`` with the parameters ``params`` (a subclass defines it)."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward(params, x)")
 
-    def apply(self, params, x):
+    def apply(self, params: PyTree, x: Tensor) -> Tensor:
         """The functional call: this module on ``x`` with the explicit parameter tree ``params``."""
         out = self.forward(params, x)
         if self._backward_hooks:
@@ -292,25 +297,25 @@ class Module:
                 fn(self, x, out)
         return out
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         """``apply`` with the stored parameters (tape style when they are ``requires_grad`` leaves)."""
         return self.apply(self.parameters(), x)
 
     # ------------------------------------------------------------------ hooks
-    def register_forward_hook(self, fn) -> HookHandle:
+    def register_forward_hook(self, fn: Callable[..., Any]) -> HookHandle:
         """Call ``fn(module, input, output)`` after every call of this module."""
         return _register("register_forward_hook", self._forward_hooks, fn)
 
-    def register_backward_hook(self, fn) -> HookHandle:
+    def register_backward_hook(self, fn: Callable[..., Any]) -> HookHandle:
         """Call ``fn(module, grad_output)`` with the cotangent of this module's output in reverse passes."""
         return _register("register_backward_hook", self._backward_hooks, fn)
 
-    def _run_backward_hooks(self, cotangent) -> None:
+    def _run_backward_hooks(self, cotangent: Tensor) -> None:
         for fn in tuple(self._backward_hooks.values()):
             fn(self, cotangent)
 
     # ------------------------------------------------------------------ shapes
-    def output_shape(self, input_shape) -> tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of the output for an input of ``input_shape`` (batch axis included)."""
         raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
 
@@ -325,7 +330,7 @@ class Module:
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
 
-def _register(op, hooks: dict, fn) -> HookHandle:
+def _register(op: str, hooks: dict, fn: Callable[..., Any]) -> HookHandle:
     if not callable(fn):
         raise TypeError(f"{op}: expected a callable, got {type(fn).__name__}")
     handle = HookHandle(hooks)
@@ -333,7 +338,7 @@ def _register(op, hooks: dict, fn) -> HookHandle:
     return handle
 
 
-def _named_leaves(tree, prefix, owner):
+def _named_leaves(tree: PyTree, prefix: str, owner: str) -> list[tuple[str, Any]]:
     if isinstance(tree, (dict, MappingProxyType)):
         out = []
         for key, sub in tree.items():
@@ -349,7 +354,7 @@ def _named_leaves(tree, prefix, owner):
     return [(prefix.rstrip("."), tree)]
 
 
-def _replacement(name, new, old) -> Tensor:
+def _replacement(name: str, new: Any, old: Tensor) -> Tensor:
     """``new`` as a tensor that may replace the parameter ``old``: same shape, dtype and device."""
     if not isinstance(new, Tensor):
         new = asarray(new, device=old.device)
@@ -368,11 +373,11 @@ def _replacement(name, new, old) -> Tensor:
     return new
 
 
-def _tree_map_dict(fn, tree):
+def _tree_map_dict(fn: Callable[[Any], Any], tree: dict) -> dict:
     return {k: _tree_map_dict(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
-def _param(module, params, name):
+def _param(module: Module, params: PyTree, name: str) -> Tensor:
     try:
         return params[name]
     except (KeyError, TypeError, IndexError):
@@ -383,7 +388,7 @@ def _param(module, params, name):
         ) from None
 
 
-def _count(op: str, name: str, value, low: int = 1) -> int:
+def _count(op: str, name: str, value: Any, low: int = 1) -> int:
     """``value`` as an ``int`` (NumPy integers accepted), checked to be at least ``low``."""
     if hasattr(value, "__index__") and not isinstance(value, bool):
         value = operator.index(value)
@@ -391,7 +396,7 @@ def _count(op: str, name: str, value, low: int = 1) -> int:
     return value
 
 
-def _pair(v, op: str, name: str, low: int = 1) -> tuple[int, int]:
+def _pair(v: Any, op: str, name: str, low: int = 1) -> tuple[int, int]:
     """An int or a pair of ints, as a pair, each checked to be at least ``low``."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
@@ -409,7 +414,16 @@ class Linear(Module):
     default generator (as in :mod:`minidiff.nn.init`).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype="float32", device=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: RngLike = None,
+        dtype: DTypeLike = "float32",
+        device: DeviceLike = None,
+    ):
         super().__init__()
         self.in_features = _count("Linear", "in_features", in_features)
         self.out_features = _count("Linear", "out_features", out_features)
@@ -420,7 +434,7 @@ class Linear(Module):
         self.use_bias = bool(bias)
         self.bias = init.uniform((self.out_features,), -bound, bound, **kw) if bias else None
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         w = _param(self, params, "weight")
         b = _param(self, params, "bias") if self.use_bias else None
         if not x.ndim or x.shape[-1] != self.in_features:
@@ -430,7 +444,7 @@ class Linear(Module):
             )
         return F.linear(x, w, b)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if not input_shape or input_shape[-1] != self.in_features:
             raise ShapeError(
@@ -439,7 +453,7 @@ class Linear(Module):
             )
         return input_shape[:-1] + (self.out_features,)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.use_bias}"
 
 
@@ -452,16 +466,16 @@ class Conv2d(Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
         *,
-        rng=None,
-        dtype="float32",
-        device=None,
+        rng: RngLike = None,
+        dtype: DTypeLike = "float32",
+        device: DeviceLike = None,
     ):
         super().__init__()
         self.in_channels = _count("Conv2d", "in_channels", in_channels)
@@ -477,12 +491,12 @@ class Conv2d(Module):
         self.use_bias = bool(bias)
         self.bias = init.uniform((self.out_channels,), -bound, bound, **kws) if bias else None
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         w = _param(self, params, "weight")
         b = _param(self, params, "bias") if self.use_bias else None
         return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 4 or input_shape[1] != self.in_channels:
             raise ShapeError(
@@ -498,7 +512,7 @@ class Conv2d(Module):
             )
         return (n, self.out_channels, ho, wo)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, bias={self.use_bias}"
@@ -508,15 +522,15 @@ class Conv2d(Module):
 class MaxPool2d(Module):
     """Max over ``kernel_size`` windows of NCHW input; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None):
         super().__init__()
         self.kernel_size = _pair(kernel_size, "MaxPool2d", "kernel_size")
         self.stride = self.kernel_size if stride is None else _pair(stride, "MaxPool2d", "stride")
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         if len(input_shape) != 4:
             raise ShapeError(f"MaxPool2d: expected an NCHW input shape, got {input_shape}")
@@ -527,17 +541,17 @@ class MaxPool2d(Module):
             raise ShapeError(f"MaxPool2d: kernel {self.kernel_size} larger than the input {(h, w)}")
         return (n, c, ho, wo)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class ReLU(Module):
     """``max(x, 0)`` elementwise."""
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         return F.relu(x)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
 
 
@@ -548,14 +562,14 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = int(start_dim)
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         return ops.reshape(x, tuple(x.shape[: self.start_dim]) + (-1,))
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         input_shape = tuple(input_shape)
         return input_shape[: self.start_dim] + (math.prod(input_shape[self.start_dim :]),)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}"
 
 
@@ -563,7 +577,7 @@ class Sequential(Module):
     """Layers applied in order.  Children are named ``"0"``, ``"1"``, …; the parameter tree has a key
     only for the children that have parameters (``Sequential(Linear, ReLU, Linear)`` → ``"0"``, ``"2"``)."""
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Module):
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
@@ -572,7 +586,7 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
             setattr(self, str(i), layer)
 
-    def forward(self, params, x):
+    def forward(self, params: PyTree, x: Tensor) -> Tensor:
         for name, layer in self._modules.items():
             x = layer.apply(params.get(name, _EMPTY), x)
         return x
@@ -580,16 +594,16 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int | slice) -> Module:
         layers = list(self._modules.values())
         if isinstance(i, slice):
             return Sequential(*layers[i])
         return layers[i]
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
         for layer in self:
             shape = layer.output_shape(shape)

@@ -23,23 +23,28 @@ Cost per step: one HVP with the gradient as its by-product (≈ 2–2.5 gradient
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from ..errors import check_number, describe
 from ..modes.reverse import no_grad
 from ..primitives.random import Generator, RngLike
+from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, hvp, jvp, value_and_grad
 from .base import RandomOptimizer, all_finite, settings_of
 
 __all__ = ["AdaHessian"]
 
 
-def _hutchinson_probes(params, rng: Generator, distribution: str = "rademacher") -> list:
+def _hutchinson_probes(params: list[Tensor], rng: Generator, distribution: str = "rademacher") -> list:
     """One probe per parameter, shaped and typed like it: Rademacher signs or standard normals."""
     draw = rng.rademacher if distribution == "rademacher" else rng.normal
     return [draw(p.shape, dtype=p.dtype) for p in params]
 
 
-def _fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
+def _fused_hvp(f: Callable[..., Any], params: list, probes: list, mode: str = "fwd-over-rev") -> Any:
     """``(loss, gradient list, H·probes list)`` of ``f(params)``; forward-over-reverse gets all three
     from one pass (the JVP of ``value_and_grad``), the other modes take a gradient and an ``md.hvp``."""
     if mode == "fwd-over-rev":
@@ -49,7 +54,7 @@ def _fused_hvp(f, params: list, probes: list, mode: str = "fwd-over-rev"):
     return loss, list(grads), list(hvp(f, (params,), (probes,), mode=mode)[0])
 
 
-def _check_finite(op: str, what: str, tensors) -> None:
+def _check_finite(op: str, what: str, tensors: Sequence[Tensor]) -> None:
     """Raise ``FloatingPointError`` naming the first non-finite tensor (nothing is changed)."""
     for i, t in enumerate(tensors):
         if not all_finite(t):
@@ -71,9 +76,9 @@ class AdaHessian(RandomOptimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 0.15,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-4,
         hessian_power: float = 1.0,
         weight_decay: float = 0.0,
@@ -98,7 +103,7 @@ class AdaHessian(RandomOptimizer):
         super().validate(settings)
         check_number("AdaHessian", "hessian_power", settings["hessian_power"], low=0, high=1, low_open=True)
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One AdaHessian step on ``closure(params) -> loss``; returns the loss."""
         f = self.loss_function(closure)
         params = [p.detach() for p in self.parameters()]
@@ -122,7 +127,9 @@ class AdaHessian(RandomOptimizer):
         self.commit((p, value, new_state) for p, value, new_state in new_values)
         return loss
 
-    def _update(self, p, g, hz, state, group, t):
+    def _update(
+        self, p: Tensor, g: Tensor, hz: Tensor, state: dict, group: dict, t: int
+    ) -> tuple[Tensor, dict]:
         """``(new value, new state)`` of one parameter: the Adam step on ``|Hz|`` (module docstring)."""
         value, m, v = _adahessian_step(
             p, g, hz, state.get("exp_avg"), state.get("exp_hessian_diag_sq"), t=t, **group
@@ -131,7 +138,22 @@ class AdaHessian(RandomOptimizer):
 
 
 @array_kernel
-def _adahessian_step(ns, p, g, hz, m, v, *, t, lr, betas, eps, hessian_power, weight_decay, **group):
+def _adahessian_step(
+    ns: Any,
+    p: Any,
+    g: Any,
+    hz: Any,
+    m: Any,
+    v: Any,
+    *,
+    t: int,
+    lr: float,
+    betas: Sequence[float],
+    eps: float,
+    hessian_power: float,
+    weight_decay: float,
+    **group: Any,
+) -> tuple[Any, Any, Any]:
     """Steps 1–3 of the module docstring on arrays: ``(new p, m, v)`` in ``p``'s dtype."""
     beta1, beta2 = betas
     d = ns.abs(hz)

@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
+from ..backend import Device
 from ..errors import check_number, describe
 from ..modes.reverse import Taped, assign_, no_grad
 from ..primitives.creation import asarray
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
-from ..tensor.core import Tensor
+from ..tensor.core import DTypeLike, Tensor
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from ..transforms.core import value_and_grad
 
 
@@ -44,7 +48,7 @@ class Optimizer:
     needs_closure = False  # True for methods that re-evaluate the loss (L-BFGS, Newton-CG)
     check_finite = True  # refuse non-finite gradients before changing anything
 
-    def __init__(self, params, defaults: dict | None = None):
+    def __init__(self, params: PyTree, defaults: dict | None = None):
         name = type(self).__name__
         self._defaults = dict(self.defaults if defaults is None else defaults)
         groups = _as_groups(params, name)
@@ -123,7 +127,7 @@ class Optimizer:
         for p in self.parameters():
             p.zero_grad_()
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One update from the parameters' ``.grad``; ``closure()`` (zero_grad, loss, backward, return
         loss) is called first when given, and is required by methods that re-evaluate."""
         name = type(self).__name__
@@ -140,7 +144,7 @@ class Optimizer:
         )
         return loss
 
-    def commit(self, updates) -> None:
+    def commit(self, updates: PyTree) -> None:
         """Apply ``(parameter, new value or None, new state or None)`` triples and count the step.
 
         Methods compute every update first and commit last, so an exception leaves parameters and
@@ -153,7 +157,7 @@ class Optimizer:
                     assign_(p, value)
         self.steps += 1
 
-    def evaluate(self, closure=None):
+    def evaluate(self, closure: Callable[..., Any] | None = None) -> tuple[Any, list[list[Any]]]:
         """``(loss, grads per group)``.  Two closure styles are accepted:
 
         - ``closure()`` (PyTorch style): it zeroes the gradients, computes the loss, calls
@@ -169,7 +173,7 @@ class Optimizer:
         loss = closure() if closure is not None else None
         return loss, [[p.grad for p in g["params"]] for g in self.param_groups]
 
-    def loss_function(self, closure):
+    def loss_function(self, closure: Callable[..., Any] | None) -> Callable[..., Any]:
         """The functional closure ``f(params) -> loss`` that curvature methods (HVPs) need."""
         if closure is None or not takes_params(closure):
             raise TypeError(
@@ -189,7 +193,7 @@ class Optimizer:
     def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines neither update nor step_group")
 
-    def check_grads_finite(self, grads) -> None:
+    def check_grads_finite(self, grads: PyTree) -> None:
         for gi, gs in enumerate(grads):
             for pi, g in enumerate(gs):
                 if g is not None and not all_finite(g):
@@ -258,7 +262,7 @@ class Optimizer:
         settings = [{k: copy.deepcopy(v) for k, v in saved.items() if k != "params"} for saved in groups]
         for s in settings:
             self.validate(s)
-        state = {id(p): {} for p in params}
+        state: dict[int, dict] = {id(p): {} for p in params}
         for i, s in state_dict["state"].items():
             state[id(params[i])] = _from_host(s, params[i].device)
         extra = _from_host(state_dict.get("extra", {}), params[0].device)
@@ -298,7 +302,7 @@ class RandomOptimizer(Optimizer):
             self.rng.set_state(extra["rng"])
 
 
-def takes_params(closure) -> bool:
+def takes_params(closure: Callable[..., Any]) -> bool:
     """Whether ``closure`` takes one argument (functional style) rather than none (PyTorch style).
 
     >>> takes_params(lambda params: 0.0), takes_params(lambda: 0.0)
@@ -329,7 +333,7 @@ def settings_of(args: dict) -> dict:
     return {k: v for k, v in args.items() if k not in ("self", "params", "__class__")}
 
 
-def check_pair(op: str, name: str, value) -> None:
+def check_pair(op: str, name: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is a tuple or list of two items (``betas``, for example).
 
     >>> check_pair("Adam", "betas", (0.9,))
@@ -341,7 +345,7 @@ def check_pair(op: str, name: str, value) -> None:
         raise ValueError(f"{op}: {name} must be a pair (two numbers), got {value!r}")
 
 
-def machine_eps(dtype) -> float:
+def machine_eps(dtype: DTypeLike) -> float:
     """The spacing of floating-point numbers near 1 for ``dtype`` (``numpy.finfo(dtype).eps``).
 
     >>> import minidiff as md
@@ -352,7 +356,7 @@ def machine_eps(dtype) -> float:
 
 
 @array_kernel
-def all_finite(ns, t) -> bool:
+def all_finite(ns: Any, t: Any) -> bool:
     """Whether every entry of ``t`` is finite (a Python bool; one pass over the array).
 
     >>> import minidiff as md
@@ -362,7 +366,7 @@ def all_finite(ns, t) -> bool:
     return bool(ns.isfinite(t).all())
 
 
-def _as_groups(params, name) -> list[dict]:
+def _as_groups(params: PyTree, name: str) -> list[dict]:
     if isinstance(params, Tensor):
         params = [params]
     if isinstance(params, dict) and "params" not in params:
@@ -380,7 +384,7 @@ def _as_groups(params, name) -> list[dict]:
     return [{"params": params}]
 
 
-def _check_leaf(name, p, i) -> None:
+def _check_leaf(name: str, p: Any, i: int) -> None:
     if not isinstance(p, Taped) or not p.is_leaf:
         what = f"shape {p.shape}" if isinstance(p, Tensor) else type(p).__name__
         raise TypeError(
@@ -396,16 +400,16 @@ class _HostArray:
 
     __slots__ = ("array",)
 
-    def __init__(self, array):
+    def __init__(self, array: Any) -> None:
         self.array = array
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, _HostArray) or self.array.shape != other.array.shape:
             return False
         return bool((self.array == other.array).all())
 
 
-def _to_host(tree):
+def _to_host(tree: Any) -> Any:
     if isinstance(tree, Tensor):
         return _HostArray(tree.detach().numpy().copy())
     if isinstance(tree, dict):
@@ -415,7 +419,7 @@ def _to_host(tree):
     return copy.deepcopy(tree)
 
 
-def _from_host(tree, device):
+def _from_host(tree: Any, device: Device) -> Any:
     if isinstance(tree, _HostArray):
         return asarray(tree.array.copy(), device=device)
     if isinstance(tree, dict):

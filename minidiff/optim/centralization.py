@@ -25,6 +25,8 @@ Where the optimizers apply it (``centralize=`` on each first-order optimizer):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..primitives.ops import mean
 from ..tensor.core import Tensor
 
@@ -32,7 +34,7 @@ from ..tensor.core import Tensor
 MODES = (None, "grad", "update")
 
 
-def centralized(shape, conv_only: bool = False) -> bool:
+def centralized(shape: Sequence[int], conv_only: bool = False) -> bool:
     """Whether a tensor of ``shape`` is centralized (``ndim > 1``; ``ndim > 3`` with ``conv_only``).
 
     >>> centralized((10, 784)), centralized((10,)), centralized((10, 784), conv_only=True)
@@ -54,7 +56,7 @@ def centralize(g: Tensor, conv_only: bool = False) -> Tensor:
     return g - mean(g, axis=tuple(range(1, g.ndim)), keepdims=True)
 
 
-def check_mode(name: str, centralize: str | None, conv_only) -> None:
+def check_mode(name: str, centralize: str | None, conv_only: bool) -> None:
     """Raise ``ValueError`` for a ``centralize``/``conv_only`` setting that does not exist.
 
     >>> check_mode("SGD", "weights", False)

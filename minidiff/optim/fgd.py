@@ -23,7 +23,11 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..primitives.random import RngLike
+from ..tensor.pytree import PyTree
 from ..transforms.forward_gradient import check_fgd_settings, fgd_learning_rate, fgd_update, forward_grad
 from .base import RandomOptimizer
 
@@ -43,7 +47,7 @@ class FGD(RandomOptimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 2e-4,
         decay: float = 1e-4,
         distribution: str = "normal",
@@ -69,7 +73,7 @@ class FGD(RandomOptimizer):
         group = self.param_groups[0] if group is None else group
         return fgd_learning_rate(group["lr"], group["decay"], self.steps if i is None else i)
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One FGD step; returns the loss ``f(params)`` before the update."""
         if closure is None:
             raise TypeError(
@@ -88,7 +92,7 @@ class FGD(RandomOptimizer):
         except FloatingPointError:
             self.rng.set_state(rng_state)  # a refused step leaves the optimizer as it was
             raise
-        new = []
+        new: list = []
         for group, gs in zip(self.param_groups, grads):
             values = fgd_update([p.detach() for p in group["params"]], gs, self.learning_rate(group))
             new.extend((p, value, None) for p, value in zip(group["params"], values))

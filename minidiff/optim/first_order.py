@@ -19,10 +19,13 @@ Each takes ``centralize="grad" | "update" | None`` and ``conv_only`` for Gradien
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..errors import check_number
 from ..primitives.creation import full, zeros_like
 from ..primitives.ops import sqrt
+from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from .base import Optimizer, settings_of
 from .centralization import centralize, check_mode
 
@@ -37,7 +40,7 @@ class _FirstOrder(Optimizer):
         check_mode(type(self).__name__, settings.get("centralize"), settings.get("conv_only", False))
 
     @staticmethod
-    def gc(g, group: dict, where: str):
+    def gc(g: Tensor, group: dict, where: str) -> Tensor:
         """``g`` centralized when the group's ``centralize`` setting is ``where``."""
         if group["centralize"] == where:
             return centralize(g, group["conv_only"])
@@ -62,7 +65,7 @@ class SGD(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
@@ -84,7 +87,7 @@ class SGD(_FirstOrder):
                 f"momentum={settings['momentum']}, dampening={damp}"
             )
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         wd, mu = group["weight_decay"], group["momentum"]
         if wd:
             g = g + wd * p
@@ -118,9 +121,9 @@ class Adam(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         centralize: str | None = None,
@@ -129,7 +132,7 @@ class Adam(_FirstOrder):
         betas = tuple(betas)
         super().__init__(params, settings_of(locals()))
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         b1, b2 = group["betas"]
         if not state:
@@ -171,9 +174,9 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         centralize: str | None = None,
@@ -198,7 +201,7 @@ class Adagrad(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-2,
         lr_decay: float = 0.0,
         weight_decay: float = 0.0,
@@ -214,7 +217,7 @@ class Adagrad(_FirstOrder):
         for key in ("lr_decay", "initial_accumulator_value"):
             check_number(type(self).__name__, key, settings[key], low=0)
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         if not state:
             state.update(step=0, sum=full(p.shape, group["initial_accumulator_value"], p.dtype, p.device))
         state["step"] += 1
@@ -243,7 +246,7 @@ class RMSprop(_FirstOrder):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,
@@ -259,7 +262,7 @@ class RMSprop(_FirstOrder):
         super().validate(settings)
         check_number(type(self).__name__, "alpha", settings["alpha"], low=0, high=1)
 
-    def update(self, p, g, state, group):
+    def update(self, p: Tensor, g: Tensor, state: dict, group: dict) -> Tensor:
         alpha, mu = group["alpha"], group["momentum"]
         if not state:
             state.update(step=0, square_avg=zeros_like(p))

@@ -52,6 +52,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import no_grad
@@ -226,7 +228,7 @@ class KFAC(RandomOptimizer):
                     "built (e.g. model.requires_grad_() called again); build the optimizer afterwards"
                 )
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One K-FAC step; ``closure() -> (loss, logits)`` is required.  Returns the loss."""
         if closure is None:
             raise TypeError(
@@ -319,7 +321,7 @@ class KFAC(RandomOptimizer):
     def _momentum_steps(self, group, grad_of, directions, nu, new_state) -> list:
         """The new value of every parameter (None without a gradient): SGD with momentum along ν·Δ
         (layers) or the gradient (other parameters); the new buffers go into ``new_state``."""
-        values = []
+        values: list[Tensor | None] = []
         for p in group["params"]:
             g = grad_of[id(p)]
             if g is None:

@@ -28,7 +28,8 @@ Cost per iteration: the line search's evaluations of f and ∇f (usually one; on
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ..errors import check_number
 from ..modes.reverse import assign_, no_grad
@@ -37,6 +38,7 @@ from ..primitives.ops import abs as abs_
 from ..primitives.ops import concatenate, dot
 from ..primitives.ops import max as max_
 from ..primitives.ops import sum as sum_
+from ..tensor.pytree import PyTree
 from .base import Optimizer, all_finite, machine_eps, settings_of
 
 __all__ = ["LBFGS"]
@@ -58,7 +60,7 @@ class LBFGS(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1.0,
         max_iter: int = 20,
         max_eval: int | None = None,
@@ -75,7 +77,14 @@ class LBFGS(Optimizer):
         super().__init__(params, settings_of(locals()))
         if len(self.param_groups) != 1:
             raise ValueError(f"LBFGS: supports one parameter group, got {len(self.param_groups)}")
-        self.history = {"s": [], "y": [], "rho": [], "gamma": 1.0, "n_iter": 0, "func_evals": 0}
+        self.history: dict[str, Any] = {
+            "s": [],
+            "y": [],
+            "rho": [],
+            "gamma": 1.0,
+            "n_iter": 0,
+            "func_evals": 0,
+        }
         self.info: dict = {}
 
     def validate(self, settings: dict) -> None:
@@ -116,7 +125,7 @@ class LBFGS(Optimizer):
         return float(loss), self._flat(grads)
 
     # ------------------------------------------------------------------ the step
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """Up to ``max_iter`` L-BFGS iterations; returns the loss at the starting point (as PyTorch)."""
         if closure is None:
             raise TypeError(
@@ -127,7 +136,7 @@ class LBFGS(Optimizer):
         x = self._flat([p.detach() for p in group["params"]])
         loss0, g = self._first_evaluation(closure)
         f = loss0
-        info = {"iterations": 0, "func_evals": 1, "reason": "max_iter reached"}
+        info: dict[str, Any] = {"iterations": 0, "func_evals": 1, "reason": "max_iter reached"}
         if float(max_(abs_(g))) <= group["tolerance_grad"]:
             self.info = {**info, "reason": "gradient below tolerance_grad"}
             return loss0

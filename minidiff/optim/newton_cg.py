@@ -27,9 +27,13 @@ evaluation per line-search trial.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import assign_, no_grad
+from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, hvp, value_and_grad
 from .base import Optimizer, all_finite, machine_eps
 
@@ -53,7 +57,7 @@ class NewtonCG(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1.0,
         damping: float = 0.0,
         max_cg_iter: int = 50,
@@ -75,7 +79,7 @@ class NewtonCG(Optimizer):
         self.c1, self.max_ls, self.hvp_mode = c1, max_ls, hvp_mode
         self.info: dict = {}
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One Newton-CG step; returns the loss before it."""
         name = type(self).__name__
         if closure is None:
@@ -90,7 +94,7 @@ class NewtonCG(Optimizer):
         lam = [grp["damping"] for grp in self.param_groups for _ in grp["params"]]
         lrs = [grp["lr"] for grp in self.param_groups for _ in grp["params"]]
 
-        def matvec(v):
+        def matvec(v: list[Tensor]) -> list[Tensor]:
             hv = hvp(f, (x,), (v,), mode=self.hvp_mode)[0]
             return [h + lm * vi if lm else h for h, vi, lm in zip(hv, v, lam)]
 
@@ -115,7 +119,9 @@ class NewtonCG(Optimizer):
         self.steps += 1
         return loss
 
-    def _backtrack(self, f, x, step, f0, slope):
+    def _backtrack(
+        self, f: Callable[..., Tensor], x: list[Tensor], step: list[Tensor], f0: float, slope: float
+    ) -> Any:
         """``(t, trials)``: Armijo backtracking (halving) along ``step``; t = 1 without line search or
         ascent, t = 0 when no trial decreased f enough."""
         if not (self.line_search and slope < 0):
@@ -128,7 +134,7 @@ class NewtonCG(Optimizer):
             t *= 0.5
         return 0.0, self.max_ls
 
-    def _cg(self, matvec, g):
+    def _cg(self, matvec: Callable[[list[Tensor]], list[Tensor]], g: list[Tensor]) -> Any:
         """Approximately solve ``A z = −g``; returns ``(z, reason it stopped, iterations)``."""
         gnorm = math.sqrt(_dot(g, g))
         tol = (self.cg_tol if self.cg_tol is not None else min(0.5, math.sqrt(gnorm))) * gnorm

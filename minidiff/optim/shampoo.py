@@ -36,9 +36,11 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..errors import check_number
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from .base import Optimizer, check_pair, settings_of
 
 __all__ = ["Shampoo"]
@@ -57,9 +59,9 @@ class Shampoo(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         *,
         eps: float = 1e-6,
         eps_relative: bool = True,

@@ -35,12 +35,16 @@ the model's stored leaves and *without* calling ``backward`` (tape style).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import check_number
 from ..modes.reverse import no_grad
 from ..primitives.creation import ones, zeros
 from ..primitives.random import RngLike
+from ..tensor.core import Tensor
 from ..tensor.kernel import array_kernel
+from ..tensor.pytree import PyTree
 from ..transforms.core import HVP_MODES, value_and_grad, vjp
 from .adahessian import _check_finite, _fused_hvp, _hutchinson_probes
 from .base import RandomOptimizer, takes_params
@@ -65,9 +69,9 @@ class Sophia(RandomOptimizer):
 
     def __init__(
         self,
-        params,
+        params: PyTree,
         lr: float = 1e-4,
-        betas: tuple[float, float] = (0.965, 0.99),
+        betas: Sequence[float] = (0.965, 0.99),
         rho: float = 0.04,
         eps: float = 1e-12,
         weight_decay: float = 0.1,
@@ -94,8 +98,8 @@ class Sophia(RandomOptimizer):
         self.estimator, self.update_period, self.probe = estimator, update_period, probe
         self.grad_clip, self.hvp_mode = grad_clip, hvp_mode
         self._init_rng(seed, rng)
-        self.unclipped_fraction = None
-        self.sampled_labels = None
+        self.unclipped_fraction: float | None = None
+        self.sampled_labels: Tensor | None = None
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -103,7 +107,7 @@ class Sophia(RandomOptimizer):
             check_number("Sophia", key, settings[key], low=0, low_open=True)
 
     # ------------------------------------------------------------------ gradients and estimates
-    def _evaluate(self, closure, refresh):
+    def _evaluate(self, closure: Callable[..., Any] | None, refresh: bool) -> tuple[Any, list, Any]:
         """``(loss, grads, ĥ or None)``, with grads and ĥ in :meth:`parameters` order."""
         if closure is None:
             raise TypeError(
@@ -120,7 +124,7 @@ class Sophia(RandomOptimizer):
         b = logits.shape[0]
         return loss, grads, [b * g * g for g in ghat]
 
-    def _hutchinson(self, f, refresh):
+    def _hutchinson(self, f: Callable[..., Any], refresh: bool) -> tuple[Any, list, Any]:
         """Sophia-H: the gradient, and on refresh steps ``ĥ = u ⊙ Hu`` from the same pass."""
         values = [p.detach() for p in self.parameters()]
         if not refresh:
@@ -130,7 +134,7 @@ class Sophia(RandomOptimizer):
         loss, grads, hu = _fused_hvp(f, values, u, self.hvp_mode)
         return loss, grads, [ui * hi for ui, hi in zip(u, hu)]
 
-    def _gnb_functional(self, closure, refresh):
+    def _gnb_functional(self, closure: Callable[..., Any], refresh: bool) -> tuple[Any, list, Any, Any]:
         """Sophia-G on ``closure(params) -> (loss, logits)``: ``(loss, grads, logits, ĝ or None)``."""
         out, back = vjp(closure, [p.detach() for p in self.parameters()])
         loss, logits = _check_pair(*_pair(out))
@@ -141,7 +145,7 @@ class Sophia(RandomOptimizer):
         self.sampled_labels, ct = sample_labels(logits, self.rng)
         return loss, list(grads), logits, back((zeros((), loss.dtype, loss.device), ct))[0]
 
-    def _gnb_tape(self, closure, refresh):
+    def _gnb_tape(self, closure: Callable[..., Any], refresh: bool) -> tuple[Any, list, Any, Any]:
         """Sophia-G on ``closure() -> (loss, logits)`` (tape style): ``(loss, grads, logits, ĝ or None)``."""
         params = self.parameters()
         self.zero_grad()
@@ -158,7 +162,7 @@ class Sophia(RandomOptimizer):
             p.grad = g
         return loss.detach(), grads, logits, ghat
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
         """One Sophia step (see the module docstring for the closure); returns the loss."""
         refresh = self.steps > 0 and self.steps % self.update_period == 0
         rng_state = self.rng.get_state()
@@ -201,12 +205,27 @@ class Sophia(RandomOptimizer):
 
 
 @array_kernel
-def _squared_norm(ns, g) -> float:
+def _squared_norm(ns: Any, g: Any) -> float:
     return float((g * g).sum())
 
 
 @array_kernel
-def _sophia_step(ns, p, g, hhat, m, h, *, scale, lr, betas, rho, eps, weight_decay, **group):
+def _sophia_step(
+    ns: Any,
+    p: Any,
+    g: Any,
+    hhat: Any,
+    m: Any,
+    h: Any,
+    *,
+    scale: float,
+    lr: float,
+    betas: Sequence[float],
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    **group: Any,
+) -> tuple[Any, Any, Any, int]:
     """The clipped step of the module docstring on arrays: ``(new p, m, h, unclipped count)``."""
     beta1, beta2 = betas
     dt = p.dtype
@@ -221,7 +240,7 @@ def _sophia_step(ns, p, g, hhat, m, h, *, scale, lr, betas, rho, eps, weight_dec
     return new.astype(dt, copy=False), m.astype(dt, copy=False), h.astype(dt), n_ok
 
 
-def _pair(out):
+def _pair(out: Any) -> Sequence[Any]:
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise TypeError(
             f"Sophia.step: with estimator='gnb' the closure must return (loss, logits), got {type(out).__name__}"
@@ -229,7 +248,7 @@ def _pair(out):
     return out
 
 
-def _check_pair(loss, logits):
+def _check_pair(loss: Any, logits: Any) -> tuple[Tensor, Tensor]:
     if getattr(loss, "shape", None) != ():
         raise ValueError(
             f"Sophia.step: the loss must be a scalar batch mean, got {getattr(loss, 'shape', loss)}"
@@ -241,5 +260,5 @@ def _check_pair(loss, logits):
     return loss, logits
 
 
-def _grad_or_zeros(p):
+def _grad_or_zeros(p: Tensor) -> Tensor:
     return p.grad if p.grad is not None else zeros(p.shape, p.dtype, p.device)

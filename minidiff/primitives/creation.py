@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from numbers import Number
+from typing import Any
 
 from .. import backend
 from ..errors import DTypeError
-from ..tensor.core import Tensor, wrap
+from ..tensor.core import ArrayLike, DeviceLike, DTypeLike, ShapeLike, Tensor, wrap
 from .shape import stack
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 
-def _dtype(dtype):
+def _dtype(dtype: DTypeLike) -> Any:
     if dtype is None:
         return None
     try:
@@ -33,7 +34,9 @@ def _dtype(dtype):
         raise DTypeError(f"unknown dtype {dtype!r}") from exc
 
 
-def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def tensor(
+    data: ArrayLike, dtype: DTypeLike = None, device: DeviceLike = None, requires_grad: bool = False
+) -> Tensor:
     """A new tensor holding a copy of ``data`` (nested lists, scalars, NumPy or CuPy arrays, tensors).
 
     Example:
@@ -47,7 +50,9 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
     return t.requires_grad_() if requires_grad else t
 
 
-def asarray(data, dtype=None, device=None, copy: bool = False) -> Tensor:
+def asarray(
+    data: ArrayLike, dtype: DTypeLike = None, device: DeviceLike = None, copy: bool = False
+) -> Tensor:
     """``data`` as a tensor, sharing memory where possible; a tensor already matching is returned as is.
 
     >>> import minidiff as md
@@ -80,7 +85,7 @@ def asarray(data, dtype=None, device=None, copy: bool = False) -> Tensor:
     return wrap(arr, dev)
 
 
-def _flat(seq):
+def _flat(seq: Any) -> Any:
     for item in seq:
         if isinstance(item, (list, tuple)):
             yield from _flat(item)
@@ -88,45 +93,57 @@ def _flat(seq):
             yield item
 
 
-def zeros(shape, dtype="float64", device=None, requires_grad: bool = False) -> Tensor:
+def zeros(
+    shape: ShapeLike, dtype: DTypeLike = "float64", device: DeviceLike = None, requires_grad: bool = False
+) -> Tensor:
     """A tensor of zeros.  ``md.zeros((2, 3), dtype="float32")``."""
     dev = backend.get_device(device)
     t = wrap(dev.xp.zeros(shape, dtype=_dtype(dtype)), dev)
     return t.requires_grad_() if requires_grad else t
 
 
-def ones(shape, dtype="float64", device=None, requires_grad: bool = False) -> Tensor:
+def ones(
+    shape: ShapeLike, dtype: DTypeLike = "float64", device: DeviceLike = None, requires_grad: bool = False
+) -> Tensor:
     """A tensor of ones."""
     dev = backend.get_device(device)
     t = wrap(dev.xp.ones(shape, dtype=_dtype(dtype)), dev)
     return t.requires_grad_() if requires_grad else t
 
 
-def empty(shape, dtype="float64", device=None) -> Tensor:
+def empty(shape: ShapeLike, dtype: DTypeLike = "float64", device: DeviceLike = None) -> Tensor:
     """An uninitialized tensor (its values are whatever the memory held)."""
     dev = backend.get_device(device)
     return wrap(dev.xp.empty(shape, dtype=_dtype(dtype)), dev)
 
 
-def full(shape, fill_value, dtype=None, device=None) -> Tensor:
+def full(
+    shape: ShapeLike, fill_value: ArrayLike, dtype: DTypeLike = None, device: DeviceLike = None
+) -> Tensor:
     """A tensor filled with ``fill_value``."""
     dev = backend.get_device(device)
     return wrap(dev.xp.full(shape, fill_value, dtype=_dtype(dtype)), dev)
 
 
-def zeros_like(x, dtype=None, device=None) -> Tensor:
+def zeros_like(x: ArrayLike, dtype: DTypeLike = None, device: DeviceLike = None) -> Tensor:
     """Zeros with the shape (and by default dtype and device) of ``x``; never carries a derivative."""
     x = asarray(x)
     return zeros(x.shape, dtype or x.dtype, device or x.device)
 
 
-def ones_like(x, dtype=None, device=None) -> Tensor:
+def ones_like(x: ArrayLike, dtype: DTypeLike = None, device: DeviceLike = None) -> Tensor:
     """Ones with the shape (and by default dtype and device) of ``x``."""
     x = asarray(x)
     return ones(x.shape, dtype or x.dtype, device or x.device)
 
 
-def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
+def arange(
+    start: ArrayLike,
+    stop: ArrayLike | None = None,
+    step: ArrayLike = 1,
+    dtype: DTypeLike = None,
+    device: DeviceLike = None,
+) -> Tensor:
     """Evenly spaced values in ``[start, stop)``, as ``numpy.arange``."""
     dev = backend.get_device(device)
     if stop is None:
@@ -134,13 +151,22 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
     return wrap(dev.xp.arange(start, stop, step, dtype=_dtype(dtype)), dev)
 
 
-def linspace(start, stop, num=50, endpoint=True, dtype=None, device=None) -> Tensor:
+def linspace(
+    start: ArrayLike,
+    stop: ArrayLike,
+    num: int = 50,
+    endpoint: bool = True,
+    dtype: DTypeLike = None,
+    device: DeviceLike = None,
+) -> Tensor:
     """``num`` evenly spaced values from ``start`` to ``stop``, as ``numpy.linspace``."""
     dev = backend.get_device(device)
     return wrap(dev.xp.linspace(start, stop, num, endpoint=endpoint, dtype=_dtype(dtype)), dev)
 
 
-def eye(n, m=None, k=0, dtype="float64", device=None) -> Tensor:
+def eye(
+    n: int, m: int | None = None, k: int = 0, dtype: DTypeLike = "float64", device: DeviceLike = None
+) -> Tensor:
     """The identity matrix (ones on diagonal ``k``)."""
     dev = backend.get_device(device)
     return wrap(dev.xp.eye(n, m, k, dtype=_dtype(dtype)), dev)

@@ -22,8 +22,10 @@ Example:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import update_wrapper
 from numbers import Number
+from typing import Any
 
 from ..errors import TapeError, TracerError, describe
 from ..tensor.core import Tensor, check_like
@@ -190,7 +192,9 @@ def _has_varargs(fn) -> bool:
     return any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values())
 
 
-def primitive(fn=None, *, name: str | None = None):
+def primitive(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None
+) -> UserPrimitive | Callable[[Callable[..., Any]], UserPrimitive]:
     """Declare ``fn`` (written with minidiff ops) a primitive; give its rules with ``defjvp``/``defvjp``.
 
     Keyword arguments of ``fn`` are parameters (not differentiated); positional ones are inputs.

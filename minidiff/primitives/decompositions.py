@@ -26,7 +26,7 @@ from .batching_rules import align
 from .creation import eye
 from .elementwise import where
 from .matrix import _diag_part, _inverse_for, _mT, _tril, matmul
-from .registry import bind, general, nondifferentiable
+from .registry import General, bind, general, nondifferentiable
 from .shape import concatenate, expand_dims, sum
 
 # ----------------------------------------------------------------------------- helpers
@@ -152,7 +152,7 @@ def _batch_solve_triangular(vals, batched, size, **params):
     return bind(solve_triangular_p, a, b, **params)
 
 
-solve_triangular_p = general(
+solve_triangular_p: General = general(
     "solve_triangular",
     _solve_triangular_impl,
     (_st_jvp_a, lambda t, ans, a, b, lower, trans, unit_diagonal: _st(a, t, lower, trans, unit_diagonal)),
@@ -204,7 +204,7 @@ def _eigh_vjp(g, ans, x, UPLO):
     return _unsym(matmul(v, matmul(inner, _mT(v))), UPLO)
 
 
-eigh_p = general(
+eigh_p: General = general(
     "eigh",
     _eigh_impl,
     _eigh_jvp,
@@ -224,7 +224,7 @@ def _eigvalsh_vjp(g, ans, x, UPLO):
     return _unsym(matmul(v * expand_dims(g, -2), _mT(v)), UPLO)
 
 
-eigvalsh_p = general(
+eigvalsh_p: General = general(
     "eigvalsh",
     lambda xp, x, UPLO: xp.linalg.eigvalsh(x, UPLO=UPLO),
     _eigvalsh_jvp,
@@ -297,7 +297,9 @@ def _svd_vjp(g, ans, x):
     return out
 
 
-svd_p = general("svd", _svd_impl, _svd_jvp, _svd_vjp, lambda vals, b, n: bind(svd_p, vals[0]), reads="ans")
+svd_p: General = general(
+    "svd", _svd_impl, _svd_jvp, _svd_vjp, lambda vals, b, n: bind(svd_p, vals[0]), reads="ans"
+)
 
 
 def _svdvals_jvp(t, ans, x):
@@ -310,7 +312,7 @@ def _svdvals_vjp(g, ans, x):
     return matmul(u * expand_dims(g, -2), _mT(v))
 
 
-svdvals_p = general(
+svdvals_p: General = general(
     "svdvals",
     lambda xp, x: xp.linalg.svd(x, compute_uv=False),
     _svdvals_jvp,
@@ -377,7 +379,7 @@ def _qr_vjp(g, ans, x):
     return _mT(_solve_r(r, _mT(b), 0, x.shape))  # b R⁻ᵀ
 
 
-qr_p = general("qr", _qr_impl, _qr_jvp, _qr_vjp, lambda vals, b, n: bind(qr_p, vals[0]), reads="ans")
+qr_p: General = general("qr", _qr_impl, _qr_jvp, _qr_vjp, lambda vals, b, n: bind(qr_p, vals[0]), reads="ans")
 
 
 # ----------------------------------------------------------------------------- slogdet
@@ -389,7 +391,7 @@ def _logabsdet_vjp(g, ans, x):
     return expand_dims(g, (-2, -1)) * _mT(_inverse_for("linalg.slogdet", x))
 
 
-logabsdet_p = general(
+logabsdet_p: General = general(
     "slogdet",
     lambda xp, x: xp.linalg.slogdet(x)[1],
     _logabsdet_jvp,

@@ -31,13 +31,15 @@ Conventions where the derivative is not defined — the same in both modes and a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Number
+from typing import Any
 
 from ..backend import erf as _backend_erf
 from ..backend import numpy_module
-from ..tensor.core import Tensor
+from ..tensor.core import ArrayLike, DTypeLike, Tensor
 from .creation import asarray
-from .registry import bind, elementwise, nondifferentiable
+from .registry import Primitive, bind, elementwise, nondifferentiable
 
 
 def _share(x, y):
@@ -153,7 +155,7 @@ cast_nd_p = nondifferentiable("cast", lambda xp, x, dtype: x.astype(dtype, copy=
 
 
 # ----------------------------------------------------------------------------- public functions
-def operand(x, like=None):
+def operand(x: ArrayLike, like: object = None) -> Any:
     """Tensors and Python numbers pass through (numbers stay weakly typed, as in NumPy); other
     array-likes become tensors on the device of ``like``."""
     if isinstance(x, (Tensor, Number)):
@@ -162,8 +164,12 @@ def operand(x, like=None):
     return asarray(x, device=like.device if isinstance(like, Tensor) else None)
 
 
-def _unary(prim):
-    def fn(x):
+_Unary = Callable[[ArrayLike], Tensor]
+_Binary = Callable[[ArrayLike, ArrayLike], Tensor]
+
+
+def _unary(prim: Primitive) -> _Unary:
+    def fn(x: ArrayLike) -> Tensor:
         return bind(prim, operand(x))
 
     fn.__name__ = prim.name
@@ -171,8 +177,8 @@ def _unary(prim):
     return fn
 
 
-def _binary(prim):
-    def fn(x, y):
+def _binary(prim: Primitive) -> _Binary:
+    def fn(x: ArrayLike, y: ArrayLike) -> Tensor:
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
             from .creation import asarray
 
@@ -184,39 +190,39 @@ def _binary(prim):
     return fn
 
 
-add = _binary(add_p)
-subtract = _binary(subtract_p)
-multiply = _binary(multiply_p)
-divide = _binary(divide_p)
-maximum = _binary(maximum_p)
-minimum = _binary(minimum_p)
-less = _binary(less_p)
-less_equal = _binary(less_equal_p)
-greater = _binary(greater_p)
-greater_equal = _binary(greater_equal_p)
-equal = _binary(equal_p)
-not_equal = _binary(not_equal_p)
-logical_and = _binary(logical_and_p)
-logical_or = _binary(logical_or_p)
-negative = _unary(negative_p)
-exp = _unary(exp_p)
-log = _unary(log_p)
-log1p = _unary(log1p_p)
-expm1 = _unary(expm1_p)
-sqrt = _unary(sqrt_p)
-square = _unary(square_p)
-abs = _unary(abs_p)  # noqa: A001 - NumPy's name
-sin = _unary(sin_p)
-cos = _unary(cos_p)
-tanh = _unary(tanh_p)
-tan = _unary(tan_p)
-arcsin = _unary(arcsin_p)
-arccos = _unary(arccos_p)
-arctan = _unary(arctan_p)
-arctan2 = _binary(arctan2_p)
-sinh = _unary(sinh_p)
-cosh = _unary(cosh_p)
-erf = _unary(erf_p)
+add: _Binary = _binary(add_p)
+subtract: _Binary = _binary(subtract_p)
+multiply: _Binary = _binary(multiply_p)
+divide: _Binary = _binary(divide_p)
+maximum: _Binary = _binary(maximum_p)
+minimum: _Binary = _binary(minimum_p)
+less: _Binary = _binary(less_p)
+less_equal: _Binary = _binary(less_equal_p)
+greater: _Binary = _binary(greater_p)
+greater_equal: _Binary = _binary(greater_equal_p)
+equal: _Binary = _binary(equal_p)
+not_equal: _Binary = _binary(not_equal_p)
+logical_and: _Binary = _binary(logical_and_p)
+logical_or: _Binary = _binary(logical_or_p)
+negative: _Unary = _unary(negative_p)
+exp: _Unary = _unary(exp_p)
+log: _Unary = _unary(log_p)
+log1p: _Unary = _unary(log1p_p)
+expm1: _Unary = _unary(expm1_p)
+sqrt: _Unary = _unary(sqrt_p)
+square: _Unary = _unary(square_p)
+abs: _Unary = _unary(abs_p)  # noqa: A001 - NumPy's name
+sin: _Unary = _unary(sin_p)
+cos: _Unary = _unary(cos_p)
+tanh: _Unary = _unary(tanh_p)
+tan: _Unary = _unary(tan_p)
+arcsin: _Unary = _unary(arcsin_p)
+arccos: _Unary = _unary(arccos_p)
+arctan: _Unary = _unary(arctan_p)
+arctan2: _Binary = _binary(arctan2_p)
+sinh: _Unary = _unary(sinh_p)
+cosh: _Unary = _unary(cosh_p)
+erf: _Unary = _unary(erf_p)
 
 tan.__doc__ = """Elementwise tangent, as ``numpy.tan``; ``tan'(x) = 1 + tan(x)**2`` (read from the output).
 
@@ -276,17 +282,17 @@ erf.__doc__ = """The error function elementwise, as ``scipy.special.erf`` (NumPy
     >>> round(md.erf(md.tensor(1.0)).item(), 6), round(md.grad(md.erf)(md.tensor(0.0)).item(), 6)
     (0.842701, 1.128379)
     """
-sigmoid = _unary(sigmoid_p)
-relu = _unary(relu_p)
-softplus = _unary(softplus_p)
-logical_not = _unary(logical_not_p)
-sign = _unary(sign_p)
-floor = _unary(floor_p)
-isfinite = _unary(isfinite_p)
-isnan = _unary(isnan_p)
+sigmoid: _Unary = _unary(sigmoid_p)
+relu: _Unary = _unary(relu_p)
+softplus: _Unary = _unary(softplus_p)
+logical_not: _Unary = _unary(logical_not_p)
+sign: _Unary = _unary(sign_p)
+floor: _Unary = _unary(floor_p)
+isfinite: _Unary = _unary(isfinite_p)
+isnan: _Unary = _unary(isnan_p)
 
 
-def power(x, y):
+def power(x: ArrayLike, y: ArrayLike) -> Tensor:
     """``x ** y`` elementwise with broadcasting (d/dy taken as 0 where x <= 0)."""
     if isinstance(y, Number) and y == 1:
         return operand(x)
@@ -295,7 +301,7 @@ def power(x, y):
     return _binary(power_p)(x, y)
 
 
-def where(condition, x, y):
+def where(condition: ArrayLike, x: ArrayLike, y: ArrayLike) -> Tensor:
     """``x`` where ``condition`` holds, else ``y`` (broadcast); differentiable in ``x`` and ``y``.
 
     >>> import minidiff as md
@@ -311,22 +317,22 @@ def where(condition, x, y):
     return bind(where_p, c, operand(x, like), operand(y, like))
 
 
-def clip(x, a_min=None, a_max=None):
+def clip(x: ArrayLike, a_min: ArrayLike | None = None, a_max: ArrayLike | None = None) -> Tensor:
     """Limit values to ``[a_min, a_max]``; the derivative is 1 on the closed interval, 0 outside."""
-    x = operand(x)
+    v = operand(x)
     if a_min is None and a_max is None:
         raise ValueError("clip: give at least one of a_min and a_max")
     if isinstance(a_min, Tensor) or isinstance(a_max, Tensor):
         if a_min is not None:
-            x = maximum(x, a_min)
-        return minimum(x, a_max) if a_max is not None else x
-    return bind(clip_p, x, lo=a_min, hi=a_max)
+            v = maximum(v, a_min)
+        return minimum(v, a_max) if a_max is not None else v
+    return bind(clip_p, v, lo=a_min, hi=a_max)
 
 
-def astype(x, dtype):
+def astype(x: ArrayLike, dtype: DTypeLike) -> Tensor:
     """``x`` converted to ``dtype``: differentiable between floating dtypes, a constant otherwise."""
 
-    x = operand(x)
+    x = x if isinstance(x, Tensor) else asarray(x)  # a number too: operand() would keep it bare
     dtype = numpy_module.dtype(dtype)
     if x.dtype == dtype:
         return x

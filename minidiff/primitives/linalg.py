@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import DTypeError, LinAlgError, ShapeError
-from ..tensor.core import Tensor, Tracer
+from ..tensor.core import ArrayLike, Axis, DTypeLike, Tensor, Tracer
 from . import ops as _ops
 from .creation import asarray, eye
 from .decompositions import (
@@ -148,7 +148,13 @@ _TRANS = {0: 0, "N": 0, 1: 1, "T": 1, 2: 1, "C": 1}
 
 
 def solve_triangular(
-    a, b, trans=0, lower: bool = False, unit_diagonal: bool = False, overwrite_b=False, check_finite=True
+    a: ArrayLike,
+    b: ArrayLike,
+    trans: int | str = 0,
+    lower: bool = False,
+    unit_diagonal: bool = False,
+    overwrite_b: bool = False,
+    check_finite: bool = True,
 ) -> Tensor:
     """Solve ``op(a) x = b`` for triangular ``a`` (``op`` is the identity, or the transpose if
     ``trans`` is 1/'T'/'C'), reading only the ``lower`` (else upper) triangle, as SciPy.
@@ -178,7 +184,9 @@ def solve_triangular(
     return squeeze(out, -1) if vec else out
 
 
-def cho_factor(a, lower: bool = False, overwrite_a=False, check_finite=True) -> tuple[Tensor, bool]:
+def cho_factor(
+    a: ArrayLike, lower: bool = False, overwrite_a: bool = False, check_finite: bool = True
+) -> tuple[Tensor, bool]:
     """``(c, lower)`` for :func:`cho_solve`: the Cholesky factor of ``a`` (``c`` upper unless ``lower``).
 
     Unlike SciPy's, the other triangle of ``c`` holds zeros.
@@ -187,7 +195,9 @@ def cho_factor(a, lower: bool = False, overwrite_a=False, check_finite=True) -> 
     return (low if lower else _mT(low)), bool(lower)
 
 
-def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True) -> Tensor:
+def cho_solve(
+    c_and_lower: tuple[Tensor, bool], b: ArrayLike, overwrite_b: bool = False, check_finite: bool = True
+) -> Tensor:
     """Solve ``a x = b`` given ``(c, lower)`` from :func:`cho_factor` (two triangular solves).
 
     >>> import minidiff as md
@@ -208,7 +218,7 @@ def _uplo(op: str, UPLO: str) -> str:
     return str(UPLO).upper()
 
 
-def eigh(a, UPLO: str = "L") -> EighResult:
+def eigh(a: ArrayLike, UPLO: str = "L") -> EighResult:
     """Eigenvalues (ascending) and eigenvectors (columns) of symmetric matrices, from the ``UPLO``
     triangle.
 
@@ -225,13 +235,13 @@ def eigh(a, UPLO: str = "L") -> EighResult:
     return EighResult(*unpack_eigh(bind(eigh_p, a, UPLO=_uplo("linalg.eigh", UPLO))))
 
 
-def eigvalsh(a, UPLO: str = "L") -> Tensor:
+def eigvalsh(a: ArrayLike, UPLO: str = "L") -> Tensor:
     """Eigenvalues (ascending) of symmetric matrices; derivative ``diag(Vᵀ dA V)``, finite at repeats."""
     a = _matrices("linalg.eigvalsh", a, square=True)
     return bind(eigvalsh_p, a, UPLO=_uplo("linalg.eigvalsh", UPLO))
 
 
-def svd(a, full_matrices: bool = True, compute_uv: bool = True, hermitian: bool = False):
+def svd(a: ArrayLike, full_matrices: bool = True, compute_uv: bool = True, hermitian: bool = False) -> Any:
     """Singular value decomposition ``a = U diag(S) Vh``, as ``numpy.linalg.svd`` (``hermitian`` ignored).
 
     Differentiable when ``full_matrices=False``, or when the matrices are square.  The extra columns of a
@@ -261,12 +271,12 @@ def svd(a, full_matrices: bool = True, compute_uv: bool = True, hermitian: bool 
     return SVDResult(u, s, _mT(v))
 
 
-def svdvals(x) -> Tensor:
+def svdvals(x: ArrayLike) -> Tensor:
     """Singular values (descending); derivative ``diag(Uᵀ dA V)``, finite at repeated values."""
     return bind(svdvals_p, _matrices("linalg.svdvals", x))
 
 
-def qr(a, mode: str = "reduced"):
+def qr(a: ArrayLike, mode: str = "reduced") -> Any:
     """QR decomposition, as ``numpy.linalg.qr`` in modes ``'reduced'``, ``'r'`` and ``'complete'``.
 
     Differentiable in every mode except ``'complete'`` of a tall matrix (its extra columns of Q are
@@ -295,7 +305,7 @@ def qr(a, mode: str = "reduced"):
     return r if mode == "r" else QRResult(q, r)
 
 
-def slogdet(a) -> SlogdetResult:
+def slogdet(a: ArrayLike) -> SlogdetResult:
     """``(sign, log|det a|)``; the sign has no derivative.  A singular matrix gives ``(0, -inf)``, and
     its derivative raises :class:`~minidiff.errors.LinAlgError`.
 
@@ -364,7 +374,7 @@ def _norm_axes(x, axis):
     return tuple(out)
 
 
-def norm(x, ord=None, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 - NumPy's name
+def norm(x: ArrayLike, ord: Any = None, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A002 - NumPy's name
     """Vector or matrix norm, as ``numpy.linalg.norm``.
 
     With ``axis=None`` a 1-D input takes a vector norm, a 2-D input a matrix norm, and ``ord=None``
@@ -401,7 +411,7 @@ def norm(x, ord=None, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A00
     return expand_dims(out, tuple(sorted(axes))) if keepdims else out
 
 
-def vector_norm(x, axis=None, keepdims: bool = False, ord=2) -> Tensor:  # noqa: A002
+def vector_norm(x: ArrayLike, axis: Axis = None, keepdims: bool = False, ord: Any = 2) -> Tensor:  # noqa: A002
     """``numpy.linalg.vector_norm``: a vector norm over ``axis`` (all axes, flattened, if None)."""
     x = asarray(x)
     if axis is None:
@@ -410,13 +420,13 @@ def vector_norm(x, axis=None, keepdims: bool = False, ord=2) -> Tensor:  # noqa:
     return norm(x, ord=ord, axis=axis, keepdims=keepdims)
 
 
-def matrix_norm(x, keepdims: bool = False, ord="fro") -> Tensor:  # noqa: A002
+def matrix_norm(x: ArrayLike, keepdims: bool = False, ord: Any = "fro") -> Tensor:  # noqa: A002
     """``numpy.linalg.matrix_norm``: a matrix norm of the last two axes."""
     return norm(_matrices("linalg.matrix_norm", x), ord=ord, axis=(-2, -1), keepdims=keepdims)
 
 
 # ----------------------------------------------------------------------------- powers, trace, expm
-def matrix_power(a, n: int) -> Tensor:
+def matrix_power(a: ArrayLike, n: int) -> Tensor:
     """``a`` multiplied by itself ``n`` times (by squaring); ``n = 0`` the identity, ``n < 0`` powers of
     ``inv(a)``.
 
@@ -439,10 +449,11 @@ def matrix_power(a, n: int) -> Tensor:
         n >>= 1
         if n:
             base = matmul(base, base)
+    assert out is not None  # n >= 1 here, so some bit of n was set
     return out
 
 
-def trace(x, offset: int = 0, dtype=None) -> Tensor:
+def trace(x: ArrayLike, offset: int = 0, dtype: DTypeLike = None) -> Tensor:
     """Sum of diagonal ``offset`` of the last two axes (``numpy.linalg.trace``)."""
     out = _ops.trace(_matrices("linalg.trace", x), offset)
     return out if dtype is None else astype(out, dtype)
@@ -460,7 +471,7 @@ def _mT(a) -> Tensor:
     return swapaxes(a, -1, -2)
 
 
-def expm(a, terms: int = 14) -> Tensor:
+def expm(a: ArrayLike, terms: int = 14) -> Tensor:
     """The matrix exponential ``e^a`` (of each matrix in a stack): scaling and squaring around a
     Taylor polynomial, with matrix products only, so every derivative of it is automatic.
 

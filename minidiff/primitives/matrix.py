@@ -5,13 +5,15 @@ Matrix rules are written with matmul and solve themselves, so they differentiate
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..backend import numpy_module
 from ..errors import LinAlgError, ShapeError, describe
-from ..tensor.core import Tensor, column_major
+from ..tensor.core import ArrayLike, Tensor, column_major
 from .batching_rules import align
 from .creation import arange, eye
 from .elementwise import multiply, where
-from .registry import bind, general
+from .registry import General, bind, general
 from .shape import _t, broadcast_to, expand_dims, reshape, squeeze, sum, transpose_p
 
 
@@ -69,7 +71,7 @@ def _batch_matmul(vals, batched, size, prim=None):
     return out
 
 
-matmul_p = general(
+matmul_p: General = general(
     "matmul",
     lambda xp, x, y: xp.matmul(x, y),
     (lambda t, ans, x, y: matmul(t, y), lambda t, ans, x, y: matmul(x, t)),
@@ -80,7 +82,7 @@ matmul_p = general(
 )
 
 
-def matmul(x, y) -> Tensor:
+def matmul(x: ArrayLike, y: ArrayLike) -> Tensor:
     """Matrix product with NumPy's rules (1-D operands, broadcast stacks of matrices)."""
     x, y = _t(x), _t(y)
     if x.ndim == 0 or y.ndim == 0:
@@ -124,14 +126,14 @@ def _parse_einsum(spec: str, shapes):
             raise ShapeError(f"einsum: subscripts {t!r} do not fit an operand of shape {s}")
         new_terms.append(t)
     if out is None:
-        counts = {}
+        counts: dict[str, int] = {}
         for t in new_terms:
             for c in t:
                 counts[c] = counts.get(c, 0) + 1
         out = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
     else:
         out = out.replace("...", ell)
-    sizes = {}
+    sizes: dict[str, int] = {}
     for t, s in zip(new_terms, shapes):
         for c, d in zip(t, s):
             if c in sizes and sizes[c] != d and 1 not in (sizes[c], d):
@@ -176,7 +178,7 @@ def _batch_einsum(vals, batched, size, spec):
     return bind(einsum_p, *vals, spec=",".join(terms) + "->" + b + out)
 
 
-einsum_p = general(
+einsum_p: General = general(
     "einsum",
     lambda xp, *ops, spec: xp.einsum(spec, *ops, optimize=len(ops) > 2),
     _einsum_jvp,
@@ -187,13 +189,13 @@ einsum_p = general(
 )
 
 
-def einsum(spec: str, *operands) -> Tensor:
+def einsum(spec: str, *operands: Any) -> Tensor:
     """Einstein summation, as ``numpy.einsum`` (implicit and explicit output, ellipsis)."""
     ops = [_t(o) for o in operands]
     return bind(einsum_p, *ops, spec=_parse_einsum(spec, [o.shape for o in ops]))
 
 
-def dot(a, b) -> Tensor:
+def dot(a: ArrayLike, b: ArrayLike) -> Tensor:
     """``numpy.dot``: matmul for 1-D and 2-D operands; over the last and second-to-last axes beyond."""
     a, b = _t(a), _t(b)
     if a.ndim == 0 or b.ndim == 0:
@@ -207,7 +209,7 @@ def dot(a, b) -> Tensor:
     return einsum(f"{la},{lb}->{out}", a, b)
 
 
-def outer(a, b) -> Tensor:
+def outer(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Outer product of the flattened inputs."""
     a, b = reshape(_t(a), (-1,)), reshape(_t(b), (-1,))
     return multiply(expand_dims(a, 1), expand_dims(b, 0))
@@ -244,7 +246,7 @@ def _lapack(op: str, fn, xp, x, *rest):
         raise LinAlgError(f"{op}: cannot take the matrix of shape {tuple(x.shape)}: {exc}") from exc
 
 
-solve_p = general(
+solve_p: General = general(
     "solve",
     lambda xp, a, b: _lapack("linalg.solve", xp.linalg.solve, xp, a, b),
     (_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
@@ -312,7 +314,7 @@ def _inverse_for(op: str, x):
         ) from exc
 
 
-inv_p = general(
+inv_p: General = general(
     "inv",
     lambda xp, x: _lapack("linalg.inv", xp.linalg.inv, xp, x),
     lambda t, ans, x: -matmul(ans, matmul(t, ans)),
@@ -320,7 +322,7 @@ inv_p = general(
     lambda vals, b, n: bind(inv_p, vals[0]),
     reads="ans",
 )
-det_p = general(
+det_p: General = general(
     "det",
     lambda xp, x: xp.linalg.det(x),
     lambda t, ans, x: ans * sum(_mT(_inverse_for("linalg.det", x)) * t, axis=(-2, -1)),
@@ -328,7 +330,7 @@ det_p = general(
     lambda vals, b, n: bind(det_p, vals[0]),
     reads="ans x",
 )
-cholesky_p = general(
+cholesky_p: General = general(
     "cholesky",
     lambda xp, x: _lapack("linalg.cholesky", xp.linalg.cholesky, xp, x),
     _cholesky_jvp,
@@ -338,14 +340,14 @@ cholesky_p = general(
 )
 
 
-def _square(op, x):
+def _square(op: str, x: ArrayLike) -> Tensor:
     x = _t(x)
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         raise ShapeError(f"{op}: expected a (stack of) square matrices, got shape {x.shape}")
     return x
 
 
-def solve(a, b) -> Tensor:
+def solve(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Solve ``a @ x = b`` (``b`` of shape ``(M,)`` or ``(..., M, K)``, as NumPy 2)."""
     a, b = _square("linalg.solve", a), _t(b)
     m = a.shape[-1]
@@ -355,16 +357,16 @@ def solve(a, b) -> Tensor:
     return bind(solve_p, a, b)
 
 
-def inv(x) -> Tensor:
+def inv(x: ArrayLike) -> Tensor:
     """Matrix inverse (of each matrix in a stack)."""
     return bind(inv_p, _square("linalg.inv", x))
 
 
-def det(x) -> Tensor:
+def det(x: ArrayLike) -> Tensor:
     """Determinant (of each matrix in a stack)."""
     return bind(det_p, _square("linalg.det", x))
 
 
-def cholesky(x) -> Tensor:
+def cholesky(x: ArrayLike) -> Tensor:
     """Lower Cholesky factor L with x = L Lᵀ; reads the lower triangle of x, as NumPy."""
     return bind(cholesky_p, _square("linalg.cholesky", x))

@@ -501,7 +501,7 @@ _VALUE_FUNCTIONS = (
     "linalg.matrix_rank",
 )
 # fmt: off
-_REDUCTION = dict(cast_dtype=True)
+_REDUCTION: dict[str, Any] = dict(cast_dtype=True)
 #: NumPy array function (dotted name below ``numpy``) -> minidiff.
 FUNCTIONS: dict[str, Rule] = {
     "sum": Rule("sum", **_REDUCTION), "mean": Rule("mean", **_REDUCTION), "var": Rule("var", **_REDUCTION),
@@ -686,6 +686,7 @@ def _function_call(name: str, rule: Rule | None, func, args, kwargs):
     if rule is None:
         raise _Unsupported("minidiff has no equivalent")
     if rule.raw:
+        assert rule.call is not None  # a raw rule is declared with its adapter
         return rule.call(func, args, kwargs)
     params = _bound(name, func, args, kwargs)
     for key in rule.ignore:

@@ -7,10 +7,12 @@ through the primitives they are made of.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
+from typing import Any
 
 from ..backend import numpy_module
 from ..errors import ShapeError
-from ..tensor.core import Tensor
+from ..tensor.core import ArrayLike, Axis, Tensor
 from .creation import asarray, eye
 from .elementwise import (  # noqa: F401 - re-exported
     abs,
@@ -181,7 +183,7 @@ __all__ = [
 ]
 
 
-def mean(x, axis=None, keepdims=False) -> Tensor:
+def mean(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Arithmetic mean over ``axis``.
 
     >>> import minidiff as md
@@ -196,7 +198,7 @@ def mean(x, axis=None, keepdims=False) -> Tensor:
     return sum(x, axis=axes, keepdims=keepdims) * (1.0 / n if n else float("nan"))
 
 
-def var(x, axis=None, keepdims=False, ddof=0) -> Tensor:
+def var(x: ArrayLike, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Variance over ``axis`` (``ddof`` as in NumPy: the divisor is ``max(n - ddof, 0)``).
 
     >>> import minidiff as md
@@ -212,21 +214,21 @@ def var(x, axis=None, keepdims=False, ddof=0) -> Tensor:
     return sum(centered * centered, axis=axes, keepdims=keepdims) / builtins.max(n - ddof, 0)
 
 
-def log_softmax(x, axis=-1) -> Tensor:
+def log_softmax(x: ArrayLike, axis: Axis = -1) -> Tensor:
     """``x - logsumexp(x)`` along ``axis``."""
     x = asarray(x)
     normalize_axis("log_softmax", axis, x.ndim)
     return x - logsumexp(x, axis=axis, keepdims=True)
 
 
-def softmax(x, axis=-1) -> Tensor:
+def softmax(x: ArrayLike, axis: Axis = -1) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``axis``, computed stably."""
     x = asarray(x)
     normalize_axis("softmax", axis, x.ndim)
     return exp(x - logsumexp(x, axis=axis, keepdims=True))
 
 
-def trace(x, offset: int = 0) -> Tensor:
+def trace(x: ArrayLike, offset: int = 0) -> Tensor:
     """Sum of diagonal ``offset`` of the last two axes (above the main one for ``offset > 0``).
 
     >>> import minidiff as md
@@ -239,18 +241,18 @@ def trace(x, offset: int = 0) -> Tensor:
     return sum(x * mask, axis=(-2, -1))
 
 
-def stop_gradient(x) -> Tensor:
+def stop_gradient(x: ArrayLike) -> Tensor:
     """The value of ``x`` with every derivative dropped (same as ``x.detach()``)."""
     return asarray(x).detach()
 
 
-def allclose(a, b, rtol=1e-5, atol=1e-8) -> bool:
+def allclose(a: ArrayLike, b: ArrayLike, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
     """Whether two tensors are elementwise equal within tolerances (values only, no derivative)."""
     a, b = asarray(a), asarray(b)
     return bool(a.device.xp.allclose(a._data, asarray(b, device=a.device)._data, rtol=rtol, atol=atol))
 
 
-def tensordot(a, b, axes=2) -> Tensor:
+def tensordot(a: ArrayLike, b: ArrayLike, axes: int | Sequence[Any] = 2) -> Tensor:
     """Sum of products over paired axes, as ``numpy.tensordot``: the last ``axes`` axes of ``a`` with the
     first ``axes`` of ``b``, or the axes listed in ``axes = (axes_a, axes_b)``.  One matrix product after
     a transpose and a reshape of each side, so both modes use BLAS.
@@ -272,14 +274,14 @@ def tensordot(a, b, axes=2) -> Tensor:
     return reshape(matmul(a2, b2), out_shape)
 
 
-def _size(shape, axes) -> int:
+def _size(shape: Sequence[int], axes: Sequence[int]) -> int:
     n = 1
     for i in axes:
         n *= shape[i]
     return n
 
 
-def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
+def _tensordot_axes(a: Tensor, b: Tensor, axes: Any) -> tuple[list[int], list[int]]:
     """``axes`` of ``numpy.tensordot`` as two lists of non-negative axes of equal sizes, checked."""
     from numbers import Integral
 
@@ -290,14 +292,14 @@ def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
         pairs = (list(range(a.ndim - n, a.ndim)), list(range(n)))
     else:
         try:
-            pairs = [[s] if isinstance(s, Integral) else list(s) for s in axes]
+            given = [[s] if isinstance(s, Integral) else list(s) for s in axes]
         except TypeError:
-            pairs = ()
-        if len(pairs) != 2 or len(pairs[0]) != len(pairs[1]):
+            given = []
+        if len(given) != 2 or len(given[0]) != len(given[1]):
             raise ShapeError(f"tensordot: axes {axes!r} must be an int or two sequences of equal length")
         pairs = (
-            [normalize_one_axis("tensordot", i, a.ndim) for i in pairs[0]],
-            [normalize_one_axis("tensordot", j, b.ndim) for j in pairs[1]],
+            [normalize_one_axis("tensordot", i, a.ndim) for i in given[0]],
+            [normalize_one_axis("tensordot", j, b.ndim) for j in given[1]],
         )
     if len(set(pairs[0])) != len(pairs[0]) or len(set(pairs[1])) != len(pairs[1]):
         raise ShapeError(f"tensordot: repeated axis in {axes!r}")
@@ -309,12 +311,12 @@ def _tensordot_axes(a, b, axes) -> tuple[list[int], list[int]]:
 # ----------------------------------------------------------------------------- NumPy's remaining operators
 # ``//`` and ``%`` as composites: floor_divide is piecewise constant (its output carries no derivative),
 # and remainder = x - floor_divide(x, y) * y differentiates as d/dx = 1, d/dy = -floor_divide(x, y).
-def _both_integer(x, y) -> bool:
+def _both_integer(x: ArrayLike, y: ArrayLike) -> bool:
     kinds = [v.dtype.kind if isinstance(v, Tensor) else "f" if isinstance(v, float) else "i" for v in (x, y)]
-    return all(k in "iu" for k in kinds)
+    return builtins.all(k in "iu" for k in kinds)  # not md.all, which ops.py exports
 
 
-def floor_divide(x, y) -> Tensor:
+def floor_divide(x: ArrayLike, y: ArrayLike) -> Tensor:
     """``x // y`` elementwise, as ``numpy.floor_divide``: the largest integer not above ``x / y``.
 
     Piecewise constant, so its output carries no derivative (like ``md.floor``).  Integer inputs give
@@ -337,7 +339,7 @@ def floor_divide(x, y) -> Tensor:
     return where(zero, 0, q).astype(dtype)
 
 
-def remainder(x, y) -> Tensor:
+def remainder(x: ArrayLike, y: ArrayLike) -> Tensor:
     """``x % y`` elementwise, as ``numpy.remainder``: the result has the sign of ``y``.
 
     Differentiable: d/dx = 1 and d/dy = -(x // y), jumps excepted.  Integer inputs give integers and
@@ -359,18 +361,18 @@ def remainder(x, y) -> Tensor:
 mod = remainder
 
 
-def divmod(x, y) -> tuple[Tensor, Tensor]:  # noqa: A001 - NumPy's name
+def divmod(x: ArrayLike, y: ArrayLike) -> tuple[Tensor, Tensor]:  # noqa: A001 - NumPy's name
     """``(x // y, x % y)``, as ``numpy.divmod`` and Python's ``divmod(x, y)`` on tensors."""
     return floor_divide(x, y), remainder(x, y)
 
 
-def logical_xor(x, y) -> Tensor:
+def logical_xor(x: ArrayLike, y: ArrayLike) -> Tensor:
     """Elementwise exclusive or of the truth values of ``x`` and ``y`` (a boolean tensor)."""
     x = asarray(x) if not isinstance(x, Tensor) else x
     return not_equal(astype(x, bool), astype(asarray(y, device=x.device), bool))
 
 
-def std(x, axis=None, keepdims=False, ddof=0) -> Tensor:
+def std(x: ArrayLike, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Standard deviation over ``axis``: ``sqrt(var(x, axis, keepdims, ddof))``, with NumPy's
     ``axis`` (None, an int or a tuple, negative ones too), ``keepdims`` and ``ddof``.
 
@@ -393,7 +395,7 @@ def std(x, axis=None, keepdims=False, ddof=0) -> Tensor:
     return where(flat, 0.0, sqrt(where(flat, 1.0, v)))
 
 
-def repeat(x, repeats, axis=None) -> Tensor:
+def repeat(x: ArrayLike, repeats: ArrayLike, axis: Axis = None) -> Tensor:
     """Repeat each element ``repeats`` times along ``axis`` (of the flattened array if None), as
     ``numpy.repeat``; differentiable (gathering, whose transpose sums the copies back).
 

@@ -24,9 +24,11 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import backend
 from ..errors import DeviceError
-from ..tensor.core import Tensor, wrap
+from ..tensor.core import DeviceLike, DTypeLike, ShapeLike, Tensor, wrap
 from .creation import _dtype
 
 __all__ = [
@@ -58,23 +60,25 @@ class Generator:
     True
     """
 
-    def __init__(self, seed: RngLike = None, device=None, *, op: str = "Generator"):
+    def __init__(self, seed: RngLike = None, device: DeviceLike = None, *, op: str = "Generator"):
         self.device = backend.get_device(device)
         self._rng = _bit_source(seed, self.device, op)
 
-    def get_state(self):
+    def get_state(self) -> dict:
         """The bit generator's state (to checkpoint a run that draws random numbers)."""
         import copy
 
         return copy.deepcopy(self._rng.bit_generator.state)
 
-    def set_state(self, state) -> None:
+    def set_state(self, state: dict) -> None:
         """Resume from a state :meth:`get_state` returned."""
         import copy
 
         self._rng.bit_generator.state = copy.deepcopy(state)
 
-    def normal(self, shape, mean=0.0, std=1.0, dtype="float64") -> Tensor:
+    def normal(
+        self, shape: ShapeLike, mean: float = 0.0, std: float = 1.0, dtype: DTypeLike = "float64"
+    ) -> Tensor:
         """Gaussian samples; float32 is drawn directly in float32 (no float64 detour)."""
         dt = _dtype(dtype)
         if dt.kind != "f":
@@ -89,7 +93,9 @@ class Generator:
             out += mean
         return wrap(out, self.device)
 
-    def uniform(self, shape, low=0.0, high=1.0, dtype="float64") -> Tensor:
+    def uniform(
+        self, shape: ShapeLike, low: float = 0.0, high: float = 1.0, dtype: DTypeLike = "float64"
+    ) -> Tensor:
         """Samples uniform on ``[low, high)``."""
         dt = _dtype(dtype)
         out = self._rng.random(shape, dtype=dt if dt.itemsize >= 4 else None).astype(dt, copy=False)
@@ -98,7 +104,7 @@ class Generator:
             out += low
         return wrap(out, self.device)
 
-    def rademacher(self, shape, dtype="float64") -> Tensor:
+    def rademacher(self, shape: ShapeLike, dtype: DTypeLike = "float64") -> Tensor:
         """±1 with equal probability, from random bits: one byte of bits makes eight signs, looked up in a
         256×8 table so the output is written once, directly in ``dtype``."""
         xp = self.device.xp
@@ -116,7 +122,9 @@ class Generator:
         out = xp.take(table, words, axis=0).reshape(-1)[:n].reshape(shape)
         return wrap(out, self.device)
 
-    def randint(self, low, high=None, shape=(), dtype="int64") -> Tensor:
+    def randint(
+        self, low: int, high: int | None = None, shape: ShapeLike = (), dtype: DTypeLike = "int64"
+    ) -> Tensor:
         """Integers uniform on ``[low, high)`` (``[0, low)`` if ``high`` is None)."""
         if high is None:
             low, high = 0, low
@@ -131,7 +139,7 @@ class Generator:
 RngLike = int | Generator | _np.random.Generator | None
 
 
-def _bit_source(seed, device, op: str = "Generator"):
+def _bit_source(seed: RngLike, device: backend.Device, op: str = "Generator") -> Any:
     """The backend generator a :class:`Generator` on ``device`` draws from.
 
     A NumPy generator (on a device whose array module is NumPy) or a :class:`Generator` of the same device
@@ -152,11 +160,11 @@ def _bit_source(seed, device, op: str = "Generator"):
     return device.xp.random.default_rng(None if seed is None else int(seed))
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> bool:
     return isinstance(x, (int, _np.integer)) and not isinstance(x, (bool, _np.bool_))
 
 
-def _type_error(op: str, rng) -> TypeError:
+def _type_error(op: str, rng: object) -> TypeError:
     hint = " (use numpy.random.default_rng, not the legacy RandomState)" if _is_legacy(rng) else ""
     return TypeError(
         f"{op}: rng must be a minidiff.primitives.random.Generator or an int seed (or a numpy.random.Generator, or "
@@ -168,7 +176,7 @@ _DEFAULT: dict = {}
 _SIGN_TABLES: dict = {}
 
 
-def default_generator(device=None) -> Generator:
+def default_generator(device: DeviceLike = None) -> Generator:
     """The module's default generator of ``device`` (seeded by the last :func:`seed`, if any)."""
     dev = backend.get_device(device)
     if dev.name not in _DEFAULT:
@@ -176,7 +184,7 @@ def default_generator(device=None) -> Generator:
     return _DEFAULT[dev.name]
 
 
-def as_generator(rng: RngLike = None, device=None, *, op: str = "as_generator") -> Generator:
+def as_generator(rng: RngLike = None, device: DeviceLike = None, *, op: str = "as_generator") -> Generator:
     """The :class:`Generator` that an ``rng=`` argument stands for: the one conversion minidiff uses.
 
     ``rng`` is an int seed (a new generator), a :class:`Generator` (returned as is), a
@@ -209,7 +217,7 @@ def as_generator(rng: RngLike = None, device=None, *, op: str = "as_generator") 
     raise _type_error(op, rng)
 
 
-def _check_device(rng: Generator, device, op: str) -> Generator:
+def _check_device(rng: Generator, device: DeviceLike, op: str) -> Generator:
     if device is None or rng.device is backend.get_device(device):
         return rng
     dev = backend.get_device(device)
@@ -219,7 +227,7 @@ def _check_device(rng: Generator, device, op: str) -> Generator:
     )
 
 
-def _is_legacy(rng) -> bool:
+def _is_legacy(rng: object) -> bool:
     return isinstance(rng, _np.random.RandomState)
 
 
@@ -230,25 +238,48 @@ def seed(n: int) -> None:
     _SEED[0] = n
 
 
-_SEED = [None]
+_SEED: list[int | None] = [None]
 
 
-def normal(shape, mean=0.0, std=1.0, dtype="float64", device=None, rng: RngLike = None) -> Tensor:
+def normal(
+    shape: ShapeLike,
+    mean: float = 0.0,
+    std: float = 1.0,
+    dtype: DTypeLike = "float64",
+    device: DeviceLike = None,
+    rng: RngLike = None,
+) -> Tensor:
     """Gaussian samples of ``shape`` (``rng``: any form :func:`as_generator` takes)."""
     return as_generator(rng, device, op="normal").normal(shape, mean, std, dtype)
 
 
-def uniform(shape, low=0.0, high=1.0, dtype="float64", device=None, rng: RngLike = None) -> Tensor:
+def uniform(
+    shape: ShapeLike,
+    low: float = 0.0,
+    high: float = 1.0,
+    dtype: DTypeLike = "float64",
+    device: DeviceLike = None,
+    rng: RngLike = None,
+) -> Tensor:
     """Uniform samples on ``[low, high)`` (``rng``: any form :func:`as_generator` takes)."""
     return as_generator(rng, device, op="uniform").uniform(shape, low, high, dtype)
 
 
-def rademacher(shape, dtype="float64", device=None, rng: RngLike = None) -> Tensor:
+def rademacher(
+    shape: ShapeLike, dtype: DTypeLike = "float64", device: DeviceLike = None, rng: RngLike = None
+) -> Tensor:
     """Random signs ±1 (``rng``: any form :func:`as_generator` takes)."""
     return as_generator(rng, device, op="rademacher").rademacher(shape, dtype)
 
 
-def randint(low, high=None, shape=(), dtype="int64", device=None, rng: RngLike = None) -> Tensor:
+def randint(
+    low: int,
+    high: int | None = None,
+    shape: ShapeLike = (),
+    dtype: DTypeLike = "int64",
+    device: DeviceLike = None,
+    rng: RngLike = None,
+) -> Tensor:
     """Random integers on ``[low, high)`` (``rng``: any form :func:`as_generator` takes).
 
     >>> import numpy as np, minidiff as md

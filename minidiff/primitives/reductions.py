@@ -5,7 +5,7 @@ Ties in max/min share the derivative evenly among the tied elements, in both mod
 
 from __future__ import annotations
 
-from ..tensor.core import Tensor
+from ..tensor.core import ArrayLike, Axis, Tensor
 from .batching_rules import batch_axis_op
 from .creation import eye
 from .elementwise import astype, equal, exp, where
@@ -96,25 +96,25 @@ for _p in (max_p, min_p, prod_p, logsumexp_p):
     _p.batch = batch_axis_op(_p)
 
 
-def logsumexp(x, axis=None, keepdims=False) -> Tensor:
+def logsumexp(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """``log(sum(exp(x)))`` over ``axis``, computed stably (shifted by the maximum)."""
     x = _t(x)
     return bind(logsumexp_p, x, axis=normalize_axis("logsumexp", axis, x.ndim), keepdims=bool(keepdims))
 
 
-def max(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - NumPy's name
+def max(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
     """Largest value over ``axis``; ties share the derivative evenly."""
     x = _t(x)
     return bind(max_p, x, axis=normalize_axis("max", axis, x.ndim), keepdims=bool(keepdims))
 
 
-def min(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - NumPy's name
+def min(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
     """Smallest value over ``axis``; ties share the derivative evenly."""
     x = _t(x)
     return bind(min_p, x, axis=normalize_axis("min", axis, x.ndim), keepdims=bool(keepdims))
 
 
-def prod(x, axis=None, keepdims=False) -> Tensor:
+def prod(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Product over ``axis``; its derivative is exact where elements are zero."""
     x = _t(x)
     axes = normalize_axis("prod", axis, x.ndim)
@@ -159,25 +159,25 @@ argmax_p.batch, argmin_p.batch = _batch_index_reduction(argmax_p), _batch_index_
 any_p.batch, all_p.batch = _batch_bool_reduction(any_p), _batch_bool_reduction(all_p)
 
 
-def argmax(x, axis=None) -> Tensor:
+def argmax(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Index of the largest value along ``axis`` (of the flattened array if None); no derivative."""
     x = _t(x)
     return bind(argmax_p, x, axis=None if axis is None else normalize_one_axis("argmax", axis, x.ndim))
 
 
-def argmin(x, axis=None) -> Tensor:
+def argmin(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Index of the smallest value along ``axis`` (of the flattened array if None); no derivative."""
     x = _t(x)
     return bind(argmin_p, x, axis=None if axis is None else normalize_one_axis("argmin", axis, x.ndim))
 
 
-def any(x, axis=None) -> Tensor:  # noqa: A001 - NumPy's name
+def any(x: ArrayLike, axis: Axis = None) -> Tensor:  # noqa: A001 - NumPy's name
     """Whether any element along ``axis`` is true."""
     x = _t(x)
     return bind(any_p, x, axis=normalize_axis("any", axis, x.ndim))
 
 
-def all(x, axis=None) -> Tensor:  # noqa: A001 - NumPy's name
+def all(x: ArrayLike, axis: Axis = None) -> Tensor:  # noqa: A001 - NumPy's name
     """Whether every element along ``axis`` is true."""
     x = _t(x)
     return bind(all_p, x, axis=normalize_axis("all", axis, x.ndim))

@@ -35,9 +35,10 @@ from __future__ import annotations
 import inspect
 import itertools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from typing import Any
 
 from ..errors import DeviceError, MinidiffError, ShapeError, describe
 from ..tensor.core import Tensor, Tracer, escaped, wrap
@@ -74,7 +75,9 @@ class Primitive:
     variadic = False  # True: one rule per mode taking argnum= serves every input (concatenate, einsum)
     moves_device = False  # only to_device: its output lives on the device named in its params
 
-    def __init__(self, name: str, batch=None, reads=(), register: bool = True):
+    def __init__(
+        self, name: str, batch: Callable[..., Any] | None = None, reads: Any = (), register: bool = True
+    ):
         if register and name in REGISTRY:
             raise ValueError(f"primitive {name!r} is already registered")
         self.name = name
@@ -88,25 +91,27 @@ class Primitive:
     def __repr__(self) -> str:
         return f"<primitive {self.name} ({self.kind})>"
 
-    def __call__(self, *args, **params):
+    def __call__(self, *args: Any, **params: Any) -> Any:
         return bind(self, *args, **params)
 
-    def apply(self, args, params) -> Tensor:  # pragma: no cover - abstract
+    def apply(self, args: Any, params: Any) -> Tensor:  # pragma: no cover - abstract
         """The output on concrete values (no tracers among ``args``)."""
         raise NotImplementedError
 
-    def jvp(self, primals, tangents, out, params):  # pragma: no cover - abstract
+    def jvp(self, primals: Any, tangents: Any, out: Any, params: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def vjp(self, cotangent, out, primals, params, wanted):  # pragma: no cover - abstract
+    def vjp(
+        self, cotangent: Any, out: Any, primals: Any, params: Any, wanted: Any
+    ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def saves(self, wanted) -> frozenset:
+    def saves(self, wanted: Any) -> frozenset:
         """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``."""
         reads = self.reads
         if isinstance(reads, frozenset):
             return reads
-        keep = frozenset()
+        keep: frozenset = frozenset()
         for i in wanted:
             keep = keep | reads[i]
         return keep
@@ -139,7 +144,7 @@ def declared_reads(prim: str, rule, declared: str | None, n_inputs: int | None =
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     star = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
     inputs = positional[2:] if n_inputs is None else positional[2 : 2 + n_inputs]
-    out = set()
+    out: set[str | int] = set()
     for name in declared.split():
         if len(positional) > 1 and name == positional[1]:
             out.add("ans")
@@ -166,7 +171,7 @@ def _reads_per_rule(name, rules, reads, n_inputs):
 
 
 # ----------------------------------------------------------------------------- dispatch
-def bind(prim: Primitive, *args, **params):
+def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim`` to ``args``: evaluate it, or let the highest-level trace among them process it."""
     top = None
     for a in args:
@@ -181,7 +186,7 @@ def bind(prim: Primitive, *args, **params):
     return top.process(prim, args, params)
 
 
-def evaluate(prim: Primitive, args, params) -> Tensor:
+def evaluate(prim: ArrayPrimitive, args, params) -> Tensor:
     """Run ``prim.impl`` on the concrete arrays of ``args`` (no tracers left)."""
     device = None
     raw = []
@@ -351,7 +356,7 @@ def _tuple(rules):
     return rules if isinstance(rules, tuple) else (rules,)
 
 
-def elementwise(name, impl, *derivs, reads=None, batch=None):
+def elementwise(name: str, impl: Callable, *derivs: Callable | None, reads=None, batch=None) -> Elementwise:
     """An elementwise op with one rule ``(g, ans, *args) -> g * d`` per input, shared by both modes;
     ``reads`` names what each rule reads (one string for all, or one per rule)."""
     for d in derivs:
@@ -364,14 +369,16 @@ def elementwise(name, impl, *derivs, reads=None, batch=None):
     return prim
 
 
-def linear(name, impl, transpose, batch, variadic=False, n_inputs=1):
+def linear(name: str, impl: Callable, transpose, batch, variadic: bool = False, n_inputs: int = 1) -> Linear:
     """A linear op: its JVP applies the op to the tangent, its VJP is ``transpose``."""
     for t in _tuple(transpose):
         _check_rule_signature(name, "transpose", t, n_inputs, variadic)
     return Linear(name, impl, transpose if variadic else _tuple(transpose), batch, variadic)
 
 
-def general(name, impl, jvp, vjp, batch, reads=None, n_inputs=1, variadic=False):
+def general(
+    name: str, impl: Callable, jvp, vjp, batch, reads=None, n_inputs: int = 1, variadic: bool = False
+) -> General:
     """An op with its own JVP and VJP rule per input (one rule taking ``argnum=`` if variadic);
     ``reads`` names what each VJP rule reads (one string for all, or one per rule)."""
     for rule in _tuple(jvp):
@@ -383,7 +390,7 @@ def general(name, impl, jvp, vjp, batch, reads=None, n_inputs=1, variadic=False)
     return General(name, impl, _tuple(jvp), _tuple(vjp), batch, reads, n_inputs, False)
 
 
-def nondifferentiable(name, impl, batch=None):
+def nondifferentiable(name: str, impl: Callable, batch=None) -> Nondifferentiable:
     """An op whose output carries no derivative (comparisons, sign, argmax...)."""
     from .batching_rules import batch_elementwise
 
@@ -394,7 +401,7 @@ def nondifferentiable(name, impl, batch=None):
 
 # ----------------------------------------------------------------------------- observing evaluations
 @contextmanager
-def intercept_evaluations(wrapper) -> Iterator[None]:
+def intercept_evaluations(wrapper: Callable[..., Tensor]) -> Iterator[None]:
     """While open, every concrete evaluation of a registered built-in primitive runs as
     ``wrapper(prim, args, params, run)``, where ``run()`` evaluates it and returns the output tensor;
     the wrapper must return that output.  For measurement (``minidiff.bench`` counts FLOPs and times
@@ -413,12 +420,12 @@ def intercept_evaluations(wrapper) -> Iterator[None]:
     """
     saved = {p: p.apply for p in REGISTRY.values() if isinstance(p, ArrayPrimitive)}
     for prim, apply in saved.items():
-        prim.apply = partial(_intercepted, wrapper, prim, apply)
+        prim.apply = partial(_intercepted, wrapper, prim, apply)  # type: ignore[method-assign]  # swapped per instance on purpose
     try:
         yield
     finally:
         for prim, apply in saved.items():
-            prim.apply = apply
+            prim.apply = apply  # type: ignore[method-assign]  # restore the instance's own
 
 
 def _intercepted(wrapper, prim, apply, args, params):

@@ -6,12 +6,14 @@ before binding, so a batching rule only shifts them by one.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from numbers import Integral
+from typing import Any
 
 from ..errors import DeviceError, ShapeError
-from ..tensor.core import Tensor, Tracer
+from ..tensor.core import ArrayLike, Axis, DeviceLike, ShapeLike, Tensor, Tracer
 from .batching_rules import align, materialize, shift_axes
-from .registry import bind, linear
+from .registry import Linear, bind, linear
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -26,9 +28,10 @@ def normalize_axis(op: str, axis, ndim: int, allow_none: bool = True):
     for a in axes:
         if not isinstance(a, Integral):
             raise ShapeError(f"{op}: axis must be an integer, got {a!r}")
+        a = int(a)
         if not -ndim <= a < ndim:
             raise ShapeError(f"{op}: axis {a} is out of range for an array of {ndim} dimensions")
-        out.append(int(a) % ndim)
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: repeated axis in {axis!r}")
     return tuple(sorted(out))
@@ -52,59 +55,59 @@ def _inverse_perm(axes):
 # ----------------------------------------------------------------------------- primitives
 # fmt: off
 # name            impl                                         transpose (VJP)
-reshape_p = linear(
+reshape_p: Linear = linear(
     "reshape", lambda xp, x, shape: xp.reshape(x, shape),
     lambda g, ans, x, shape: reshape(g, x.shape),
     lambda vals, b, n, shape: bind(reshape_p, vals[0], shape=(vals[0].shape[0],) + shape),
 )
-broadcast_to_p = linear(
+broadcast_to_p: Linear = linear(
     "broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
     lambda g, ans, x, shape: sum_to(g, x.shape),
     lambda vals, b, n, shape: bind(broadcast_to_p, align(vals[0], vals[0].ndim - 1, len(shape)), shape=(vals[0].shape[0],) + shape),
 )
-transpose_p = linear(
+transpose_p: Linear = linear(
     "transpose", lambda xp, x, axes: xp.transpose(x, axes),
     lambda g, ans, x, axes: bind(transpose_p, g, axes=_inverse_perm(axes)),
     lambda vals, b, n, axes: bind(transpose_p, vals[0], axes=_batch_transpose(axes)),
 )
-sum_p = linear(
+sum_p: Linear = linear(
     "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
     lambda g, ans, x, axis, keepdims: broadcast_to(g if keepdims else expand_axes(g, axis), x.shape),
     lambda vals, b, n, axis, keepdims: bind(sum_p, vals[0], axis=shift_axes(axis), keepdims=keepdims),
 )
-cumsum_p = linear(
+cumsum_p: Linear = linear(
     "cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis),
     lambda g, ans, x, axis: flip(cumsum(flip(g, axis), axis), axis),
     lambda vals, b, n, axis: bind(cumsum_p, vals[0], axis=axis + 1),
 )
-getitem_p = linear(
+getitem_p: Linear = linear(
     "getitem", lambda xp, x, index: x[index],
     lambda g, ans, x, index: bind(scatter_p, g, index=index, shape=x.shape),
     lambda vals, b, n, index: _batch_index(getitem_p, vals[0], index, vals[0].ndim - 1, "x"),
 )
-scatter_p = linear(  # the transpose of getitem: zeros of `shape` with g added at `index`
+scatter_p: Linear = linear(  # the transpose of getitem: zeros of `shape` with g added at `index`
     "scatter", lambda xp, g, index, shape: _scatter(xp, g, index, shape),
     lambda g, ans, x, index, shape: bind(getitem_p, g, index=index),
     lambda vals, b, n, index, shape: _batch_index(scatter_p, vals[0], index, len(shape), "g", shape),
 )
-pad_p = linear(
+pad_p: Linear = linear(
     "pad", lambda xp, x, pad_width: xp.pad(x, pad_width),
     lambda g, ans, x, pad_width: bind(getitem_p, g, index=tuple(slice(lo, lo + d) for (lo, _), d in zip(pad_width, x.shape))),
     lambda vals, b, n, pad_width: bind(pad_p, vals[0], pad_width=((0, 0),) + pad_width),
 )
-concatenate_p = linear(
+concatenate_p: Linear = linear(
     "concatenate", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=axis),
     lambda g, ans, *xs, axis, sizes, argnum: bind(getitem_p, g, index=_part(sizes, axis, argnum)),
     lambda vals, b, n, axis, sizes: bind(concatenate_p, *[materialize(v, bi, n) for v, bi in zip(vals, b)], axis=axis + 1, sizes=sizes),
     variadic=True,
 )
-stack_p = linear(
+stack_p: Linear = linear(
     "stack", lambda xp, *xs, axis: xp.stack(xs, axis=axis),
     lambda g, ans, *xs, axis, argnum: bind(getitem_p, g, index=(slice(None),) * axis + (argnum,)),
     lambda vals, b, n, axis: bind(stack_p, *[materialize(v, bi, n) for v, bi in zip(vals, b)], axis=axis + 1),
     variadic=True,
 )
-to_device_p = linear(
+to_device_p: Linear = linear(
     "to_device", lambda xp, x, device: device.from_host(_host(x)),
     lambda g, ans, x, device: bind(to_device_p, g, device=x.device),
     lambda vals, b, n, device: bind(to_device_p, vals[0], device=device),
@@ -176,10 +179,10 @@ def _t(x) -> Tensor:
     return asarray(x)
 
 
-def reshape(x, shape) -> Tensor:
+def reshape(x: ArrayLike, shape: ShapeLike) -> Tensor:
     """Give ``x`` a new shape with the same number of elements (one entry may be -1)."""
     x = _t(x)
-    shape = (shape,) if isinstance(shape, Integral) else tuple(int(s) for s in shape)
+    shape = (shape,) if isinstance(shape, (int, Integral)) else tuple(int(s) for s in shape)
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: can only infer one dimension, got {shape}")
     if -1 in shape:
@@ -200,7 +203,7 @@ def reshape(x, shape) -> Tensor:
     return bind(reshape_p, x, shape=shape)
 
 
-def broadcast_to(x, shape) -> Tensor:
+def broadcast_to(x: ArrayLike, shape: Sequence[int]) -> Tensor:
     """View ``x`` broadcast to ``shape`` (NumPy rules)."""
     x = _t(x)
     shape = tuple(int(s) for s in shape)
@@ -212,7 +215,7 @@ def broadcast_to(x, shape) -> Tensor:
     return bind(broadcast_to_p, x, shape=shape)
 
 
-def sum_to(x, shape) -> Tensor:
+def sum_to(x: Tensor, shape: Sequence[int]) -> Tensor:
     """Sum ``x`` over the axes that broadcasting added or stretched, so it gets ``shape``."""
     shape = tuple(shape)
     if x.shape == shape:
@@ -234,7 +237,7 @@ def expand_axes(g, axis) -> Tensor:
     return reshape(g, tuple(shape))
 
 
-def transpose(x, axes=None) -> Tensor:
+def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute the axes (reverse them by default)."""
     x = _t(x)
     if axes is None:
@@ -248,7 +251,7 @@ def transpose(x, axes=None) -> Tensor:
     return bind(transpose_p, x, axes=axes)
 
 
-def swapaxes(x, axis1, axis2) -> Tensor:
+def swapaxes(x: ArrayLike, axis1: int, axis2: int) -> Tensor:
     """Exchange two axes."""
     x = _t(x)
     a = normalize_one_axis("swapaxes", axis1, x.ndim)
@@ -258,7 +261,7 @@ def swapaxes(x, axis1, axis2) -> Tensor:
     return transpose(x, perm)
 
 
-def moveaxis(x, source, destination) -> Tensor:
+def moveaxis(x: ArrayLike, source: int | Sequence[int], destination: int | Sequence[int]) -> Tensor:
     """Move axes to new positions, the others keeping their order."""
     x = _t(x)
     src = source if isinstance(source, (tuple, list)) else (source,)
@@ -273,7 +276,7 @@ def moveaxis(x, source, destination) -> Tensor:
     return transpose(x, order)
 
 
-def expand_dims(x, axis) -> Tensor:
+def expand_dims(x: ArrayLike, axis: Axis) -> Tensor:
     """Insert size-1 axes at the positions ``axis`` of the result."""
     x = _t(x)
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
@@ -284,7 +287,7 @@ def expand_dims(x, axis) -> Tensor:
     return reshape(x, tuple(shape))
 
 
-def squeeze(x, axis=None) -> Tensor:
+def squeeze(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Remove size-1 axes (all of them, or those in ``axis``, which must have size 1)."""
     x = _t(x)
     if axis is None:
@@ -297,7 +300,7 @@ def squeeze(x, axis=None) -> Tensor:
     return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in axes))
 
 
-def ravel(x) -> Tensor:
+def ravel(x: ArrayLike) -> Tensor:
     """``x`` as one axis, in C order (``reshape(x, (-1,))``).
 
     >>> import minidiff as md
@@ -307,14 +310,14 @@ def ravel(x) -> Tensor:
     return reshape(x, (-1,))
 
 
-def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - NumPy's name
+def sum(x: ArrayLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
     """Sum over ``axis`` (all axes by default)."""
     x = _t(x)
     axes = normalize_axis("sum", axis, x.ndim)
     return bind(sum_p, x, axis=axes, keepdims=bool(keepdims))
 
 
-def cumsum(x, axis=None) -> Tensor:
+def cumsum(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Cumulative sum along ``axis`` (of the flattened array when ``axis`` is None)."""
     x = _t(x)
     if axis is None:
@@ -322,7 +325,7 @@ def cumsum(x, axis=None) -> Tensor:
     return bind(cumsum_p, x, axis=normalize_one_axis("cumsum", axis, x.ndim))
 
 
-def flip(x, axis=None) -> Tensor:
+def flip(x: ArrayLike, axis: Axis = None) -> Tensor:
     """Reverse the order of elements along ``axis`` (all axes by default)."""
     x = _t(x)
     axes = normalize_axis("flip", axis, x.ndim)
@@ -392,13 +395,13 @@ def _check_integer_bounds(x, final):
                 )
 
 
-def getitem(x, index) -> Tensor:
+def getitem(x: ArrayLike, index: Any) -> Tensor:
     """``x[index]``: basic and integer-array indexing, as NumPy."""
     x = _t(x)
     return bind(getitem_p, x, index=_normalize_index(x, index))
 
 
-def concatenate(arrays, axis=0) -> Tensor:
+def concatenate(arrays: Sequence[ArrayLike], axis: Axis = 0) -> Tensor:
     """Join tensors along an existing axis."""
     xs = [_t(a) for a in arrays]
     if not xs:
@@ -413,7 +416,7 @@ def concatenate(arrays, axis=0) -> Tensor:
     return bind(concatenate_p, *xs, axis=ax, sizes=tuple(x.shape[ax] for x in xs))
 
 
-def stack(arrays, axis=0) -> Tensor:
+def stack(arrays: Sequence[ArrayLike], axis: int = 0) -> Tensor:
     """Join tensors of one shape along a new axis."""
     xs = [_t(a) for a in arrays]
     if not xs:
@@ -423,12 +426,12 @@ def stack(arrays, axis=0) -> Tensor:
     return bind(stack_p, *xs, axis=normalize_one_axis("stack", axis, xs[0].ndim + 1))
 
 
-def split(x, indices_or_sections, axis=0) -> list[Tensor]:
+def split(x: ArrayLike, indices_or_sections: int | Sequence[int], axis: Axis = 0) -> list[Tensor]:
     """Split into several tensors along ``axis`` (equal sections, or at the given indices)."""
     x = _t(x)
     ax = normalize_one_axis("split", axis, x.ndim)
     n = x.shape[ax]
-    if isinstance(indices_or_sections, Integral):
+    if isinstance(indices_or_sections, (int, Integral)):
         k = int(indices_or_sections)
         if k <= 0 or n % k:
             raise ShapeError(f"split: axis {ax} of size {n} cannot be split into {k} equal sections")
@@ -442,7 +445,7 @@ def split(x, indices_or_sections, axis=0) -> list[Tensor]:
     ]
 
 
-def take(x, indices, axis=None) -> Tensor:
+def take(x: ArrayLike, indices: ArrayLike, axis: Axis = None) -> Tensor:
     """Elements of ``x`` at integer ``indices`` along ``axis`` (of the flattened array if None)."""
     x = _t(x)
     if axis is None:
@@ -451,7 +454,7 @@ def take(x, indices, axis=None) -> Tensor:
     return getitem(x, (slice(None),) * ax + (indices,))
 
 
-def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
+def pad(x: ArrayLike, pad_width: Any, mode: str = "constant", constant_values: ArrayLike = 0) -> Tensor:
     """Pad with a constant (``mode="constant"`` only), ``pad_width`` as in ``numpy.pad``."""
     x = _t(x)
     if mode != "constant":
@@ -478,6 +481,6 @@ def pad(x, pad_width, mode="constant", constant_values=0) -> Tensor:
     return out
 
 
-def to_device(x, device) -> Tensor:
+def to_device(x: ArrayLike, device: DeviceLike) -> Tensor:
     """Copy to another device (differentiable: the cotangent travels back)."""
     return bind(to_device_p, x, device=device)

@@ -11,15 +11,33 @@ arguments and let its trace decide what to do (see :mod:`minidiff.primitives.reg
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from .. import backend
-from ..errors import DeviceError, DTypeError, ShapeError, TracerError
+from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TracerError
 
 if TYPE_CHECKING:  # for type checkers only: the operators and methods modes/tensor_methods.py attaches
     from ..modes.tensor_methods import _TensorMethods as _AttachedMethods
 else:
     _AttachedMethods = object
+
+
+class _SupportsArray(Protocol):
+    def __array__(self) -> Any: ...
+
+
+#: What the array functions accept besides a tensor: Python numbers, nested sequences of them, NumPy
+#: (or CuPy) arrays and anything else with ``__array__``.
+ArrayLike = Union["Tensor", _SupportsArray, complex, float, int, bool, Sequence[Any]]
+#: An axis argument of a reduction: one axis, several, or None for all.
+Axis = int | tuple[int, ...] | None
+#: A shape: one length or a sequence of them.
+ShapeLike = int | Sequence[int]
+#: A device: a :class:`~minidiff.backend.Device`, its name (``"cpu"``, ``"cuda"``), or None for the default.
+DeviceLike = backend.Device | str | None
+#: A dtype as NumPy takes it: a name (``"float32"``), a type (``float``), a NumPy dtype.
+DTypeLike = Any
 
 # how a value is read out (``Tensor._concrete``): as text or control flow (derivatives need not be
 # kept), as a Python number, or as a NumPy array
@@ -50,7 +68,7 @@ class Tensor(_AttachedMethods):
         return self._data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:  # a NumPy dtype
         return self._data.dtype
 
     @property
@@ -71,7 +89,7 @@ class Tensor(_AttachedMethods):
         return False
 
     @property
-    def grad(self):
+    def grad(self) -> Tensor | None:
         """Gradient accumulated by ``backward()``; ``None`` for tensors that are not tape leaves."""
         return None
 
@@ -97,7 +115,7 @@ class Tensor(_AttachedMethods):
         derivative.  Plain tensors are their own concrete value."""
         return self
 
-    def numpy(self):
+    def numpy(self) -> Any:  # a NumPy ndarray
         """The value as a host NumPy array.
 
         On the CPU the array shares the tensor's memory and is **read-only** (a tensor is a value:
@@ -130,7 +148,7 @@ class Tensor(_AttachedMethods):
             raise ValueError(f"{op}: tensor of shape {self.shape} has {value.size} elements, not 1")
         return value.numpy().reshape(()).item()
 
-    def item(self):
+    def item(self) -> Any:  # a Python bool, int, float or complex
         """The value of a one-element tensor as a Python scalar (a constant: no derivative).
 
         Inside ``grad``/``jvp``/``vjp``/``hvp``, on a value that carries a derivative, this raises
@@ -146,7 +164,7 @@ class Tensor(_AttachedMethods):
         """
         return self._scalar("item()", SCALAR)
 
-    def tolist(self):
+    def tolist(self) -> Any:
         """The value as nested Python lists (a constant; same rules as :meth:`item`)."""
         return self._concrete("tolist()", SCALAR).numpy().tolist()
 
@@ -243,7 +261,7 @@ class Tracer(Tensor):
           parameter or a loss there is an explicit act outside any transform, and gives a constant
           (a read-only array for ``numpy()``), as ``item()`` does in PyTorch.
         """
-        value = self
+        value: Tensor = self
         while isinstance(value, Tracer):
             trace = value._trace
             if not trace.active:
@@ -259,7 +277,7 @@ class Tracer(Tensor):
         return value
 
     def detach(self) -> Tensor:
-        value = self
+        value: Tensor = self
         while isinstance(value, Tracer):
             if value.is_batch:  # keep the batch structure of vmap
                 return value._trace.detached(value)
@@ -349,6 +367,7 @@ def escaped(op: str, trace) -> TracerError:
 def check_like(op: str, what: str, value, like, of: str = "its primal") -> None:
     """``value`` (a tangent, a cotangent, a probe) must have the shape, dtype and device of ``like``;
     the one check behind every such pair, naming ``op`` and the field that differs."""
+    error: type[MinidiffError]
     if value.shape != like.shape:
         error, field, hint = ShapeError, "shape", ""
     elif value.dtype != like.dtype:

@@ -20,7 +20,9 @@ pass ``.detach()`` on purpose.  Tape-style tensors (``requires_grad=True``) read
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import wraps
+from typing import Any
 
 from .. import backend
 from ..errors import DeviceError, describe
@@ -29,7 +31,7 @@ from .core import ARRAY, Tensor, wrap
 __all__ = ["array_kernel", "array_namespace"]
 
 
-def array_namespace(*tensors: Tensor):
+def array_namespace(*tensors: Tensor) -> Any:
     """The array namespace (``numpy`` or ``cupy``) of the tensors' device (the default with none).
 
     >>> import minidiff as md
@@ -39,7 +41,7 @@ def array_namespace(*tensors: Tensor):
     return _device("array_namespace", tensors).xp
 
 
-def array_kernel(fn):
+def array_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn ``fn(ns, *arrays, **params)`` on backend arrays into a function on tensors (see module doc).
 
     Positional tensor arguments (also inside lists, tuples and dicts) arrive as arrays, all on one
@@ -49,9 +51,14 @@ def array_kernel(fn):
     name = getattr(fn, "__qualname__", "kernel")
 
     @wraps(fn)
-    def call(*args, **params):
-        tensors = []
-        raw = _map(lambda t: tensors.append(t) or t._concrete(name, ARRAY)._data, args)
+    def call(*args: Any, **params: Any) -> Any:
+        tensors: list[Tensor] = []
+
+        def array_of(t: Tensor) -> Any:  # and note the tensor, for its device
+            tensors.append(t)
+            return t._concrete(name, ARRAY)._data
+
+        raw = _map(array_of, args)
         device = _device(name, tensors)
         out = fn(device.xp, *raw, **params)
         return _map_arrays(out, device)
@@ -59,7 +66,7 @@ def array_kernel(fn):
     return call
 
 
-def _map(f, tree):
+def _map(f: Callable[[Any], Any], tree: Any) -> Any:
     if isinstance(tree, Tensor):
         return f(tree)
     if isinstance(tree, (list, tuple)):
@@ -69,7 +76,7 @@ def _map(f, tree):
     return tree
 
 
-def _map_arrays(tree, device):
+def _map_arrays(tree: Any, device: backend.Device) -> Any:
     if isinstance(tree, device.array_type):
         return wrap(tree, device)
     if isinstance(tree, (list, tuple)):
@@ -81,7 +88,7 @@ def _map_arrays(tree, device):
     return tree
 
 
-def _device(op: str, tensors) -> backend.Device:
+def _device(op: str, tensors: Sequence[Tensor]) -> backend.Device:
     devices = {id(t.device): t.device for t in tensors}
     if len(devices) > 1:
         raise DeviceError(

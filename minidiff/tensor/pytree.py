@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+#: A nested tuple, list or dict whose leaves are tensors (or numbers): too free-form to spell exactly.
+PyTree = Any
+
 
 class TreeDef:
     """The structure of a pytree without its leaves."""
 
     __slots__ = ("kind", "meta", "children")
 
-    def __init__(self, kind, meta, children):
+    def __init__(self, kind: str, meta: Any, children: tuple[TreeDef, ...]):
         self.kind, self.meta, self.children = kind, meta, children
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, TreeDef)
             and self.kind == other.kind
@@ -34,50 +40,47 @@ class TreeDef:
 LEAF = TreeDef("leaf", None, ())
 
 
-def flatten(tree) -> tuple[list, TreeDef]:
+def flatten(tree: PyTree) -> tuple[list, TreeDef]:
     """Leaves in a fixed order (dicts by sorted key) and the structure to rebuild the tree."""
     leaves: list = []
-
-    def go(t):
-        if isinstance(t, tuple) and not hasattr(t, "_fields"):
-            return TreeDef("tuple", None, tuple(go(c) for c in t))
-        if isinstance(t, list):
-            return TreeDef("list", None, tuple(go(c) for c in t))
-        if isinstance(t, dict):
-            keys = tuple(sorted(t))
-            return TreeDef("dict", keys, tuple(go(t[k]) for k in keys))
-        if t is None:
-            return TreeDef("none", None, ())
-        leaves.append(t)
-        return LEAF
-
-    treedef = go(tree)
-    go = None  # the recursive closure refers to itself: break that cycle so the leaves are freed at once
-    return leaves, treedef
+    return leaves, _structure(tree, leaves)
 
 
-def unflatten(treedef: TreeDef, leaves) -> object:
+def _structure(t: PyTree, leaves: list) -> TreeDef:
+    """``t``'s structure, appending its leaves to ``leaves`` (a module function, not a recursive
+    closure: a closure that refers to itself is a cycle that would keep the leaves alive until a gc run)."""
+    if isinstance(t, tuple) and not hasattr(t, "_fields"):
+        return TreeDef("tuple", None, tuple(_structure(c, leaves) for c in t))
+    if isinstance(t, list):
+        return TreeDef("list", None, tuple(_structure(c, leaves) for c in t))
+    if isinstance(t, dict):
+        keys = tuple(sorted(t))
+        return TreeDef("dict", keys, tuple(_structure(t[k], leaves) for k in keys))
+    if t is None:
+        return TreeDef("none", None, ())
+    leaves.append(t)
+    return LEAF
+
+
+def unflatten(treedef: TreeDef, leaves: Iterable[Any]) -> PyTree:
     """Rebuild a tree of ``treedef``'s structure from ``leaves``."""
-    it = iter(leaves)
-
-    def go(d):
-        if d.kind == "leaf":
-            return next(it)
-        if d.kind == "none":
-            return None
-        children = [go(c) for c in d.children]
-        if d.kind == "tuple":
-            return tuple(children)
-        if d.kind == "list":
-            return children
-        return dict(zip(d.meta, children))
-
-    tree = go(treedef)
-    go = None  # break the closure's self-reference (it would keep the leaves alive until a gc run)
-    return tree
+    return _build(treedef, iter(leaves))
 
 
-def tree_map(fn, tree, *rest):
+def _build(d: TreeDef, it: Iterator[Any]) -> PyTree:
+    if d.kind == "leaf":
+        return next(it)
+    if d.kind == "none":
+        return None
+    children = [_build(c, it) for c in d.children]
+    if d.kind == "tuple":
+        return tuple(children)
+    if d.kind == "list":
+        return children
+    return dict(zip(d.meta, children))
+
+
+def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
     """Apply ``fn`` leaf by leaf to one or more trees of the same structure."""
     leaves, treedef = flatten(tree)
     others = [flatten(r)[0] for r in rest]

@@ -15,18 +15,21 @@ and pytree path (``args[1]['w'][0]``) for the failure message.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
+from typing import Any
 
 from ..backend import numpy_module as np
 from ..primitives.creation import asarray
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 
 __all__ = ["Arguments"]
 
 
-def _differentiable(leaf) -> bool:
+def _differentiable(leaf: Any) -> bool:
     """A floating tensor, a Python float or a floating NumPy array/scalar: a leaf to differentiate."""
     if isinstance(leaf, Tensor):
         return np.dtype(leaf.dtype).kind == "f"
@@ -37,7 +40,7 @@ def _differentiable(leaf) -> bool:
     return isinstance(leaf, np.ndarray) and leaf.dtype.kind == "f"
 
 
-def _paths(tree, prefix: str) -> list[str]:
+def _paths(tree: PyTree, prefix: str) -> list[str]:
     """The path of every leaf of ``tree``, in the order of ``pytree.flatten`` (dicts by sorted key,
     ``None`` no leaf, a namedtuple one leaf)."""
     if isinstance(tree, tuple) and not hasattr(tree, "_fields") or isinstance(tree, list):
@@ -49,7 +52,7 @@ def _paths(tree, prefix: str) -> list[str]:
     return [prefix]
 
 
-def _static_argnums(op: str, static_argnums, n: int) -> frozenset:
+def _static_argnums(op: str, static_argnums: int | Sequence[int], n: int) -> frozenset:
     nums = (static_argnums,) if isinstance(static_argnums, Integral) else static_argnums
     if not isinstance(nums, (tuple, list)) or not all(
         isinstance(i, Integral) and not isinstance(i, bool) for i in nums
@@ -67,13 +70,13 @@ def _static_argnums(op: str, static_argnums, n: int) -> frozenset:
 class Arguments:
     """The arguments split into differentiated leaves and static values (see the module doc)."""
 
-    treedef: object  # structure of the whole args tuple
+    treedef: pytree.TreeDef  # structure of the whole args tuple
     values: list  # every leaf of args, static ones as given, differentiated ones as tensors
     diff: list[int]  # positions in ``values`` of the differentiated leaves
     names: list[tuple[int, str]]  # (argument index, pytree path) of each differentiated leaf
 
     @classmethod
-    def make(cls, op: str, args, static_argnums=()) -> Arguments:
+    def make(cls, op: str, args: Sequence[Any], static_argnums: int | Sequence[int] = ()) -> Arguments:
         if not isinstance(args, (tuple, list)):
             raise TypeError(
                 f"{op}: args must be a tuple, one entry per argument of f (got {type(args).__name__}; "
@@ -81,7 +84,9 @@ class Arguments:
             )
         args = tuple(args)
         static = _static_argnums(op, static_argnums, len(args))
-        values, diff, names = [], [], []
+        values: list = []
+        diff: list[int] = []
+        names: list[tuple[int, str]] = []
         for argnum, arg in enumerate(args):
             leaves = pytree.flatten(arg)[0]
             for leaf, path in zip(leaves, _paths(arg, f"args[{argnum}]")):
@@ -102,17 +107,17 @@ class Arguments:
         """The differentiated leaves, as tensors."""
         return tuple(self.values[i] for i in self.diff)
 
-    def rebuild(self, leaves) -> tuple:
+    def rebuild(self, leaves: Sequence[Any]) -> tuple:
         """``args`` with the differentiated leaves replaced by ``leaves``."""
         values = list(self.values)
         for i, leaf in zip(self.diff, leaves):
             values[i] = leaf
         return pytree.unflatten(self.treedef, values)
 
-    def flat(self, f):
+    def flat(self, f: Callable[..., Any]) -> Callable[..., Any]:
         """``f`` as a function of the differentiated leaves alone (static ones filled in)."""
 
-        def f_of_leaves(*leaves):
+        def f_of_leaves(*leaves: Tensor) -> Any:
             return f(*self.rebuild(leaves))
 
         return f_of_leaves

@@ -363,7 +363,14 @@ def check_example(
             raise AssertionError(f"check {name!r} failed: {exc}\n{_describe(args)}") from None
 
 
-def check_jacobian(f: Callable, args: Sequence, expected, argnums: int = 0, rtol=1e-12, atol=1e-12) -> None:
+def check_jacobian(
+    f: Callable,
+    args: Sequence,
+    expected: Tensor,
+    argnums: int = 0,
+    rtol: float = 1e-12,
+    atol: float = 1e-12,
+) -> None:
     """Forward-mode and reverse-mode Jacobians of ``f`` at ``args`` both equal ``expected``.
 
     Meant for the conventions at non-differentiable points (kinks, ties), where finite differences

@@ -17,14 +17,16 @@ function and primitive, the rule, the order, the argument, the element and the t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..backend import numpy_module as np
 from ..primitives.creation import asarray
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor
+from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, vjp
 from .arguments import Arguments
 from .report import GradCheckError, describe_function, order_text
@@ -132,7 +134,7 @@ def _like(ts, xs):
     return tuple(t if t.dtype == x.dtype else t.astype(x.dtype) for t, x in zip(ts, xs))
 
 
-def numerical_jvp(f, args, tangents, eps: float = 1e-6):
+def numerical_jvp(f: Callable[..., Any], args: PyTree, tangents: PyTree, eps: float = 1e-6) -> list[Tensor]:
     """Central finite difference ``(f(x + εv) − f(x − εv)) / 2ε``, leaf by leaf of the output."""
     plus = f(*pytree.tree_map(lambda x, t: x + eps * t, tuple(args), tuple(tangents)))
     minus = f(*pytree.tree_map(lambda x, t: x - eps * t, tuple(args), tuple(tangents)))
@@ -215,16 +217,16 @@ def _check_modes(modes) -> tuple:
 
 # ----------------------------------------------------------------------------- the check
 def check_grads(
-    f,
-    args,
+    f: Callable[..., Any],
+    args: PyTree,
     order: int = 2,
-    modes=("fwd", "rev"),
+    modes: Sequence[str] = ("fwd", "rev"),
     eps: float | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     seed: RngLike = 0,
     *,
-    static_argnums=(),
+    static_argnums: int | Sequence[int] = (),
 ) -> None:
     """Raise :class:`GradCheckError` (an ``AssertionError``) unless the derivatives of ``f`` at ``args``
     up to ``order`` are right.

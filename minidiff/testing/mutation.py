@@ -38,8 +38,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from ..primitives.ops import stop_gradient
+from ..primitives.registry import Primitive
 from ..tensor.core import Tensor
 from .battery import run_hypothesis
 
@@ -63,7 +65,7 @@ class Mutation:
     """One deliberate bug: ``change`` applied to rule(s) ``rule`` of ``primitive`` (input ``index``)."""
 
     name: str
-    primitive: object
+    primitive: Primitive
     rule: str
     change: Callable[[Callable], Callable]
     index: int | None = None
@@ -152,7 +154,7 @@ def replaced(*new_rules: Callable) -> Callable[[Callable], Callable]:
     def change(rule, i=0):
         return new_rules[i] if len(new_rules) > 1 else new_rules[0]
 
-    change.by_input = len(new_rules) > 1
+    change.by_input = len(new_rules) > 1  # type: ignore[attr-defined]  # read back with getattr below
     return change
 
 
@@ -198,7 +200,8 @@ def mutated(mutation: Mutation) -> Iterator[None]:
     While mutated, the tape keeps every input and the output of the primitive (a mutated rule may
     read values the real one did not).
     """
-    prim, m = mutation.primitive, mutation
+    prim: Any = mutation.primitive  # a built-in or an md.primitive: their rule attributes differ
+    m = mutation
     before = {a: getattr(prim, a) for a in _SAVED if hasattr(prim, a)}
     try:
         if m.rule == "impl":
@@ -243,7 +246,7 @@ def _mutate_registered(prim, m: Mutation) -> None:
 def check_mutation(
     mutation: Mutation,
     prop: Callable,
-    inputs=None,
+    inputs: Any = None,
     *,
     max_examples: int = 30,
     seed: int = 0,
@@ -314,7 +317,7 @@ def score_table(results: list[MutationResult], inputs: list[str] | None = None) 
     lines = [head, "|---|---|---|" + ("---|" if extra else "") + "---|"]
     for k, r in enumerate(results):
         m = r.mutation
-        where = f" {inputs[k]} |" if extra else ""
+        where = f" {inputs[k]} |" if inputs is not None else ""
         lines.append(
             f"| {m.name} | `{_target(m)}` | {m.description} |{where} {'yes' if r.caught else '**no**'} |"
         )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from ..primitives.registry import Primitive
 from ..tensor import pytree
+from ..tensor.core import Tensor
 from ..transforms.core import vjp
 from ..transforms.inspect_tape import tape_nodes
 
@@ -28,7 +32,24 @@ class GradCheckError(AssertionError):
 
     __module__ = "minidiff.testing"  # where users import it from (and what a traceback shows)
 
-    def __init__(self, **fields):
+    # the fields (set from the keywords of __init__; see the class doc)
+    function: str
+    primitive: str | None
+    primitive_text: str
+    primitive_is_f: bool
+    rule: str
+    order: int
+    order_text: str
+    argnum: int
+    leaf: str
+    element: tuple[int, ...] | None
+    got: float
+    want: float
+    tolerance: float
+    compared: str
+    settings: str
+
+    def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
         super().__init__(self._message())
 
@@ -63,11 +84,11 @@ def order_text(path: tuple, mode: str) -> tuple[str, int, str]:
     return path[0], n, f"order {n} (the derivative of the {of}, by {modes} mode)"
 
 
-def _bound_primitives(F, xs) -> list:
+def _bound_primitives(F: Callable[..., Any], xs: Sequence[Tensor]) -> list:
     """The primitives ``F(*xs)`` binds at its top level (recorded on a tape), in order, each once."""
     found: list = []
 
-    def spy(*a):
+    def spy(*a: Any) -> Any:
         out = F(*a)
         for o in pytree.flatten(out)[0]:
             try:
@@ -84,11 +105,11 @@ def _bound_primitives(F, xs) -> list:
     return list(unique.values())
 
 
-def _label(p) -> str:
+def _label(p: Primitive) -> str:
     return f"md.primitive {p.name!r}" if p.kind == "custom" else f"primitive {p.name!r}"
 
 
-def describe_function(f, F, xs) -> dict:
+def describe_function(f: Callable[..., Any], F: Callable[..., Any], xs: Sequence[Tensor]) -> dict:
     """The fields of :class:`GradCheckError` that name ``f`` and the primitive at fault: ``f`` itself
     when it is a primitive, else the one primitive it calls, or the one ``md.primitive`` among those."""
     name = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or repr(f)

@@ -25,6 +25,8 @@ Hypothesis' own unconstrained shapes, as before.
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -57,7 +59,9 @@ def _distinct_ok(distinct, min_dims, max_dims, min_side, max_side) -> bool:
     return bool(distinct)
 
 
-def shapes(min_dims: int = 1, max_dims: int = 3, min_side: int = 2, max_side: int = 5, distinct=None):
+def shapes(
+    min_dims: int = 1, max_dims: int = 3, min_side: int = 2, max_side: int = 5, distinct: bool | None = None
+) -> Any:
     """Array shapes; by default non-degenerate: sides in [2, 5], all different.
 
     ``distinct`` (default: when ``min_side >= 2``) makes the sides pairwise different.  With
@@ -96,8 +100,8 @@ def broadcastable_shapes(
     max_dims: int = 3,
     min_side: int = 2,
     max_side: int = 5,
-    distinct=None,
-):
+    distinct: bool | None = None,
+) -> Any:
     """Tuples of ``num_shapes`` shapes that broadcast together (NumPy rules).
 
     By default the broadcast shape is a non-degenerate :func:`shapes` draw, and every operand is that

@@ -18,20 +18,23 @@ Conventions shared by all of them:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import wraps
+from typing import Any
 
 from ..errors import ShapeError
 from ..modes import levels
 from ..modes.batching import Batched, BatchTrace
 from ..modes.forward import Dual, ForwardTrace, check_tangent
-from ..modes.reverse import ReverseTrace, Taped, walk
+from ..modes.reverse import Node, ReverseTrace, Taped, walk
 from ..primitives.creation import asarray, eye, zeros
 from ..primitives.shape import broadcast_to, moveaxis, reshape
 from ..tensor import pytree
 from ..tensor.core import Tensor, check_differentiable, check_like
+from ..tensor.pytree import PyTree
 
 
-def _check_tuples(op: str, primals, tangents) -> None:
+def _check_tuples(op: str, primals: Any, tangents: Any) -> None:
     """``primals`` and ``tangents`` hold one entry per argument of f: a bare tensor is the usual slip."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError(
@@ -40,14 +43,14 @@ def _check_tuples(op: str, primals, tangents) -> None:
         )
 
 
-def _check_inputs(op: str, *trees) -> None:
+def _check_inputs(op: str, *trees: PyTree) -> None:
     """Fail early, naming the transform the user called, on an input that cannot carry derivatives."""
     for tree in trees:
         for leaf in _tensors(op, tree, "input")[0]:
             check_differentiable(op, leaf)
 
 
-def _tensors(op: str, tree, what: str):
+def _tensors(op: str, tree: PyTree, what: str) -> tuple[list[Tensor], pytree.TreeDef]:
     leaves, treedef = pytree.flatten(tree)
     out = []
     for leaf in leaves:
@@ -61,7 +64,14 @@ def _tensors(op: str, tree, what: str):
 
 
 # ----------------------------------------------------------------------------- forward mode
-def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False):
+def jvp(
+    f: Callable[..., Any],
+    primals: Sequence[PyTree],
+    tangents: Sequence[PyTree],
+    *,
+    has_aux: bool = False,
+    vectorized: bool = False,
+) -> tuple[Any, ...]:
     """Forward mode: ``(f(*primals), J·tangents)`` in one pass, with dual numbers.
 
     ``primals`` and ``tangents`` are tuples (or lists) with one entry per positional argument of
@@ -125,7 +135,9 @@ def jvp(f, primals, tangents, *, has_aux: bool = False, vectorized: bool = False
     return (*result, aux) if has_aux else result
 
 
-def _vector_jvp(f, primals, tangents, has_aux):
+def _vector_jvp(
+    f: Callable[..., Any], primals: Sequence[PyTree], tangents: Sequence[PyTree], has_aux: bool
+) -> tuple[Any, ...]:
     """K directions at once: the JVP's tangents are batched by vmap (one pass, no loop)."""
     t_leaves, _ = _tensors("jvp", tuple(tangents), "tangent")
     sizes = {t.shape[0] if t.ndim else None for t in t_leaves}
@@ -136,7 +148,7 @@ def _vector_jvp(f, primals, tangents, has_aux):
         )
     box = {}
 
-    def push(*ts):
+    def push(*ts: PyTree) -> Any:
         res = jvp(f, primals, ts, has_aux=has_aux)
         box["out"] = res[0]  # the primal output does not depend on the directions
         if has_aux:
@@ -148,7 +160,7 @@ def _vector_jvp(f, primals, tangents, has_aux):
 
 
 # ----------------------------------------------------------------------------- reverse mode
-def vjp(f, *primals, has_aux: bool = False):
+def vjp(f: Callable[..., Any], *primals: PyTree, has_aux: bool = False) -> tuple[Any, ...]:
     """Reverse mode: ``(f(*primals), vjp_fn)`` where ``vjp_fn(cotangent)`` returns one cotangent per
     primal, computed by one walk of the tape recorded while ``f`` ran.
 
@@ -180,7 +192,8 @@ def vjp(f, *primals, has_aux: bool = False):
         out = f(*pytree.unflatten(p_def, taped))
         out, aux = _split_aux("vjp", out, has_aux)
         o_leaves, o_def = pytree.flatten(out)
-        outs, roots = [], []
+        outs: list[Tensor] = []
+        roots: list[Node | None] = []
         for o in o_leaves:
             if isinstance(o, Taped) and o._trace is trace:
                 outs.append(o.primal)
@@ -192,7 +205,7 @@ def vjp(f, *primals, has_aux: bool = False):
     targets = set(leaf_nodes)
     out_tree = pytree.unflatten(o_def, outs)
 
-    def vjp_fn(cotangent):
+    def vjp_fn(cotangent: PyTree) -> tuple[Any, ...]:
         c_leaves, c_def = _tensors("vjp_fn", cotangent, "cotangent")
         if c_def != o_def:
             raise ShapeError(f"vjp_fn: cotangent has structure {c_def} but the output has {o_def}")
@@ -211,7 +224,7 @@ def vjp(f, *primals, has_aux: bool = False):
     return (out_tree, vjp_fn, aux) if has_aux else (out_tree, vjp_fn)
 
 
-def _split_aux(op, out, has_aux):
+def _split_aux(op: str, out: Any, has_aux: bool) -> tuple[Any, Any]:
     if not has_aux:
         return out, None
     if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -219,12 +232,12 @@ def _split_aux(op, out, has_aux):
     return out[0], _strip(out[1])
 
 
-def _strip(aux):
+def _strip(aux: PyTree) -> PyTree:
     """Auxiliary outputs leave the transform as plain values."""
     return pytree.tree_map(lambda a: a.detach() if isinstance(a, Tensor) else a, aux)
 
 
-def _argnums(op, argnums, n):
+def _argnums(op: str, argnums: int | Sequence[int], n: int) -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for a in nums:
         if not -n <= a < n:
@@ -232,7 +245,9 @@ def _argnums(op, argnums, n):
     return nums
 
 
-def value_and_grad(f, argnums=0, has_aux: bool = False):
+def value_and_grad(
+    f: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
+) -> Callable[..., Any]:
     """``f`` and its gradient with respect to the arguments ``argnums``, by one reverse pass.
 
     ``f`` must return a scalar tensor (shape ``()``).  The returned function gives ``(value, grad)``:
@@ -259,10 +274,10 @@ def value_and_grad(f, argnums=0, has_aux: bool = False):
     """
 
     @wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         nums = _argnums("grad", argnums, len(args))
 
-        def g(*chosen):
+        def g(*chosen: Any) -> Any:
             full = list(args)
             for a, c in zip(nums, chosen):
                 full[a] = c
@@ -284,7 +299,9 @@ def value_and_grad(f, argnums=0, has_aux: bool = False):
     return wrapper
 
 
-def grad(f, argnums=0, has_aux: bool = False):
+def grad(
+    f: Callable[..., Any], argnums: int | tuple[int, ...] = 0, has_aux: bool = False
+) -> Callable[..., Any]:
     """The gradient of scalar ``f`` with respect to argument(s) ``argnums`` (reverse mode).
 
     ``grad(f, argnums)(*args)`` is ``value_and_grad(f, argnums)(*args)[1]``: with an int
@@ -309,7 +326,7 @@ def grad(f, argnums=0, has_aux: bool = False):
     vg = value_and_grad(f, argnums, has_aux)
 
     @wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         (out, g) = vg(*args, **kwargs)
         if has_aux:
             return g, out[1]
@@ -319,7 +336,7 @@ def grad(f, argnums=0, has_aux: bool = False):
 
 
 # ----------------------------------------------------------------------------- batching
-def vmap(f, in_axes=0, out_axes=0):
+def vmap(f: Callable[..., Any], in_axes: Any = 0, out_axes: Any = 0) -> Callable[..., Any]:
     """Map ``f`` over an axis of its arguments, in one vectorized pass (no Python loop).
 
     ``in_axes``: an int (the mapped axis of every argument) or a tuple with one entry per positional
@@ -342,7 +359,7 @@ def vmap(f, in_axes=0, out_axes=0):
     """
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
         if len(axes) != len(args):
             raise ValueError(f"vmap: in_axes has {len(axes)} entries for {len(args)} arguments")
@@ -388,7 +405,7 @@ def vmap(f, in_axes=0, out_axes=0):
 
 
 # ----------------------------------------------------------------------------- Jacobians, Hessians
-def _basis(leaves):
+def _basis(leaves: Sequence[Tensor]) -> list[Tensor]:
     """The standard basis of the space of several leaves: for each leaf, its slice of the identity
     shaped as a batch ``(N,) + leaf.shape`` (N = total size), in the leaf's dtype."""
 
@@ -401,7 +418,7 @@ def _basis(leaves):
     return out
 
 
-def _unstack_rows(t: Tensor, leaves, trailing):
+def _unstack_rows(t: Tensor, leaves: Sequence[Tensor], trailing: tuple[int, ...] | None) -> list[Tensor]:
     """Split a batch of ``N`` rows into one block per leaf, each shaped ``trailing + leaf.shape``."""
     from ..primitives.shape import moveaxis, reshape
 
@@ -418,7 +435,7 @@ def _unstack_rows(t: Tensor, leaves, trailing):
     ]
 
 
-def jacfwd(f, argnums=0):
+def jacfwd(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """Jacobian by forward mode: one vectorized JVP over the input basis (shape out.shape + in.shape).
 
     With an int ``argnums`` the result is the Jacobian with respect to that argument; with a tuple, a
@@ -442,7 +459,7 @@ def jacfwd(f, argnums=0):
     """
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         nums = _argnums("jacfwd", argnums, len(args))
         results = []
         for a in nums:
@@ -450,7 +467,7 @@ def jacfwd(f, argnums=0):
             for x in x_leaves:
                 check_differentiable("jacfwd", x)
 
-            def g(xa, a=a):
+            def g(xa: Tensor, a: int = a) -> Any:
                 full = list(args)
                 full[a] = xa
                 return f(*full)
@@ -467,7 +484,7 @@ def jacfwd(f, argnums=0):
     return wrapper
 
 
-def jacrev(f, argnums=0):
+def jacrev(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """Jacobian by reverse mode: one tape, its cotangents batched over the output basis.
 
     ``argnums``, pytrees and the result's structure and shapes are as for :func:`jacfwd` (an int
@@ -485,10 +502,10 @@ def jacrev(f, argnums=0):
     """
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         nums = _argnums("jacrev", argnums, len(args))
 
-        def g(*chosen):
+        def g(*chosen: Any) -> Any:
             full = list(args)
             for a, c in zip(nums, chosen):
                 full[a] = c
@@ -513,7 +530,7 @@ def jacrev(f, argnums=0):
     return wrapper
 
 
-def hessian(f, argnums=0):
+def hessian(f: Callable[..., Any], argnums: int | tuple[int, ...] = 0) -> Callable[..., Any]:
     """Hessian of scalar ``f``: forward mode over reverse mode (``jacfwd(jacrev(f))``).
 
     For an argument of shape ``s`` the Hessian has shape ``s + s``.  With a tuple ``argnums`` the
@@ -533,7 +550,7 @@ def hessian(f, argnums=0):
     hess = jacfwd(jacrev(f, argnums), argnums)
 
     @wraps(f)
-    def wrapper(*args):
+    def wrapper(*args: Any) -> Any:
         _check_inputs("hessian", *[args[a] for a in _argnums("hessian", argnums, len(args))])
         return hess(*args)
 
@@ -543,7 +560,9 @@ def hessian(f, argnums=0):
 HVP_MODES = ("fwd-over-rev", "rev-over-fwd", "rev-over-rev")
 
 
-def hvp(f, primals, tangents, mode: str = "fwd-over-rev"):
+def hvp(
+    f: Callable[..., Any], primals: Sequence[PyTree], tangents: Sequence[PyTree], mode: str = "fwd-over-rev"
+) -> tuple[Any, ...]:
     """Hessian-vector product ``H·v`` of scalar ``f`` at ``primals``, never forming ``H``.
 
     ``mode``: ``"fwd-over-rev"`` (JVP of the gradient: one tape, whose walk carries tangents),
@@ -590,7 +609,7 @@ def check_hvp_mode(op: str, mode: str) -> None:
         raise ValueError(f"{op}: unknown mode {mode!r}; choose one of {HVP_MODES}")
 
 
-def hessian_product(f, primals, mode: str = "fwd-over-rev"):
+def hessian_product(f: Callable[..., Any], primals: PyTree, mode: str = "fwd-over-rev") -> Callable[..., Any]:
     """The Hessian of scalar ``f`` at ``primals`` as a reusable product ``product(tangents, vectorized=False)``.
 
     This is the one place the three compositions of :func:`hvp` are written (``hvp``,
@@ -621,22 +640,22 @@ def hessian_product(f, primals, mode: str = "fwd-over-rev"):
     gradient = grad(f, argnums=nums)
     if mode == "fwd-over-rev":
 
-        def product(tangents, vectorized: bool = False):
+        def forward_over_reverse(tangents: Sequence[PyTree], vectorized: bool = False) -> tuple[Any, ...]:
             return tuple(jvp(gradient, primals, tuple(tangents), vectorized=vectorized)[1])
 
-        return product
+        return forward_over_reverse
     if mode == "rev-over-fwd":
 
-        def one(tangents):
+        def one(tangents: Sequence[PyTree]) -> tuple[Any, ...]:
             return tuple(grad(lambda *p: jvp(f, p, tuple(tangents))[1], argnums=nums)(*primals))
 
     else:
         _, back = vjp(gradient, *primals)
 
-        def one(tangents):
+        def one(tangents: Sequence[PyTree]) -> tuple[Any, ...]:
             return tuple(back(tuple(tangents)))
 
-    def product(tangents, vectorized: bool = False):
+    def product(tangents: Sequence[PyTree], vectorized: bool = False) -> tuple[Any, ...]:
         return vmap(one)(tuple(tangents)) if vectorized else one(tangents)
 
     return product

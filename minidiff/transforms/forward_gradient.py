@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ShapeError, check_number
 from ..primitives.ops import clip as clip_values
@@ -23,13 +25,14 @@ from ..primitives.ops import einsum
 from ..primitives.random import RngLike, as_generator
 from ..tensor import pytree
 from ..tensor.core import Tensor, Tracer, check_differentiable
+from ..tensor.pytree import PyTree
 from .core import jvp
 
 DISTRIBUTIONS = ("normal", "rademacher")
 
 #: How each FGD setting is checked (:func:`check_fgd_settings`): the bounds given to
 #: :func:`minidiff.errors.check_number`.
-_SETTING_BOUNDS = {
+_SETTING_BOUNDS: dict[str, dict[str, Any]] = {
     "lr": dict(low=0.0),
     "decay": dict(low=0.0),
     "n_directions": dict(low=1, integer=True),
@@ -37,7 +40,7 @@ _SETTING_BOUNDS = {
 }
 
 
-def check_fgd_settings(op: str, **settings) -> None:
+def check_fgd_settings(op: str, **settings: Any) -> None:
     """The one check of forward gradient descent's settings, for :class:`FGD` and ``md.optim.FGD``.
 
     Each keyword given is checked: ``lr`` (η₀) and ``decay`` (k) non-negative numbers,
@@ -71,7 +74,9 @@ def fgd_learning_rate(lr: float, decay: float, i: int) -> float:
     return lr * math.exp(-decay * i)
 
 
-def sample_directions(params, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1):
+def sample_directions(
+    params: PyTree, rng: RngLike = None, distribution: str = "normal", n_directions: int = 1
+) -> PyTree:
     """Random directions shaped like ``params`` (with a leading axis of K when ``n_directions > 1``).
 
     ``rng``: an int seed, a :class:`minidiff.primitives.random.Generator`, a ``numpy.random.Generator`` or None
@@ -83,21 +88,21 @@ def sample_directions(params, rng: RngLike = None, distribution: str = "normal",
     lead = () if n_directions == 1 else (n_directions,)
     draw = rng.normal if distribution == "normal" else rng.rademacher
 
-    def one(p: Tensor):
+    def one(p: Tensor) -> Tensor:
         return draw(lead + tuple(p.shape), dtype=p.dtype)
 
     return pytree.tree_map(one, params)
 
 
 def forward_grad(
-    f,
-    params,
+    f: Callable[..., Any],
+    params: PyTree,
     rng: RngLike = None,
     n_directions: int = 1,
     distribution: str = "normal",
     clip: float | None = None,
-    directions=None,
-):
+    directions: PyTree = None,
+) -> tuple[Tensor, PyTree]:
     """``(f(params), (1/K) Σ_k (∇f·v_k) v_k)`` from forward mode only.
 
     ``params`` is a pytree of float tensors; ``rng`` an int seed, a :class:`minidiff.primitives.random.Generator`
@@ -132,10 +137,12 @@ def forward_grad(
     return loss, pytree.tree_map(lambda vk: einsum("k,k...->...", d, vk) * scale, v)
 
 
-def _directional_derivative(f, params, v, vectorized: bool):
+def _directional_derivative(
+    f: Callable[..., Any], params: PyTree, v: PyTree, vectorized: bool
+) -> tuple[Any, Any, bool]:
     """``(f(params), ∇f·v, whether f's output depends on params at all)`` in one forward pass."""
 
-    def traced(p):
+    def traced(p: PyTree) -> tuple[Any, bool]:
         out = f(p)
         leaves = pytree.flatten(p)[0]
         level = leaves[0]._level if leaves else None
@@ -145,7 +152,7 @@ def _directional_derivative(f, params, v, vectorized: bool):
     return loss, d, depends
 
 
-def fgd_update(params, grads, lr: float):
+def fgd_update(params: PyTree, grads: PyTree, lr: float) -> PyTree:
     """``θ − lr·g`` leaf by leaf: the FGD update of :class:`FGD` and ``md.optim.FGD``."""
     return pytree.tree_map(lambda p, g: p - lr * g, params, grads)
 
@@ -192,7 +199,7 @@ class FGD:
         """η_i = η₀·exp(−k·i) (the current step's by default)."""
         return fgd_learning_rate(self.lr0, self.decay, self.iteration if i is None else i)
 
-    def step(self, f, params):
+    def step(self, f: Callable[..., Any], params: PyTree) -> tuple[Tensor, PyTree]:
         """One FGD step on ``f(params)``: returns ``(loss, new_params)``."""
         loss, g = forward_grad(f, params, self.rng, self.n_directions, self.distribution, self.clip)
         lr = self.learning_rate()

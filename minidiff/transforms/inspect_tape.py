@@ -20,13 +20,15 @@ tape of a float64[] value on level 1: 4 nodes, 16 bytes saved
 
 from __future__ import annotations
 
-from ..modes.reverse import FREED, Aval, Freed
+from typing import Any
+
+from ..modes.reverse import FREED, Aval, Freed, Node
 from ..tensor.core import Tensor
 
 __all__ = ["format_tape", "tape_nodes"]
 
 
-def _node_of(y):
+def _node_of(y: Tensor) -> Node:
     node = getattr(y, "_node", None)
     if node is None:
         raise TypeError(
@@ -36,7 +38,7 @@ def _node_of(y):
     return node
 
 
-def tape_nodes(y) -> list:
+def tape_nodes(y: Tensor) -> list:
     """The tape nodes that ``y`` depends on, oldest first (a node always comes after its parents)."""
     seen, stack, nodes = set(), [_node_of(y)], []
     while stack:  # iterative: a 10,000-op chain must not hit the recursion limit
@@ -50,7 +52,7 @@ def tape_nodes(y) -> list:
     return nodes
 
 
-def _short(v, limit: int = 40) -> str:
+def _short(v: Any, limit: int = 40) -> str:
     if isinstance(v, Tensor):
         return repr(v.detach().item()) if v.size == 1 and v.ndim == 0 else f"const {_type(v)}"
     if isinstance(v, (Aval, Freed)):  # a constant the tape did not keep (or freed): its shape and dtype stay
@@ -59,11 +61,11 @@ def _short(v, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _type(v) -> str:
+def _type(v: Any) -> str:
     return f"{v.dtype}[{','.join(str(d) for d in v.shape)}]"
 
 
-def format_tape(y, names: dict | None = None) -> str:
+def format_tape(y: Tensor, names: dict | None = None) -> str:
     """The tape that computed ``y``, one node per line, oldest first.
 
     ``names`` maps display names to tensors (leaves or intermediate values) to label their nodes.
@@ -86,12 +88,13 @@ def format_tape(y, names: dict | None = None) -> str:
     """
     nodes = tape_nodes(y)
     label = {n: f"%{k}" for k, n in enumerate(nodes)}
-    tags = {}
+    tags: dict[Node | None, list[str]] = {}
     for name, t in (names or {}).items():
         node = getattr(t, "_node", None)
         if node in label:
             tags.setdefault(node, []).append(name)
-    rows, total, counted = [], 0, {}
+    rows, total = [], 0
+    counted: dict = {}
     for n in nodes:
         expr, saves, kept_bytes = _describe_node(n, label, counted)
         total += kept_bytes
@@ -117,7 +120,7 @@ def format_tape(y, names: dict | None = None) -> str:
     return "\n".join([head, *lines])
 
 
-def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
+def _describe_node(n: Node, label: dict, counted: dict) -> tuple[str, str, int]:
     """``(expression, what it saves, bytes it keeps alive not counted yet)`` of one tape node; a value
     kept by several nodes is counted once (``counted`` holds the buffers seen)."""
     kind = getattr(n.prim, "name", None)
@@ -138,6 +141,6 @@ def _describe_node(n, label: dict, counted: dict) -> tuple[str, str, int]:
     return f"{kind}({', '.join(args)})", f"{verb} {', '.join(kept)}" if kept else "", nbytes
 
 
-def _saved(v, freed: bool) -> bool:
+def _saved(v: Any, freed: bool) -> bool:
     """Whether ``v`` is a value the node keeps (or, once freed by ``backward()``, kept until then)."""
     return v is FREED or isinstance(v, Freed) if freed else isinstance(v, Tensor)

@@ -23,16 +23,18 @@ Memory: the constants of the linear map stay alive as long as ``f_jvp`` does (as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..primitives.creation import asarray, zeros
 from ..tensor import pytree
 from ..tensor.core import Tensor, check_like
+from ..tensor.pytree import PyTree
 from .core import vjp
 
 __all__ = ["linearize"]
 
 
-def linearize(f: Callable, *primals, has_aux: bool = False):
+def linearize(f: Callable, *primals: PyTree, has_aux: bool = False) -> tuple[Any, ...]:
     """``(f(*primals), f_jvp)``, where ``f_jvp(*tangents)`` is ``J·tangents`` at ``primals`` (one
     tangent per primal, each with its primal's pytree structure, shapes and dtypes), computed from a
     recorded linear map: ``f`` itself runs once, here, and never again (see the module docstring).
@@ -66,7 +68,7 @@ def linearize(f: Callable, *primals, has_aux: bool = False):
     p_leaves, p_def = pytree.flatten(tuple(primals))
     p_leaves = [p if isinstance(p, Tensor) else asarray(p) for p in p_leaves]
 
-    def f_jvp(*tangents):
+    def f_jvp(*tangents: PyTree) -> Any:
         """``J·tangents`` at the linearization point (one tangent per primal of ``f``)."""
         if len(tangents) != len(primals):
             raise TypeError(
