@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from opspecs import hyp_settings
+from userprims import make_softplus
 
 import minidiff as md
 from minidiff.testing import GRAD_DEFAULTS, GradCheckError, Mutation, check_grads, check_mutation
@@ -29,28 +30,6 @@ X = [0.3, -1.2, 2.0, 0.7]
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
-def make_softplus(jvp_factor=1.0, vjp_factor=1.0, detach=(), name="softplus"):
-    """softplus as a user primitive; ``detach`` names the rules whose derivative sees a detached
-    input (right at first order, wrong one order up)."""
-
-    @md.primitive(name=name)
-    def softplus(x):
-        return md.log1p(md.exp(x))
-
-    def slope(x, rule):
-        return md.sigmoid(md.stop_gradient(x) if rule in detach else x)
-
-    @softplus.defjvp
-    def softplus_jvp(primals, tangents):
-        return tangents[0] * slope(primals[0], "jvp") * jvp_factor
-
-    @softplus.defvjp
-    def softplus_vjp(cotangent, output, x):
-        return (cotangent * slope(x, "vjp") * vjp_factor,)
-
-    return softplus
 
 
 def make_mul_sin(dy_factor=1.0):
