@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import cells
 from .cells import elman_cell, gru_cell, init_elman, init_gru, init_lstm, lstm_cell
+from .multishift import deer_rnn_multishift, sequential_rnn_multishift, stacked_cell
 from .ode import EXPM_METHODS, deer_odeint, sequential_odeint
 from .rnn import (
     DeerConvergenceError,
@@ -24,6 +25,9 @@ __all__ = [
     "SCAN_METHODS",
     "deer_rnn",
     "sequential_rnn",
+    "deer_rnn_multishift",
+    "sequential_rnn_multishift",
+    "stacked_cell",
     "deer_odeint",
     "sequential_odeint",
     "EXPM_METHODS",
