@@ -141,6 +141,28 @@ def test_check_grads_first_order(P):
     )
 
 
+@pytest.mark.parametrize("mode", ["fwd-over-rev", "rev-over-rev"])
+def test_hvp_matches_the_loop(mode):
+    """Second order comes for free too: deer_rnn's rules are differentiable."""
+    p, xs, y_init = setup(2, batch=(), T=7)
+    v = {k: md.tensor(np.random.default_rng(3).normal(size=t.shape)) for k, t in p.items()}
+    run = lambda solve: lambda p: md.sum(md.sin(solve(cell, y_init, xs, p, shifts=2)))
+    (got,) = md.hvp(run(lambda *a, **k: deer_rnn_multishift(*a, **k, **TIGHT)), (p,), (v,), mode=mode)
+    (want,) = md.hvp(run(sequential_rnn_multishift), (p,), (v,), mode="fwd-over-rev")
+    for a, b in zip(md.pytree.flatten(got)[0], md.pytree.flatten(want)[0]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_float32_matches_the_loop():
+    p, xs, y_init = setup(3, T=20)
+    p32 = {k: t.astype("float32") for k, t in p.items()}
+    xs32, y32 = xs.astype("float32"), y_init.astype("float32")
+    ys = deer_rnn_multishift(cell, y32, xs32, p32, shifts=3)
+    ref = sequential_rnn_multishift(cell, y32, xs32, p32, shifts=3)
+    assert ys.dtype == md.float32
+    np.testing.assert_allclose(ys.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_oscillator_gradient_matches_the_loop():
     T = 40
     xs = md.tensor(np.cos(np.linspace(0.0, 4.0, T)).reshape(T, 1))
@@ -184,6 +206,8 @@ def test_errors(fn):
         fn(cell, y_init.numpy(), xs, p, shifts=2)
     with pytest.raises(md.ShapeError, match="does not match the batch axes"):
         fn(cell, md.zeros((4, 2, 2), dtype="float64"), xs, p, shifts=2)
+    with pytest.raises(md.DTypeError, match=f"{fn.__name__}: y_init has dtype float32 but xs has float64"):
+        fn(cell, y_init.astype("float32"), xs, p, shifts=2)
 
 
 def test_errors_of_the_cell_and_init():

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ShapeError, check_number
+from ..errors import DTypeError, ShapeError, check_number
 from ..primitives.shape import broadcast_to, concatenate, stack
 from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
@@ -25,7 +25,7 @@ from .rnn import _validate, deer_rnn
 __all__ = ["deer_rnn_multishift", "sequential_rnn_multishift", "stacked_cell"]
 
 
-def _check_init_states(op: str, y_init: Any, shifts: Any) -> int:
+def _check_init_states(op: str, y_init: Any, xs: Any, shifts: Any) -> int:
     """Validate ``shifts`` and ``y_init`` against it; returns ``n``, the state size."""
     check_number(op, "shifts", shifts, low=1, integer=True)
     if not isinstance(y_init, Tensor):
@@ -35,6 +35,8 @@ def _check_init_states(op: str, y_init: Any, shifts: Any) -> int:
             f"{op}: y_init must have shape (*batch, shifts, n) = (*batch, {shifts}, n), holding "
             f"y_(-{shifts}) … y_(-1) in time order; got {y_init.shape}"
         )
+    if isinstance(xs, Tensor) and y_init.dtype != xs.dtype:
+        raise DTypeError(f"{op}: y_init has dtype {y_init.dtype} but xs has {xs.dtype}")
     return int(y_init.shape[-1])
 
 
@@ -131,7 +133,7 @@ def deer_rnn_multishift(
         ((8, 1), True)
     """
     op = "deer_rnn_multishift"
-    n = _check_init_states(op, y_init, shifts)
+    n = _check_init_states(op, y_init, xs, shifts)
     _validate(op, y_init[..., 0, :], xs, params)
     if init is not None:
         init = _stacked_init(init, y_init, xs, shifts, n)
@@ -159,7 +161,7 @@ def sequential_rnn_multishift(
         [[1.0], [2.0], [3.0], [5.0], [8.0]]
     """
     op = "sequential_rnn_multishift"
-    _check_init_states(op, y_init, shifts)
+    _check_init_states(op, y_init, xs, shifts)
     _validate(op, y_init[..., 0, :], xs, params)
     batch = xs.shape[:-2]
     past: Sequence[Tensor] = [
