@@ -50,9 +50,9 @@ class _Point(NamedTuple):
 
     a: float
     f: float
-    g: object
+    g: Tensor
     slope: float
-    x: object
+    x: Tensor
 
 
 class _WolfeSearch:
@@ -73,7 +73,10 @@ class _WolfeSearch:
     def run(self, a0: float) -> _Point:
         """The accepted point (α = 0 when no step decreased f enough)."""
         found, bracket = self.bracket(a0)
-        return found if bracket is None else self.zoom(*bracket)
+        if bracket is not None:
+            return self.zoom(*bracket)
+        assert found is not None  # bracket returns one or the other
+        return found
 
     def phi(self, a: float) -> _Point:
         """Loss, gradient and slope at ``x + a·d`` (infinite loss and slope where not finite)."""
