@@ -384,6 +384,12 @@ class Newton(_Dense):
     ) -> None:
         super().__init__(params, settings_of(locals()))
 
+    def step(self, closure: Callable[..., Any] | None = None) -> Any:
+        """Up to ``max_iter`` Newton iterations; the closure must be the functional ``f(params)``."""
+        if closure is not None:
+            self.loss_function(closure)  # refuses closure() before anything is evaluated
+        return super().step(closure)
+
     def _iterate(self, closure: Callable[..., Any], x: Tensor, f: float, g: Tensor) -> Step:
         loss = self.loss_function(closure)
         params = self._params()
