@@ -7,7 +7,8 @@ The step length along ``d = −Hg`` satisfies the strong Wolfe conditions
 
     f(x + αd) ≤ f(x) + c₁ α gᵀd      and      |∇f(x + αd)ᵀd| ≤ c₂ |gᵀd|
 
-(bracketing, then zooming with safeguarded cubic interpolation; Nocedal & Wright, Algorithms 3.5–3.6),
+(bracketing, then zooming with safeguarded cubic interpolation; Nocedal & Wright, Algorithms 3.5–3.6;
+:mod:`.line_search`, shared with the dense :class:`.BFGS` and :class:`.DFP`),
 which guarantees ``sᵀy > 0``.  Pairs with ``sᵀy ≤ 10⁻¹⁰`` are skipped anyway.  One :meth:`LBFGS.step`
 runs up to ``max_iter`` iterations, as PyTorch's does, and stops early when ``‖g‖∞ ≤ tolerance_grad``,
 or the loss or the step changes by less than ``tolerance_change``.
