@@ -4,6 +4,7 @@
 * :mod:`.first_order` — :class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`Adagrad`, :class:`RMSprop`,
   each with Gradient Centralization (:mod:`.centralization`);
 * :mod:`.lbfgs` — :class:`LBFGS` (two-loop recursion, strong-Wolfe line search);
+* :mod:`.dense` — :class:`BFGS`, :class:`DFP`, :class:`SR1`, :class:`Newton` (dense matrices, small problems);
 * :mod:`.newton_cg` — :class:`NewtonCG` (truncated Newton: Hessian-vector products and CG);
 * :mod:`.fgd` — :class:`FGD`, forward gradient descent through this API;
 * :mod:`.kfac` — :class:`KFAC` (Kronecker-factored natural gradient through the model's hooks);
@@ -29,6 +30,7 @@ See ``docs/optimizers.md``.
 from .adahessian import AdaHessian  # noqa: F401
 from .base import Optimizer  # noqa: F401
 from .centralization import centralize  # noqa: F401
+from .dense import BFGS, DFP, SR1, Newton  # noqa: F401
 from .fgd import FGD  # noqa: F401
 from .first_order import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: F401
 from .kfac import KFAC  # noqa: F401

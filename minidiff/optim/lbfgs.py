@@ -7,7 +7,8 @@ The step length along ``d = −Hg`` satisfies the strong Wolfe conditions
 
     f(x + αd) ≤ f(x) + c₁ α gᵀd      and      |∇f(x + αd)ᵀd| ≤ c₂ |gᵀd|
 
-(bracketing, then zooming with safeguarded cubic interpolation; Nocedal & Wright, Algorithms 3.5–3.6),
+(bracketing, then zooming with safeguarded cubic interpolation; Nocedal & Wright, Algorithms 3.5–3.6;
+:mod:`.line_search`, shared with the dense :class:`.BFGS` and :class:`.DFP`),
 which guarantees ``sᵀy > 0``.  Pairs with ``sᵀy ≤ 10⁻¹⁰`` are skipped anyway.  One :meth:`LBFGS.step`
 runs up to ``max_iter`` iterations, as PyTorch's does, and stops early when ``‖g‖∞ ≤ tolerance_grad``,
 or the loss or the step changes by less than ``tolerance_change``.
@@ -29,17 +30,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import check_number
-from ..modes.reverse import assign_, no_grad
 from ..primitives.creation import zeros_like
 from ..primitives.ops import abs as abs_
-from ..primitives.ops import concatenate, dot
+from ..primitives.ops import dot
 from ..primitives.ops import max as max_
 from ..primitives.ops import sum as sum_
 from ..tensor.pytree import PyTree
-from .base import Optimizer, all_finite, machine_eps, settings_of
+from .base import Optimizer, all_finite, settings_of
+from .flat import assign_flat, flatten
+from .line_search import strong_wolfe
 
 __all__ = ["LBFGS"]
 
@@ -106,15 +108,11 @@ class LBFGS(Optimizer):
 
     # ------------------------------------------------------------------ flat vectors
     def _flat(self, tensors):
-        return concatenate([t.reshape(-1) for t in tensors])
+        return flatten(tensors)
 
     def _set(self, x) -> None:
-        """Put the flat vector ``x`` into the parameters (:func:`minidiff.assign_`, under ``no_grad``)."""
-        offset = 0
-        with no_grad():
-            for p in self.param_groups[0]["params"]:
-                assign_(p, x[offset : offset + p.size].reshape(p.shape))
-                offset += p.size
+        """Put the flat vector ``x`` into the parameters (:func:`.flat.assign_flat`)."""
+        assign_flat(self.param_groups[0]["params"], x)
 
     def _evaluate(self, closure):
         """``(loss as float, flat gradient)`` at the parameters' current values."""
@@ -187,7 +185,12 @@ class LBFGS(Optimizer):
 
     def _strong_wolfe(self, closure, x, f0, g0, d, gtd0, a0, group):
         """A step ``α`` meeting the strong Wolfe conditions: ``(α, f, g, x + αd)`` of the accepted point."""
-        point = _WolfeSearch(self, closure, x, f0, g0, d, gtd0, group).run(a0)
+
+        def evaluate(xa):
+            self._set(xa)
+            return self._evaluate(closure)
+
+        point = strong_wolfe(evaluate, x, f0, g0, d, gtd0, a0, group)
         return point.a, point.f, point.g, point.x
 
     def _descent_direction(self, g):
@@ -264,110 +267,3 @@ class LBFGS(Optimizer):
     def load_extra_state(self, extra: dict) -> None:
         if extra:
             self.history = {k: (list(v) if isinstance(v, list) else v) for k, v in extra.items()}
-
-
-class _Point(NamedTuple):
-    """A trial point of the line search: step, loss, flat gradient, slope ``gᵀd`` and position."""
-
-    a: float
-    f: float
-    g: object
-    slope: float
-    x: object
-
-
-class _WolfeSearch:
-    """The strong-Wolfe line search along ``d`` from ``x`` (Nocedal & Wright, Algorithms 3.5–3.6):
-    :meth:`bracket` extrapolates until an interval holds an acceptable step, :meth:`zoom` narrows it."""
-
-    def __init__(self, opt, closure, x, f0, g0, d, gtd0, group):
-        self.opt, self.closure, self.d = opt, closure, d
-        # a copy: x may be a parameter's own value (``p.detach()``), which each trial changes in place
-        self.start = _Point(0.0, f0, g0, gtd0, x.copy())
-        self.c1, self.c2, self.max_ls = group["c1"], group["c2"], group["max_ls"]
-        self.tolerance_change = group["tolerance_change"]
-        self.d_norm = float(max_(abs_(d)))
-        self.noise = 4 * machine_eps(d.dtype) * abs(f0)  # the rounding error of f near f0
-
-    def run(self, a0) -> _Point:
-        """The accepted point (α = 0 when no step decreased f enough)."""
-        found, bracket = self.bracket(a0)
-        return found if bracket is None else self.zoom(*bracket)
-
-    def phi(self, a) -> _Point:
-        """Loss, gradient and slope at ``x + a·d`` (infinite loss and slope where not finite)."""
-        xa = self.start.x + a * self.d
-        self.opt._set(xa)
-        fa, ga = self.opt._evaluate(self.closure)
-        if not (math.isfinite(fa) and all_finite(ga)):
-            return _Point(a, math.inf, ga, math.inf, xa)
-        return _Point(a, fa, ga, float(dot(ga, self.d)), xa)
-
-    def sufficient_decrease(self, cur: _Point) -> bool:
-        return cur.f <= self.start.f + self.c1 * cur.a * self.start.slope
-
-    def flat_enough(self, cur: _Point) -> bool:
-        return abs(cur.slope) <= -self.c2 * self.start.slope
-
-    def approximately_wolfe(self, cur: _Point) -> bool:
-        # Hager & Zhang: near a minimum the decrease c₁αgᵀd drowns in the rounding of f, but the
-        # slope is still reliable, so accept f within rounding of f0 and a flat enough slope
-        return cur.f <= self.start.f + self.noise and self.flat_enough(cur)
-
-    def bracket(self, a):
-        """``(accepted point, None)`` or ``(None, (lo, hi))`` with an acceptable step between them."""
-        prev = self.start
-        for i in range(self.max_ls):
-            cur = self.phi(a)
-            if self.approximately_wolfe(cur):
-                return cur, None
-            if not self.sufficient_decrease(cur) or (i > 0 and cur.f >= prev.f):
-                return None, (prev, cur)
-            if self.flat_enough(cur):
-                return cur, None
-            if cur.slope >= 0:
-                return None, (cur, prev)
-            lo, hi = a + 0.01 * (a - prev.a), 10 * a
-            prev, a = cur, _cubic_min(prev.a, prev.f, prev.slope, a, cur.f, cur.slope, lo, hi)
-        return prev, None  # kept extrapolating: take the last point (it decreases f)
-
-    def zoom(self, lo: _Point, hi: _Point) -> _Point:
-        """Narrow ``[lo, hi]`` by safeguarded cubic interpolation; ``lo`` keeps sufficient decrease."""
-        for _ in range(self.max_ls):
-            left, right = min(lo.a, hi.a), max(lo.a, hi.a)
-            width = right - left
-            if width * self.d_norm < self.tolerance_change:
-                break
-            if math.isfinite(hi.f):
-                a = _cubic_min(
-                    lo.a, lo.f, lo.slope, hi.a, hi.f, hi.slope, left + 0.1 * width, right - 0.1 * width
-                )
-            else:
-                a = (left + right) / 2
-            cur = self.phi(a)
-            if self.approximately_wolfe(cur):
-                return cur
-            if not self.sufficient_decrease(cur) or cur.f >= lo.f:
-                hi = cur
-                continue
-            if self.flat_enough(cur):
-                return cur
-            if cur.slope * (hi.a - lo.a) >= 0:
-                hi = lo
-            lo = cur
-        return lo  # the best point with sufficient decrease (α = 0: none)
-
-
-def _cubic_min(a1, f1, g1, a2, f2, g2, lo, hi):
-    """The minimizer of the cubic through ``(a1, f1, g1)`` and ``(a2, f2, g2)``, clamped to ``[lo, hi]``."""
-    try:
-        d1 = g1 + g2 - 3 * (f1 - f2) / (a1 - a2)
-        sq = d1 * d1 - g1 * g2
-        if sq >= 0:
-            d2 = math.copysign(math.sqrt(sq), a2 - a1)
-            t = a2 - (a2 - a1) * (g2 + d2 - d1) / (g2 - g1 + 2 * d2)
-            if math.isfinite(t):
-                return min(max(t, lo), hi)
-    except (ZeroDivisionError, OverflowError):
-        pass
-    return (lo + hi) / 2
