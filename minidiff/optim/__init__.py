@@ -31,8 +31,11 @@ from .base import Optimizer  # noqa: F401
 from .centralization import centralize  # noqa: F401
 from .fgd import FGD  # noqa: F401
 from .first_order import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: F401
+from .hessian_free import HessianFree  # noqa: F401
 from .kfac import KFAC  # noqa: F401
 from .lbfgs import LBFGS  # noqa: F401
+from .levenberg_marquardt import LevenbergMarquardt  # noqa: F401
+from .natural_gradient import NaturalGradient  # noqa: F401
 from .newton_cg import NewtonCG  # noqa: F401
 from .schedules import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR  # noqa: F401
 from .shampoo import Shampoo  # noqa: F401
