@@ -294,3 +294,14 @@ def test_non_finite_gradient_changes_nothing():
     with pytest.raises(FloatingPointError, match="not finite; no parameter was changed"):
         opt.step((lambda ps: md.reshape(ps[0], (1, 2)), lambda z: (md.sqrt(z - 5.0)).sum()))
     assert w.tolist() == [1.0, 2.0]
+
+
+def test_the_optim_bench_runs_them():
+    from minidiff.bench.optim_bench import run_optim_bench
+
+    names = ("natural-gradient", "hessian-free")
+    r = run_optim_bench(models=("mlp",), optimizers=names, steps=2, width=8, gc_repeats=0, train_limit=128)
+    for name in names:
+        run = r["runs"]["mlp"][name]
+        assert run["steps"] == 2 and not run["diverged"], run
+        assert all(np.isfinite(run["history"]["loss"]))
