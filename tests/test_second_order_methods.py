@@ -305,3 +305,12 @@ def test_the_optim_bench_runs_them():
         run = r["runs"]["mlp"][name]
         assert run["steps"] == 2 and not run["diverged"], run
         assert all(np.isfinite(run["history"]["loss"]))
+
+
+def test_every_bench_run_starts_from_the_same_parameters():
+    from minidiff.bench.optim_bench import run_optim_bench
+
+    kw = dict(models=("mlp",), steps=2, width=8, gc_repeats=0, train_limit=128)
+    alone = run_optim_bench(optimizers=("hessian-free",), **kw)["runs"]["mlp"]["hessian-free"]
+    after = run_optim_bench(optimizers=("sgd", "hessian-free"), **kw)["runs"]["mlp"]["hessian-free"]
+    assert alone["history"]["loss"][0] == after["history"]["loss"][0]

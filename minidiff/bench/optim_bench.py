@@ -150,7 +150,8 @@ def _train_one(name, factory, style, model, init_values, splits, steps, seconds,
     from ..primitives.creation import asarray
 
     (x_tr, y_tr), (x_te, y_te) = splits
-    model.set_parameters(pytree.tree_map(lambda v: v, init_values))
+    # copies: assign_ updates the parameters in place, and a run must not move the next run's start
+    model.set_parameters(pytree.tree_map(lambda v: v.copy(), init_values))
     model.requires_grad_()
     leaves, treedef = pytree.flatten(model.parameters())
     try:
