@@ -10,6 +10,9 @@
 * :mod:`.shampoo` — :class:`Shampoo` (one preconditioner per tensor axis, grafting);
 * :mod:`.adahessian` — :class:`AdaHessian` (Hutchinson Hessian diagonal from HVPs);
 * :mod:`.sophia` — :class:`Sophia` (clipped diagonal-curvature steps, Hutchinson or Gauss-Newton-Bartlett);
+* :mod:`.natural_gradient` — :class:`NaturalGradient` (CG on Fisher-vector products, LM damping);
+* :mod:`.hessian_free` — :class:`HessianFree` (Martens 2010: CG on damped Gauss-Newton products);
+* :mod:`.levenberg_marquardt` — :class:`LevenbergMarquardt` (least squares, ``JᵀJ`` via jvp/vjp);
 * :mod:`.schedules` — :class:`StepLR`, :class:`ExponentialLR`, :class:`CosineAnnealingLR`.
 
 See ``docs/optimizers.md``.
