@@ -314,3 +314,25 @@ def test_every_bench_run_starts_from_the_same_parameters():
     alone = run_optim_bench(optimizers=("hessian-free",), **kw)["runs"]["mlp"]["hessian-free"]
     after = run_optim_bench(optimizers=("sgd", "hessian-free"), **kw)["runs"]["mlp"]["hessian-free"]
     assert alone["history"]["loss"][0] == after["history"]["loss"][0]
+
+
+def test_natural_gradient_sampled_fisher_is_the_dense_solve_on_the_drawn_labels():
+    from minidiff.curvature import sample_labels
+    from minidiff.primitives.random import Generator
+
+    ps = logreg_params()
+    opt = NaturalGradient(ps, damping=0.1, fisher="sampled", n_samples=3, seed=5, cg_tol=1e-14)
+    opt.step((logits, mean_ce))
+    labels = sample_labels(md.tensor(X @ W0 + B0), 3, rng=Generator(5)).numpy()  # the same draw
+    z = X @ W0 + B0
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    F = np.zeros((9, 9))
+    for i in range(6):
+        J = np.hstack([np.kron(X[i][None, :], np.eye(3)), np.eye(3)])
+        for s in range(3):
+            gi = J.T @ (p[i] - np.eye(3)[labels[s, i]])
+            F += np.outer(gi, gi) / 18
+    g = dense_logreg(0.1)[1]
+    assert not np.allclose(F, dense_logreg(0.1)[0], atol=1e-3)  # a genuinely different matrix
+    np.testing.assert_allclose(flat_step(ps), np.linalg.solve(F + 0.1 * np.eye(9), -g), rtol=0, atol=1e-8)
