@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minidiff as md
 from minidiff.optim import HessianFree, LevenbergMarquardt, NaturalGradient
@@ -336,3 +338,27 @@ def test_natural_gradient_sampled_fisher_is_the_dense_solve_on_the_drawn_labels(
     g = dense_logreg(0.1)[1]
     assert not np.allclose(F, dense_logreg(0.1)[0], atol=1e-3)  # a genuinely different matrix
     np.testing.assert_allclose(flat_step(ps), np.linalg.solve(F + 0.1 * np.eye(9), -g), rtol=0, atol=1e-8)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    m=st.integers(1, 6),
+    n=st.integers(1, 4),
+    lam=st.floats(1e-3, 10.0),
+)
+def test_one_step_is_the_damped_least_squares_solve(seed, m, n, lam):
+    """LM and HF (with ½‖Aw − b‖², whose GGN is AᵀA) on random linear least squares: one step solves
+    (AᵀA + λI) δ = −Aᵀ(Aw₀ − b) to 1e-8 relative to the step's size."""
+    rng = np.random.default_rng(seed)
+    A, b, w0 = rng.normal(size=(m, n)), rng.normal(size=m), rng.normal(size=n)
+    delta = np.linalg.solve(A.T @ A + lam * np.eye(n), -A.T @ (A @ w0 - b))
+    At, bt = md.tensor(A), md.tensor(b)
+    w = md.tensor(w0.copy(), requires_grad=True)
+    LevenbergMarquardt([w], damping=lam, cg_tol=1e-14).step(lambda ps: At @ ps[0] - bt)
+    v = md.tensor(w0.copy(), requires_grad=True)
+    hf = HessianFree([v], damping=lam, cg_tol=1e-14, backtrack=False)
+    hf.step((lambda ps: At @ ps[0], lambda z: 0.5 * ((z - bt) ** 2).sum()))
+    scale = max(1.0, float(np.abs(delta).max()))
+    for got in (w, v):  # a linear residual: the model is exact, so the step always lowers the loss
+        np.testing.assert_allclose(got.numpy() - w0, delta, rtol=0, atol=1e-8 * scale)
