@@ -32,6 +32,7 @@ a warm start's residual), one loss per kept iterate, one product for ρ.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..curvature.products import gauss_newton
@@ -40,7 +41,7 @@ from ..modes.reverse import no_grad
 from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
 from ..transforms.core import value_and_grad
-from .curvature_cg import DampedCurvatureOptimizer, conjugate_gradient, reduction_ratio, scalar_loss
+from .curvature_cg import CGResult, DampedCurvatureOptimizer, conjugate_gradient, reduction_ratio, scalar_loss
 from .natural_gradient import split_closure
 
 __all__ = ["HessianFree", "backtrack_iterations"]
@@ -86,6 +87,27 @@ class HessianFree(DampedCurvatureOptimizer):
         check_number("HessianFree", "backtrack_ratio", backtrack_ratio, low=1, low_open=True)
         self.warm_start, self.backtrack, self.backtrack_ratio = warm_start, bool(backtrack), backtrack_ratio
 
+    def _warm_start(self, params: list[Any]) -> list[Tensor] | None:
+        """``warm_start ×`` the previous step's last CG iterate, or None (first step, or no warm start)."""
+        if not self.warm_start or any("direction" not in self.state[id(p)] for p in params):
+            return None
+        return [self.warm_start * self.state[id(p)]["direction"] for p in params]
+
+    def _best_iterate(
+        self, f: Callable[[list[Tensor]], Tensor], x: list[Tensor], res: CGResult
+    ) -> tuple[float, int, list[Tensor]]:
+        """``(f(x + lr·p), CG iteration of p, lr·p)`` for the kept iterate p with the lowest finite loss
+        (the last iterate alone without backtracking)."""
+        lrs = self.per_param("lr")
+        candidates = res.kept if self.backtrack and res.kept else [(res.iterations, res.x)]
+        if candidates[-1][1] is not res.x:
+            candidates = [*candidates, (res.iterations, res.x)]
+        tried = []
+        for k, p in candidates:
+            step = [lr * pi for lr, pi in zip(lrs, p)]
+            tried.append((float(f([xi + si for xi, si in zip(x, step)])), k, step))
+        return min(tried, key=lambda t: t[0] if math.isfinite(t[0]) else math.inf)
+
     def step(self, closure: Any = None) -> Any:
         """One Hessian-free step; ``closure = (model_fn, loss_fn)``.  Returns the loss before it."""
         name = type(self).__name__
@@ -99,26 +121,13 @@ class HessianFree(DampedCurvatureOptimizer):
         loss, g = value_and_grad(f)(x)
         self.check_grads_finite([g])
         gv = gauss_newton(model_fn, loss_fn, x)
-        previous: list[Tensor] = [
-            self.state[id(p)]["direction"] for p in params if "direction" in self.state[id(p)]
-        ]
-        x0 = (
-            [self.warm_start * d for d in previous]
-            if self.warm_start and len(previous) == len(params)
-            else None
-        )
+        x0 = self._warm_start(params)
         keep = backtrack_iterations(self.max_cg_iter, self.backtrack_ratio) if self.backtrack else ()
         with no_grad():
             res = conjugate_gradient(
                 self.damped(gv), [-gi for gi in g], x0, max_iter=self.max_cg_iter, tol=self.cg_tol, keep=keep
             )
-            lrs = self.per_param("lr")
-            candidates = res.kept if self.backtrack and res.kept else [(res.iterations, res.x)]
-            if res.kept and res.kept[-1][1] is not res.x:
-                candidates = [*candidates, (res.iterations, res.x)]
-            tried = [(float(f([xi + lr * pi for xi, lr, pi in zip(x, lrs, p)])), k, p) for k, p in candidates]
-            f1, chosen, p = min(tried, key=lambda t: t[0] if math.isfinite(t[0]) else math.inf)
-            step = [lr * pi for lr, pi in zip(lrs, p)]
+            f1, chosen, step = self._best_iterate(f, x, res)
             rho = reduction_ratio(float(loss), f1, g, step, gv(step))
             accepted = math.isfinite(f1) and f1 < float(loss)
             new = [xi + si for xi, si in zip(x, step)] if accepted else None
