@@ -74,7 +74,8 @@ def _external(module, cls_name, takes_model=False, **kwargs):
 
 #: name -> (factory(model, params), closure style, description).  Closure styles: "tape" (zero_grad,
 #: backward, step()), "functional" (step(f) with f(params) -> loss), "tape_logits" (step(closure) with
-#: closure() -> (loss, logits)), "functional_logits" (f(params) -> (loss, logits)).
+#: closure() -> (loss, logits)), "functional_logits" (f(params) -> (loss, logits)), "model_loss"
+#: (step((model_fn, loss_fn)) with model_fn(params) -> logits, loss_fn(logits) -> loss).
 OPTIMIZERS = {
     "sgd": (_mine("SGD", lr=0.05, momentum=0.9), "tape", "SGD lr 0.05, momentum 0.9"),
     "sgd-gc": (
@@ -111,6 +112,16 @@ OPTIMIZERS = {
     "shampoo": (_external("shampoo", "Shampoo"), "tape", "Shampoo, its defaults"),
     "adahessian": (_external("adahessian", "AdaHessian"), "functional", "AdaHessian, its defaults"),
     "sophia": (_external("sophia", "Sophia", lr=1e-3), "functional_logits", "Sophia-G, lr 1e-3"),
+    "natural-gradient": (
+        _mine("NaturalGradient", lr=0.3, damping=0.1, max_cg_iter=5, adapt_damping=True),
+        "model_loss",
+        "natural gradient (analytic Fisher), lr 0.3, damping 0.1 adapted, at most 5 CG iterations",
+    ),
+    "hessian-free": (
+        _mine("HessianFree", max_cg_iter=5),
+        "model_loss",
+        "Hessian-free, damping 1 adapted, at most 5 CG iterations, warm start 0.95",
+    ),
 }
 
 BASELINE = "sgd"
@@ -139,7 +150,8 @@ def _train_one(name, factory, style, model, init_values, splits, steps, seconds,
     from ..primitives.creation import asarray
 
     (x_tr, y_tr), (x_te, y_te) = splits
-    model.set_parameters(pytree.tree_map(lambda v: v, init_values))
+    # copies: assign_ updates the parameters in place, and a run must not move the next run's start
+    model.set_parameters(pytree.tree_map(lambda v: v.copy(), init_values))
     model.requires_grad_()
     leaves, treedef = pytree.flatten(model.parameters())
     try:
@@ -192,6 +204,9 @@ def _step_function(opt, style, model, treedef):
             loss = opt.step(closure)
         elif style == "functional":
             loss = opt.step(loss_of(xb, yb))
+        elif style == "model_loss":
+            model_fn = lambda p: model.apply(pytree.unflatten(treedef, p), xb)  # noqa: E731
+            loss = opt.step((model_fn, lambda z: F.cross_entropy(z, yb)))
         else:
 
             def functional_closure(p):

@@ -11,6 +11,9 @@
 * :mod:`.shampoo` — :class:`Shampoo` (one preconditioner per tensor axis, grafting);
 * :mod:`.adahessian` — :class:`AdaHessian` (Hutchinson Hessian diagonal from HVPs);
 * :mod:`.sophia` — :class:`Sophia` (clipped diagonal-curvature steps, Hutchinson or Gauss-Newton-Bartlett);
+* :mod:`.natural_gradient` — :class:`NaturalGradient` (CG on Fisher-vector products, LM damping);
+* :mod:`.hessian_free` — :class:`HessianFree` (Martens 2010: CG on damped Gauss-Newton products);
+* :mod:`.levenberg_marquardt` — :class:`LevenbergMarquardt` (least squares, ``JᵀJ`` via jvp/vjp);
 * :mod:`.schedules` — :class:`StepLR`, :class:`ExponentialLR`, :class:`CosineAnnealingLR`.
 
 See ``docs/optimizers.md``.
@@ -33,8 +36,11 @@ from .centralization import centralize  # noqa: F401
 from .dense import BFGS, DFP, SR1, Newton  # noqa: F401
 from .fgd import FGD  # noqa: F401
 from .first_order import SGD, Adagrad, Adam, AdamW, RMSprop  # noqa: F401
+from .hessian_free import HessianFree  # noqa: F401
 from .kfac import KFAC  # noqa: F401
 from .lbfgs import LBFGS  # noqa: F401
+from .levenberg_marquardt import LevenbergMarquardt  # noqa: F401
+from .natural_gradient import NaturalGradient  # noqa: F401
 from .newton_cg import NewtonCG  # noqa: F401
 from .schedules import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR  # noqa: F401
 from .shampoo import Shampoo  # noqa: F401
