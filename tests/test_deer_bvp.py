@@ -148,6 +148,33 @@ def test_the_backward_pass_is_one_solve_not_the_iterations(monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        lambda s: md.grad(md.grad(s))(md.tensor(1.0)),
+        lambda s: md.jvp(md.grad(s), (md.tensor(1.0),), (md.tensor(1.0),)),
+        lambda s: md.hessian(s)(md.tensor(1.0)),
+        lambda s: md.vmap(md.grad(s))(md.tensor([0.5, 1.0])),
+    ],
+    ids=["grad-grad", "jvp-grad", "hessian", "vmap-grad"],
+)
+def test_higher_derivatives_are_refused_not_silently_zero(second):
+    with pytest.raises(md.TracerError, match="deer_bvp: .*first derivatives only"):
+        second(lambda lam: solve_bratu(lam, 21).sum())
+
+
+def test_vmap_of_the_solve_runs_per_example():
+    ys = md.vmap(lambda lam: solve_bratu(lam, 21))(md.tensor([0.5, 1.0]))
+    for k, lam in enumerate((0.5, 1.0)):
+        np.testing.assert_allclose(ys[k].numpy(), solve_bratu(md.tensor(lam), 21).numpy(), rtol=0, atol=1e-14)
+
+
+def test_three_points_is_the_smallest_grid():
+    """n = 3: one unknown, (0 − 2y + 0)/h² + e^y = 0 with h = 1/2, i.e. 8y = e^y (lower root)."""
+    y = solve_bratu(md.tensor(1.0), 3).numpy()
+    assert y[0] == y[2] == 0.0 and abs(8 * y[1] - math.exp(y[1])) < 1e-12
+
+
 # ----------------------------------------------------------------------------- failures
 def test_no_solution_warns_or_raises():
     """Bratu has no solution for λ above ≈ 3.51: Newton cannot converge, and says so."""

@@ -26,12 +26,12 @@ from typing import Any
 
 from scipy.linalg import LinAlgError, solve_banded
 
-from ..errors import DTypeError, ShapeError, check_number
+from ..errors import DTypeError, ShapeError, TracerError, check_number
 from ..primitives.creation import arange, asarray, linspace
 from ..primitives.custom import primitive
 from ..primitives.shape import concatenate, reshape, stack
 from ..tensor import pytree
-from ..tensor.core import Tensor
+from ..tensor.core import Tensor, Tracer
 from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, vjp
 from .rnn import DeerConvergenceError, DeerConvergenceWarning, DeerStats, _outside_minidiff, nonfinite
@@ -141,10 +141,22 @@ def _bvp_p(bc, *leaves, f, treedef, r, h, kinds, init, max_iter, tol, on_failure
     return y
 
 
+def _first_order_only(rule, *values):
+    """The rules solve on host arrays: refuse (never silently drop) a derivative of a derivative, or a
+    batch of tangents (``vmap``, vector-mode JVPs such as ``md.hessian``'s)."""
+    if any(isinstance(v, Tracer) for v in values):
+        raise TracerError(
+            f"deer_bvp: its {rule} rule runs on host arrays (scipy.linalg.solve_banded) and supports first "
+            "derivatives only (grad, vjp, jvp); derivatives of derivatives and vmapped/vector-mode "
+            "derivatives are not supported"
+        )
+
+
 @_bvp_p.defjvp
 def _bvp_jvp(primals, tangents, *, output, **params):
     """``ẏ = −J⁻¹ (∂R/∂θ θ̇ + ∂R/∂bc ḃc)``: one banded solve with the Jacobian at the solution."""
     (bc, *leaves), (dbc, *dleaves) = primals, tangents
+    _first_order_only("JVP", output, *primals, *tangents)
     f, treedef, r, h, kinds = params["f"], params["treedef"], params["r"], params["h"], params["kinds"]
     y = output.detach()
     theta = pytree.unflatten(treedef, [leaf.detach() for leaf in leaves])
@@ -160,6 +172,7 @@ def _bvp_jvp(primals, tangents, *, output, **params):
 @_bvp_p.defvjp(reads="output bc leaves")
 def _bvp_vjp(cotangent, output, bc, *leaves, **params):
     """``λ = J⁻ᵀ ȳ`` (one transposed banded solve), then ``(θ̄, b̄c) = −λᵀ ∂R/∂(θ, bc)``."""
+    _first_order_only("VJP", cotangent, output, bc, *leaves)
     f, treedef, r, h, kinds = params["f"], params["treedef"], params["r"], params["h"], params["kinds"]
     y = output.detach()
     theta = pytree.unflatten(treedef, [leaf.detach() for leaf in leaves])
