@@ -195,6 +195,14 @@ def test_too_few_iterations_warns_and_converged_run_is_silent():
         deer_bvp(bratu, md.tensor(1.0), (0.0, 1.0, 51), left=D0, right=D0)
 
 
+def test_an_f_that_is_not_pointwise_is_refused():
+    """f coupling distant points (here through a roll) breaks the tridiagonal structure: refused."""
+    with pytest.raises(ValueError, match="f must act pointwise"):
+        deer_bvp(
+            lambda y, dy, r, p: -p * md.exp(md.flip(y, 0)), md.tensor(1.0), (0.0, 1.0, 11), left=D0, right=D0
+        )
+
+
 def test_singular_newton_matrix_raises_even_with_warn():
     """y'' = 0 with y' = 0 at both ends: the constants solve it, the Newton matrix is singular."""
     with pytest.raises(DeerConvergenceError, match="singular"):

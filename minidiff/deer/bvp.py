@@ -27,6 +27,7 @@ from typing import Any
 from scipy.linalg import LinAlgError, solve_banded
 
 from ..errors import DTypeError, ShapeError, TracerError, check_number
+from ..primitives import ops
 from ..primitives.creation import arange, asarray, linspace
 from ..primitives.custom import primitive
 from ..primitives.shape import concatenate, reshape, stack
@@ -76,6 +77,29 @@ def _banded_jacobian(f, y, r, theta, bc, *, h, kinds):
     return R, ab
 
 
+def _check_pointwise(f, y, r, theta, bc, ab, *, h, kinds):
+    """The coloured JVPs are right only if ``f`` acts pointwise: compare ``J·v`` from the band with
+    one JVP along a direction ``v`` without structure (once per solve, before Newton's first step)."""
+    n = y.shape[0]
+    v = ops.sin(arange(n, device=y.device) * 0.7548776662).astype(y.dtype)
+    _, Jv = jvp(lambda u: _residual(f, u, r, theta, bc, h=h, kinds=kinds), (y,), (v,))
+    band = _band_matvec(ab, v.numpy())
+    Jv = Jv.numpy()
+    if not abs(band - Jv).max() <= 1e-8 * (1.0 + abs(Jv).max()):
+        raise ValueError(
+            "deer_bvp: f must act pointwise along the grid (f(y, dy, r, params)[i] may depend only on "
+            "y[i], dy[i], r[i]); its Jacobian is not tridiagonal"
+        )
+
+
+def _band_matvec(ab, v):
+    """``J v`` for a tridiagonal ``J`` in band storage."""
+    out = ab[1] * v
+    out[:-1] += ab[0, 1:] * v[1:]
+    out[1:] += ab[2, :-1] * v[:-1]
+    return out
+
+
 def _transpose_band(ab):
     """The band storage of ``Jᵀ`` from that of a tridiagonal ``J``."""
     at = ab * 0.0
@@ -96,6 +120,8 @@ def _newton(f, r, theta, bc, *, h, kinds, init, max_iter, tol):
     it, step, converged, singular = 0, math.inf, False, False
     while it < max_iter and not converged:
         R, ab = _banded_jacobian(f, y, r, theta, bc, h=h, kinds=kinds)
+        if it == 0:
+            _check_pointwise(f, y, r, theta, bc, ab, h=h, kinds=kinds)
         if not (abs(R).max() < math.inf and abs(ab).max() < math.inf):
             break
         try:
