@@ -36,7 +36,7 @@ from minidiff.bench import deer_ode_bench, training
 from minidiff.deer import cells
 from minidiff.errors import DeviceError
 from minidiff.nn import functional as F
-from minidiff.optim import adahessian, fgd, kfac, sophia
+from minidiff.optim import adahessian, fgd, kfac, natural_gradient, sophia
 
 rfrb = importlib.import_module("minidiff.bench.rfrb")  # (minidiff.bench.rfrb is also a function's name)
 
@@ -126,6 +126,15 @@ def _kfac(**kw):
     x, y = md.tensor(_X), md.tensor(_Y)
     opt.step(lambda: (F.cross_entropy(model(x), y), model(x)))
     return opt.sampled_labels, model[0].weight.detach()
+
+
+def _natural_gradient(**kw):
+    """One natural-gradient step with the Fisher of sampled labels (the draws the seed controls)."""
+    w = md.tensor(np.linspace(-0.4, 0.4, 9).reshape(3, 3), requires_grad=True)
+    x, y = md.tensor(_X), md.tensor(_Y)
+    opt = natural_gradient.NaturalGradient([w], lr=0.1, fisher="sampled", **kw)
+    opt.step((lambda ps: x @ ps[0], lambda z: F.cross_entropy(z, y)))
+    return w.detach()
 
 
 def _digits():
@@ -238,6 +247,9 @@ CALLS: dict[str, Call] = {
         "Sophia",
     ),
     "minidiff.optim.kfac.KFAC": Call(lambda **kw: _kfac(**kw), "KFAC"),
+    "minidiff.optim.natural_gradient.NaturalGradient": Call(
+        lambda **kw: _natural_gradient(**kw), "NaturalGradient"
+    ),
     "minidiff.optim.kfac.sample_labels": Call(
         lambda **kw: kfac.sample_labels(_LOGITS, **kw), "sample_labels"
     ),
