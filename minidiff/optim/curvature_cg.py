@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ShapeError, check_number
 from ..tensor.core import Tensor
+from ..transforms.core import value_and_grad
 from .base import Optimizer, all_finite
 
 __all__ = ["CGResult", "conjugate_gradient", "lm_damping", "DampedCurvatureOptimizer"]
@@ -110,6 +111,16 @@ def scalar_loss(name: str, value: Any) -> Tensor:
     return value
 
 
+def split_closure(name: str, closure: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(model_fn, loss_fn)`` from ``closure``, or a TypeError saying what ``step`` needs."""
+    if not (isinstance(closure, (tuple, list)) and len(closure) == 2 and all(map(callable, closure))):
+        raise TypeError(
+            f"{name}.step: pass step((model_fn, loss_fn)) with model_fn(params) -> output and "
+            f"loss_fn(output) -> scalar loss; got {type(closure).__name__}"
+        )
+    return closure[0], closure[1]
+
+
 class DampedCurvatureOptimizer(Optimizer):
     """Group settings ``lr`` and ``damping`` (λ ≥ 0, > 0 when adapted); whole-run CG settings and the
     Levenberg–Marquardt adaptation switch.  Subclasses define ``step``."""
@@ -131,6 +142,24 @@ class DampedCurvatureOptimizer(Optimizer):
         name = type(self).__name__
         check_number(name, "lr", settings["lr"], low=0, low_open=True)
         check_number(name, "damping", settings["damping"], low=0, low_open=self.adapt_damping)
+
+    def loss_and_gradient(
+        self, closure: Any
+    ) -> tuple[Callable[..., Any], Callable[..., Any], list, Vec, Callable, Tensor, Vec]:
+        """What a model-and-loss step starts from: ``(model_fn, loss_fn, params, x, f, loss, g)``, with
+        ``x`` the parameters' values, ``f(x)`` the checked scalar loss, and its value and gradient at
+        ``x`` (refused, nothing changed, if the gradient is not finite)."""
+        name = type(self).__name__
+        model_fn, loss_fn = split_closure(name, closure)
+        params = self.parameters()
+        x = [p.detach() for p in params]
+
+        def f(ps: list[Tensor]) -> Tensor:
+            return scalar_loss(name, loss_fn(model_fn(ps)))
+
+        loss, g = value_and_grad(f)(x)
+        self.check_grads_finite([g])
+        return model_fn, loss_fn, params, x, f, loss, g
 
     def per_param(self, key: str) -> list[float]:
         return [grp[key] for grp in self.param_groups for _ in grp["params"]]

@@ -40,9 +40,7 @@ from ..errors import check_number
 from ..modes.reverse import no_grad
 from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
-from ..transforms.core import value_and_grad
-from .curvature_cg import CGResult, DampedCurvatureOptimizer, conjugate_gradient, reduction_ratio, scalar_loss
-from .natural_gradient import split_closure
+from .curvature_cg import CGResult, DampedCurvatureOptimizer, conjugate_gradient, reduction_ratio
 
 __all__ = ["HessianFree", "backtrack_iterations"]
 
@@ -110,16 +108,7 @@ class HessianFree(DampedCurvatureOptimizer):
 
     def step(self, closure: Any = None) -> Any:
         """One Hessian-free step; ``closure = (model_fn, loss_fn)``.  Returns the loss before it."""
-        name = type(self).__name__
-        model_fn, loss_fn = split_closure(name, closure)
-        params = self.parameters()
-        x = [p.detach() for p in params]
-
-        def f(ps: list[Tensor]) -> Tensor:
-            return scalar_loss(name, loss_fn(model_fn(ps)))
-
-        loss, g = value_and_grad(f)(x)
-        self.check_grads_finite([g])
+        model_fn, loss_fn, params, x, f, loss, g = self.loss_and_gradient(closure)
         gv = gauss_newton(model_fn, loss_fn, x)
         x0 = self._warm_start(params)
         keep = backtrack_iterations(self.max_cg_iter, self.backtrack_ratio) if self.backtrack else ()

@@ -43,22 +43,11 @@ from ..modes.reverse import no_grad
 from ..primitives.random import RngLike, as_generator
 from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
-from ..transforms.core import value_and_grad
-from .curvature_cg import DampedCurvatureOptimizer, conjugate_gradient, reduction_ratio, scalar_loss
+from .curvature_cg import DampedCurvatureOptimizer, conjugate_gradient, reduction_ratio
 
 __all__ = ["NaturalGradient", "LIKELIHOODS"]
 
 LIKELIHOODS = ("categorical", "gaussian")
-
-
-def split_closure(name: str, closure: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """``(model_fn, loss_fn)`` from ``closure``, or a TypeError saying what ``step`` needs."""
-    if not (isinstance(closure, (tuple, list)) and len(closure) == 2 and all(map(callable, closure))):
-        raise TypeError(
-            f"{name}.step: pass step((model_fn, loss_fn)) with model_fn(params) -> output and "
-            f"loss_fn(output) -> scalar loss; got {type(closure).__name__}"
-        )
-    return closure[0], closure[1]
 
 
 class NaturalGradient(DampedCurvatureOptimizer):
@@ -121,16 +110,7 @@ class NaturalGradient(DampedCurvatureOptimizer):
 
     def step(self, closure: Any = None) -> Any:
         """One natural-gradient step; ``closure = (model_fn, loss_fn)``.  Returns the loss before it."""
-        name = type(self).__name__
-        model_fn, loss_fn = split_closure(name, closure)
-        params = self.parameters()
-        x = [p.detach() for p in params]
-
-        def f(ps: list[Tensor]) -> Tensor:
-            return scalar_loss(name, loss_fn(model_fn(ps)))
-
-        loss, g = value_and_grad(f)(x)
-        self.check_grads_finite([g])
+        model_fn, loss_fn, params, x, f, loss, g = self.loss_and_gradient(closure)
         fv = self.curvature(model_fn, x)
         with no_grad():
             res = conjugate_gradient(
