@@ -21,10 +21,12 @@ tape style of ``requires_grad=True`` tensors, recorded on the *ambient tape* (le
 
 from __future__ import annotations
 
+import itertools
 import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
@@ -542,12 +544,11 @@ class _Hooks:
     """What one tape value asked of the reverse passes: functions to run on its cotangent, and (tape
     style) to keep that cotangent in ``.grad``."""
 
-    __slots__ = ("fns", "retain", "count")
+    __slots__ = ("fns", "retain")
 
     def __init__(self):
         self.fns: dict = {}
         self.retain = False
-        self.count = 0
 
     def run(self, g: Tensor, node: Node) -> Tensor:
         for fn in tuple(self.fns.values()):  # in registration order, each sees the previous result
@@ -580,21 +581,26 @@ def _check_hook_result(fn, new, g: Tensor, node: Node) -> None:
 
 
 class HookHandle:
-    """Returned by :func:`register_hook`; ``remove()`` unregisters the hook (also a context manager)."""
+    """Registers ``fn`` in ``hooks`` under a fresh key; ``remove()`` unregisters it (also a context
+    manager).  Returned by :func:`register_hook` and by ``md.nn`` modules' hook registrations."""
 
-    __slots__ = ("_hooks", "_id")
+    __slots__ = ("_hooks", "id")
 
-    def __init__(self, hooks: _Hooks, key: int):
-        self._hooks, self._id = hooks, key
+    def __init__(self, hooks: dict, fn: Callable[..., Any]):
+        self._hooks, self.id = hooks, next(_HOOK_IDS)
+        hooks[self.id] = fn  # dicts keep insertion order: hooks run in registration order
 
     def remove(self) -> None:
-        self._hooks.fns.pop(self._id, None)
+        self._hooks.pop(self.id, None)
 
     def __enter__(self) -> HookHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+_HOOK_IDS = itertools.count()
 
 
 def _hooks_of(op: str, x) -> _Hooks:
@@ -621,9 +627,7 @@ def register_hook(x: Tensor, fn) -> HookHandle:
     if not callable(fn):
         raise TypeError(f"register_hook: expected a function fn(grad), got {type(fn).__name__}")
     hooks = _hooks_of("register_hook", x)
-    hooks.count += 1
-    hooks.fns[hooks.count] = fn
-    return HookHandle(hooks, hooks.count)
+    return HookHandle(hooks.fns, fn)
 
 
 def retain_grad(x: Tensor) -> None:

@@ -42,7 +42,6 @@ Every layer also reports ``output_shape(input_shape)``; shapes include the batch
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 from collections.abc import Callable, Iterator
@@ -51,6 +50,7 @@ from typing import Any
 
 from ..backend import Device
 from ..errors import DeviceError, DTypeError, ShapeError, check_number
+from ..modes.reverse import HookHandle
 from ..primitives import ops
 from ..primitives import random as _random
 from ..primitives.creation import asarray
@@ -74,7 +74,6 @@ __all__ = [
 ]
 
 _EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
-_HOOK_IDS = itertools.count()
 
 
 # ----------------------------------------------------------------------------- backward hooks
@@ -97,25 +96,6 @@ def _backward_hook_point_vjp(cotangent: Tensor, output: Any, x: Any, *, module: 
 
 # Under vmap the identity stays an identity (on the batched value) and stays hooked.
 backward_hook_point.batch = lambda vals, batched, size, **params: backward_hook_point(vals[0], **params)
-
-
-class HookHandle:
-    """Returned by ``register_forward_hook``/``register_backward_hook``; ``remove()`` unregisters."""
-
-    __slots__ = ("_hooks", "id")
-
-    def __init__(self, hooks: dict):
-        self._hooks = hooks
-        self.id = next(_HOOK_IDS)
-
-    def remove(self) -> None:
-        self._hooks.pop(self.id, None)
-
-    def __enter__(self) -> HookHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 # ----------------------------------------------------------------------------- the base class
@@ -333,9 +313,7 @@ class Module:
 def _register(op: str, hooks: dict, fn: Callable[..., Any]) -> HookHandle:
     if not callable(fn):
         raise TypeError(f"{op}: expected a callable, got {type(fn).__name__}")
-    handle = HookHandle(hooks)
-    hooks[handle.id] = fn
-    return handle
+    return HookHandle(hooks, fn)
 
 
 def _named_leaves(tree: PyTree, prefix: str, owner: str) -> list[tuple[str, Any]]:
