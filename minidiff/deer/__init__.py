@@ -6,6 +6,7 @@ See ``docs/deer.md`` and section 2 of the method specifications.
 from __future__ import annotations
 
 from . import cells
+from .bvp import BOUNDARY_KINDS, deer_bvp
 from .cells import elman_cell, gru_cell, init_elman, init_gru, init_lstm, lstm_cell
 from .multishift import deer_rnn_multishift, sequential_rnn_multishift, stacked_cell
 from .ode import EXPM_METHODS, deer_odeint, sequential_odeint
@@ -31,6 +32,8 @@ __all__ = [
     "deer_odeint",
     "sequential_odeint",
     "EXPM_METHODS",
+    "deer_bvp",
+    "BOUNDARY_KINDS",
     "DeerStats",
     "DeerConvergenceWarning",
     "DeerConvergenceError",
