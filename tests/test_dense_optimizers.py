@@ -232,12 +232,10 @@ def test_too_many_parameters_suggests_lbfgs(cls):
     cls([md.zeros(DENSE_LIMIT, dtype="float64", requires_grad=True)])  # at the limit: fine
 
 
-def test_newton_needs_the_functional_closure_and_one_group():
+def test_newton_needs_the_functional_closure():
     x = f64([1.0])
     with pytest.raises(TypeError, match="functional closure"):
         md.optim.Newton([x]).step(lambda: (x * x).sum())
-    with pytest.raises(ValueError, match="supports one parameter group, got 2"):
-        md.optim.BFGS([{"params": [x]}, {"params": [f64([2.0])]}])
 
 
 @pytest.mark.parametrize(

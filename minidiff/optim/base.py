@@ -60,6 +60,7 @@ class Optimizer:
             prepared.append(self._prepare_group(group, gi, seen))
         if not seen:
             raise ValueError(f"{name}: got an empty parameter list")
+        self.check_groups(prepared)
         for group in prepared:
             self.param_groups.append(group)
             self.state.update({id(p): {} for p in group["params"]})
@@ -102,6 +103,7 @@ class Optimizer:
         leaves = _as_groups([group], type(self).__name__)[0]
         seen = {id(p): i for i, p in enumerate(self.parameters())}
         prepared = self._prepare_group(leaves, len(self.param_groups), seen)
+        self.check_groups([*self.param_groups, prepared])
         self.param_groups.append(prepared)
         self.state.update({id(p): {} for p in prepared["params"]})
 
@@ -117,6 +119,11 @@ class Optimizer:
             check_pair(name, "betas", betas)
             for i, b in enumerate(betas):
                 check_number(name, f"betas[{i}]", b, low=0, high=1, high_open=True)
+
+    def check_groups(self, groups: list[dict]) -> None:
+        """Raise ``ValueError`` if the groups together are not a valid setup (each group's settings are
+        already validated).  Called before the constructor, :meth:`add_param_group` or
+        :meth:`load_state_dict` keeps anything; methods whose groups share one joint problem extend it."""
 
     # ------------------------------------------------------------------ the loop
     def parameters(self) -> list[Taped]:
@@ -262,6 +269,7 @@ class Optimizer:
         settings = [{k: copy.deepcopy(v) for k, v in saved.items() if k != "params"} for saved in groups]
         for s in settings:
             self.validate(s)
+        self.check_groups([{**s, "params": g["params"]} for s, g in zip(settings, self.param_groups)])
         state: dict[int, dict] = {id(p): {} for p in params}
         for i, s in state_dict["state"].items():
             state[id(params[i])] = _from_host(s, params[i].device)

@@ -43,12 +43,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ShapeError, check_number
-from ..primitives.creation import eye, zeros_like
-from ..primitives.elementwise import maximum
+from ..primitives.creation import eye, full, zeros_like
+from ..primitives.elementwise import astype, maximum
 from ..primitives.linalg import eigh
 from ..primitives.matrix import dot, outer
 from ..primitives.ops import abs as abs_
 from ..primitives.ops import max as max_
+from ..primitives.ops import min as min_
 from ..primitives.ops import sum as sum_
 from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
@@ -66,25 +67,51 @@ Step = tuple[Tensor, float, Tensor, "str | None"]
 
 
 class _Dense(Optimizer):
-    """What the dense methods share: one group, the size limit, the iteration loop and checkpoints."""
+    """What the dense methods share: one flat vector over every group's parameters, the size limit,
+    the iteration loop and checkpoints."""
 
     needs_closure = True
+    #: The settings that may differ between groups; every other one defines the joint problem.
+    per_group: tuple[str, ...] = ("lr",)
 
     def __init__(self, params: PyTree, settings: dict) -> None:
         super().__init__(params, settings)
-        name = type(self).__name__
-        if len(self.param_groups) != 1:
-            raise ValueError(f"{name}: supports one parameter group, got {len(self.param_groups)}")
-        n = sum(p.size for p in self.param_groups[0]["params"])
-        limit = self.param_groups[0]["max_params"]
+        self.n = sum(p.size for p in self.parameters())
+        self.history: dict[str, Any] = {"matrix": None, "n_iter": 0, "func_evals": 0}
+        self.info: dict[str, Any] = {}
+
+    def check_groups(self, groups: list[dict]) -> None:
+        """The joint settings agree in every group, and all groups together fit in ``max_params``."""
+        name, first = type(self).__name__, groups[0]
+        for key in first:
+            if key == "params" or key in self.per_group:
+                continue
+            differ = [(gi, g[key]) for gi, g in enumerate(groups) if g[key] != first[key]]
+            if differ:
+                values = ", ".join(f"group {gi} has {v!r}" for gi, v in [(0, first[key]), *differ])
+                free = f"only {', '.join(self.per_group)} may differ" if self.per_group else "none may differ"
+                raise ValueError(
+                    f"{name}: the setting {key!r} must be the same in every parameter group (one dense "
+                    f"model over all of them; {free}), but {values}"
+                )
+        n = sum(p.size for g in groups for p in g["params"])
+        limit = first["max_params"]
         if n > limit:
             raise ValueError(
                 f"{name}: {n} parameters is above the limit max_params={limit} of the dense methods "
-                f"(an {n}×{n} matrix); use md.optim.LBFGS (or NewtonCG) for problems this large"
+                f"(an {n}×{n} matrix over every group's parameters); use md.optim.LBFGS (or NewtonCG) "
+                "for problems this large"
             )
-        self.n = n
-        self.history: dict[str, Any] = {"matrix": None, "n_iter": 0, "func_evals": 0}
-        self.info: dict[str, Any] = {}
+
+    def add_param_group(self, group: dict) -> None:
+        """Add a group (its joint settings must equal the others'); the matrix changes dimension, so the
+        curvature model restarts as in a new optimizer (step and evaluation counts are kept)."""
+        super().add_param_group(group)
+        self.n = sum(p.size for p in self.parameters())
+        self._reset_model()
+
+    def _reset_model(self) -> None:
+        self.history["matrix"] = None
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -106,7 +133,19 @@ class _Dense(Optimizer):
 
     # ------------------------------------------------------------------ evaluations
     def _params(self) -> list[Tensor]:
-        return list(self.param_groups[0]["params"])
+        return self.parameters()
+
+    def _scales(self, like: Tensor) -> Tensor | None:
+        """The diagonal preconditioner ``D``: each entry's group ``lr`` (None for a method without lr)."""
+        if "lr" not in self._defaults:
+            return None
+        return flatten(
+            [
+                full(p.shape, g["lr"], dtype=like.dtype, device=like.device)
+                for g in self.param_groups
+                for p in g["params"]
+            ]
+        )
 
     def _evaluate(self, closure: Callable[..., Any]) -> tuple[float, Tensor]:
         """``(loss, flat gradient)`` at the parameters' current values; the loss must be a scalar."""
@@ -121,7 +160,8 @@ class _Dense(Optimizer):
                 f"{type(self).__name__}.step: the closure must return a scalar loss, got shape {loss.shape}"
             )
         self.history["func_evals"] += 1
-        g = [zeros_like(p.detach()) if gp is None else gp for p, gp in zip(self._params(), grads[0])]
+        flat = [gp for gs in grads for gp in gs]
+        g = [zeros_like(p.detach()) if gp is None else gp for p, gp in zip(self._params(), flat)]
         return float(loss), flatten(g)
 
     def _evaluate_at(self, closure: Callable[..., Any], x: Tensor) -> tuple[float, Tensor]:
@@ -153,10 +193,13 @@ class _Dense(Optimizer):
             raise TypeError(f"{name}.step: this method re-evaluates the loss; pass step(closure)")
         group, evals0 = self.param_groups[0], self.history["func_evals"]
         x0 = flatten([p.detach() for p in self._params()]).copy()
+        self._set_scales(x0)
         f0, g = self._start(closure)
         x, f = x0, f0
         info: dict[str, Any] = {"iterations": 0, "reason": "max_iter reached"}
         reason = "gradient below tolerance_grad" if self._small(g) else None
+        if self._free is not None and not float(max_(self._free)):
+            reason = "every parameter group has lr = 0"
         try:
             while reason is None and info["iterations"] < group["max_iter"]:
                 x, f, g, reason = self._iterate(closure, x, f, g)
@@ -171,8 +214,24 @@ class _Dense(Optimizer):
         self.steps += 1
         return f0
 
+    def _set_scales(self, like: Tensor) -> None:
+        """``self._d`` (the preconditioner, None if the method has no lr) and ``self._free`` (1 where the
+        group's lr > 0, None if every entry is free) for this step."""
+        self._d = self._scales(like)
+        free = None if self._d is None else astype(self._d > 0, like.dtype)
+        self._free = None if free is None or float(min_(free)) == 1.0 else free
+
     def _small(self, g: Tensor) -> bool:
-        return float(max_(abs_(g))) <= self.param_groups[0]["tolerance_grad"]
+        """``‖g‖∞ ≤ tolerance_grad`` over the entries that can move (groups with lr > 0)."""
+        return float(max_(abs_(self._masked(g)))) <= self.param_groups[0]["tolerance_grad"]
+
+    def _masked(self, g: Tensor) -> Tensor:
+        """``g`` with the entries of groups with lr = 0 zeroed."""
+        return g if self._free is None else g * self._free
+
+    def _scaled(self, d: Tensor) -> Tensor:
+        """``D d``: each group's block of the direction times its lr."""
+        return d if self._d is None else self._d * d
 
     def _stop_reason(self, f_old: float, f: float, g: Tensor, s: Tensor) -> str | None:
         group = self.param_groups[0]
@@ -219,12 +278,14 @@ class _InverseUpdate(_Dense):
         super().__init__(params, settings_of(locals()))
 
     def _iterate(self, closure: Callable[..., Any], x: Tensor, f: float, g: Tensor) -> Step:
-        H, lr = self.history["matrix"], self.param_groups[0]["lr"]
-        d = -g if H is None else -(H @ g)
+        H = self.history["matrix"]
+        d = self._scaled(-g if H is None else -(H @ g))
         if H is not None and not float(dot(g, d)) < 0:
-            self.history["matrix"], d = None, -g  # lost positive definiteness: start again from I
+            if not float(dot(g, H @ g)) > 0:  # H lost positive definiteness: start again from I
+                self.history["matrix"] = None
+            d = self._scaled(-g)  # D·(−Hg) is not a descent direction: steepest descent in D's metric
         first = self.history["matrix"] is None
-        a0 = min(1.0, 1.0 / float(sum_(abs_(g)))) * lr if first else lr
+        a0 = min(1.0, 1.0 / float(sum_(abs_(self._masked(g))))) if first else 1.0
         point = self._line_search(closure, x, f, g, d, a0)
         if point.a == 0.0:
             return x, f, g, "line search made no progress"
@@ -312,6 +373,10 @@ class SR1(_Dense):
         super().__init__(params, settings_of(locals()))
         self.history["radius"] = float(radius)
 
+    def _reset_model(self) -> None:
+        super()._reset_model()
+        self.history["radius"] = float(self.param_groups[0]["radius"])
+
     def validate(self, settings: dict) -> None:
         super().validate(settings)
         name = type(self).__name__
@@ -394,8 +459,10 @@ class Newton(_Dense):
         loss = self.loss_function(closure)
         params = self._params()
         H = hessian(lambda v: loss(unflatten(v, params)))(x)
-        d = floored_newton_direction(H, g, self.param_groups[0]["eigenvalue_floor"])
-        point = self._line_search(closure, x, f, g, d, self.param_groups[0]["lr"])
+        d = self._scaled(floored_newton_direction(H, g, self.param_groups[0]["eigenvalue_floor"]))
+        if not float(dot(g, d)) < 0:  # D·(Newton direction) is not a descent direction
+            d = self._scaled(-g)
+        point = self._line_search(closure, x, f, g, d, 1.0)
         if point.a == 0.0:
             return x, f, g, "line search made no progress"
         return point.x, point.f, point.g, self._stop_reason(f, point.f, point.g, point.x - x)
