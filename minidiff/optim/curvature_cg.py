@@ -123,7 +123,11 @@ def split_closure(name: str, closure: Any) -> tuple[Callable[..., Any], Callable
 
 class DampedCurvatureOptimizer(Optimizer):
     """Group settings ``lr`` and ``damping`` (λ ≥ 0, > 0 when adapted); whole-run CG settings and the
-    Levenberg–Marquardt adaptation switch.  Subclasses define ``step``."""
+    Levenberg–Marquardt adaptation switch.  Subclasses define ``step``.
+
+    Several groups share one CG solve over all parameters: the system is ``(B + Λ) δ = −g`` with ``Λ``
+    diagonal, each group's λ on its block (:meth:`damped`), and the step is ``lr_k·δ_k`` on group k's
+    block.  The adaptation multiplies every group's λ by the same factor (one ρ for the whole step)."""
 
     needs_closure = True
 
@@ -158,11 +162,17 @@ class DampedCurvatureOptimizer(Optimizer):
             return scalar_loss(name, loss_fn(model_fn(ps)))
 
         loss, g = value_and_grad(f)(x)
-        self.check_grads_finite([g])
+        self.check_grads_finite(self.by_group(g))
         return model_fn, loss_fn, params, x, f, loss, g
 
     def per_param(self, key: str) -> list[float]:
+        """Each parameter's group setting ``key``, in :meth:`parameters` order."""
         return [grp[key] for grp in self.param_groups for _ in grp["params"]]
+
+    def by_group(self, flat: Vec) -> list[Vec]:
+        """A list in :meth:`parameters` order cut into one list per group (to name a group in errors)."""
+        it = iter(flat)
+        return [[next(it) for _ in grp["params"]] for grp in self.param_groups]
 
     def damped(self, product: Callable[[Vec], Vec]) -> Callable[[Vec], Vec]:
         """``v ↦ Bv + λv`` with each parameter's group damping λ."""

@@ -44,12 +44,11 @@ from typing import Any
 
 from ..errors import ShapeError, check_number
 from ..primitives.creation import eye, full, zeros_like
-from ..primitives.elementwise import astype, maximum
+from ..primitives.elementwise import maximum, where
 from ..primitives.linalg import eigh
 from ..primitives.matrix import dot, outer
 from ..primitives.ops import abs as abs_
 from ..primitives.ops import max as max_
-from ..primitives.ops import min as min_
 from ..primitives.ops import sum as sum_
 from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
@@ -162,7 +161,7 @@ class _Dense(Optimizer):
         self.history["func_evals"] += 1
         flat = [gp for gs in grads for gp in gs]
         g = [zeros_like(p.detach()) if gp is None else gp for p, gp in zip(self._params(), flat)]
-        return float(loss), flatten(g)
+        return float(loss), self._masked(flatten(g))
 
     def _evaluate_at(self, closure: Callable[..., Any], x: Tensor) -> tuple[float, Tensor]:
         assign_flat(self._params(), x)
@@ -198,7 +197,7 @@ class _Dense(Optimizer):
         x, f = x0, f0
         info: dict[str, Any] = {"iterations": 0, "reason": "max_iter reached"}
         reason = "gradient below tolerance_grad" if self._small(g) else None
-        if self._free is not None and not float(max_(self._free)):
+        if self._free is not None and not bool(self._free.any()):
             reason = "every parameter group has lr = 0"
         try:
             while reason is None and info["iterations"] < group["max_iter"]:
@@ -215,19 +214,25 @@ class _Dense(Optimizer):
         return f0
 
     def _set_scales(self, like: Tensor) -> None:
-        """``self._d`` (the preconditioner, None if the method has no lr) and ``self._free`` (1 where the
-        group's lr > 0, None if every entry is free) for this step."""
+        """``self._d`` (the preconditioner, None if the method has no lr) and ``self._free`` (True where
+        the group's lr > 0; None if every entry is free) for this step."""
         self._d = self._scales(like)
-        free = None if self._d is None else astype(self._d > 0, like.dtype)
-        self._free = None if free is None or float(min_(free)) == 1.0 else free
+        free = None if self._d is None else self._d > 0
+        self._free = None if free is None or bool(free.all()) else free
 
     def _small(self, g: Tensor) -> bool:
-        """``‖g‖∞ ≤ tolerance_grad`` over the entries that can move (groups with lr > 0)."""
-        return float(max_(abs_(self._masked(g)))) <= self.param_groups[0]["tolerance_grad"]
+        return float(max_(abs_(g))) <= self.param_groups[0]["tolerance_grad"]
 
     def _masked(self, g: Tensor) -> Tensor:
-        """``g`` with the entries of groups with lr = 0 zeroed."""
-        return g if self._free is None else g * self._free
+        """``g`` with the entries of frozen groups (lr = 0) set to 0: the gradient of the problem in the
+        other groups' parameters, which is all the methods see."""
+        return g if self._free is None else where(self._free, g, 0.0)
+
+    def _masked_hessian(self, H: Tensor) -> Tensor:
+        """``H`` with the rows and columns of frozen groups replaced by the identity's."""
+        if self._free is None:
+            return H
+        return where(outer(self._free, self._free), H, self._identity(H))
 
     def _scaled(self, d: Tensor) -> Tensor:
         """``D d``: each group's block of the direction times its lr."""
@@ -285,7 +290,7 @@ class _InverseUpdate(_Dense):
                 self.history["matrix"] = None
             d = self._scaled(-g)  # D·(−Hg) is not a descent direction: steepest descent in D's metric
         first = self.history["matrix"] is None
-        a0 = min(1.0, 1.0 / float(sum_(abs_(self._masked(g))))) if first else 1.0
+        a0 = min(1.0, 1.0 / float(sum_(abs_(g)))) if first else 1.0
         point = self._line_search(closure, x, f, g, d, a0)
         if point.a == 0.0:
             return x, f, g, "line search made no progress"
@@ -458,7 +463,7 @@ class Newton(_Dense):
     def _iterate(self, closure: Callable[..., Any], x: Tensor, f: float, g: Tensor) -> Step:
         loss = self.loss_function(closure)
         params = self._params()
-        H = hessian(lambda v: loss(unflatten(v, params)))(x)
+        H = self._masked_hessian(hessian(lambda v: loss(unflatten(v, params)))(x))
         d = self._scaled(floored_newton_direction(H, g, self.param_groups[0]["eigenvalue_floor"]))
         if not float(dot(g, d)) < 0:  # D·(Newton direction) is not a descent direction
             d = self._scaled(-g)

@@ -72,7 +72,7 @@ class LevenbergMarquardt(DampedCurvatureOptimizer):
         with no_grad():
             loss = 0.5 * (r * r).sum()
             g = back(r)[0]
-        self.check_grads_finite([g])
+        self.check_grads_finite(self.by_group(g))
         with no_grad():
             res = conjugate_gradient(
                 self.damped(jtj), [-gi for gi in g], max_iter=self.max_cg_iter, tol=self.cg_tol
