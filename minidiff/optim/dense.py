@@ -26,6 +26,21 @@ One ``step(closure)`` runs up to ``max_iter`` iterations (as :class:`.LBFGS`) an
 says how many and why.  A loss that is not a finite scalar raises before anything changed; any error
 during the iterations puts the parameters back where the step started.
 
+Parameter groups: the matrix is one dense model over the concatenation of every group's parameters
+(in :meth:`parameters` order), and ``max_params`` counts them all.  The settings that define that one
+problem — every setting but ``lr`` (SR1 has no ``lr``: all of its settings) — must be equal in every
+group; a group that differs is refused with a ``ValueError`` naming the setting, the values and the
+groups, by the constructor, :meth:`add_param_group` and :meth:`load_state_dict`, before anything
+changes.  A group's ``lr`` multiplies its block of the search direction, ``d = D d₀`` with ``D`` the
+diagonal of each entry's ``lr`` (1 everywhere by default, so ``d₀`` is the method's own direction);
+the line search then tries ``α = 1`` along ``d`` (the first BFGS/DFP iteration
+``min(1, 1/‖g‖₁)``), so with one group ``lr`` is the first trial step.  With unequal ``lr`` ``D d₀``
+may fail to be a descent direction; that iteration then steps along ``−D g``.  A group with
+``lr = 0`` is held fixed: its gradient entries (and Newton's Hessian rows and columns) are left out,
+so the method solves the problem in the other groups' parameters, and ``tolerance_grad`` tests only
+theirs.  :meth:`add_param_group` changes the matrix's dimension, so it restarts the curvature model
+(the matrix, and SR1's trust radius, start again as in a new optimizer; the counts are kept).
+
 >>> import minidiff as md
 >>> from minidiff.optim import BFGS
 >>> x = md.tensor([-1.2, 1.0], dtype="float64", requires_grad=True)
@@ -311,10 +326,11 @@ class _InverseUpdate(_Dense):
 class BFGS(_InverseUpdate):
     """Dense BFGS with the strong-Wolfe line search; ``step(closure)`` (either closure style).
 
-    Settings: ``lr`` (first trial step, 1 after the first iteration), ``max_iter`` per step,
-    ``tolerance_grad``, ``tolerance_change``, the Wolfe constants ``c1``, ``c2``, ``max_ls`` line-search
-    evaluations, ``curvature_eps`` (pairs with ``sᵀy ≤ curvature_eps·‖s‖‖y‖`` are skipped), ``scale_initial``,
-    ``max_params``.
+    Settings: ``lr`` (per group: multiplies the group's block of the direction ``−Hg``, so with one group
+    it is the line search's first trial step; 0 holds the group fixed), and, equal in every group,
+    ``max_iter`` per step, ``tolerance_grad``, ``tolerance_change``, the Wolfe constants ``c1``, ``c2``,
+    ``max_ls`` line-search evaluations, ``curvature_eps`` (pairs with ``sᵀy ≤ curvature_eps·‖s‖‖y‖`` are
+    skipped), ``scale_initial``, ``max_params`` (counting every group).  Groups: see the module docstring.
 
     >>> import minidiff as md
     >>> A = md.tensor([[3.0, 1.0], [1.0, 2.0]], dtype="float64")
@@ -324,6 +340,15 @@ class BFGS(_InverseUpdate):
     >>> _ = opt.step(lambda p: 0.5 * (p[0] @ A @ p[0]) - b @ p[0])
     >>> [round(v, 10) for v in x.tolist()]
     [0.6, -0.8]
+
+    Two groups, one dense model; the second is held fixed (``lr=0``), the first minimizes over itself:
+
+    >>> u = md.zeros(1, dtype="float64", requires_grad=True)
+    >>> v = md.ones(1, dtype="float64", requires_grad=True)
+    >>> opt = md.optim.BFGS([{"params": [u]}, {"params": [v], "lr": 0.0}], tolerance_grad=1e-12)
+    >>> _ = opt.step(lambda p: ((p[0] - 2 * p[1]) ** 2).sum() + (p[1] ** 2).sum())
+    >>> [round(u.item(), 10), v.item()]
+    [2.0, 1.0]
     """
 
     def _update(self, H: Tensor, s: Tensor, y: Tensor, sy: float) -> Tensor:
@@ -332,7 +357,8 @@ class BFGS(_InverseUpdate):
 
 
 class DFP(_InverseUpdate):
-    """Dense DFP (Davidon–Fletcher–Powell) with the strong-Wolfe line search; settings as :class:`BFGS`.
+    """Dense DFP (Davidon–Fletcher–Powell) with the strong-Wolfe line search; settings and groups as
+    :class:`BFGS` (``lr`` per group, every other setting equal in every group).
 
     >>> import minidiff as md
     >>> x = md.tensor([3.0, -1.0], dtype="float64", requires_grad=True)
@@ -354,6 +380,8 @@ class SR1(_Dense):
     ``ρ = (f − f₊)/(model decrease)`` exceeds it), ``r_skip`` (the skipping rule), ``max_iter`` (trial
     steps, accepted or not), ``tolerance_grad``, ``tolerance_change`` (also the smallest Δ),
     ``max_params``.  Δ doubles when ``ρ > 0.75`` and the step reached ``0.8Δ``, halves when ``ρ < 0.1``.
+    SR1 has no ``lr`` (the trust region sets the step length), so it has no per-group setting: its
+    groups only partition the parameters, and every setting must be equal in every group.
 
     >>> import minidiff as md
     >>> x = md.tensor([-1.2, 1.0], dtype="float64", requires_grad=True)
@@ -426,7 +454,9 @@ class Newton(_Dense):
     """Newton's method with the exact Hessian, eigenvalues floored in absolute value, and the
     strong-Wolfe line search; ``step(closure)`` needs the functional closure ``f(params) -> loss``.
 
-    Settings: ``lr`` (first trial step), ``eigenvalue_floor`` (relative: ``|λ| ≥ floor·max(1, max|λ|)``),
+    Settings: ``lr`` (per group: multiplies the group's block of the Newton direction, so with one group
+    it is the first trial step; 0 holds the group fixed and Newton works on the other groups' Hessian
+    block), and, equal in every group, ``eigenvalue_floor`` (relative: ``|λ| ≥ floor·max(1, max|λ|)``),
     ``max_iter``, ``tolerance_grad``, ``tolerance_change``, ``c1``, ``c2``, ``max_ls``, ``max_params``.
     Cost per iteration: one Hessian (``n`` Hessian-vector products' worth), one ``n × n``
     eigendecomposition, and the line search's evaluations (usually one).

@@ -65,6 +65,10 @@ class HessianFree(DampedCurvatureOptimizer):
     ``cg_tol``, ``warm_start`` (decay of the previous direction, in [0, 1]), ``backtrack``,
     ``backtrack_ratio`` (> 1), ``adapt_damping``.  :attr:`info`: CG iterations and stop reason, the
     chosen iterate, whether the step was accepted, ρ and the damping.
+
+    Several groups share one CG solve over all parameters with each group's λ on its block; group k
+    moves by ``lr_k·p_k``.  The warm start needs every parameter's previous direction, so after
+    :meth:`add_param_group` the next step starts CG from zero.
     """
 
     def __init__(

@@ -42,7 +42,20 @@ __all__ = ["LevenbergMarquardt"]
 class LevenbergMarquardt(DampedCurvatureOptimizer):
     """Levenberg–Marquardt with CG on ``JᵀJ + λI`` (see the module docstring); ``step(r)`` returns the
     loss ``½‖r‖²`` before the step.  :attr:`info`: CG iterations and stop reason, ρ, whether the step was
-    accepted, the damping."""
+    accepted, the damping per group.
+
+    Group settings ``lr`` and ``damping``: there is one ``JᵀJ`` over every group's parameters and one CG
+    solve of ``(JᵀJ + Λ) δ = −Jᵀr`` with ``Λ`` diagonal, each group's λ on its block (a per-block
+    Marquardt damping); group k moves by ``lr_k·δ_k``, and one ρ multiplies every group's λ by the
+    same factor.  ``max_cg_iter`` and ``cg_tol`` are whole-run settings.
+
+    >>> import minidiff as md
+    >>> a, c = md.zeros(1, requires_grad=True), md.zeros(1, requires_grad=True)
+    >>> opt = LevenbergMarquardt([{"params": [a]}, {"params": [c], "damping": 1.0}], damping=1e-12)
+    >>> _ = opt.step(lambda ps: md.concatenate([ps[0] - 1.0, ps[1] - 1.0]))
+    >>> round(a.item(), 6), round(c.item(), 6)   # (1 + λ_k) δ_k = 1 for each block
+    (1.0, 0.5)
+    """
 
     def __init__(
         self,

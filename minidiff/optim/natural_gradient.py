@@ -53,7 +53,8 @@ LIKELIHOODS = ("categorical", "gaussian")
 class NaturalGradient(DampedCurvatureOptimizer):
     """Natural gradient by CG on Fisher-vector products (see the module docstring).
 
-    Group settings: ``lr`` (1 is the full step) and ``damping`` λ.  Whole-run settings: ``likelihood``,
+    Group settings: ``lr`` (1 is the full step) and ``damping`` λ — one CG solve over every group's
+    parameters with each group's λ on its block, group k moving by ``lr_k·δ_k``.  Whole-run settings: ``likelihood``,
     ``fisher`` ("analytic" or "sampled"), ``n_samples``, ``variance``, ``max_cg_iter``, ``cg_tol``
     (relative residual), ``adapt_damping``, ``seed``/``rng`` (sampled labels).  :attr:`info` reports the
     last step's CG iterations, why CG stopped, ρ (NaN when not adapting) and the damping.
