@@ -6,7 +6,9 @@ Checked: several groups with equal settings follow the one-group trajectory bitw
 scales its block of the direction (hand-computed on a quadratic, 1e-12); joint settings that differ
 are refused naming them, at construction, in ``add_param_group`` and in ``load_state_dict``, with
 nothing changed; ``add_param_group`` after steps restarts the curvature model (bitwise the step a new
-optimizer takes); ``state_dict`` resumes bitwise through a pickle round-trip.  float64 throughout.
+optimizer takes); ``state_dict`` resumes bitwise through a pickle round-trip; ``lr = 0`` holds a group
+fixed while the others solve their own problem; a scaled direction that does not descend falls back to
+``−D g``; a non-finite gradient names its group.  float64 throughout.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def rosen3(p):  # Rosenbrock over (a₀, a₁, b₀): couples the groups
     return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
 
 
-def two_groups(a, b, lr_b=None, **shared):
+def two_groups(a, b, lr_b=None):
     second = {"params": [b]} if lr_b is None else {"params": [b], "lr": lr_b}
     return [{"params": [a]}, second]
 
@@ -109,6 +111,28 @@ def test_newton_lr_scales_each_block_of_the_newton_step():
     opt.step(quad)  # α = 1 meets the strong Wolfe conditions along D·(−A⁻¹g) on this quadratic
     expected = X0 - D * np.linalg.solve(A, A @ X0 - C)
     np.testing.assert_allclose(joined(a, b), expected, rtol=0, atol=1e-12)
+
+
+HC = np.array([[1.0, 0.9], [0.9, 1.0]])  # the inverse Hessian of ½xᵀHC⁻¹x
+G_BAD = np.array([1.0, -0.5])  # gᵀ D HC g = 0.55 − 0.2·10 < 0 for D = diag(1, 10): not a descent direction
+
+
+@pytest.mark.parametrize("cls", [BFGS, Newton], ids=lambda c: c.__name__)
+def test_a_scaled_direction_that_does_not_descend_falls_back_to_minus_d_g(cls):
+    D, Ainv = np.array([1.0, 10.0]), HC
+    x0 = Ainv @ G_BAD  # so that g = A x0 = G_BAD
+    a, b = f64(x0[:1]), f64(x0[1:])
+    opt = cls(two_groups(a, b, lr_b=10.0), max_iter=1)
+    if cls is BFGS:
+        opt.history["matrix"] = md.tensor(Ainv.copy())  # the exact inverse Hessian, positive definite
+    At = md.tensor(np.linalg.inv(Ainv))
+    opt.step(lambda p: 0.5 * (md.concatenate(p) @ At @ md.concatenate(p)))
+    step, d = joined(a, b) - x0, -D * G_BAD
+    alpha = (step @ d) / (d @ d)
+    assert alpha > 0
+    np.testing.assert_allclose(step, alpha * d, rtol=0, atol=1e-12)
+    if cls is BFGS:  # H was positive definite: kept (and updated), not reset
+        assert opt.history["matrix"] is not None
 
 
 @pytest.mark.parametrize("cls", WITH_LR, ids=lambda c: c.__name__)
