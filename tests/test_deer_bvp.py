@@ -238,12 +238,30 @@ def test_too_few_iterations_warns_and_converged_run_is_silent():
         deer_bvp(bratu, md.tensor(1.0), (0.0, 1.0, 51), left=D0, right=D0)
 
 
-def test_an_f_that_is_not_pointwise_is_refused():
-    """f coupling distant points (here through a roll) breaks the tridiagonal structure: refused."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_an_f_that_is_not_pointwise_is_refused(dtype):
+    """f coupling distant points (here through a flip) breaks the tridiagonal structure: refused."""
     with pytest.raises(ValueError, match="f must act pointwise"):
         deer_bvp(
-            lambda y, dy, r, p: -p * md.exp(md.flip(y, 0)), md.tensor(1.0), (0.0, 1.0, 11), left=D0, right=D0
+            lambda y, dy, r, p: -p * md.exp(md.flip(y, 0)),
+            md.tensor(1.0, dtype=dtype),
+            (0.0, 1.0, 11),
+            left=D0,
+            right=D0,
         )
+
+
+def test_float32_solves_and_differentiates_in_float32():
+    """The pointwise check allows float32 rounding (relative 1e-4 of the band): no false refusal."""
+    y32, stats = deer_bvp(
+        bratu, md.tensor(1.0, dtype="float32"), (0.0, 1.0, 101), left=D0, right=D0, return_stats=True
+    )
+    y64 = solve_bratu(md.tensor(1.0), 101)
+    assert y32.dtype == md.float32 and stats.converged
+    np.testing.assert_allclose(y32.numpy(), y64.numpy(), rtol=0, atol=1e-5)
+    g32 = md.grad(lambda lam: solve_bratu(lam, 101).sum())(md.tensor(1.0, dtype="float32"))
+    g64 = md.grad(lambda lam: solve_bratu(lam, 101).sum())(md.tensor(1.0))
+    assert g32.dtype == md.float32 and abs(g32.item() - g64.item()) <= 1e-4 * abs(g64.item())
 
 
 def test_singular_newton_matrix_raises_even_with_warn():
