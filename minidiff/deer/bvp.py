@@ -79,8 +79,8 @@ def _banded_jacobian(f, y, r, theta, bc, *, h, kinds):
 
 def _check_pointwise(f, y, r, theta, bc, ab, *, h, kinds):
     """The coloured JVPs are right only if ``f`` acts pointwise: compare ``J·v`` from the band with
-        one JVP along a direction ``v`` without structure (once per solve, before Newton's first step), to
-    a tolerance relative to the largest entry of the band (``|v| ≤ 1``)."""
+    one JVP along a direction ``v`` without structure (once per solve, before Newton's first step),
+    to a tolerance relative to the largest entry of the band (``|v| ≤ 1``)."""
     n = y.shape[0]
     v = ops.sin(arange(n, device=y.device) * 0.7548776662).astype(y.dtype)
     _, Jv = jvp(lambda u: _residual(f, u, r, theta, bc, h=h, kinds=kinds), (y,), (v,))
