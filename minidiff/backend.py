@@ -20,6 +20,7 @@ __all__ = [
     "cuda_unavailable_reason",
     "numpy_module",
     "scipy_linalg",
+    "solve_banded",
     "erf",
     "float16",
     "float32",
@@ -111,6 +112,71 @@ def scipy_linalg(xp: Any) -> Any:
     import cupyx.scipy.linalg  # pragma: no cover - needs a GPU
 
     return cupyx.scipy.linalg  # pragma: no cover
+
+
+def solve_banded(xp: Any, lower: int, upper: int, ab: Any, b: Any) -> Any:
+    """``x`` with ``A x = b`` for banded ``A`` in LAPACK band storage ``ab[..., upper + i - j, j] ==
+    A[..., i, j]``; ``ab`` of shape ``(..., lower + upper + 1, n)``, ``b`` of shape ``(..., n, k)``,
+    leading axes broadcast.  ``scipy.linalg.solve_banded`` (LAPACK ``gbsv``/``gtsv``) on each matrix
+    of a NumPy stack; for CuPy arrays the dense matrices and ``xp.linalg.solve``.  A singular matrix
+    raises ``numpy.linalg.LinAlgError``.
+
+    >>> import numpy as np
+    >>> ab = np.array([[0.0, 1.0, 1.0], [4.0, 4.0, 4.0], [1.0, 1.0, 0.0]])  # tridiagonal (1, 4, 1)
+    >>> solve_banded(np, 1, 1, ab, np.array([[5.0], [6.0], [5.0]]))[:, 0].tolist()
+    [1.0, 1.0, 1.0]
+    """
+    lead = tuple(xp.broadcast_shapes(ab.shape[:-2], b.shape[:-2]))
+    dtype = xp.result_type(ab.dtype, b.dtype, xp.float32)
+    ab = xp.broadcast_to(ab, lead + ab.shape[-2:]).astype(dtype, copy=False)
+    b = xp.broadcast_to(b, lead + b.shape[-2:]).astype(dtype, copy=False)
+    if b.size == 0:
+        return xp.zeros(b.shape, dtype=dtype)
+    if ab.shape[-1] == 1:  # 1x1: the diagonal sits in row ``upper``
+        d = ab[..., upper : upper + 1, :]
+        if not bool((d != 0).all()):
+            raise numpy.linalg.LinAlgError("singular matrix: the 1x1 matrix is zero")
+        return b / d
+    if xp is not numpy:  # pragma: no cover - needs a GPU
+        return solve_banded_dense(xp, lower, upper, ab, b)
+    import scipy.linalg
+
+    out = numpy.empty(b.shape, dtype=dtype)
+    for idx in numpy.ndindex(*lead):
+        out[idx] = scipy.linalg.solve_banded((lower, upper), ab[idx], b[idx], check_finite=False)
+    return out
+
+
+def band_to_dense(xp: Any, lower: int, upper: int, ab: Any) -> Any:
+    """The ``(..., n, n)`` matrices whose bands ``ab`` (``(..., lower + upper + 1, n)``) holds; the
+    entries of ``ab`` outside the matrix (its corners) are not read."""
+    n = ab.shape[-1]
+    dense = xp.zeros(ab.shape[:-2] + (n, n), dtype=ab.dtype)
+    j = xp.arange(n)
+    for row in range(lower + upper + 1):
+        i = j + row - upper
+        ok = (i >= 0) & (i < n)
+        dense[..., i[ok], j[ok]] = ab[..., row, j[ok]]
+    return dense
+
+
+def solve_banded_dense(xp: Any, lower: int, upper: int, ab: Any, b: Any) -> Any:
+    """:func:`solve_banded` through the dense matrices (the CuPy path; usable with NumPy to test it).
+
+    >>> import numpy as np
+    >>> ab = np.array([[0.0, 1.0, 1.0], [4.0, 4.0, 4.0], [1.0, 1.0, 0.0]])
+    >>> solve_banded_dense(np, 1, 1, ab, np.array([[5.0], [6.0], [5.0]]))[:, 0].tolist()
+    [1.0, 1.0, 1.0]
+    """
+    dense = band_to_dense(xp, lower, upper, ab)
+    try:
+        x = xp.linalg.solve(dense, b)
+    except numpy.linalg.LinAlgError:  # NumPy (and CuPy when told to check) raise on an exact zero pivot
+        raise numpy.linalg.LinAlgError("singular matrix") from None
+    finite = bool(xp.isfinite(x).all())
+    if not finite and bool(xp.isfinite(dense).all()) and bool(xp.isfinite(b).all()):
+        raise numpy.linalg.LinAlgError("singular matrix")  # CuPy's default: no check, inf/nan out
+    return x
 
 
 def erf(xp: Any) -> Callable[[Any], Any]:

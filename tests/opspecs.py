@@ -823,6 +823,28 @@ def deer_odeint_case(draw):
     return case(f, [(B, n), (n,), ()], [ANY, elements(_floats(0.5, 1.5)), SMALL], f"T={T}")
 
 
+def _reaction(y, dy, r, p):
+    """A well-posed nonlinear BVP: y'' = a·y + k·y³ − s(r) + 0.3·y' with a > 0, k ≥ 0 (so ∂f/∂y > 0:
+    one solution, a nonsingular Newton matrix), s a pointwise source."""
+    return p["a"] * y + p["k"] * y**3 - p["s"] + 0.3 * dy
+
+
+@st.composite
+def deer_bvp_case(draw):
+    """A small two-point BVP solved by Newton with banded solves, differentiated in the parameters
+    (two scalars and a source on the grid) and both boundary values, each end Dirichlet or Neumann."""
+    n = draw(st.integers(3, 12))
+    kinds = draw(st.tuples(*[st.sampled_from(md.deer.BOUNDARY_KINDS)] * 2))
+
+    def f(a, k, s, left, right):
+        return md.deer.deer_bvp(
+            _reaction, {"a": a, "k": k, "s": s}, (0.0, 1.0, n), left=(kinds[0], left), right=(kinds[1], right)
+        )
+
+    domains = [elements(_floats(0.5, 1.5)), elements(_floats(0.0, 0.5)), ANY, ANY, ANY]
+    return case(f, [(), (), (n,), (), ()], domains, f"n={n} {kinds[0]}-{kinds[1]}")
+
+
 def _hooked_module():
     """A module with a backward hook registered: its output passes through ``nn.backward_hook``."""
     module = md.nn.ReLU()
@@ -1019,6 +1041,9 @@ SPECS: list[Spec] = [
     # first order against finite differences (each evaluation is a Newton solve); second order by the
     # HVP test (three modes agree) and in tests/test_deer_ode.py against the sequential solver
     Spec("deer_odeint", ("deer_odeint",), deer_odeint_case(), order=1, agree=dict(rtol=1e-8, atol=1e-9)),
+    # likewise (second order against finite differences of the first: tests/test_deer_bvp.py, and
+    # three times the time here at order=2)
+    Spec("deer_bvp", ("deer_bvp",), deer_bvp_case(), order=1, agree=dict(rtol=1e-8, atol=1e-9)),
     # ---- non-differentiable ops: vmapped and spied only
     *[Spec(name, (name,), nondiff_binary_case(fn), diff=False) for name, fn in _COMPARISONS.items()],
     unary("logical_not", lambda x: ~(x > 0), TIES, diff=False),
@@ -1045,6 +1070,7 @@ NOT_DEGENERATE = {
     "affine_scan": "steps and state sizes of at least 2 (size 0 and 1 in tests/test_deer_scan.py)",
     "deer_rnn": "a recurrence needs steps and a state (empty inputs: tests/test_deer_rnn.py)",
     "deer_odeint": "an ODE needs a grid and a state (shapes checked in tests/test_deer_ode.py)",
+    "deer_bvp": "central differences need a grid of at least 3 points (refused below: tests/test_deer_bvp.py)",
 }
 #: The differentiable specs of this table whose strategies draw degenerate inputs when asked.
 DEGENERATE_SPECS = [s for s in DIFF_SPECS if s.name not in NOT_DEGENERATE]

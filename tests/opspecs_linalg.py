@@ -5,7 +5,7 @@ Added to the table of ``tests/opspecs.py`` (``SPECS += LINALG_SPECS``), so the p
 
 Domains draw inputs where the ops are smooth and well conditioned: symmetric matrices with eigenvalues
 at least 0.5 apart, matrices with singular values at least 0.5 apart and away from zero, triangular
-factors with a dominant diagonal, entries whose magnitudes are distinct powers of two (no ties in a max
+factors with a dominant diagonal, bands whose diagonal row dominates, entries whose magnitudes are distinct powers of two (no ties in a max
 of absolute sums).  Decompositions whose outputs have a sign freedom are differentiated through
 functions that do not see the sign: ``v * v``, the projector ``v₀ v₀ᵀ``, ``v * v[0]`` (each column
 times its own first entry), ``U diag(s) Vh``.  QR's signs are those of LAPACK's Householder steps,
@@ -20,7 +20,7 @@ import math
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from opspecs import ANY, AWAY0, Spec, case, spd, well_conditioned
+from opspecs import ANY, AWAY0, Spec, case, sides, spd, well_conditioned
 
 import minidiff as md
 
@@ -234,6 +234,42 @@ def solve_triangular_case(draw):
     )
 
 
+def dominant_band(upper):
+    """Band storage ``(..., l + u + 1, n)`` of a strictly diagonally dominant banded matrix: entries in
+    [-1, 1], plus ``±(l + u + 2)`` on the diagonal (row ``upper``), one sign drawn for all."""
+
+    def domain(draw, shape):
+        ab = draw(hnp.arrays(np.float64, shape, elements=st.floats(-1.0, 1.0)))
+        sign = -1.0 if draw(st.booleans()) else 1.0
+        ab[..., upper, :] += sign * (shape[-2] + 1.0)
+        return ab
+
+    return domain
+
+
+@st.composite
+def solve_banded_case(draw):
+    """``(l, u)`` from 0 to 2 each (so diagonal, bidiagonal, tridiagonal, wider bands, and bands wider
+    than the matrix), n from 1 (0 or 1 when degenerate), one or several right-hand sides, stacks."""
+    lower, upper = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    n, k = draw(sides(2, 1, 5))
+    w = lower + upper + 1
+    kind = draw(st.sampled_from(["vec", "mat", "batched", "broadcast_ab", "broadcast_b", "batched_vec"]))
+    ab_shape, b_shape = {
+        "vec": ((w, n), (n,)),
+        "mat": ((w, n), (n, k)),
+        "batched": ((2, w, n), (2, n, k)),
+        "broadcast_ab": ((w, n), (2, n, k)),
+        "broadcast_b": ((2, w, n), (n, k)),
+        "batched_vec": ((2, w, n), (n,)),
+    }[kind]
+
+    def f(ab, b):
+        return LA.solve_banded((lower, upper), ab, b)
+
+    return case(f, [ab_shape, b_shape], [dominant_band(upper), ANY], f"{kind} l={lower} u={upper}")
+
+
 @st.composite
 def cho_solve_case(draw):
     n, k = draw(st.integers(2, 4)), draw(st.integers(1, 3))
@@ -338,6 +374,7 @@ def slogdet_sign_case(draw):
 LINALG_SPECS: list[Spec] = [
     Spec("linalg.solve_triangular", ("solve_triangular",), solve_triangular_case()),
     Spec("linalg.cho_solve", ("cholesky", "solve_triangular"), cho_solve_case()),
+    Spec("linalg.solve_banded", ("solve_banded",), solve_banded_case()),
     Spec("linalg.eigh", ("eigh",), eigh_case()),
     Spec("linalg.eigvalsh", ("eigvalsh",), eigvalsh_case()),
     Spec("linalg.svd", ("svd",), svd_case()),
@@ -361,6 +398,7 @@ LINALG_SPECS: list[Spec] = [
 #: for eigvalsh / svdvals (their rules recompute the vectors) and slogdet (its rules invert x).
 LINALG_SAVES = {
     "solve_triangular": {0, "ans"},
+    "solve_banded": {0, "ans"},
     "eigh": {"ans"},
     "eigvalsh": {0},
     "svd": {"ans"},

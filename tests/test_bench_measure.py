@@ -322,6 +322,7 @@ def test_primitive_groups():
     assert primitive_group(REGISTRY["greater"]) == "elementwise"
     assert primitive_group(REGISTRY["getitem"]) == "shape/indexing"
     assert primitive_group(REGISTRY["cholesky"]) == "linalg"
+    assert primitive_group(REGISTRY["solve_banded"]) == "linalg"
     assert all(primitive_group(p) in GROUPS for p in REGISTRY.values())
 
 

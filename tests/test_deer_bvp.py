@@ -136,7 +136,7 @@ def test_jvp_and_vjp_agree():
 
 
 def test_the_backward_pass_is_one_solve_not_the_iterations(monkeypatch):
-    """The VJP calls the banded solver exactly once (the transposed system), whatever Newton did."""
+    """The VJP calls the banded solve exactly once (the transposed system), whatever Newton did."""
     from minidiff.deer import bvp
 
     calls = []
@@ -148,19 +148,62 @@ def test_the_backward_pass_is_one_solve_not_the_iterations(monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize(
-    "second",
-    [
-        lambda s: md.grad(md.grad(s))(md.tensor(1.0)),
-        lambda s: md.jvp(md.grad(s), (md.tensor(1.0),), (md.tensor(1.0),)),
-        lambda s: md.hessian(s)(md.tensor(1.0)),
-        lambda s: md.vmap(md.grad(s))(md.tensor([0.5, 1.0])),
-    ],
-    ids=["grad-grad", "jvp-grad", "hessian", "vmap-grad"],
-)
-def test_higher_derivatives_are_refused_not_silently_zero(second):
-    with pytest.raises(md.TracerError, match="deer_bvp: .*first derivatives only"):
-        second(lambda lam: solve_bratu(lam, 21).sum())
+def _drift(y, dy, r, p):
+    return p["k"] * md.sin(y) - p["s"] * r + 0.3 * dy
+
+
+def _solve_drift(p, left_value, right_slope, n=41):
+    return deer_bvp(_drift, p, (0.0, 2.0, n), left=("dirichlet", left_value), right=("neumann", right_slope))
+
+
+def test_second_derivatives_in_params_and_boundary_values_match_differences_of_the_first():
+    """grad of grad, jvp of grad, vjp of jvp... in every leaf and both boundary values: check_grads'
+    second order holds each against central differences of the first derivatives (float64, eps 1e-6,
+    rtol 1e-5, atol 1e-6 relative to the largest entry)."""
+    params = {"k": md.tensor([0.7]), "s": md.tensor(1.5)}
+    check_grads(
+        _solve_drift, (params, md.tensor(0.2), md.tensor(-0.4)), order=2, modes=("fwd", "rev"), seed=3
+    )
+
+
+def test_grad_of_grad_in_lambda_matches_central_differences_of_the_grad():
+    s = lambda lam: (solve_bratu(lam, 101) ** 2).sum()  # noqa: E731
+    g2 = md.grad(md.grad(s))(md.tensor(1.0)).item()
+    e = 1e-4
+    fd = (md.grad(s)(md.tensor(1.0 + e)).item() - md.grad(s)(md.tensor(1.0 - e)).item()) / (2 * e)
+    assert abs(g2 - fd) <= 1e-7 * abs(fd)  # central differences of the gradient: O(e²) error
+
+
+def test_hessian_and_every_hvp_mode_agree_and_are_symmetric():
+    """md.hessian (forward over reverse, vector-mode tangents) in two parameters and a boundary value,
+    against the three HVP compositions; the Hessian is symmetric."""
+
+    def loss(k, s, left):
+        y = _solve_drift({"k": k, "s": s}, left, md.tensor(-0.4), n=31)
+        return (y**2).sum() + y[5]
+
+    args = (md.tensor(0.7), md.tensor(1.5), md.tensor(0.2))
+    H = md.hessian(loss, argnums=(0, 1, 2))(*args)
+    H = np.array([[H[i][j].item() for j in range(3)] for i in range(3)])
+    np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-12)
+    v = (md.tensor(1.0), md.tensor(-0.5), md.tensor(2.0))
+    for mode in md.transforms.HVP_MODES:
+        hv = md.hvp(loss, args, v, mode=mode)
+        np.testing.assert_allclose([t.item() for t in hv], H @ [1.0, -0.5, 2.0], rtol=1e-9, atol=1e-10)
+
+
+def test_vmap_of_grad_and_of_jvp_equal_a_loop():
+    s = lambda lam: (solve_bratu(lam, 21) ** 2).sum()  # noqa: E731
+    lams = [0.5, 1.0, 1.5]
+    got = md.vmap(md.grad(s))(md.tensor(lams))
+    want = [md.grad(s)(md.tensor(lam)).item() for lam in lams]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=0)
+    tangents = md.vmap(lambda lam: md.jvp(lambda x: solve_bratu(x, 21), (lam,), (md.tensor(1.0),))[1])(
+        md.tensor(lams)
+    )
+    for k, lam in enumerate(lams):
+        _, t = md.jvp(lambda x: solve_bratu(x, 21), (md.tensor(lam),), (md.tensor(1.0),))
+        np.testing.assert_allclose(tangents[k].numpy(), t.numpy(), rtol=1e-12, atol=1e-15)
 
 
 def test_vmap_of_the_solve_runs_per_example():
@@ -195,12 +238,30 @@ def test_too_few_iterations_warns_and_converged_run_is_silent():
         deer_bvp(bratu, md.tensor(1.0), (0.0, 1.0, 51), left=D0, right=D0)
 
 
-def test_an_f_that_is_not_pointwise_is_refused():
-    """f coupling distant points (here through a roll) breaks the tridiagonal structure: refused."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_an_f_that_is_not_pointwise_is_refused(dtype):
+    """f coupling distant points (here through a flip) breaks the tridiagonal structure: refused."""
     with pytest.raises(ValueError, match="f must act pointwise"):
         deer_bvp(
-            lambda y, dy, r, p: -p * md.exp(md.flip(y, 0)), md.tensor(1.0), (0.0, 1.0, 11), left=D0, right=D0
+            lambda y, dy, r, p: -p * md.exp(md.flip(y, 0)),
+            md.tensor(1.0, dtype=dtype),
+            (0.0, 1.0, 11),
+            left=D0,
+            right=D0,
         )
+
+
+def test_float32_solves_and_differentiates_in_float32():
+    """The pointwise check allows float32 rounding (relative 1e-4 of the band): no false refusal."""
+    y32, stats = deer_bvp(
+        bratu, md.tensor(1.0, dtype="float32"), (0.0, 1.0, 101), left=D0, right=D0, return_stats=True
+    )
+    y64 = solve_bratu(md.tensor(1.0), 101)
+    assert y32.dtype == md.float32 and stats.converged
+    np.testing.assert_allclose(y32.numpy(), y64.numpy(), rtol=0, atol=1e-5)
+    g32 = md.grad(lambda lam: solve_bratu(lam, 101).sum())(md.tensor(1.0, dtype="float32"))
+    g64 = md.grad(lambda lam: solve_bratu(lam, 101).sum())(md.tensor(1.0))
+    assert g32.dtype == md.float32 and abs(g32.item() - g64.item()) <= 1e-4 * abs(g64.item())
 
 
 def test_singular_newton_matrix_raises_even_with_warn():

@@ -57,7 +57,6 @@ NUMPY_ALLOWED = {"minidiff.backend", "minidiff.data.idx", "minidiff.data.digits"
 SCIPY_ALLOWED = {
     "minidiff.backend",
     "minidiff.curvature.operators",
-    "minidiff.deer.bvp",  # scipy.linalg.solve_banded: the tridiagonal Newton and adjoint solves
     "minidiff.bench.deer_ode_bench",
     "minidiff.bench.environment",
 }

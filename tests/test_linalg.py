@@ -23,7 +23,7 @@ from opspecs import SPECS  # (imports opspecs_linalg, whose specs it holds)
 import minidiff as md
 from minidiff.errors import DTypeError, LinAlgError, ShapeError
 from minidiff.primitives import REGISTRY
-from minidiff.primitives.decompositions import _st, _triangle
+from minidiff.primitives.decompositions import _band_outer, _sb, _st, _triangle
 from minidiff.testing import Mutation, check_example, check_grads, check_mutation
 from minidiff.testing.mutation import detached, negated, replaced, scaled
 
@@ -142,6 +142,163 @@ def test_cho_factor_and_cho_solve_match_scipy(rng, lower):
     want = np.linalg.cholesky(a) if lower else np.linalg.cholesky(a).T
     close(c, want)
     close(LA.cho_solve((c, low), t(b)), sl.cho_solve(sl.cho_factor(a, lower=lower), b))
+
+
+# ----------------------------------------------------------------------------- solve_banded
+def _band(rng, lower, upper, n, lead=()):
+    """Band storage of a diagonally dominant banded matrix (its unread corners hold junk too)."""
+    ab = rng.uniform(-1.0, 1.0, lead + (lower + upper + 1, n))
+    ab[..., upper, :] += lower + upper + 2.0
+    return ab
+
+
+def _dense(ab, lower, upper):
+    """The matrix whose band ``ab`` holds, ``A[i, j] = ab[u + i - j, j]`` on the band, zero off it."""
+    n = ab.shape[-1]
+    a = np.zeros((n, n))
+    for i in range(n):
+        for j in range(max(0, i - lower), min(n, i + upper + 1)):
+            a[i, j] = ab[upper + i - j, j]
+    return a
+
+
+@pytest.mark.parametrize(
+    "lower, upper, n", [(1, 1, 6), (0, 0, 4), (2, 0, 5), (0, 3, 5), (2, 1, 7), (3, 3, 2)]
+)
+def test_solve_banded_matches_scipy_and_a_dense_solve(rng, lower, upper, n):
+    ab = _band(rng, lower, upper, n)
+    b = rng.standard_normal((n, 3))
+    want = sl.solve_banded((lower, upper), ab, b)
+    close(LA.solve_banded((lower, upper), t(ab), t(b)), want)
+    close(LA.solve_banded((lower, upper), t(ab), t(b[:, 0])), want[:, 0])
+    close(LA.solve_banded((lower, upper), t(ab), t(b)), np.linalg.solve(_dense(ab, lower, upper), b))
+    # the dense fallback of the CUDA path, run with NumPy
+    close(md.backend.solve_banded_dense(np, lower, upper, ab, b), want)
+
+
+def test_solve_banded_broadcasts_stacks_and_keeps_float32(rng):
+    ab = _band(rng, 1, 2, 5, lead=(3,))
+    b = rng.standard_normal((5, 2))
+    got = LA.solve_banded((1, 2), t(ab), t(b))
+    close(got, np.stack([sl.solve_banded((1, 2), a, b) for a in ab]))
+    got = LA.solve_banded((1, 2), t(ab[0]), t(np.stack([b, 2 * b])))  # a stack of b against one band
+    close(got, np.stack([sl.solve_banded((1, 2), ab[0], c) for c in (b, 2 * b)]))
+    got = LA.solve_banded((1, 2), t(ab), t(b[:, 0]))  # a 1-D b: one vector per matrix
+    close(got, np.stack([sl.solve_banded((1, 2), a, b[:, 0]) for a in ab]))
+    assert LA.solve_banded((1, 2), t(ab, "float32"), t(b, "float32")).dtype == np.float32
+    assert md.grad(lambda a: LA.solve_banded((1, 2), a, t(b, "float32")).sum())(t(ab, "float32")).dtype == (
+        np.float32
+    )
+
+
+def test_solve_banded_ignores_the_corners_and_gives_them_no_cotangent(rng):
+    ab = _band(rng, 2, 1, 5)
+    b = t(rng.standard_normal(5))
+    junk = ab.copy()
+    junk[0, 0] = junk[2, -1] = junk[3, -2:] = 99.0  # outside the 5x5 matrix: never read
+    close(LA.solve_banded((2, 1), t(junk), b), LA.solve_banded((2, 1), t(ab), b).numpy())
+    g = md.grad(lambda a: md.sum(LA.solve_banded((2, 1), a, b) ** 2))(t(ab)).numpy()
+    assert g[0, 0] == g[2, -1] == g[3, -1] == g[3, -2] == 0.0 and np.all(g[1] != 0.0)
+
+
+def test_solve_banded_derivatives_match_solve_on_the_dense_matrix(rng):
+    """Band and dense solve agree in every derivative: grad in (ab, b), and second order in ab."""
+    lower, upper, n = 1, 2, 5
+    ab, b = _band(rng, lower, upper, n), rng.standard_normal((n, 2))
+    scatter = np.zeros((lower + upper + 1, n, n, n))  # dense A = Σ ab[r, j] · E_{r, j}
+    for i in range(n):
+        for j in range(max(0, i - lower), min(n, i + upper + 1)):
+            scatter[upper + i - j, j, i, j] = 1.0
+    dense = t(scatter.reshape(-1, n * n))
+
+    def ours(a, y):
+        return md.sum(LA.solve_banded((lower, upper), a, y) ** 3)
+
+    def via_solve(a, y):
+        return md.sum(LA.solve(md.reshape(md.reshape(a, (1, -1)) @ dense, (n, n)), y) ** 3)
+
+    for got, want in zip(
+        md.grad(ours, argnums=(0, 1))(t(ab), t(b)), md.grad(via_solve, argnums=(0, 1))(t(ab), t(b))
+    ):
+        close(got, want.numpy(), rtol=1e-9)
+    close(md.hessian(ours)(t(ab), t(b)), md.hessian(via_solve)(t(ab), t(b)).numpy(), rtol=1e-8)
+    check_grads(ours, (t(ab), t(b)), order=2, modes=("fwd", "rev"))
+
+
+def test_vmap_of_solve_banded_and_of_its_gradient_equals_a_loop(rng):
+    ab, b = _band(rng, 2, 1, 4, lead=(3,)), rng.standard_normal((3, 4))
+    got = md.vmap(lambda a, y: LA.solve_banded((2, 1), a, y))(t(ab), t(b))
+    close(got, np.stack([sl.solve_banded((2, 1), a, y) for a, y in zip(ab, b)]))
+    g = md.vmap(md.grad(lambda a, y: md.sum(LA.solve_banded((2, 1), a, y) ** 2)))(t(ab), t(b))
+    for k in range(3):
+        close(g[k], md.grad(lambda a: md.sum(LA.solve_banded((2, 1), a, t(b[k])) ** 2))(t(ab[k])).numpy())
+
+
+@pytest.mark.parametrize("n, k", [(0, 1), (0, 0), (1, 1), (1, 0), (3, 0)])
+def test_solve_banded_on_empty_and_one_element_systems(n, k):
+    ab = np.full((3, n), 0.5)
+    ab[1] = 2.0
+    x = LA.solve_banded((1, 1), t(ab), t(np.ones((n, k))))
+    assert x.shape == (n, k)
+    close(x, np.full((n, k), 0.5))  # 1x1: b / the diagonal in row u = 1
+    f = lambda a, y: LA.solve_banded((1, 1), a, y)  # noqa: E731
+    _, jv = md.jvp(f, (t(ab), t(np.ones((n, k)))), (md.ones((3, n)), md.ones((n, k))))
+    ga, gb = md.vjp(f, t(ab), t(np.ones((n, k))))[1](md.ones((n, k)))
+    assert jv.shape == (n, k) and ga.shape == (3, n) and gb.shape == (n, k)
+    if n and k:
+        check_grads(f, (t(ab), t(np.ones((n, k)))), order=2, modes=("fwd", "rev"))
+
+
+def test_solve_banded_refuses_bad_arguments_naming_what_is_wrong():
+    ab = md.ones((3, 4))
+    with pytest.raises(ValueError, match=r"linalg\.solve_banded: \(l, u\) must be a pair of non-negative"):
+        LA.solve_banded((1, -1), ab, md.ones(4))
+    with pytest.raises(ValueError, match=r"linalg\.solve_banded: \(l, u\) must be a pair"):
+        LA.solve_banded(1, ab, md.ones(4))
+    with pytest.raises(ValueError, match=r"linalg\.solve_banded: \(l, u\) must be a pair"):
+        LA.solve_banded((1.0, 1), ab, md.ones(4))
+    with pytest.raises(
+        ShapeError,
+        match=r"linalg\.solve_banded: ab must have shape \(\.\.\., l \+ u \+ 1, n\) = \(\.\.\., 4, n\)",
+    ):
+        LA.solve_banded((2, 1), ab, md.ones(4))
+    with pytest.raises(ShapeError, match=r"linalg\.solve_banded: ab must have shape .* got shape \(4,\)"):
+        LA.solve_banded((0, 0), md.ones(4), md.ones(4))
+    with pytest.raises(
+        ShapeError,
+        match=r"linalg\.solve_banded: ab of shape \(3, 4\) \(n = 4\) does not fit b of shape \(3,\)",
+    ):
+        LA.solve_banded((1, 1), ab, md.ones(3))
+    with pytest.raises(ShapeError, match=r"linalg\.solve_banded: ab .* does not fit b of shape \(\)"):
+        LA.solve_banded((1, 1), ab, md.tensor(1.0))
+    with pytest.raises(
+        ShapeError, match=r"linalg\.solve_banded: the stacks of a \(2, 3, 4\) and b \(3, 4, 1\)"
+    ):
+        LA.solve_banded((1, 1), md.ones((2, 3, 4)), md.ones((3, 4, 1)))
+    with pytest.raises(DTypeError, match=r"linalg\.solve_banded: expected floating-point values, got int64"):
+        LA.solve_banded((1, 1), ab, md.tensor([1, 2, 3, 4]))
+    with pytest.raises(DTypeError, match=r"linalg\.solve_banded: expected floating-point values, got int64"):
+        LA.solve_banded((1, 1), md.tensor(np.ones((3, 4), dtype=np.int64)), md.ones(4))
+
+
+@pytest.mark.parametrize(
+    "lu, ab",
+    [
+        ((1, 1), [[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]),  # [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+        ((0, 0), [[0.0]]),  # 1x1 zero
+        ((1, 0), [[1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]),  # a zero on the diagonal of a triangular band
+        ((2, 1), [[0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [2.0, 0.0, 0.0], [3.0, 0.0, 0.0]]),  # a zero column
+    ],
+)
+def test_a_singular_banded_matrix_raises_naming_the_op_and_shape(lu, ab):
+    n = len(ab[0])
+    with pytest.raises(
+        LinAlgError, match=rf"linalg\.solve_banded: the banded matrix of shape \({n}, {n}\) .* is singular"
+    ):
+        LA.solve_banded(lu, t(ab), md.ones(n))
+    if n > 1:  # the dense fallback of the CUDA path says so too
+        with pytest.raises(np.linalg.LinAlgError, match="singular"):
+            md.backend.solve_banded_dense(np, *lu, np.asarray(ab), np.ones((n, 1)))
 
 
 VECTOR_ORDS = [None, 1, 2, math.inf, -math.inf, 0, 3, 0.5, -1]
@@ -575,6 +732,7 @@ def test_linalg_names_are_public():
         "slogdet",
         "norm",
         "solve_triangular",
+        "solve_banded",
     ):
         assert name in LA.__all__ and callable(getattr(LA, name))
     for name in ("eigvalsh", "svdvals", "cho_solve", "cho_factor", "matrix_power", "trace", "expm"):
@@ -596,6 +754,11 @@ def _st_vjp_other_triangle(g, ans, a, b, lower, trans, unit_diagonal):
     return -_triangle(outer, not lower, unit_diagonal)
 
 
+def _sb_vjp_band_kept(g, ans, ab, b, lower, upper):
+    """solve_banded's VJP for ``ab`` solving with the band of A instead of that of Aᵀ."""
+    return -_band_outer(_sb(ab, g, lower, upper), ans, lower, upper)
+
+
 def _logabsdet_vjp_untransposed(g, ans, x):
     return md.expand_dims(g, (-2, -1)) * LA.inv(x)
 
@@ -615,6 +778,12 @@ LINALG_MUTATIONS = [
     (
         Mutation("slogdet VJP missing transpose", P["slogdet"], "vjp", replaced(_logabsdet_vjp_untransposed)),
         "linalg.slogdet",
+    ),
+    (Mutation("solve_banded VJP x1.001", P["solve_banded"], "vjp", scaled(1.001), 0), "linalg.solve_banded"),
+    (Mutation("solve_banded JVP sign", P["solve_banded"], "jvp", negated(), 1), "linalg.solve_banded"),
+    (
+        Mutation("solve_banded VJP band kept", P["solve_banded"], "vjp", replaced(_sb_vjp_band_kept), 0),
+        "linalg.solve_banded",
     ),
     (
         Mutation("solve_triangular VJP x1.001", P["solve_triangular"], "vjp", scaled(1.001), 1),

@@ -249,6 +249,7 @@ SENSIBLE_SAVES = {
     "qr": {A},
     "slogdet": {0},  # the rules invert the input; the output (log|det|) is not read
     "solve_triangular": {0, A},  # the triangular factor and the solution
+    "solve_banded": {0, A},  # the band and the solution
     "max": {0, A},
     "logsumexp": {0, A},
     "min": {0, A},

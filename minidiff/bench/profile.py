@@ -41,7 +41,7 @@ _REDUCTIONS = frozenset(
     {"sum", "cumsum", "max", "min", "prod", "logsumexp", "argmax", "argmin", "any", "all"}
 )
 _LINALG = frozenset({"solve", "inv", "det", "cholesky", "solve_triangular", "eigh", "eigvalsh", "svd"})
-_LINALG = _LINALG | {"svdvals", "svd_complete", "qr", "slogdet", "slogdet_sign"}
+_LINALG = _LINALG | {"svdvals", "svd_complete", "qr", "slogdet", "slogdet_sign", "solve_banded"}
 
 
 def primitive_group(prim) -> str:

@@ -1,5 +1,5 @@
-"""Matrix decompositions and triangular solves: eigh, eigvalsh, svd, svdvals, qr, slogdet,
-solve_triangular.
+"""Matrix decompositions, triangular and banded solves: eigh, eigvalsh, svd, svdvals, qr, slogdet,
+solve_triangular, solve_banded.
 
 A primitive returns one array, a decomposition several.  Each decomposition primitive therefore
 returns its factors *packed* into one array (``eigh``: the eigenvalues as row 0 above the
@@ -20,6 +20,7 @@ import itertools
 import warnings
 
 from ..backend import numpy_module, scipy_linalg
+from ..backend import solve_banded as _backend_solve_banded
 from ..errors import LinAlgError
 from ..tensor.core import Tracer
 from .batching_rules import align
@@ -27,7 +28,7 @@ from .creation import eye
 from .elementwise import where
 from .matrix import _diag_part, _inverse_for, _mT, _tril, matmul
 from .registry import General, bind, general, nondifferentiable
-from .shape import concatenate, expand_dims, sum
+from .shape import concatenate, expand_dims, pad, stack, sum
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -162,6 +163,93 @@ solve_triangular_p: General = general(
     ),
     _batch_solve_triangular,
     reads=("a ans", "a"),
+    n_inputs=2,
+)
+
+
+# ----------------------------------------------------------------------------- solve_banded
+# A banded A of n columns is stored as SciPy's (and LAPACK's) ab: ab[..., upper + i - j, j] = A[i, j];
+# row r of ab holds the diagonal of offset upper - r, and its entries outside the matrix are not read.
+def _solve_banded_impl(xp, ab, b, lower, upper):
+    try:
+        return _backend_solve_banded(xp, lower, upper, ab, b)
+    except numpy_module.linalg.LinAlgError as exc:  # SciPy's and CuPy's are NumPy's class
+        raise LinAlgError(
+            f"linalg.solve_banded: the banded matrix of shape {(ab.shape[-1], ab.shape[-1])} "
+            f"(l={lower}, u={upper}, ab of shape {tuple(ab.shape)}) is singular ({exc})"
+        ) from exc
+
+
+def _shift(v, s: int, axis: int):
+    """``w`` with ``w[i] = v[i + s]`` along ``axis`` (a negative axis), zero where ``i + s`` is outside."""
+    n = v.shape[axis]
+    k = min(abs(s), n)
+    if k == 0:
+        return v
+    tail = (slice(None),) * (-axis - 1)
+    part = v[(Ellipsis, slice(k, None) if s > 0 else slice(None, n - k)) + tail]
+    width = [(0, 0)] * v.ndim
+    width[v.ndim + axis] = (0, k) if s > 0 else (k, 0)
+    return pad(part, width)
+
+
+def _band_matvec(ab, x, lower, upper):
+    """``A x`` for the banded ``A`` stored in ``ab`` and ``x`` of shape ``(..., n, k)``."""
+    terms = [_shift(expand_dims(ab[..., r, :], -1) * x, upper - r, -2) for r in range(lower + upper + 1)]
+    out = terms[0]
+    for term in terms[1:]:
+        out = out + term
+    return out
+
+
+def _band_outer(lam, x, lower, upper):
+    """``λ xᵀ`` (summed over the right-hand sides) restricted to the band, in band storage:
+    ``out[..., r, j] = Σ_k λ[j + r − upper, k] x[j, k]``, zero at the corners outside the matrix."""
+    rows = [sum(_shift(lam, r - upper, -2) * x, axis=-1) for r in range(lower + upper + 1)]
+    return stack(rows, axis=-2)
+
+
+def _band_transpose(ab, lower, upper):
+    """The band storage of ``Aᵀ`` (``upper`` sub- and ``lower`` superdiagonals) from that of ``A``."""
+    rows = [_shift(ab[..., lower + upper - r, :], r - lower, -1) for r in range(lower + upper + 1)]
+    return stack(rows, axis=-2)
+
+
+def _sb(ab, b, lower, upper):
+    return bind(solve_banded_p, ab, b, lower=lower, upper=upper)
+
+
+def _sb_transposed(ab, g, lower, upper):
+    """``A⁻ᵀ g``: a banded solve with the transposed band."""
+    return _sb(_band_transpose(ab, lower, upper), g, upper, lower)
+
+
+def _sb_jvp_ab(t, ans, ab, b, lower, upper):
+    """x = A⁻¹ b  ⇒  dx = −A⁻¹ (dA x), dA read from the band of the tangent."""
+    return -_sb(ab, _band_matvec(t, ans, lower, upper), lower, upper)
+
+
+def _sb_vjp_ab(g, ans, ab, b, lower, upper):
+    """ā = −(λ xᵀ) on the band (in band storage), λ = A⁻ᵀ g."""
+    return -_band_outer(_sb_transposed(ab, g, lower, upper), ans, lower, upper)
+
+
+def _batch_solve_banded(vals, batched, size, **params):
+    (ab, b), (bab, bb) = vals, batched
+    la, lb = ab.ndim - bab, b.ndim - bb
+    target = max(la, lb)
+    ab = align(ab, la, target) if bab else ab
+    b = align(b, lb, target) if bb else b
+    return bind(solve_banded_p, ab, b, **params)
+
+
+solve_banded_p: General = general(
+    "solve_banded",
+    _solve_banded_impl,
+    (_sb_jvp_ab, lambda t, ans, ab, b, lower, upper: _sb(ab, t, lower, upper)),
+    (_sb_vjp_ab, lambda g, ans, ab, b, lower, upper: _sb_transposed(ab, g, lower, upper)),
+    _batch_solve_banded,
+    reads=("ab ans", "ab"),
     n_inputs=2,
 )
 
@@ -404,6 +492,7 @@ slogdet_sign_p = nondifferentiable("slogdet_sign", lambda xp, x: xp.linalg.slogd
 
 __all__ = [
     "solve_triangular_p",
+    "solve_banded_p",
     "eigh_p",
     "eigvalsh_p",
     "svd_p",

@@ -1,16 +1,17 @@
 """``md.linalg``: linear algebra differentiable in both modes, to any order, batched over leading axes.
 
-NumPy's names and signatures (SciPy's for ``solve_triangular``, ``cho_factor``, ``cho_solve`` and
-``expm``), so code written for ``np.linalg`` reads the same:
+NumPy's names and signatures (SciPy's for ``solve_triangular``, ``solve_banded``, ``cho_factor``,
+``cho_solve`` and ``expm``), so code written for ``np.linalg`` reads the same:
 
-* solves and inverses — ``solve``, ``inv``, ``solve_triangular``, ``cho_factor``, ``cho_solve``;
+* solves and inverses — ``solve``, ``inv``, ``solve_triangular``, ``solve_banded``, ``cho_factor``,
+  ``cho_solve``;
 * determinants — ``det``, ``slogdet`` (the sign carries no derivative);
 * decompositions — ``cholesky``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``;
 * norms — ``norm`` (vector ``ord`` 1, 2, ±inf, 0, any p; matrix ``'fro'``, ``'nuc'``, ±1, ±2, ±inf),
   ``vector_norm``, ``matrix_norm``;
 * ``matrix_power``, ``trace``, ``expm``.
 
-Decompositions, ``solve_triangular`` and ``slogdet`` are primitives with their JVP and VJP rules side by
+Decompositions, ``solve_triangular``, ``solve_banded`` and ``slogdet`` are primitives with their JVP and VJP rules side by
 side (``minidiff/primitives/decompositions.py``); the rest are compositions of primitives.  Conventions
 where a derivative does not exist are stated in ``docs/linalg.md``: repeated eigenvalues or singular
 values give zero terms and a ``RuntimeWarning`` naming the gap; a singular matrix where an inverse is
@@ -42,6 +43,7 @@ from .decompositions import (
     logabsdet_p,
     qr_p,
     slogdet_sign_p,
+    solve_banded_p,
     solve_triangular_p,
     svd_complete_p,
     svd_p,
@@ -74,6 +76,7 @@ __all__ = [
     "vector_norm",
     "matrix_norm",
     "solve_triangular",
+    "solve_banded",
     "cho_factor",
     "cho_solve",
     "matrix_power",
@@ -182,6 +185,61 @@ def solve_triangular(
         solve_triangular_p, a, rhs, lower=bool(lower), trans=_TRANS[trans], unit_diagonal=bool(unit_diagonal)
     )
     return squeeze(out, -1) if vec else out
+
+
+def solve_banded(
+    l_and_u: tuple[int, int],
+    ab: ArrayLike,
+    b: ArrayLike,
+    overwrite_ab: bool = False,
+    overwrite_b: bool = False,
+    check_finite: bool = True,
+) -> Tensor:
+    """Solve ``A x = b`` for a banded ``A`` with ``l`` sub- and ``u`` superdiagonals, as SciPy.
+
+    ``ab`` holds the band in LAPACK storage, ``ab[u + i - j, j] == A[i, j]``, shape ``(l + u + 1, n)``
+    (or a stack ``(..., l + u + 1, n)``); its corners outside the matrix are not read, and their
+    cotangent is zero.  ``b`` of shape ``(n,)`` is one vector; ``(..., n, k)`` a stack of right-hand
+    sides, broadcast against the stack of ``ab``.  ``overwrite_*`` and ``check_finite`` are accepted
+    and ignored.  A singular matrix raises :class:`~minidiff.errors.LinAlgError`.  The derivatives are
+    banded solves again (with the transposed band for the VJP), so they differentiate to any order.
+
+    >>> import minidiff as md
+    >>> ab = md.tensor([[0.0, 1.0, 1.0], [4.0, 4.0, 4.0], [1.0, 1.0, 0.0]])  # tridiagonal (1, 4, 1)
+    >>> md.linalg.solve_banded((1, 1), ab, md.tensor([5.0, 6.0, 5.0])).tolist()
+    [1.0, 1.0, 1.0]
+    >>> g = md.grad(lambda ab: md.linalg.solve_banded((1, 1), ab, md.tensor([5.0, 6.0, 5.0])).sum())(ab)
+    >>> (g.numpy() + 0.0).round(4).tolist()  # −(A⁻ᵀ1) xᵀ on the band; the unread corners get 0
+    [[0.0, -0.2143, -0.1429], [-0.2143, -0.1429, -0.2143], [-0.1429, -0.2143, 0.0]]
+    """
+    op = "linalg.solve_banded"
+    lower, upper = _band_widths(op, l_and_u)
+    ab, b = asarray(ab), asarray(b)
+    _floating(op, ab)
+    _floating(op, b)
+    if ab.ndim < 2 or ab.shape[-2] != lower + upper + 1:
+        raise ShapeError(
+            f"{op}: ab must have shape (..., l + u + 1, n) = (..., {lower + upper + 1}, n) for "
+            f"(l, u) = ({lower}, {upper}), got shape {ab.shape}"
+        )
+    vec = b.ndim == 1
+    if b.ndim == 0 or (b.shape[0] if vec else b.shape[-2]) != ab.shape[-1]:
+        raise ShapeError(
+            f"{op}: ab of shape {ab.shape} (n = {ab.shape[-1]}) does not fit b of shape {b.shape}"
+        )
+    _broadcast_lead(op, ab, b)
+    out = bind(solve_banded_p, ab, expand_dims(b, -1) if vec else b, lower=lower, upper=upper)
+    return squeeze(out, -1) if vec else out
+
+
+def _band_widths(op: str, l_and_u: Any) -> tuple[int, int]:
+    ok = isinstance(l_and_u, (tuple, list)) and len(l_and_u) == 2
+    if not ok or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in l_and_u):
+        raise ValueError(
+            f"{op}: (l, u) must be a pair of non-negative integers (the numbers of sub- and "
+            f"superdiagonals), got {l_and_u!r}"
+        )
+    return int(l_and_u[0]), int(l_and_u[1])
 
 
 def cho_factor(
