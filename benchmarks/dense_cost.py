@@ -183,7 +183,7 @@ def lm_round(residual: Callable, x0: list[np.ndarray], K: int, max_cg: int) -> d
     return {
         "seconds": seconds,
         "steps": K,
-        "evals": 2 * K,
+        "evals": 2 * K,  # residual passes: one kept for Jᵀu, one at the trial point
         "hessians": 0,
         "products": sum(cg) + K,
         "cg": sum(cg),
@@ -191,6 +191,7 @@ def lm_round(residual: Callable, x0: list[np.ndarray], K: int, max_cg: int) -> d
 
 
 def sgd_on_squares(residual: Callable, x0: list[np.ndarray], K: int) -> dict[str, float]:
+    """``K`` SGD steps on ``½‖r‖²``: the baseline of the Levenberg–Marquardt table."""
     return sgd_round(lambda ps: 0.5 * (residual(ps) ** 2).sum(), x0, K)
 
 
