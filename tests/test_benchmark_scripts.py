@@ -1,0 +1,154 @@
+"""Smoke runs of the benchmark scripts in benchmarks/ with ``--quick``: they run, print their Markdown
+tables with the documented columns and one row per measured point, and write JSON with the environment.
+No time is asserted (speed lives in the scripts' output, not in tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """The Markdown tables of ``text``: lists of rows, each a list of cells."""
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def _check_table(table: list[list[str]], columns: list[str], rows: int) -> None:
+    header, rule, *body = table
+    assert header == columns
+    assert len(rule) == len(columns) and all(set(c) <= set("-:") for c in rule)
+    assert len(body) == rows
+    assert all(len(row) == len(columns) for row in body)
+
+
+def test_dense_cost_quick_prints_both_tables_and_writes_json(tmp_path, capsys):
+    bench, path = _load("dense_cost"), tmp_path / "dense.json"
+    result = bench.main(["--quick", "--repeats", "1", "--iterations", "2", "--json", str(path)])
+    dense, lm = _tables(capsys.readouterr().out)
+    methods = ["SGD", "LBFGS", *bench.DENSE]
+    _check_table(
+        dense,
+        [
+            "problem",
+            "n",
+            "method",
+            "ms per step",
+            "quartiles",
+            "÷ SGD step",
+            "loss + gradient evaluations per step",
+            "Hessians per step",
+        ],
+        rows=len(bench.dense_problems(True)) * len(methods),
+    )
+    assert [row[2] for row in dense[2 : 2 + len(methods)]] == methods
+    assert all(row[5] == "1" for row in dense[2:] if row[2] == "SGD")
+    assert {row[7] for row in dense[2:] if row[2] == "Newton"} == {"1"}
+    _check_table(
+        lm,
+        [
+            "problem",
+            "m",
+            "p",
+            "method",
+            "ms per step",
+            "quartiles",
+            "÷ SGD step",
+            "Gauss-Newton products per step",
+            "CG iterations per step",
+        ],
+        rows=len(bench.lm_problems(True)) * (1 + len(bench.LM_SETTINGS)),
+    )
+    for row in lm[2:]:
+        if row[3].startswith("LM"):
+            assert float(row[7]) == pytest.approx(float(row[8]) + 1)  # one product more than CG, for ρ
+    saved = json.loads(path.read_text())
+    assert saved["environment"]["cpu"] and saved["environment"]["numpy"]
+    assert saved["dense"].keys() == result["dense"].keys()
+    for entry in saved["dense"].values():
+        for r in entry["rows"].values():
+            assert r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and math.isfinite(r["vs_sgd"])
+
+
+def test_deer_general_quick_prints_both_tables_and_writes_json(tmp_path, capsys):
+    bench = _load("deer_general")
+    path = tmp_path / "deer.json"
+    result = bench.main(["--quick", "--json", str(path)])
+    ms, bvp = _tables(capsys.readouterr().out)
+    _check_table(
+        ms,
+        [
+            "batch",
+            "P",
+            "n",
+            "T",
+            "DEER forward",
+            "loop forward",
+            "× loop",
+            "DEER forward + gradient",
+            "loop forward + gradient",
+            "× loop",
+            "Newton iterations",
+            "max difference to the loop",
+        ],
+        rows=len(result["multishift"]),
+    )
+    assert {row[1] for row in ms[2:]} == {"1", "2"}
+    _check_table(
+        bvp,
+        [
+            "problem",
+            "n",
+            "DEER solve",
+            "Newton iterations",
+            "error vs exact",
+            "error vs solve_bvp (tol 1e-10)",
+            "solve_bvp at matched accuracy",
+            "its tol, nodes",
+            "÷ DEER",
+            "DEER solve + gradient",
+            "÷ solve",
+        ],
+        rows=2,
+    )
+    saved = json.loads(path.read_text())
+    assert saved["environment"]["cpu"] and saved["settings"]["quick"] is True
+    for p in saved["multishift"]:  # the solution is DEER's, the loop agrees (float32 tolerances)
+        assert p["converged"] and p["max_difference"] < 1e-4
+    for p in saved["bvp"]:
+        assert p["converged"] and p["error_vs_solve_bvp"] < 1e-3
+    assert saved["bvp"][0]["error_vs_exact"] < 1e-4  # Bratu, n = 50: O(h²) ≈ 6e-6
+
+
+def test_bratu_exact_solution_solves_the_equation():
+    bench = _load("deer_general")
+    theta = bench.bratu_theta(1.0)
+    assert theta == pytest.approx(1.5171645990507543, rel=1e-12)
+    h = 1e-4
+    y = bench.bratu_exact
+    for x in (0.1, 0.37, 0.5, 0.9):
+        second = (y(x + h) - 2 * y(x) + y(x - h)) / h**2
+        assert second + math.exp(y(x)) == pytest.approx(0.0, abs=1e-6)
+    assert abs(bench.bratu_exact(0.0)) < 1e-14 and abs(bench.bratu_exact(1.0)) < 1e-14
