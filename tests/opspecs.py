@@ -703,6 +703,13 @@ def pool_geometry(draw):
 
 
 @st.composite
+def pool_windows_case(draw):
+    """``pool2d_windows`` itself (max_pool2d's JVP reads the tangent's windows through it)."""
+    kernel, stride, size, lead = draw(pool_geometry())
+    return case(lambda x: pooling.windows(x, kernel, stride), [(*lead, *size)], [ANY], f"{kernel} {stride}")
+
+
+@st.composite
 def pool_fold_case(draw):
     """``pool2d_fold`` itself (the transpose of the windows of avg_pool2d and of max_pool2d's VJP)."""
     kernel, stride, size, lead = draw(pool_geometry())
@@ -1042,7 +1049,8 @@ SPECS: list[Spec] = [
     Spec("linear", ("matmul", "transpose"), linear_case()),
     Spec("conv2d", ("pad", "getitem", "stack", "reshape", "matmul"), conv2d_case()),
     Spec("max_pool2d", ("max_pool2d",), pool_case(F.max_pool2d, distinct)),
-    Spec("avg_pool2d", ("pool2d_windows", "sum"), pool_case(F.avg_pool2d, ANY)),
+    Spec("avg_pool2d", ("pool2d_sum",), pool_case(F.avg_pool2d, ANY)),
+    Spec("pool2d_windows", ("pool2d_windows",), pool_windows_case()),
     Spec("pool2d_fold", ("pool2d_fold",), pool_fold_case()),
     Spec("cross_entropy", ("getitem", "logsumexp", "sum"), cross_entropy_case()),
     Spec("nn.backward_hook", ("nn.backward_hook",), SHAPES.map(_backward_hook_case)),
@@ -1074,6 +1082,7 @@ NOT_DEGENERATE = {
     "conv2d": "the image must cover the kernel; a 1x1 image and kernel is drawn by the spec itself",
     "max_pool2d": "the image must cover the pooling window",
     "avg_pool2d": "the image must cover the pooling window",
+    "pool2d_windows": "the image must cover the pooling window",
     "pool2d_fold": "the image must cover the pooling window",
     "cross_entropy": "needs a class axis and labels in range; (N, 1) logits have a zero gradient",
     "linear": "the layer's sizes are its own parameters, at least 2",

@@ -8,7 +8,7 @@ overlapping windows an element's cotangent is a sum over its windows, added in a
 agree to 4 ulp (rtol 1e-15 in float64, 1e-6 in float32).  JVPs add a window's shares in another order
 too (three or more tied maxima): same tolerance.  Second order: the HVP of ``sum(pool(x)²)``, whose
 Hessian is ``2 Jᵀ J`` with the shares in J.  The spec battery (tests/opspecs.py: ``max_pool2d``,
-``avg_pool2d``, ``pool2d_fold``, ``max_pool2d_share``) checks the rules against finite differences on
+``avg_pool2d``, ``pool2d_windows``, ``pool2d_fold``, ``max_pool2d_share``) checks the rules against finite differences on
 tie-free inputs, under vmap and in float32.
 """
 
@@ -212,3 +212,31 @@ def test_integer_input_pools_in_its_dtype():
     assert F.max_pool2d(x, 2).dtype == x.dtype
     assert F.max_pool2d(x, 2).tolist() == [[[[5, 7], [13, 15]]]]
     assert F.avg_pool2d(x, 2).tolist() == [[[[2.5, 4.5], [10.5, 12.5]]]]
+
+
+def test_the_benchmark_runs_quick_and_writes_json(tmp_path, capsys, monkeypatch):
+    """benchmarks/pooling.py --quick: every implementation agrees with ``new`` (no timing asserted);
+    PyTorch hidden, so its absence is reported by name."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "pooling.py"
+    spec = importlib.util.spec_from_file_location("pooling_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--quick", "--repeats", "1", "--json", str(tmp_path / "pool.json")])
+    out = json.loads((tmp_path / "pool.json").read_text())
+    assert [r["pool"] for r in out["results"]] == ["max_pool2d", "avg_pool2d"] * len(bench.QUICK_SHAPES)
+    for r in out["results"]:
+        assert set(r["jobs"]) == set(bench.JOBS)
+        assert {"old", "new", "numpy"} <= set(r["jobs"]["f"])
+        assert all(d == 0.0 for diffs in r["max_abs_diff_from_new"].values() for d in diffs.values()), r
+    assert out["environment"]["cpu"] and "load_average" in out
+    printed = capsys.readouterr().out
+    assert "max_pool2d 2×2 on (1, 64, 28, 28)" in printed and "torch: not installed, skipped" in printed
+    assert "torch" not in out["results"][0]["jobs"]["f"]

@@ -269,6 +269,7 @@ SENSIBLE_SAVES = {
             "concatenate",
             "stack",
             "to_device",
+            "pool2d_sum",
             "pool2d_windows",
             "pool2d_fold",
         )

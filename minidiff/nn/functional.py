@@ -146,7 +146,7 @@ def avg_pool2d(
     x: Tensor, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
 ) -> Tensor:
     """Mean over ``kernel_size`` windows of NCHW ``x`` (stride defaults to the kernel size; rows and
-    columns past the last whole window are dropped).
+    columns past the last whole window are dropped): the sum of the window's strided sub-grids ÷ kh·kw.
 
     >>> import minidiff as md
     >>> x = md.arange(16.0).reshape(1, 1, 4, 4)
@@ -155,7 +155,7 @@ def avg_pool2d(
     """
     x = asarray(x)
     kernel, steps = _pool_geometry(x, kernel_size, stride, "avg_pool2d")
-    return ops.mean(pooling.windows(x, kernel, steps), axis=0)
+    return pooling.window_sum(x, kernel, steps) * (1.0 / (kernel[0] * kernel[1]))
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

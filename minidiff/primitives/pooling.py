@@ -13,6 +13,9 @@ about 30× slower (2×2 windows on (64, 64, 28, 28) float32; ``benchmarks/poolin
 ``pool2d_fold`` (linear)
     which adds each of the K slabs back onto its sub-grid of ``(..., H, W)`` (a plain assignment when
     the windows tile the input exactly); its transpose is ``pool2d_windows``.
+``pool2d_sum`` (linear)
+    the sum of each window: the K sub-grids added (avg_pool2d divides it by K); its transpose spreads
+    each cotangent over its window, ``fold`` of the cotangent repeated K times (a broadcast view).
 ``max_pool2d`` (general)
     the maximum of each window.  Ties share the derivative evenly among the tied elements, as the
     ``max``/``min`` reductions do (``minidiff/primitives/reductions.py``), in both modes and at every
@@ -35,9 +38,9 @@ from ..errors import ShapeError
 from ..tensor.core import Tensor
 from .batching_rules import materialize
 from .registry import bind, general, linear, nondifferentiable
-from .shape import moveaxis, sum
+from .shape import broadcast_to, moveaxis, sum
 
-__all__ = ["max_pool", "windows", "fold", "out_size"]
+__all__ = ["max_pool", "window_sum", "windows", "fold", "out_size"]
 
 Pair = tuple[int, int]
 
@@ -89,6 +92,15 @@ def _share_impl(xp, x, y, kernel, stride):
     return share
 
 
+def _sum_impl(xp, x, kernel, stride):
+    """The K sub-grids added in order k = 0, 1, ...: the same sums as ``windows(x).sum(axis=0)``."""
+    grids = [x[s] for s in _subgrids(kernel, stride, x.shape[-2:])]
+    out = grids[0].copy()
+    for g in grids[1:]:
+        out += g
+    return out
+
+
 def _windows_impl(xp, x, kernel, stride):
     return xp.stack([x[s] for s in _subgrids(kernel, stride, x.shape[-2:])])
 
@@ -133,6 +145,11 @@ max_pool2d_p = general(
     reads="x ans",
 )
 max_pool2d_share_p = nondifferentiable("max_pool2d_share", _share_impl, batch=_batch_share)
+pool2d_sum_p = linear(
+    "pool2d_sum", _sum_impl,
+    lambda g, ans, x, kernel, stride: fold(broadcast_to(g, (kernel[0] * kernel[1],) + g.shape), kernel, stride, x.shape[-2:]),
+    lambda vals, b, n, kernel, stride: bind(pool2d_sum_p, vals[0], kernel=kernel, stride=stride),
+)
 pool2d_windows_p = linear(
     "pool2d_windows", _windows_impl,
     lambda g, ans, x, kernel, stride: fold(g, kernel, stride, x.shape[-2:]),
@@ -151,6 +168,12 @@ def max_pool(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The maximum of every ``kernel`` window of the last two axes of ``x``, moved by ``stride``."""
     out_size("max_pool2d", kernel, stride, x.shape[-2:])
     return bind(max_pool2d_p, x, kernel=kernel, stride=stride)
+
+
+def window_sum(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
+    """The sum of every ``kernel`` window of the last two axes of ``x``, moved by ``stride``."""
+    out_size("pool2d_sum", kernel, stride, x.shape[-2:])
+    return bind(pool2d_sum_p, x, kernel=kernel, stride=stride)
 
 
 def windows(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
