@@ -1,7 +1,7 @@
 """Pooling: max_pool2d and avg_pool2d, 2×2 windows, float32 — minidiff's sub-grid primitives against the
 formulas they replaced, plain NumPy's best formula and (if importable) PyTorch.
 
-Run: ``python benchmarks/pooling.py [--quick] [--repeats N] [--json PATH]``.  Not a test (a smoke test
+Run: ``PYTHONPATH=. python benchmarks/pooling.py [--quick] [--repeats N] [--cnn] [--json PATH]``.  Not a test (a smoke test
 runs it with ``--quick``); prints one table per shape.
 
 For each input shape (batch 64, 16 and 1 of 64 channels at 28×28 and 14×14; ``--quick``: batch 1 only,
@@ -23,6 +23,9 @@ falls on all alike; median and quartiles):
               divided by the tie count written back into each sub-grid): a floor, without autodiff;
 ``torch``     ``torch.nn.functional`` with autograd and ``torch.func.jvp``, when PyTorch is installed
               (otherwise skipped, and said so).
+
+With ``--cnn``, also the paper's CNN (``md.nn.models.cnn``, batch 64) — f, f + grad and the JVP pass —
+with the old max-pool formula swapped in for ``F.max_pool2d`` and with the new one.
 
 Before timing, every implementation's output and derivative is checked against ``new`` (exactly
 equal for ``old`` and ``numpy`` on these tie-free inputs).  The machine, its load averages before and
@@ -145,6 +148,57 @@ def torch_jobs(which, x, v):
     }
 
 
+# ----------------------------------------------------------------------------- the paper's CNN
+def cnn_rows(batch, repeats, warmup):
+    """The paper's CNN (``md.nn.models.cnn``: two 2×2 max-pools, at 24×24 and 8×8) at ``batch``,
+    float32: f, f + grad and the JVP pass over the parameters, with the old max-pool formula swapped in
+    for ``F.max_pool2d`` and with the new one, in interleaved rounds."""
+    model = md.nn.models.cnn(dtype="float32", seed=0)
+    params = model.parameters()
+    x = md.random.normal((batch, 1, 28, 28), rng=0, dtype="float32")
+    labels = md.tensor(np.arange(batch) % 10)
+    tangent = md.pytree.tree_map(lambda p: md.random.normal(p.shape, rng=1, dtype="float32"), params)
+
+    def loss(p):
+        return F.cross_entropy(model.apply(p, x), labels)
+
+    grad = md.grad(loss)
+    jobs = {
+        "f": lambda: loss(params).item(),
+        "f+grad": lambda: grad(params),
+        "jvp": lambda: md.jvp(loss, (params,), (tangent,))[1].item(),
+    }
+    new = F.max_pool2d
+
+    def swapped(pool, fn):
+        def run():
+            F.max_pool2d = pool
+            try:
+                return fn()
+            finally:
+                F.max_pool2d = new
+
+        return run
+
+    def old(h, kernel_size=2, stride=None):
+        return old_max_pool2d(h)
+
+    out = {}
+    for job, fn in jobs.items():
+        times = measure_interleaved({"old": swapped(old, fn), "new": fn}, repeats, warmup)
+        out[job] = {
+            k: {"median_ms": m.median * 1e3, "q1_ms": m.q1 * 1e3, "q3_ms": m.q3 * 1e3}
+            for k, m in times.items()
+        }
+    print(f"\npaper CNN, batch {batch}, float32, the old max-pool formula vs the new: median ms [q1, q3]")
+    for job, t in out.items():
+        cells = "".join(
+            f"{t[n]['median_ms']:9.1f} [{t[n]['q1_ms']:.1f}, {t[n]['q3_ms']:.1f}]".rjust(24) for n in t
+        )
+        print(f"{job:8s}{cells}{t['new']['median_ms'] / t['old']['median_ms']:11.2f}")
+    return out
+
+
 # ----------------------------------------------------------------------------- the table
 def implementations(which, x, v):
     new, old = (F.max_pool2d, old_max_pool2d) if which == "max_pool2d" else (F.avg_pool2d, old_avg_pool2d)
@@ -209,6 +263,7 @@ def _parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="batch 1 only, 3 rounds (a smoke run)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; --quick 3)")
+    p.add_argument("--cnn", action="store_true", help="also the paper's CNN at batch 64 (--quick: batch 2)")
     p.add_argument("--json", help="write the results to this JSON file")
     return p
 
@@ -226,12 +281,14 @@ def main(argv=None):
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     except ImportError:
         print("torch: not installed, skipped")
-    results = run(QUICK_SHAPES if args.quick else SHAPES, repeats, 1 if args.quick else 3)
+    warmup = 1 if args.quick else 3
+    results = run(QUICK_SHAPES if args.quick else SHAPES, repeats, warmup)
+    cnn = cnn_rows(2 if args.quick else 64, min(repeats, 7), warmup) if args.cnn else None
     load_after = os.getloadavg()
     print(f"\nload averages (1, 5, 15 min) before {load_before}, after {load_after}")
     if args.json:
         with open(args.json, "w") as fh:
-            out = {"args": vars(args), "repeats": repeats, "results": results, "environment": env}
+            out = {"args": vars(args), "repeats": repeats, "results": results, "cnn": cnn, "environment": env}
             out["load_average"] = {"before": load_before, "after": load_after}
             json.dump(out, fh, indent=1)
     return results

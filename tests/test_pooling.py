@@ -229,13 +229,14 @@ def test_the_benchmark_runs_quick_and_writes_json(tmp_path, capsys, monkeypatch)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--quick", "--repeats", "1", "--json", str(tmp_path / "pool.json")])
+    bench.main(["--quick", "--repeats", "1", "--cnn", "--json", str(tmp_path / "pool.json")])
     out = json.loads((tmp_path / "pool.json").read_text())
     assert [r["pool"] for r in out["results"]] == ["max_pool2d", "avg_pool2d"] * len(bench.QUICK_SHAPES)
     for r in out["results"]:
         assert set(r["jobs"]) == set(bench.JOBS)
         assert {"old", "new", "numpy"} <= set(r["jobs"]["f"])
         assert all(d == 0.0 for diffs in r["max_abs_diff_from_new"].values() for d in diffs.values()), r
+    assert set(out["cnn"]) == set(bench.JOBS) and set(out["cnn"]["f"]) == {"old", "new"}
     assert out["environment"]["cpu"] and "load_average" in out
     printed = capsys.readouterr().out
     assert "max_pool2d 2×2 on (1, 64, 28, 28)" in printed and "torch: not installed, skipped" in printed
