@@ -1,8 +1,9 @@
 """Pooling: max_pool2d and avg_pool2d, 2×2 windows, float32 — minidiff's sub-grid primitives against the
 formulas they replaced, plain NumPy's best formula and (if importable) PyTorch.
 
-Run: ``PYTHONPATH=. python benchmarks/pooling.py [--quick] [--repeats N] [--cnn] [--json PATH]``.  Not a test (a smoke test
-runs it with ``--quick``); prints one table per shape.
+Run: ``PYTHONPATH=. python benchmarks/pooling.py [--quick] [--repeats N] [--cnn] [--markdown]
+[--json PATH]``.  Not a test (a smoke test in tests/test_pooling.py runs it with ``--quick``);
+prints one table per shape.
 
 For each input shape (batch 64, 16 and 1 of 64 channels at 28×28 and 14×14; ``--quick``: batch 1 only,
 few rounds) and each pool, three jobs:
@@ -259,11 +260,30 @@ def _print_row(row):
     print("max |difference| from new:", row["max_abs_diff_from_new"])
 
 
+def markdown(results, batches=None) -> str:
+    """The rows of ``results`` (of the given batch sizes) as the table of docs/benchmarks.md."""
+    names = [n for n in ("old", "new", "numpy", "torch") if n in results[0]["jobs"]["f"]]
+    peers = [n for n in ("old", "numpy", "torch") if n in names]
+    head = "| pool | input | job | " + " | ".join(f"{n} ms" for n in names) + " | "
+    head += " | ".join(f"new ÷ {n}" for n in peers) + " |"
+    lines = [head, "|" + "---|" * (3 + len(names) + len(peers))]
+    for r in results:
+        if batches is not None and r["shape"][0] not in batches:
+            continue
+        for job, t in r["jobs"].items():
+            cells = [f"{t[n]['median_ms']:.2f} [{t[n]['q1_ms']:.2f}, {t[n]['q3_ms']:.2f}]" for n in names]
+            ratios = [f"{t['new']['median_ms'] / t[n]['median_ms']:.2f}" for n in peers]
+            shape = "×".join(str(d) for d in r["shape"])
+            lines.append(f"| {r['pool']} | {shape} | {job} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="batch 1 only, 3 rounds (a smoke run)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; --quick 3)")
     p.add_argument("--cnn", action="store_true", help="also the paper's CNN at batch 64 (--quick: batch 2)")
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     p.add_argument("--json", help="write the results to this JSON file")
     return p
 
@@ -285,6 +305,8 @@ def main(argv=None):
     results = run(QUICK_SHAPES if args.quick else SHAPES, repeats, warmup)
     cnn = cnn_rows(2 if args.quick else 64, min(repeats, 7), warmup) if args.cnn else None
     load_after = os.getloadavg()
+    if args.markdown:
+        print("\n" + markdown(results))
     print(f"\nload averages (1, 5, 15 min) before {load_before}, after {load_after}")
     if args.json:
         with open(args.json, "w") as fh:
