@@ -205,6 +205,8 @@ def test_the_primitives_check_their_own_shapes():
         ShapeError, match=r"pool2d_fold: expected windows of shape \(4, \.\.\., 2, 2\) .* got \(3, 2, 2\)"
     ):
         pooling.fold(md.ones((3, 2, 2)), (2, 2), (2, 2), (4, 4))
+    with pytest.raises(ShapeError, match=r"pool2d_sum: pools the last two axes; got an input with only 1"):
+        pooling.window_sum(md.ones(5), (1, 1), (1, 1))
 
 
 def test_integer_input_pools_in_its_dtype():

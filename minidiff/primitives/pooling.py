@@ -47,6 +47,8 @@ Pair = tuple[int, int]
 
 def out_size(op: str, kernel: Pair, stride: Pair, size: Pair) -> Pair:
     """``(Ho, Wo)``: the number of whole windows down and across an ``(H, W)`` input."""
+    if len(size) != 2:
+        raise ShapeError(f"{op}: pools the last two axes; got an input with only {len(size)}")
     (kh, kw), (sh, sw), (h, w) = kernel, stride, size
     if min(kh, kw, sh, sw) < 1:
         raise ShapeError(f"{op}: kernel {kernel} and stride {stride} must be positive")
