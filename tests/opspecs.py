@@ -26,7 +26,7 @@ from hypothesis.extra import numpy as hnp
 
 import minidiff as md
 from minidiff import backend, levels
-from minidiff.primitives import REGISTRY, bind
+from minidiff.primitives import REGISTRY, bind, pooling
 from minidiff.primitives.shape import _normalize_index, scatter_p
 from minidiff.tensor import Tracer
 from minidiff.testing import strategies as mst
@@ -684,12 +684,51 @@ def conv2d_case(draw):
 
 @st.composite
 def pool_case(draw, fn, domain):
+    """NCHW inputs with tiling, odd-sided, gapped (stride > kernel) and overlapping windows."""
     n, c = draw(st.integers(1, 2)), draw(st.integers(2, 3))
-    k = draw(st.sampled_from([1, 2, (2, 1)]))
-    stride = draw(st.sampled_from([None, 1, 2]))
+    k = draw(st.sampled_from([1, 2, 3, (2, 1), (1, 2)]))
+    stride = draw(st.sampled_from([None, 1, 2, (1, 2), 3]))
     kh, kw = (k, k) if isinstance(k, int) else k
-    h, w = draw(st.integers(kh, 4)), draw(st.integers(kw, 4))
+    h, w = draw(st.integers(kh, 5)), draw(st.integers(kw, 5))
     return case(lambda x: fn(x, k, stride), [(n, c, h, w)], [domain], f"k={k} stride={stride}")
+
+
+@st.composite
+def pool_geometry(draw):
+    """``(kernel, stride, (H, W), leading axes)`` of a pooling primitive called directly."""
+    kernel = draw(st.sampled_from([(1, 1), (2, 2), (2, 1), (3, 2)]))
+    stride = draw(st.sampled_from([kernel, (1, 1), (2, 1), (3, 3)]))
+    size = (draw(st.integers(kernel[0], 5)), draw(st.integers(kernel[1], 5)))
+    return kernel, stride, size, draw(st.sampled_from([(), (2,), (1, 2)]))
+
+
+@st.composite
+def pool_windows_case(draw):
+    """``pool2d_windows`` itself (max_pool2d's JVP reads the tangent's windows through it)."""
+    kernel, stride, size, lead = draw(pool_geometry())
+    return case(lambda x: pooling.windows(x, kernel, stride), [(*lead, *size)], [ANY], f"{kernel} {stride}")
+
+
+@st.composite
+def pool_fold_case(draw):
+    """``pool2d_fold`` itself (the transpose of the windows of avg_pool2d and of max_pool2d's VJP)."""
+    kernel, stride, size, lead = draw(pool_geometry())
+    ho, wo = pooling.out_size("pool2d_fold", kernel, stride, size)
+    shape = (kernel[0] * kernel[1], *lead, ho, wo)
+    return case(lambda c: pooling.fold(c, kernel, stride, size), [shape], [ANY], f"{kernel} {stride} {size}")
+
+
+@st.composite
+def max_pool_share_case(draw):
+    """The tie shares max_pool2d's rules read (not differentiable), on tie-heavy inputs."""
+    kernel, stride, size, lead = draw(pool_geometry())
+
+    def f(x):
+        return pooling.max_pool2d_share_p(
+            x, pooling.max_pool(x, kernel, stride), kernel=kernel, stride=stride
+        )
+
+    return case(f, [(*lead, *size)], [TIES], f"{kernel} {stride}")
 
 
 @st.composite
@@ -1031,8 +1070,10 @@ SPECS: list[Spec] = [
     # ---- nn.functional
     Spec("linear", ("matmul", "transpose"), linear_case()),
     Spec("conv2d", ("pad", "getitem", "stack", "reshape", "matmul"), conv2d_case()),
-    Spec("max_pool2d", ("max",), pool_case(F.max_pool2d, distinct)),
-    Spec("avg_pool2d", ("getitem", "stack", "sum"), pool_case(F.avg_pool2d, ANY)),
+    Spec("max_pool2d", ("max_pool2d",), pool_case(F.max_pool2d, distinct)),
+    Spec("avg_pool2d", ("pool2d_sum",), pool_case(F.avg_pool2d, ANY)),
+    Spec("pool2d_windows", ("pool2d_windows",), pool_windows_case()),
+    Spec("pool2d_fold", ("pool2d_fold",), pool_fold_case()),
     Spec("cross_entropy", ("getitem", "logsumexp", "sum"), cross_entropy_case()),
     Spec("nn.backward_hook", ("nn.backward_hook",), SHAPES.map(_backward_hook_case)),
     # ---- the library's custom primitives
@@ -1056,6 +1097,7 @@ SPECS: list[Spec] = [
     Spec("argmin", ("argmin",), arg_reduction_case(md.argmin), diff=False),
     Spec("any", ("any",), bool_reduction_case(md.any), diff=False),
     Spec("all", ("all",), bool_reduction_case(md.all), diff=False),
+    Spec("max_pool2d_share", ("max_pool2d_share",), max_pool_share_case(), diff=False),
 ]
 
 DIFF_SPECS = [s for s in SPECS if s.diff]
@@ -1065,6 +1107,8 @@ NOT_DEGENERATE = {
     "conv2d": "the image must cover the kernel; a 1x1 image and kernel is drawn by the spec itself",
     "max_pool2d": "the image must cover the pooling window",
     "avg_pool2d": "the image must cover the pooling window",
+    "pool2d_windows": "the image must cover the pooling window",
+    "pool2d_fold": "the image must cover the pooling window",
     "cross_entropy": "needs a class axis and labels in range; (N, 1) logits have a zero gradient",
     "linear": "the layer's sizes are its own parameters, at least 2",
     "affine_scan": "steps and state sizes of at least 2 (size 0 and 1 in tests/test_deer_scan.py)",

@@ -319,6 +319,7 @@ def test_profile_counts_calls_and_flops_per_pass():
 def test_primitive_groups():
     assert primitive_group(REGISTRY["einsum"]) == "matmul"
     assert primitive_group(REGISTRY["logsumexp"]) == "reduction"
+    assert primitive_group(REGISTRY["max_pool2d"]) == primitive_group(REGISTRY["pool2d_sum"]) == "reduction"
     assert primitive_group(REGISTRY["greater"]) == "elementwise"
     assert primitive_group(REGISTRY["getitem"]) == "shape/indexing"
     assert primitive_group(REGISTRY["cholesky"]) == "linalg"

@@ -36,7 +36,7 @@ from opspecs import SPECS
 
 import minidiff as md
 from minidiff.deer.scan import _affine_scan_p, _transposed_scan
-from minidiff.primitives import REGISTRY
+from minidiff.primitives import REGISTRY, pooling
 from minidiff.primitives.matrix import _solve_rhs
 from minidiff.primitives.shape import expand_axes
 from minidiff.testing import Mutation, Tolerances, check_example, check_jacobian, check_mutation
@@ -69,6 +69,20 @@ def _max_ties_full(g, ans, x, axis, keepdims):
     full = ans if keepdims else expand_axes(ans, axis)
     gk = g if keepdims else expand_axes(g, axis)
     return gk * md.astype(md.equal(x, full), x.dtype)
+
+
+def _max_pool_ties_full(g, ans, x, kernel, stride):
+    """max_pool2d's VJP with every tied element taking its window's whole derivative (1 instead of 1/k)."""
+    hit = md.astype(md.equal(pooling.windows(x, kernel, stride), ans), x.dtype)
+    return pooling.fold(hit * g, kernel, stride, x.shape[-2:])
+
+
+def _fold_set(xp, c, kernel, stride, size):
+    """pool2d_fold writing each window once (``=``) where overlapping windows must add (``+=``)."""
+    out = xp.zeros(c.shape[1:-2] + tuple(size), dtype=c.dtype)
+    for k, s in enumerate(pooling._subgrids(kernel, stride, tuple(size))):
+        out[s] = c[k]
+    return out
 
 
 def _scatter_set(xp, g, index, shape):
@@ -229,6 +243,14 @@ GATES = [
         kink="max",
     ),
     M(
+        "max_pool2d ties all 1",
+        "max_pool2d",
+        "vjp",
+        replaced(_max_pool_ties_full),
+        description="each tied element takes its window's whole derivative",
+        kink="max_pool2d",
+    ),
+    M(
         "power ∂y NaN at x = 0",
         "power",
         "both",
@@ -280,6 +302,14 @@ GATES = [
         replaced(_scatter_set),
         description="repeated indices of getitem's transpose written once",
         spec="getitem_advanced",
+    ),
+    M(
+        "pool2d_fold sets instead of adding",
+        "pool2d_fold",
+        "impl",
+        replaced(_fold_set),
+        description="overlapping windows' cotangents written once",
+        spec="pool2d_fold",
     ),
     M(
         "pad VJP widths swapped",
@@ -345,6 +375,14 @@ GATES = [
         spec="logsumexp",
     ),
     M("max VJP ×1.001", "max", "vjp", scaled(1.001), description="reverse mode", spec="max"),
+    M(
+        "max_pool2d JVP ×1.001",
+        "max_pool2d",
+        "jvp",
+        scaled(1.001),
+        description="forward mode",
+        spec="max_pool2d",
+    ),
     M(
         "prod detached",
         "prod",
@@ -444,6 +482,26 @@ def _max_jacobian(x):
     return jac
 
 
+def _pool_window(x):
+    return (min(2, x.shape[0]), min(2, x.shape[1]))
+
+
+def _max_pool_kink(x):
+    """2×2 windows (narrower on a side of 1) at stride 1 over a 2-D input: overlapping and tie-heavy."""
+    return md.nn.functional.max_pool2d(md.reshape(x, (1, 1) + x.shape), _pool_window(x), 1)
+
+
+def _max_pool_jacobian(x):
+    kh, kw = _pool_window(x)
+    ho, wo = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    jac = np.zeros((1, 1, ho, wo) + x.shape)
+    for i in range(ho):
+        for j in range(wo):
+            top = x[i : i + kh, j : j + kw] == x[i : i + kh, j : j + kw].max()
+            jac[0, 0, i, j, i : i + kh, j : j + kw] = top / top.sum()
+    return jac
+
+
 def _power_dy(x, y):
     with np.errstate(divide="ignore", invalid="ignore"):
         return _diag(np.where(x > 0, x**y * np.log(np.where(x > 0, x, 1.0)), 0.0))
@@ -469,6 +527,7 @@ KINKS = {
         [KINK_VALUES] * 2,
     ),
     "max": (lambda x: md.max(x, axis=-1), [(0, _max_jacobian)], [KINK_VALUES]),
+    "max_pool2d": (_max_pool_kink, [(0, _max_pool_jacobian)], [KINK_VALUES]),
     # x^y at x = 0: ∂y taken as 0 (bases include 0; exponents include 0, where 0^0 = 1)
     "power": (md.power, [(1, _power_dy)], [[0.0, 0.5, 1.0, 2.0], [0.0, 0.5, 1.0, 2.0, 3.0]]),
 }

@@ -39,6 +39,7 @@ _TITLES = {
 }
 _REDUCTIONS = frozenset(
     {"sum", "cumsum", "max", "min", "prod", "logsumexp", "argmax", "argmin", "any", "all"}
+    | {"max_pool2d", "pool2d_sum"}  # reductions over windows
 )
 _LINALG = frozenset({"solve", "inv", "det", "cholesky", "solve_triangular", "eigh", "eigvalsh", "svd"})
 _LINALG = _LINALG | {"svdvals", "svd_complete", "qr", "slogdet", "slogdet_sign", "solve_banded"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ShapeError
-from ..primitives import ops
+from ..primitives import ops, pooling
 from ..primitives.creation import arange, asarray
 from ..tensor.core import Tensor
 
@@ -108,28 +108,54 @@ def conv2d(
     return y
 
 
+def _pool_geometry(
+    x: Tensor, kernel_size: Any, stride: Any, op: str
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(kernel, stride)`` of a pooling layer on NCHW ``x``, checked (stride defaults to the kernel)."""
+    kernel = _pair(kernel_size)
+    steps = _pair(stride if stride is not None else kernel)
+    if x.ndim != 4:
+        raise ShapeError(f"{op}: expected NCHW input of 4 dimensions, got shape {x.shape}")
+    if min(kernel + steps) < 1:
+        raise ShapeError(f"{op}: kernel_size {kernel} and stride {steps} must be positive")
+    if kernel[0] > x.shape[2] or kernel[1] > x.shape[3]:
+        raise ShapeError(f"{op}: kernel {kernel} larger than the input {x.shape[2:]} (input shape {x.shape})")
+    return kernel, steps
+
+
 def max_pool2d(
     x: Tensor, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
 ) -> Tensor:
-    """Max over ``kernel_size`` windows (stride defaults to the kernel size); ties share the derivative."""
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride if stride is not None else (kh, kw))
-    if x.ndim == 4:
-        n, c, h, w = x.shape
-        if (sh, sw) == (kh, kw) and h % kh == 0 and w % kw == 0:
-            return ops.max(ops.reshape(x, (n, c, h // kh, kh, w // kw, kw)), axis=(3, 5))
-    cols, _, _ = _patches(x, kh, kw, (sh, sw), 0, "max_pool2d")
-    return ops.max(cols, axis=2)
+    """Max over ``kernel_size`` windows of NCHW ``x`` (stride defaults to the kernel size; rows and
+    columns past the last whole window are dropped).  Ties share the derivative evenly among the tied
+    elements, in both modes.  One primitive: the elementwise maximum of the window's strided sub-grids.
+
+    >>> import minidiff as md
+    >>> x = md.tensor([[[[1.0, 2.0, 0.0], [4.0, 4.0, 0.0], [0.0, 0.0, 0.0]]]])
+    >>> md.nn.functional.max_pool2d(x, 2).tolist()
+    [[[[4.0]]]]
+    >>> md.grad(lambda x: md.nn.functional.max_pool2d(x, 2).sum())(x)[0, 0].tolist()  # a tie: ½ each
+    [[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
+    """
+    x = asarray(x)
+    kernel, steps = _pool_geometry(x, kernel_size, stride, "max_pool2d")
+    return pooling.max_pool(x, kernel, steps)
 
 
 def avg_pool2d(
     x: Tensor, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
 ) -> Tensor:
-    """Mean over ``kernel_size`` windows (stride defaults to the kernel size)."""
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride if stride is not None else (kh, kw))
-    cols, _, _ = _patches(x, kh, kw, (sh, sw), 0, "avg_pool2d")
-    return ops.mean(cols, axis=2)
+    """Mean over ``kernel_size`` windows of NCHW ``x`` (stride defaults to the kernel size; rows and
+    columns past the last whole window are dropped): the sum of the window's strided sub-grids ÷ kh·kw.
+
+    >>> import minidiff as md
+    >>> x = md.arange(16.0).reshape(1, 1, 4, 4)
+    >>> md.nn.functional.avg_pool2d(x, 2).tolist()
+    [[[[2.5, 4.5], [10.5, 12.5]]]]
+    """
+    x = asarray(x)
+    kernel, steps = _pool_geometry(x, kernel_size, stride, "avg_pool2d")
+    return pooling.window_sum(x, kernel, steps) * (1.0 / (kernel[0] * kernel[1]))
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from . import (  # noqa: F401 - registers the primitives
     decompositions,
     elementwise,
     matrix,
+    pooling,
     reductions,
     shape,
 )
