@@ -46,6 +46,7 @@ from ..tensor.core import Tensor, Tracer, escaped, wrap
 __all__ = [
     "Primitive",
     "bind",
+    "dispatch",
     "REGISTRY",
     "all_primitives",
     "elementwise",
@@ -173,6 +174,16 @@ def _reads_per_rule(name, rules, reads, n_inputs):
 # ----------------------------------------------------------------------------- dispatch
 def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim`` to ``args``: evaluate it, or let the highest-level trace among them process it."""
+    return dispatch(prim, args, params)
+
+
+def dispatch(prim: Primitive, args: Any, params: Any) -> Any:
+    """:func:`bind` with the arguments as one sequence and the parameters as one dict, as the traces
+    hold them: a trace hands its unwrapped values one level down without packing them again.
+
+    With no tracer among ``args`` (the common case outside transforms) the loop finds nothing and the
+    primitive is evaluated at once; a closed trace's tracer is an error (it escaped its transform).
+    """
     top = None
     for a in args:
         if isinstance(a, Tracer):
