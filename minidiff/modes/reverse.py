@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
-from ..primitives.registry import dispatch
+from ..primitives.registry import bind_args
 from ..primitives.shape import sum_to
 from ..tensor.core import ArrayLike, Tensor, Tracer, check_differentiable, check_like, column_major, escaped
 from . import levels
@@ -225,12 +225,11 @@ class ReverseTrace(levels.Trace):
             if isinstance(a, Taped) and a._trace is self:
                 primals[i] = a.primal
                 parents.append((i, a._node))
-        out = dispatch(prim, primals, params)
+        out = bind_args(prim, primals, params)
         if not (prim.differentiable and self.recording):
             return out
         # save only what the VJP rule reads for the inputs on this tape; shapes suffice for the rest
-        reads = prim.reads
-        keep = reads if type(reads) is frozenset else prim.saves([i for i, _ in parents])
+        keep = prim.saves([i for i, _ in parents])
         if "*" not in keep:
             for i, p in enumerate(primals):
                 if i not in keep and isinstance(p, Tensor):

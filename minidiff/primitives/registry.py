@@ -46,7 +46,7 @@ from ..tensor.core import Tensor, Tracer, escaped, wrap
 __all__ = [
     "Primitive",
     "bind",
-    "dispatch",
+    "bind_args",
     "REGISTRY",
     "all_primitives",
     "elementwise",
@@ -107,14 +107,29 @@ class Primitive:
     ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def reads(self) -> Any:
+        """Per input position a frozenset, or one frozenset for every input (see :meth:`saves`)."""
+        return self._reads
+
+    @reads.setter
+    def reads(self, value: Any) -> None:
+        self._reads = value
+        self._saves: dict[tuple[int, ...], frozenset] = {}  # saves() answers, worked out once each
+
     def saves(self, wanted: Any) -> frozenset:
-        """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``."""
-        reads = self.reads
+        """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``.
+
+        The tape asks on every recorded operation, so a per-input declaration's union is worked out
+        once per set of wanted inputs and kept (setting ``reads`` again forgets it).
+        """
+        reads = self._reads
         if isinstance(reads, frozenset):
             return reads
-        keep: frozenset = frozenset()
-        for i in wanted:
-            keep = keep | reads[i]
+        key = tuple(wanted)
+        keep = self._saves.get(key)
+        if keep is None:
+            keep = self._saves[key] = frozenset().union(*(reads[i] for i in key))
         return keep
 
 
@@ -174,10 +189,10 @@ def _reads_per_rule(name, rules, reads, n_inputs):
 # ----------------------------------------------------------------------------- dispatch
 def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim`` to ``args``: evaluate it, or let the highest-level trace among them process it."""
-    return dispatch(prim, args, params)
+    return bind_args(prim, args, params)
 
 
-def dispatch(prim: Primitive, args: Any, params: Any) -> Any:
+def bind_args(prim: Primitive, args: Any, params: Any) -> Any:
     """:func:`bind` with the arguments as one sequence and the parameters as one dict, as the traces
     hold them: a trace hands its unwrapped values one level down without packing them again.
 
