@@ -219,17 +219,21 @@ class ReverseTrace(levels.Trace):
         self.recording = True
 
     def process(self, prim, args, params):
+        """Evaluate ``prim`` on the values one level down and, if it has a derivative and the tape is
+        recording, append a :class:`Node` keeping what its VJP rule reads (``prim.saves``)."""
         primals = list(args)
         parents = []
+        on_tape = []  # the positions of the inputs on this tape
         for i, a in enumerate(args):
             if isinstance(a, Taped) and a._trace is self:
                 primals[i] = a.primal
                 parents.append((i, a._node))
+                on_tape.append(i)
         out = bind_args(prim, primals, params)
         if not (prim.differentiable and self.recording):
             return out
         # save only what the VJP rule reads for the inputs on this tape; shapes suffice for the rest
-        keep = prim.saves([i for i, _ in parents])
+        keep = prim.saves(on_tape)
         if "*" not in keep:
             for i, p in enumerate(primals):
                 if i not in keep and isinstance(p, Tensor):
