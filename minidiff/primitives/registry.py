@@ -27,7 +27,9 @@ with minidiff's own operations, so rules are differentiable in turn (every nesti
     comparisons and friends: outputs carry no derivative.
 
 :func:`bind` is the single dispatch point: it finds the highest-level tracer among the arguments
-and hands the primitive to that tracer's trace; with no tracer it evaluates the primitive.
+and hands the primitive to that tracer's trace; with no tracer it evaluates the primitive.  The traces
+(and the elementwise functions) call its body, :func:`bind_args`, with the arguments already in a
+sequence and the parameters in a dict, so nothing is packed again on the way down.
 """
 
 from __future__ import annotations
@@ -198,6 +200,8 @@ def bind_args(prim: Primitive, args: Any, params: Any) -> Any:
 
     With no tracer among ``args`` (the common case outside transforms) the loop finds nothing and the
     primitive is evaluated at once; a closed trace's tracer is an error (it escaped its transform).
+    Nothing below keeps ``args`` past the call (each trace copies what it stores), so a caller may
+    reuse its list: the reverse trace turns it into the node's saved inputs.
     """
     top = None
     for a in args:
@@ -455,4 +459,5 @@ def intercept_evaluations(wrapper: Callable[..., Tensor]) -> Iterator[None]:
 
 
 def _intercepted(wrapper, prim, apply, args, params):
+    args = tuple(args)  # a snapshot: a trace may reuse its list of values once the evaluation returned
     return wrapper(prim, args, params, lambda: apply(args, params))
