@@ -1,6 +1,7 @@
 """Per-op dispatch of two (or more) minidiff trees side by side, and PyTorch's, in alternating rounds.
 
-Run: ``python benchmarks/dispatch_compare.py OLD_TREE NEW_TREE [--rounds 5] [--repeats 15] [--json PATH]``,
+Run: ``python benchmarks/dispatch_compare.py OLD_TREE NEW_TREE [--rounds 5] [--repeats 15] [--clock wall|cpu]
+[--json PATH]``,
 e.g. with the old tree unpacked by ``git archive main | tar -x -C /tmp/old_md``.  Each round runs
 ``benchmarks/overhead.py --dispatch-only`` (this file's copy, so every tree is timed by the same code)
 once per tree, one after the other, each in its own process with ``PYTHONPATH`` set to that tree; the
@@ -29,11 +30,19 @@ ROWS = (
 )
 
 
-def run_once(tree: str, repeats: int) -> dict:
+def run_once(tree: str, repeats: int, clock: str) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         path = fh.name
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    cmd = [sys.executable, os.path.join(HERE, "overhead.py"), "--dispatch-only", "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "overhead.py"),
+        "--dispatch-only",
+        "--repeats",
+        str(repeats),
+        "--clock",
+        clock,
+    ]
     subprocess.run([*cmd, "--json", path], env=env, check=True, stdout=subprocess.DEVNULL)
     with open(path) as fh:
         result = json.load(fh)
@@ -51,6 +60,7 @@ def main(argv=None) -> None:
     parser.add_argument("trees", nargs="+", help="minidiff source trees (the directory holding minidiff/)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=15, help="samples per row in each run")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="see overhead.py --clock")
     parser.add_argument("--json", help="write the pooled results to this JSON file")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
@@ -58,7 +68,7 @@ def main(argv=None) -> None:
     torch_pooled: dict = {}
     for _ in range(args.rounds):
         for tree in args.trees:
-            r = run_once(tree, args.repeats)
+            r = run_once(tree, args.repeats, args.clock)
             for key, _, _ in ROWS:
                 pooled[tree].setdefault(key, []).extend(r["dispatch"][key + "_samples_us"])
             if r.get("torch_dispatch"):
@@ -68,6 +78,7 @@ def main(argv=None) -> None:
     summary = {
         "trees": {t: {k: quartiles(v) for k, v in rows.items()} for t, rows in pooled.items()},
         "torch": {k: quartiles(v) for k, v in torch_pooled.items()},
+        "clock": args.clock,
         "rounds": args.rounds,
         "repeats": args.repeats,
         "loadavg_before": load_before,
@@ -82,7 +93,7 @@ def main(argv=None) -> None:
 def _print(summary: dict, trees: list[str]) -> None:
     cell = lambda m: f"{m[0]:.2f} [{m[1]:.2f}, {m[2]:.2f}]"  # noqa: E731
     names = [os.path.basename(os.path.abspath(t)) for t in trees] + ["PyTorch"]
-    print("µs per op, median [q1, q3], pooled over rounds")
+    print(f"µs per op ({summary['clock']} clock), median [q1, q3], pooled over {summary['rounds']} rounds")
     print(f"{'':44s}" + "".join(f"{n:>24s}" for n in names))
     for ours, theirs, label in ROWS:
         cells = [cell(summary["trees"][t][ours]) for t in trees]

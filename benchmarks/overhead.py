@@ -20,20 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 
 import minidiff as md
 from minidiff.bench.allocator import allocator_state, keep_freed_memory
 from minidiff.bench.environment import environment
-from minidiff.bench.timing import measure
+from minidiff.bench.timing import measure, measure_interleaved
 from minidiff.nn import functional as F
 
 CHAIN = 200
 
 
 # ----------------------------------------------------------------------------- dispatch
-def dispatch(repeats):
+def dispatch(repeats, clock=time.perf_counter):
     a, b = md.tensor([1.0]), md.tensor([2.0])
 
     def chain(x):
@@ -41,16 +42,16 @@ def dispatch(repeats):
             x = x + b
         return x
 
-    plain = measure(lambda: a + b, repeats, number=2000)
-    fwd = measure(lambda: md.jvp(chain, (a,), (b,)), repeats, number=5)
+    plain = measure(lambda: a + b, repeats, number=2000, clock=clock)
+    fwd = measure(lambda: md.jvp(chain, (a,), (b,)), repeats, number=5, clock=clock)
     g = md.grad(lambda x: chain(x).sum())
-    rev = measure(lambda: g(a), repeats, number=5)
+    rev = measure(lambda: g(a), repeats, number=5, clock=clock)
     leaf = md.tensor([1.0], requires_grad=True)
 
     def tape():
         chain(leaf).sum().backward()
 
-    tape_t = measure(tape, repeats, number=5)
+    tape_t = measure(tape, repeats, number=5, clock=clock)
     return _per_op({"plain": plain, "jvp": fwd, "grad": rev, "tape_backward": tape_t})
 
 
@@ -67,7 +68,7 @@ def _per_op(rows):
     return out
 
 
-def torch_dispatch(repeats):
+def torch_dispatch(repeats, clock=time.perf_counter):
     """The same loops in PyTorch eager (float64 one-element tensors), or None without torch: ``a + b``;
     the chain under ``torch.func.jvp`` and under forward-mode dual tensors (``torch.autograd.forward_ad``);
     recorded and walked back by ``torch.func.grad`` and by ``.backward()`` on a ``requires_grad`` leaf."""
@@ -94,11 +95,11 @@ def torch_dispatch(repeats):
         chain(leaf).sum().backward()
 
     rows = {
-        "plain": measure(lambda: a + b, repeats, number=2000),
-        "jvp": measure(lambda: torch.func.jvp(chain, (a,), (b,)), repeats, number=5),
-        "dual": measure(dual, repeats, number=5),
-        "grad": measure(lambda: g(a), repeats, number=5),
-        "tape_backward": measure(tape, repeats, number=5),
+        "plain": measure(lambda: a + b, repeats, number=2000, clock=clock),
+        "jvp": measure(lambda: torch.func.jvp(chain, (a,), (b,)), repeats, number=5, clock=clock),
+        "dual": measure(dual, repeats, number=5, clock=clock),
+        "grad": measure(lambda: g(a), repeats, number=5, clock=clock),
+        "tape_backward": measure(tape, repeats, number=5, clock=clock),
     }
     out = _per_op(rows)
     out["torch"] = torch.__version__
@@ -226,8 +227,9 @@ def mlp(repeats, batch=64):
 
 
 def torch_mlp(repeats, batch=64):
-    """f + grad of the same MLP, parameters and minibatch in PyTorch eager (``torch.autograd.grad``),
-    or None without torch; checks the loss against minidiff's first."""
+    """f + grad of the same MLP, parameters and minibatch in PyTorch eager (``torch.autograd.grad``) and
+    in minidiff (``md.grad``), interleaved, or None without torch; checks the loss against minidiff's
+    first.  Both use their default threads (OpenBLAS and PyTorch: one per core here)."""
     try:
         import torch
     except ImportError:
@@ -252,10 +254,11 @@ def torch_mlp(repeats, batch=64):
     assert np.allclose(loss().item(), md_loss(mp, md.tensor(x), md.tensor(y)).item(), rtol=1e-4)
     grad_fn = md.grad(md_loss)
     mx, my = md.tensor(x), md.tensor(y)
-    rows = {
-        "f+grad torch": measure(lambda: torch.autograd.grad(loss(), flat), repeats),
-        "f+grad minidiff": measure(lambda: grad_fn(mp, mx, my), repeats),
+    calls = {
+        "f+grad torch": lambda: torch.autograd.grad(loss(), flat),
+        "f+grad minidiff": lambda: grad_fn(mp, mx, my),
     }
+    rows = measure_interleaved(calls, repeats)  # one call of each per round: load falls on both alike
     out = {k: {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3} for k, m in rows.items()}
     out["ratio"] = rows["f+grad minidiff"].median / rows["f+grad torch"].median
     out["torch_threads"] = torch.get_num_threads()
@@ -338,10 +341,11 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.keep_freed_memory:
         keep_freed_memory()
-    d = dispatch(args.repeats)
-    td = torch_dispatch(args.repeats)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    d = dispatch(args.repeats, clock)
+    td = torch_dispatch(args.repeats, clock)
     _print_dispatch(d, td)
-    result = {"schema": 3, "dispatch": d, "torch_dispatch": td}
+    result = {"schema": 3, "clock": args.clock, "dispatch": d, "torch_dispatch": td}
     if not args.dispatch_only:
         npp = numpy_protocol(args.repeats)
         m = mlp(args.repeats)
@@ -365,6 +369,13 @@ def _parser():
         "--keep-freed-memory",
         action="store_true",
         help="make glibc keep freed memory (mallopt) before measuring",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="dispatch timings by the wall clock, or by this thread's CPU time (time.thread_time: "
+        "not counting the time other jobs hold the core, steadier on a shared machine)",
     )
     parser.add_argument(
         "--dispatch-only", action="store_true", help="measure only the per-op dispatch (and PyTorch's)"
