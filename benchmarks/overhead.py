@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -229,11 +230,14 @@ def mlp(repeats, batch=64):
 def torch_mlp(repeats, batch=64):
     """f + grad of the same MLP, parameters and minibatch in PyTorch eager (``torch.autograd.grad``) and
     in minidiff (``md.grad``), interleaved, or None without torch; checks the loss against minidiff's
-    first.  Both use their default threads (OpenBLAS and PyTorch: one per core here)."""
+    first.  Both use their default threads (OpenBLAS and PyTorch: one per core here), or PyTorch as many
+    as ``OPENBLAS_NUM_THREADS`` gives NumPy's BLAS when that is set."""
     try:
         import torch
     except ImportError:
         return None
+    if os.environ.get("OPENBLAS_NUM_THREADS"):  # as many threads as NumPy's BLAS was given
+        torch.set_num_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))
     rng = np.random.default_rng(0)
     params = init_params(rng)
     x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
@@ -341,6 +345,14 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.keep_freed_memory:
         keep_freed_memory()
+    if args.mlp_vs_torch_only:
+        tm = torch_mlp(args.repeats)
+        if tm:
+            _print_torch_mlp(tm)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"schema": 3, "torch_mlp": tm, "environment": environment()}, fh, indent=2)
+        return
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     d = dispatch(args.repeats, clock)
     td = torch_dispatch(args.repeats, clock)
@@ -380,6 +392,11 @@ def _parser():
     parser.add_argument(
         "--dispatch-only", action="store_true", help="measure only the per-op dispatch (and PyTorch's)"
     )
+    parser.add_argument(
+        "--mlp-vs-torch-only",
+        action="store_true",
+        help="measure only the MLP's f + grad against PyTorch eager (interleaved)",
+    )
     return parser
 
 
@@ -417,10 +434,16 @@ def _print_mlp(m, tm=None):
     print(f"{'  jvp minidiff / numpy':44s} {m['jvp_ratio']:8.3f}×  (target ≤ 1.15×)")
     print(f"{'  grad minidiff / numpy':44s} {m['grad_ratio']:8.3f}×  (target ≤ 1.15×)")
     if tm:
-        for k in ("f+grad torch", "f+grad minidiff"):
-            print(f"{'  ' + k:44s} {tm[k]['median_ms']:8.2f}ms {tm[k]['iqr_ms']:7.2f}ms")
-        print(f"{'  f+grad minidiff / PyTorch eager':44s} {tm['ratio']:8.3f}×  (target ≤ 1.0×)")
+        _print_torch_mlp(tm)
     print()
+
+
+def _print_torch_mlp(tm):
+    for k in ("f+grad torch", "f+grad minidiff"):
+        print(f"{'  ' + k:44s} {tm[k]['median_ms']:8.2f}ms {tm[k]['iqr_ms']:7.2f}ms")
+    print(
+        f"{'  f+grad minidiff / PyTorch eager':44s} {tm['ratio']:8.3f}×  (target ≤ 1.0×, threads {tm['torch_threads']})"
+    )
 
 
 def _print_rfrb(fg):
