@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import TracerError
 from ..primitives.creation import asarray, zeros
-from ..primitives.registry import bind
+from ..primitives.registry import bind_args
 from ..primitives.shape import broadcast_to
 from ..tensor.core import ArrayLike, Tensor, Tracer, check_differentiable, check_like
 from . import levels
@@ -55,7 +55,7 @@ class ForwardTrace(levels.Trace):
             if isinstance(a, Dual) and a._trace is self:
                 primals[i] = a.primal
                 tangents[i] = a.tangent
-        out = bind(prim, *primals, **params)
+        out = bind_args(prim, primals, params)
         t_out = prim.jvp(primals, tangents, out, params)
         if t_out is None:  # the output carries no derivative (a comparison, sign, ...)
             return out

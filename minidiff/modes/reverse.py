@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from typing import Any
 
 from ..errors import DeviceError, DTypeError, MinidiffError, ShapeError, TapeError, TracerError, describe
 from ..primitives.creation import asarray
-from ..primitives.registry import bind
+from ..primitives.registry import bind_args
 from ..primitives.shape import sum_to
 from ..tensor.core import ArrayLike, Tensor, Tracer, check_differentiable, check_like, column_major, escaped
 from . import levels
@@ -79,8 +80,8 @@ class Aval(_Unsaved):
     __slots__ = ("shape", "dtype", "device", "column_major", "_position")
 
     def __init__(self, x: Tensor, position: int = 0):
-        self.shape, self.dtype, self.device = x.shape, x.dtype, x.device
-        self.column_major = column_major(x)
+        self.shape, self.dtype, self.device = x.shape, x.dtype, x._device
+        self.column_major = len(self.shape) == 2 and column_major(x)  # only matrices have an order
         self._position = position
 
     @property
@@ -218,18 +219,21 @@ class ReverseTrace(levels.Trace):
         self.recording = True
 
     def process(self, prim, args, params):
+        """Evaluate ``prim`` on the values one level down and, if it has a derivative and the tape is
+        recording, append a :class:`Node` keeping what its VJP rule reads (``prim.saves``)."""
         primals = list(args)
         parents = []
+        on_tape = []  # the positions of the inputs on this tape
         for i, a in enumerate(args):
             if isinstance(a, Taped) and a._trace is self:
                 primals[i] = a.primal
                 parents.append((i, a._node))
-        out = bind(prim, *primals, **params)
+                on_tape.append(i)
+        out = bind_args(prim, primals, params)
         if not (prim.differentiable and self.recording):
             return out
         # save only what the VJP rule reads for the inputs on this tape; shapes suffice for the rest
-        reads = prim.reads
-        keep = reads if type(reads) is frozenset else prim.saves([i for i, _ in parents])
+        keep = prim.saves(on_tape)
         if "*" not in keep:
             for i, p in enumerate(primals):
                 if i not in keep and isinstance(p, Tensor):
@@ -276,9 +280,32 @@ def _collect(roots) -> list[Node]:
                 "call the first backward(retain_graph=True) to walk it twice"
             )
         nodes.append(n)
-        stack.extend(p for _, p in n.parents)
-    nodes.sort(key=lambda n: n.seq)
+        for _, p in n.parents:
+            stack.append(p)
+    nodes.sort(key=_BY_SEQ)
     return nodes
+
+
+_BY_SEQ = operator.attrgetter("seq")  # a node's creation order
+
+
+def _useful(nodes: list[Node], targets) -> set:
+    """The nodes (oldest first) on a path to a leaf in ``targets``.
+
+    A node is recorded only when one of its inputs is on the tape, so every node leads back to some
+    leaf: when every leaf reached is a target (``targets`` is None, or holds them all, as in ``vjp``)
+    every node is useful and the pass over the graph is skipped.
+    """
+    if targets is None or targets.issuperset([n for n in nodes if n.prim is None]):
+        return set(nodes)
+    useful = set()
+    for n in nodes:  # oldest first: a node is useful if it is a wanted leaf or has a useful parent
+        if n.prim is None:
+            if n in targets:
+                useful.add(n)
+        elif any(p in useful for _, p in n.parents):
+            useful.add(n)
+    return useful
 
 
 def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
@@ -290,13 +317,7 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
     With ``retain=False`` the saved values of the visited nodes are released afterwards.
     """
     nodes = _collect(roots)
-    useful = set()
-    for n in nodes:  # oldest first: a node is useful if it is a wanted leaf or has a useful parent
-        if n.prim is None:
-            if targets is None or n in targets:
-                useful.add(n)
-        elif any(p in useful for _, p in n.parents):
-            useful.add(n)
+    useful = _useful(nodes, targets)
     cts: dict = {}
     retained: dict = {}  # cotangents of values that retain_grad() asked to keep
     for root, ct in zip(roots, cotangents):
@@ -321,7 +342,8 @@ def walk(roots, cotangents, targets=None, retain: bool = True) -> dict:
             c = contributions[i]
             if c is None:  # not wanted (no path to a target), or no derivative
                 continue
-            c = fit_cotangent(c, p.shape, p.dtype)
+            if c.shape != p.shape or c.dtype != p.dtype:
+                c = fit_cotangent(c, p.shape, p.dtype)
             cts[p] = cts[p] + c if p in cts else c
     for n, g in list(cts.items()):  # what is left are the leaves, their cotangents complete
         if n.hooks is not None:

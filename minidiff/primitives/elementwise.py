@@ -39,7 +39,7 @@ from ..backend import erf as _backend_erf
 from ..backend import numpy_module
 from ..tensor.core import ArrayLike, DTypeLike, Tensor
 from .creation import asarray
-from .registry import Primitive, bind, elementwise, nondifferentiable
+from .registry import Primitive, bind, bind_args, elementwise, nondifferentiable
 
 
 def _share(x, y):
@@ -170,7 +170,7 @@ _Binary = Callable[[ArrayLike, ArrayLike], Tensor]
 
 def _unary(prim: Primitive) -> _Unary:
     def fn(x: ArrayLike) -> Tensor:
-        return bind(prim, operand(x))
+        return bind_args(prim, (operand(x),), {})
 
     fn.__name__ = prim.name
     fn.__doc__ = f"Elementwise ``{prim.name}``, as ``numpy.{prim.name}``; differentiable in both modes."
@@ -179,11 +179,13 @@ def _unary(prim: Primitive) -> _Unary:
 
 def _binary(prim: Primitive) -> _Binary:
     def fn(x: ArrayLike, y: ArrayLike) -> Tensor:
-        if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-            from .creation import asarray
-
-            x = asarray(x)
-        return bind(prim, operand(x, y), operand(y, x))
+        if not (
+            isinstance(x, Tensor) and isinstance(y, Tensor)
+        ):  # two tensors (the usual case) pass as they are
+            if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+                x = asarray(x)
+            x, y = operand(x, y), operand(y, x)
+        return bind_args(prim, (x, y), {})
 
     fn.__name__ = prim.name
     fn.__doc__ = f"Elementwise ``{prim.name}`` with NumPy broadcasting; differentiable in both modes."

@@ -27,7 +27,9 @@ with minidiff's own operations, so rules are differentiable in turn (every nesti
     comparisons and friends: outputs carry no derivative.
 
 :func:`bind` is the single dispatch point: it finds the highest-level tracer among the arguments
-and hands the primitive to that tracer's trace; with no tracer it evaluates the primitive.
+and hands the primitive to that tracer's trace; with no tracer it evaluates the primitive.  The traces
+(and the elementwise functions) call its body, :func:`bind_args`, with the arguments already in a
+sequence and the parameters in a dict, so nothing is packed again on the way down.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ..tensor.core import Tensor, Tracer, escaped, wrap
 __all__ = [
     "Primitive",
     "bind",
+    "bind_args",
     "REGISTRY",
     "all_primitives",
     "elementwise",
@@ -106,14 +109,29 @@ class Primitive:
     ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def reads(self) -> Any:
+        """Per input position a frozenset, or one frozenset for every input (see :meth:`saves`)."""
+        return self._reads
+
+    @reads.setter
+    def reads(self, value: Any) -> None:
+        self._reads = value
+        self._saves: dict[tuple[int, ...], frozenset] = {}  # saves() answers, worked out once each
+
     def saves(self, wanted: Any) -> frozenset:
-        """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``."""
-        reads = self.reads
+        """What :meth:`vjp` reads to give the cotangents of the inputs in ``wanted``.
+
+        The tape asks on every recorded operation, so a per-input declaration's union is worked out
+        once per set of wanted inputs and kept (setting ``reads`` again forgets it).
+        """
+        reads = self._reads
         if isinstance(reads, frozenset):
             return reads
-        keep: frozenset = frozenset()
-        for i in wanted:
-            keep = keep | reads[i]
+        key = tuple(wanted)
+        keep = self._saves.get(key)
+        if keep is None:
+            keep = self._saves[key] = frozenset().union(*(reads[i] for i in key))
         return keep
 
 
@@ -173,6 +191,18 @@ def _reads_per_rule(name, rules, reads, n_inputs):
 # ----------------------------------------------------------------------------- dispatch
 def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim`` to ``args``: evaluate it, or let the highest-level trace among them process it."""
+    return bind_args(prim, args, params)
+
+
+def bind_args(prim: Primitive, args: Any, params: Any) -> Any:
+    """:func:`bind` with the arguments as one sequence and the parameters as one dict, as the traces
+    hold them: a trace hands its unwrapped values one level down without packing them again.
+
+    With no tracer among ``args`` (the common case outside transforms) the loop finds nothing and the
+    primitive is evaluated at once; a closed trace's tracer is an error (it escaped its transform).
+    Nothing below keeps ``args`` past the call (each trace copies what it stores), so a caller may
+    reuse its list: the reverse trace turns it into the node's saved inputs.
+    """
     top = None
     for a in args:
         if isinstance(a, Tracer):
@@ -429,4 +459,5 @@ def intercept_evaluations(wrapper: Callable[..., Tensor]) -> Iterator[None]:
 
 
 def _intercepted(wrapper, prim, apply, args, params):
+    args = tuple(args)  # a snapshot: a trace may reuse its list of values once the evaluation returned
     return wrapper(prim, args, params, lambda: apply(args, params))
