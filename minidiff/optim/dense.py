@@ -147,7 +147,7 @@ class _Dense(Optimizer):
 
     # ------------------------------------------------------------------ evaluations
     def _params(self) -> list[Tensor]:
-        return self.parameters()
+        return list[Tensor](self.parameters())
 
     def _scales(self, like: Tensor) -> Tensor | None:
         """The diagonal preconditioner ``D``: each entry's group ``lr`` (None for a method without lr)."""

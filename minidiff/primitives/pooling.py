@@ -37,7 +37,7 @@ from functools import lru_cache
 from ..errors import ShapeError
 from ..tensor.core import Tensor
 from .batching_rules import materialize
-from .registry import bind, general, linear, nondifferentiable
+from .registry import General, Linear, bind, general, linear, nondifferentiable
 from .shape import broadcast_to, moveaxis, sum
 
 __all__ = ["max_pool", "window_sum", "windows", "fold", "out_size"]
@@ -139,7 +139,7 @@ def _batch_share(vals, batched, size, kernel, stride):
 
 # fmt: off
 # name        impl on backend arrays     JVP rule / transpose        VJP rule        batching rule        what the VJP reads
-max_pool2d_p = general(
+max_pool2d_p: General = general(
     "max_pool2d", _max_impl,
     lambda t, ans, x, kernel, stride: sum(_share(x, ans, kernel, stride) * windows(t, kernel, stride), axis=0),
     lambda g, ans, x, kernel, stride: fold(_share(x, ans, kernel, stride) * g, kernel, stride, x.shape[-2:]),
@@ -147,17 +147,17 @@ max_pool2d_p = general(
     reads="x ans",
 )
 max_pool2d_share_p = nondifferentiable("max_pool2d_share", _share_impl, batch=_batch_share)
-pool2d_sum_p = linear(
+pool2d_sum_p: Linear = linear(
     "pool2d_sum", _sum_impl,
     lambda g, ans, x, kernel, stride: fold(broadcast_to(g, (kernel[0] * kernel[1],) + g.shape), kernel, stride, x.shape[-2:]),
     lambda vals, b, n, kernel, stride: bind(pool2d_sum_p, vals[0], kernel=kernel, stride=stride),
 )
-pool2d_windows_p = linear(
+pool2d_windows_p: Linear = linear(
     "pool2d_windows", _windows_impl,
     lambda g, ans, x, kernel, stride: fold(g, kernel, stride, x.shape[-2:]),
     lambda vals, b, n, kernel, stride: moveaxis(bind(pool2d_windows_p, vals[0], kernel=kernel, stride=stride), 0, 1),
 )
-pool2d_fold_p = linear(
+pool2d_fold_p: Linear = linear(
     "pool2d_fold", _fold_impl,
     lambda g, ans, c, kernel, stride, size: windows(g, kernel, stride),
     lambda vals, b, n, kernel, stride, size: bind(pool2d_fold_p, moveaxis(vals[0], 0, 1), kernel=kernel, stride=stride, size=size),
@@ -168,19 +168,19 @@ pool2d_fold_p = linear(
 # ----------------------------------------------------------------------------- the functions
 def max_pool(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The maximum of every ``kernel`` window of the last two axes of ``x``, moved by ``stride``."""
-    out_size("max_pool2d", kernel, stride, x.shape[-2:])
+    out_size("max_pool2d", kernel, stride, (x.shape[-2], x.shape[-1]))
     return bind(max_pool2d_p, x, kernel=kernel, stride=stride)
 
 
 def window_sum(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The sum of every ``kernel`` window of the last two axes of ``x``, moved by ``stride``."""
-    out_size("pool2d_sum", kernel, stride, x.shape[-2:])
+    out_size("pool2d_sum", kernel, stride, (x.shape[-2], x.shape[-1]))
     return bind(pool2d_sum_p, x, kernel=kernel, stride=stride)
 
 
 def windows(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The K sub-grids of ``x`` (one per position in the window), stacked: ``(K, ..., Ho, Wo)``."""
-    out_size("pool2d_windows", kernel, stride, x.shape[-2:])
+    out_size("pool2d_windows", kernel, stride, (x.shape[-2], x.shape[-1]))
     return bind(pool2d_windows_p, x, kernel=kernel, stride=stride)
 
 
