@@ -45,7 +45,7 @@ __all__ = ["max_pool", "window_sum", "windows", "fold", "out_size"]
 Pair = tuple[int, int]
 
 
-def out_size(op: str, kernel: Pair, stride: Pair, size: Pair) -> Pair:
+def out_size(op: str, kernel: Pair, stride: Pair, size: tuple[int, ...]) -> Pair:
     """``(Ho, Wo)``: the number of whole windows down and across an ``(H, W)`` input."""
     if len(size) != 2:
         raise ShapeError(f"{op}: pools the last two axes; got an input with only {len(size)}")
@@ -168,19 +168,19 @@ pool2d_fold_p: Linear = linear(
 # ----------------------------------------------------------------------------- the functions
 def max_pool(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The maximum of every ``kernel`` window of the last two axes of ``x``, moved by ``stride``."""
-    out_size("max_pool2d", kernel, stride, (x.shape[-2], x.shape[-1]))
+    out_size("max_pool2d", kernel, stride, x.shape[-2:])
     return bind(max_pool2d_p, x, kernel=kernel, stride=stride)
 
 
 def window_sum(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The sum of every ``kernel`` window of the last two axes of ``x``, moved by ``stride``."""
-    out_size("pool2d_sum", kernel, stride, (x.shape[-2], x.shape[-1]))
+    out_size("pool2d_sum", kernel, stride, x.shape[-2:])
     return bind(pool2d_sum_p, x, kernel=kernel, stride=stride)
 
 
 def windows(x: Tensor, kernel: Pair, stride: Pair) -> Tensor:
     """The K sub-grids of ``x`` (one per position in the window), stacked: ``(K, ..., Ho, Wo)``."""
-    out_size("pool2d_windows", kernel, stride, (x.shape[-2], x.shape[-1]))
+    out_size("pool2d_windows", kernel, stride, x.shape[-2:])
     return bind(pool2d_windows_p, x, kernel=kernel, stride=stride)
 
 
