@@ -82,23 +82,26 @@ def drive(args: argparse.Namespace) -> None:
                 runs.setdefault((dist, tree), []).append(json.loads(out.splitlines()[-1]))
     print(
         f"clock {args.clock}, allocator {'keep freed memory' if args.keep_freed_memory else 'default'}, "
-        f"{args.rounds} rounds, load {os.getloadavg()[0]:.2f} (1-min average at the end)"
+        f"{args.rounds} rounds, load {os.getloadavg()[0]:.2f} (1-min average at the end)\n"
     )
-    print("distribution tree: ms f | Rf | floor (Rjvp + sampling) | Rjvp | sampling | Rb | Rf/Rb")
+    print("| v | tree | f ms | Rf | floor (Rjvp + sampling) | Rjvp | sampling | Rb | Rf/Rb |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (dist, tree), rs in runs.items():
 
         def spread(fn):
             xs = sorted(fn(r) for r in rs)
             return f"{statistics.median(xs):.2f} [{xs[0]:.2f}–{xs[-1]:.2f}]"
 
-        print(
-            f"{dist} {tree}: {spread(lambda r: r['runtime_f'] * 1e3)} | "
-            f"{spread(lambda r: r['forward_gradient'] / r['runtime_f'])} | "
-            f"{spread(lambda r: (r['jvp'] + r['sample_v']) / r['runtime_f'])} | "
-            f"{spread(lambda r: r['jvp'] / r['runtime_f'])} | {spread(lambda r: r['sample_v'] / r['runtime_f'])} | "
-            f"{spread(lambda r: r['backprop'] / r['runtime_f'])} | "
-            f"{spread(lambda r: r['forward_gradient'] / r['backprop'])}"
-        )
+        cells = [
+            spread(lambda r: r["runtime_f"] * 1e3),
+            spread(lambda r: r["forward_gradient"] / r["runtime_f"]),
+            spread(lambda r: (r["jvp"] + r["sample_v"]) / r["runtime_f"]),
+            spread(lambda r: r["jvp"] / r["runtime_f"]),
+            spread(lambda r: r["sample_v"] / r["runtime_f"]),
+            spread(lambda r: r["backprop"] / r["runtime_f"]),
+            spread(lambda r: r["forward_gradient"] / r["backprop"]),
+        ]
+        print(f"| {dist} | {tree} | " + " | ".join(cells) + " |")
 
 
 def parts(args: argparse.Namespace) -> None:
@@ -149,15 +152,17 @@ def parts(args: argparse.Namespace) -> None:
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     m = measure_interleaved(calls, repeats=args.repeats, warmup=2, clock=clock)
     f = m["f"].median
-    print(f"clock {args.clock}, {args.repeats} interleaved rounds, load {os.getloadavg()[0]:.2f}")
+    print(f"clock {args.clock}, {args.repeats} interleaved rounds, load {os.getloadavg()[0]:.2f}\n")
+    print("| what | ms | quartiles | ÷ f | page faults per call |")
+    print("|---|---|---|---|---|")
     for name, t in m.items():
         print(
-            f"{name:42s} {t.median * 1e3:8.3f} ms [{t.q1 * 1e3:.3f}, {t.q3 * 1e3:.3f}]  "
-            f"÷ f {t.median / f:6.3f}  page faults/call {faults[name]:6.0f}"
+            f"| {name} | {t.median * 1e3:.3f} | {t.q1 * 1e3:.3f}–{t.q3 * 1e3:.3f} | {t.median / f:.3f} | "
+            f"{faults[name]:.0f} |"
         )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trees", default=".", help="comma-separated source trees to alternate (default: .)")
     p.add_argument("--rounds", type=int, default=4)
@@ -167,7 +172,7 @@ def main() -> None:
     p.add_argument("--parts", action="store_true", help="time the pieces in one process instead")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--distribution", default="rademacher", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.parts and args.clock == "cpu" and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("(with --clock cpu, set OPENBLAS_NUM_THREADS=1 so that the BLAS work is on the timed thread)")
     worker(args) if args.worker else parts(args) if args.parts else drive(args)
