@@ -51,7 +51,7 @@ from .errors import (
     UnsupportedError,
 )
 from .modes.forward import Dual, dual_level, make_dual, unpack_dual
-from .transforms.forward_gradient import FGD, forward_grad, sample_directions
+from .transforms.forward_gradient import FGD, ForwardGradientWorkspace, forward_grad, sample_directions
 from .transforms.inspect_tape import format_tape
 from .primitives.ops import *  # noqa: F403 - the array functions, primitives/ops.py's __all__
 from .primitives.ops import all, any, max, min, sum  # noqa: A004 - NumPy's names on purpose
@@ -80,7 +80,15 @@ __all__ = [
     "UnsupportedError",
     # transforms, forward-mode and tape-style tools
     *("jvp", "vjp", "grad", "value_and_grad", "jacfwd", "jacrev", "hessian", "hvp", "vmap"),
-    *("checkpoint", "linearize", "primitive", "forward_grad", "sample_directions", "FGD"),
+    *(
+        "checkpoint",
+        "linearize",
+        "primitive",
+        "forward_grad",
+        "sample_directions",
+        "FGD",
+        "ForwardGradientWorkspace",
+    ),
     *("Dual", "dual_level", "make_dual", "unpack_dual"),
     *("no_grad", "is_grad_enabled", "tape_stats", "format_tape"),
     # submodules

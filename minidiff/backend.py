@@ -22,6 +22,8 @@ __all__ = [
     "scipy_linalg",
     "solve_banded",
     "erf",
+    "box_muller_normal",
+    "BOX_MULLER_DTYPES",
     "float16",
     "float32",
     "float64",
@@ -194,6 +196,61 @@ def erf(xp: Any) -> Callable[[Any], Any]:
     import cupyx.scipy.special  # pragma: no cover - needs a GPU
 
     return cupyx.scipy.special.erf  # pragma: no cover
+
+
+#: The dtypes :func:`box_muller_normal` fills (in float64 NumPy's own ziggurat is faster here).
+BOX_MULLER_DTYPES = (float32,)
+_BOX_MULLER_PAIRS = 1 << 15  # pairs per chunk: the chunk's temporaries stay in the L2 cache
+_TWO_PI_2_32 = numpy.float32(2.0 * numpy.pi * 2.0**-32)
+
+
+def box_muller_normal(rng: Any, out: Any) -> Any:
+    """Fill the C-contiguous float32 NumPy array ``out`` with standard normal draws of ``rng`` (a
+    ``numpy.random.Generator``), by Box–Muller on its raw 64-bit words; returns ``out``.
+
+    Each word makes two independent normals: its low 32 bits give ``u = (k + 1/2)·2⁻³²`` in (0, 1) and
+    ``ρ = √(−2 ln u)``, its high 32 bits an angle ``θ = 2π·k'·2⁻³²``; ``ρ cos θ`` and ``ρ sin θ`` are
+    independent N(0, 1) (Box and Muller, 1958).  The radius is exact up to the 2⁻³² grid of ``u``, which
+    caps ρ at 6.77 (the law puts 2⁻³³ ≈ 1.2·10⁻¹⁰ beyond it).  Same generator state, same draws; it
+    advances the generator by ``ceil(n/2)`` words.  About 3× faster than NumPy's float32 ziggurat here
+    (docs/benchmarks.md, "Forward gradient cost"); ``tests/test_random_sampler.py`` tests the law.
+
+    >>> import numpy as np
+    >>> z = box_muller_normal(np.random.default_rng(0), np.empty(100_000, np.float32))
+    >>> abs(float(z.mean())) < 0.02, abs(float(z.std()) - 1) < 0.02
+    (True, True)
+    """
+    if out.dtype not in BOX_MULLER_DTYPES or not out.flags.c_contiguous:
+        raise TypeError(f"box_muller_normal: out must be a C-contiguous float32 array, got {out.dtype}")
+    flat = out.reshape(-1)
+    pairs = flat.size // 2
+    for start in range(0, pairs, _BOX_MULLER_PAIRS):
+        m = min(_BOX_MULLER_PAIRS, pairs - start)
+        _box_muller_pairs(rng, flat[2 * start : 2 * start + m], flat[2 * start + m : 2 * (start + m)])
+    if flat.size % 2:
+        tail = numpy.empty(2, float32)
+        _box_muller_pairs(rng, tail[:1], tail[1:])
+        flat[-1] = tail[0]
+    return out
+
+
+def _box_muller_pairs(rng: Any, cos_out: Any, sin_out: Any) -> None:
+    """``len(cos_out)`` pairs of normals from as many raw words: ``ρ cos θ`` into ``cos_out``, ``ρ sin θ``
+    into ``sin_out`` (float32, same length)."""
+    m = cos_out.size
+    words = rng.bit_generator.random_raw(m).view(numpy.uint32)  # 2m independent 32-bit integers
+    rho = words[:m].astype(float32)
+    rho *= numpy.float32(2.0**-32)  # exact: a power of two
+    rho += numpy.float32(2.0**-33)  # u = (k + 1/2)·2⁻³² in (0, 1]: no log(0)
+    numpy.log(rho, out=rho)
+    rho *= numpy.float32(-2.0)
+    numpy.sqrt(rho, out=rho)
+    theta = words[m:].astype(float32)
+    theta *= _TWO_PI_2_32
+    numpy.cos(theta, out=cos_out)
+    cos_out *= rho
+    numpy.sin(theta, out=sin_out)
+    sin_out *= rho
 
 
 _DEVICES: dict[str, Device] = {

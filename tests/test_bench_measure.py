@@ -29,6 +29,7 @@ from minidiff.bench import (
     to_csv,
     write_csv,
 )
+from minidiff.bench.commands import format_rfrb
 from minidiff.bench.flops import recording_products
 from minidiff.bench.profile import GROUPS, PHASES, primitive_group
 from minidiff.bench.rfrb import RATIOS, TIMED, build_model, depth_sweep, rfrb, synthetic_batch
@@ -71,6 +72,10 @@ def test_a_user_loss_is_measured_end_to_end():
         assert r[key]["median"] == 1.0  # the fake clock: one second per call
     for key in RATIOS:  # every ratio, Rf/Rb included, carries a spread
         assert r[key] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    # Rf's floor: the JVP pass plus sampling v (two seconds of the fake clock) over runtime(f)
+    assert r["Rf_floor"] == {"value": 2.0, "low": 2.0, "high": 2.0}
+    assert "Rf_floor,2.0,2.0,2.0,ratio" in to_csv(r)
+    assert "floor = 2.000  [2.000, 2.000]" in format_rfrb("chain", r)
     assert set(r["peak_memory_bytes"]) == {"f", "jvp", "forward_gradient", "backprop"}
     assert r["flop_model"]["forward_flops"] == 2 * 8 * 5 * 4 + 2 * 8 * 4 * 3
     assert "profile" not in r and "environment" in r

@@ -152,3 +152,14 @@ def test_bratu_exact_solution_solves_the_equation():
         second = (y(x + h) - 2 * y(x) + y(x - h)) / h**2
         assert second + math.exp(y(x)) == pytest.approx(0.0, abs=1e-6)
     assert abs(bench.bratu_exact(0.0)) < 1e-14 and abs(bench.bratu_exact(1.0)) < 1e-14
+
+
+def test_forward_gradient_cost_prints_rf_beside_its_floor_and_the_pieces(capsys):
+    bench = _load("forward_gradient_cost")
+    bench.main(["--trees", str(ROOT), "--rounds", "1", "--repeats", "1"])
+    (table,) = _tables(capsys.readouterr().out)
+    columns = ["v", "tree", "f ms", "Rf", "floor (Rjvp + sampling)", "Rjvp", "sampling", "Rb", "Rf/Rb"]
+    _check_table(table, columns, rows=2)
+    bench.main(["--parts", "--repeats", "1"])
+    (table,) = _tables(capsys.readouterr().out)
+    _check_table(table, ["what", "ms", "quartiles", "÷ f", "page faults per call"], rows=10)

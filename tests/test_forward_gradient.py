@@ -240,3 +240,125 @@ def test_forward_grad_does_not_warn_when_the_loss_depends_on_the_parameters(recw
     for k in (1, 3):
         md.forward_grad(lambda p: md.sum(p[0] * p[0]), [x], 0, n_directions=k)
     assert not [w for w in recwarn.list if "identically zero" in str(w.message)]
+
+
+# ----------------------------------------------------------------------------- buffers reused across steps
+def _arrays(tree):
+    return [t._data for t in pytree.flatten(tree)[0]]
+
+
+@pytest.mark.parametrize("distribution", ["normal", "rademacher"])
+@pytest.mark.parametrize("k, clip", [(1, None), (1, 0.1), (3, None)])
+def test_a_workspace_gives_the_numbers_of_fresh_arrays(distribution, k, clip):
+    f, params = _problem()
+    ws = md.ForwardGradientWorkspace()
+    for seed in (0, 1):  # the second call reuses the buffers of the first
+        opts = dict(n_directions=k, distribution=distribution, clip=clip)
+        loss, g = md.forward_grad(f, params, md.random.Generator(seed), workspace=ws, **opts)
+        loss0, g0 = md.forward_grad(f, params, md.random.Generator(seed), **opts)
+        assert loss.item() == loss0.item()
+        np.testing.assert_allclose(_flat(g), _flat(g0), rtol=1e-12, atol=1e-15)
+
+
+def test_float32_estimates_with_a_workspace_match_fresh_ones():
+    f, params = _problem()
+    params = pytree.tree_map(lambda t: t.astype("float32"), params)
+    ws = md.ForwardGradientWorkspace()
+    for k in (1, 4):
+        _, g = md.forward_grad(f, params, 3, n_directions=k, workspace=ws)
+        _, g0 = md.forward_grad(f, params, 3, n_directions=k)
+        assert {t.dtype for t in pytree.flatten(g)[0]} == {np.dtype("float32")}
+        np.testing.assert_allclose(_flat(g), _flat(g0), rtol=1e-6, atol=1e-7)
+
+
+def test_the_buffers_are_reused_and_the_estimate_is_formed_in_v():
+    f, params = _problem()
+    ws = md.ForwardGradientWorkspace()
+    _, g1 = md.forward_grad(f, params, 0, workspace=ws)
+    first = [a.copy() for a in _arrays(g1)]
+    held = ws.nbytes
+    assert held == 8 * sum(t.size for t in pytree.flatten(params)[0])  # one buffer: v, then the estimate
+    _, g2 = md.forward_grad(f, params, 1, workspace=ws)
+    assert all(a is b for a, b in zip(_arrays(g1), _arrays(g2)))  # the same arrays ...
+    assert not np.allclose(_flat(g1), np.concatenate([a.ravel() for a in first]))  # ... overwritten
+    assert ws.nbytes == held
+    ws.clear()
+    assert ws.nbytes == 0
+
+
+def test_given_directions_are_left_as_they_were():
+    f, params = _problem()
+    v = md.sample_directions(params, 2)
+    before = _flat(v)
+    ws = md.ForwardGradientWorkspace()
+    _, g = md.forward_grad(f, params, None, directions=v, workspace=ws)
+    np.testing.assert_array_equal(_flat(v), before)
+    d = float(_flat(md.grad(f)(params)) @ before)
+    np.testing.assert_allclose(_flat(g), d * before, rtol=1e-12, atol=1e-14)
+
+
+def test_new_shapes_or_directions_get_new_buffers():
+    f, params = _problem()
+    ws = md.ForwardGradientWorkspace()
+    md.forward_grad(f, params, 0, workspace=ws)
+    md.forward_grad(f, params, 0, n_directions=3, workspace=ws)
+    assert ws.nbytes == (3 + 1) * 8 * 15  # K = 3 directions of the 15 parameters, and the estimate
+    bigger = {"w": md.zeros((5, 4)), "b": md.zeros(5)}
+    _, g = md.forward_grad(lambda p: (p["w"] ** 2).sum() + p["b"].sum(), bigger, 0, workspace=ws)
+    assert g["w"].shape == (5, 4) and ws.nbytes == 8 * 25
+
+
+def test_a_loss_that_returns_its_parameter_is_not_confused_by_the_shared_buffer():
+    """f(p) = p: ∇f·v is v's own element, so d shares memory with v, which the estimate overwrites."""
+    ws = md.ForwardGradientWorkspace()
+    for seed in (0, 1):
+        _, g = md.forward_grad(lambda p: p[0], [md.tensor(2.0)], seed, workspace=ws)
+        v = md.sample_directions([md.tensor(2.0)], seed)[0].item()
+        assert g[0].item() == pytest.approx(v * v)
+
+
+def test_inside_another_transform_the_estimate_keeps_its_derivative():
+    """With a tracer in the estimate (x is differentiated around forward_grad), nothing is formed in place."""
+    v = {"w": md.tensor([0.5, -1.0])}
+
+    def h(x, workspace):
+        _, g = md.forward_grad(
+            lambda p: (p["w"] * x).sum(),
+            {"w": md.tensor([1.0, 2.0])},
+            None,
+            directions=v,
+            workspace=workspace,
+        )
+        return g["w"].sum()
+
+    x = md.tensor([3.0, 4.0])
+    with_ws = md.grad(h)(x, md.ForwardGradientWorkspace())
+    without = md.grad(h)(x, None)
+    np.testing.assert_allclose(with_ws.numpy(), without.numpy(), rtol=1e-15)
+    np.testing.assert_allclose(without.numpy(), np.array([0.5, -1.0]) * (0.5 - 1.0), rtol=1e-15)
+
+
+def test_both_fgds_hold_one_workspace_across_steps():
+    f, params = _problem()
+    opt = md.FGD(lr=0.1, seed=0)
+    _, p = opt.step(f, params)
+    held = [id(a) for ts in opt.workspace._buffers.values() for a in _arrays(ts)]
+    _, p = opt.step(f, p)
+    assert [id(a) for ts in opt.workspace._buffers.values() for a in _arrays(ts)] == held
+    w = md.tensor([1.0, -1.0], requires_grad=True)
+    tape_opt = md.optim.FGD([w], lr=0.1, seed=0)
+    tape_opt.step(lambda ps: (ps[0] ** 2).sum())
+    buf = _arrays(tape_opt.workspace._buffers["directions"])[0]
+    tape_opt.step(lambda ps: (ps[0] ** 2).sum())
+    assert _arrays(tape_opt.workspace._buffers["directions"])[0] is buf
+    assert not np.shares_memory(w.detach().numpy(), buf)  # the parameters never alias the workspace
+
+
+def test_sample_directions_into_out_and_its_refusal():
+    f, params = _problem()
+    out = md.ForwardGradientWorkspace().buffers("directions", params)
+    v = md.sample_directions(params, 5, "rademacher", out=out)
+    assert all(a is b for a, b in zip(_arrays(v), _arrays(out)))
+    np.testing.assert_array_equal(_flat(v), _flat(md.sample_directions(params, 5, "rademacher")))
+    with pytest.raises(md.ShapeError, match="sample_directions: out holds 1 tensors, params 2"):
+        md.sample_directions(params, 5, out=[md.zeros(3)])

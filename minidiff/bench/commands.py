@@ -230,6 +230,11 @@ def format_rfrb(name: str, r: dict) -> str:
         f"  backprop (f and ∇f)        {ms(r['backprop'])}",
         f"  Rf    = {spread('Rf')}   (without sampling {r['Rf_without_sampling']['value']:.3f})",
         f"  Rjvp  = {spread('Rjvp')}",
+        *(
+            [f"  floor = {spread('Rf_floor')}   (Rjvp + sampling: what Rf cannot go below)"]
+            if "Rf_floor" in r
+            else []
+        ),
         f"  Rb    = {spread('Rb')}",
         f"  Rf/Rb = {spread('Rf_over_Rb')}",
     ]

@@ -44,8 +44,9 @@ def _rfrb_rows(r: dict) -> list[dict]:
 
     for key in TIMED:
         add(key, r[key]["median"], r["units"], r[key]["q1"], r[key]["q3"])
-    for key in RATIOS:
-        add(key, r[key]["value"], "ratio", r[key]["low"], r[key]["high"])
+    for key in (*RATIOS, "Rf_floor"):
+        if key in r:  # (results written before Rf_floor was added lack it)
+            add(key, r[key]["value"], "ratio", r[key]["low"], r[key]["high"])
     model = r.get("flop_model", {})
     if model is None:
         add("flop_model", "not available", "", note=r.get("flop_model_note", ""))

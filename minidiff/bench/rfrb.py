@@ -1,8 +1,10 @@
 """Rf and Rb under control (the protocol of design.md, "Measuring"), for any ``loss(params)``.
 
 runtime(f) is one evaluation of the loss on one minibatch.  Rf is the time of one forward-gradient
-evaluation — sample v, evaluate f and ∇f·v in one forward-mode pass, form (∇f·v)·v — over runtime(f);
-the sampling of v is also timed apart, and Rjvp is the JVP pass alone (f and ∇f·v along a given v).
+evaluation — sample v, evaluate f and ∇f·v in one forward-mode pass, form (∇f·v)·v — over runtime(f),
+with v and the estimate in buffers reused from call to call, as in a training loop; the sampling of v
+is also timed apart, Rjvp is the JVP pass alone (f and ∇f·v along a given v), and Rf_floor = Rjvp +
+sampling / runtime(f), what Rf cannot go below.
 Rb is the time of one reverse-mode evaluation of f and ∇f over runtime(f).  Each is a median over
 repeats after warm-up with its quartiles, every ratio with a quartile-based spread; the FLOP model
 (counted from the primitives executed), the peak memory of each mode, the allocator setting and the
@@ -27,11 +29,16 @@ from ..primitives.random import Generator
 from ..tensor.core import DeviceLike, DTypeLike, Tensor
 from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, value_and_grad
-from ..transforms.forward_gradient import check_fgd_settings, forward_grad, sample_directions
+from ..transforms.forward_gradient import (
+    ForwardGradientWorkspace,
+    check_fgd_settings,
+    forward_grad,
+    sample_directions,
+)
 from .environment import environment
 from .flops import executed_flop_model
 from .memory import peak_memory
-from .timing import measure, ratio
+from .timing import Measurement, measure, ratio
 
 SCHEMA = "minidiff.rfrb/2"
 DEPTH_SCHEMA = "minidiff.depth/2"
@@ -46,6 +53,9 @@ RATIOS = {
     "Rb": ("backprop", "runtime_f"),
     "Rf_over_Rb": ("forward_gradient", "backprop"),
 }
+#: What Rf cannot go below: the JVP pass plus drawing v (``Rf_floor``: their medians' sum over
+#: runtime(f), the band from the quartiles as for a ratio); the rest of Rf is forming (∇f·v)·v.
+FLOOR = (("jvp", "sample_v"), "runtime_f")
 
 #: model name -> (builder, shape of one input example)
 MODELS = {
@@ -137,6 +147,7 @@ def measure_loss(
         "parameters": sum(p.size for p in leaves),
         **{key: m.as_dict() for key, m in t.items()},
         **{key: ratio(t[num], t[den]) for key, (num, den) in RATIOS.items()},
+        "Rf_floor": floor_ratio([t[k] for k in FLOOR[0]], t[FLOOR[1]]),
     }
     if flops:
         model, note = executed_flop_model(loss, params, sample_directions(params, seed, distribution))
@@ -147,7 +158,7 @@ def measure_loss(
         peaks = {
             "f": "runtime_f",
             "jvp": "jvp",
-            "forward_gradient": "forward_gradient",
+            "forward_gradient": "forward_gradient_first_call",
             "backprop": "backprop",
         }
         result["peak_memory_bytes"] = {k: peak_memory(calls[key], device) for k, key in peaks.items()}
@@ -157,6 +168,21 @@ def measure_loss(
         result["profile"] = profile_loss(loss, params, distribution=distribution, seed=seed)
     result["environment"] = environment(device)
     return result
+
+
+def floor_ratio(parts: Sequence[Measurement], den: Measurement) -> dict:
+    """``Σ parts / den`` as a ratio with its band: the medians' sum over the median, and (Σ q1)/q3,
+    (Σ q3)/q1 — the quartile band of :func:`~minidiff.bench.timing.ratio` for a sum of timings.
+
+    >>> from minidiff.bench.timing import summarize
+    >>> floor_ratio([summarize([1.0, 2.0, 3.0]), summarize([1.0])], summarize([1.0, 1.0, 1.0]))
+    {'value': 3.0, 'low': 2.5, 'high': 3.5}
+    """
+    return {
+        "value": sum(p.median for p in parts) / den.median,
+        "low": sum(p.q1 for p in parts) / den.q3 if den.q3 else float("nan"),
+        "high": sum(p.q3 for p in parts) / den.q1 if den.q1 else float("nan"),
+    }
 
 
 def _check_inputs(
@@ -216,15 +242,29 @@ def _labelled_leaves(tree: PyTree, path: str = "") -> list[tuple[str, object]]:
 
 def _mode_calls(f: Callable[..., Any], params: PyTree, rng: Any, distribution: str) -> dict:
     """What is timed (:data:`TIMED`): f; sampling v; the JVP pass along a given v; the forward pass
-    with a given v and (∇f·v)·v formed; the whole forward gradient (sampling included); reverse mode."""
+    with a given v and (∇f·v)·v formed; the whole forward gradient (sampling included); reverse mode.
+
+    The forward gradient runs as a training loop runs it (``md.optim.FGD``): v is drawn into, and the
+    estimate formed in, buffers reused from call to call (a
+    :class:`~minidiff.transforms.forward_gradient.ForwardGradientWorkspace`); sampling v alone fills a
+    reused buffer too.  Peak memory is taken on a first call (``forward_gradient_first_call``, a new
+    workspace), so it counts those buffers."""
     grad_fn = value_and_grad(f)
     v = sample_directions(params, rng, distribution)
+    sampled, given, drawn = ForwardGradientWorkspace(), ForwardGradientWorkspace(), ForwardGradientWorkspace()
     return {
         "runtime_f": lambda: f(params),
-        "sample_v": lambda: sample_directions(params, rng, distribution),
+        "sample_v": lambda: sample_directions(
+            params, rng, distribution, out=drawn.buffers("directions", params)
+        ),
         "jvp": lambda: jvp(f, (params,), (v,)),
-        "forward_pass": lambda: forward_grad(f, params, rng, directions=v),
-        "forward_gradient": lambda: forward_grad(f, params, rng, distribution=distribution),
+        "forward_pass": lambda: forward_grad(f, params, rng, directions=v, workspace=given),
+        "forward_gradient": lambda: forward_grad(
+            f, params, rng, distribution=distribution, workspace=sampled
+        ),
+        "forward_gradient_first_call": lambda: forward_grad(
+            f, params, rng, distribution=distribution, workspace=ForwardGradientWorkspace()
+        ),
         "backprop": lambda: grad_fn(params),
     }
 

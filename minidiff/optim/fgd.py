@@ -9,7 +9,10 @@ the schedule (:func:`~minidiff.transforms.forward_gradient.fgd_learning_rate`), 
 (:func:`minidiff.forward_grad`) and the update (:func:`~minidiff.transforms.forward_gradient.fgd_update`).
 
 Cost per step: one forward-mode evaluation (about Rf ≈ 1.4–2.5 function evaluations, no backward pass)
-plus drawing ``v``; no state beyond the random generator, saved by :meth:`Optimizer.state_dict`.
+plus drawing ``v``; ``v`` is drawn into, and ``(∇f·v)·v`` formed in, the buffers of a
+:class:`~minidiff.transforms.forward_gradient.ForwardGradientWorkspace` (``self.workspace``) reused from
+step to step.  No state beyond the random generator, saved by :meth:`Optimizer.state_dict` (the
+workspace holds buffers only).
 
 >>> import minidiff as md
 >>> from minidiff.optim import FGD
@@ -28,7 +31,13 @@ from typing import Any
 
 from ..primitives.random import RngLike
 from ..tensor.pytree import PyTree
-from ..transforms.forward_gradient import check_fgd_settings, fgd_learning_rate, fgd_update, forward_grad
+from ..transforms.forward_gradient import (
+    ForwardGradientWorkspace,
+    check_fgd_settings,
+    fgd_learning_rate,
+    fgd_update,
+    forward_grad,
+)
 from .base import RandomOptimizer
 
 __all__ = ["FGD"]
@@ -63,6 +72,7 @@ class FGD(RandomOptimizer):
             raise ValueError(f"FGD: all parameters must be on one device, got {sorted(map(str, devices))}")
         self.distribution, self.n_directions, self.clip = distribution, n_directions, clip
         self._init_rng(seed, rng)
+        self.workspace = ForwardGradientWorkspace()  # v and the estimate, reused from step to step
 
     def validate(self, settings: dict) -> None:
         super().validate(settings)
@@ -82,7 +92,9 @@ class FGD(RandomOptimizer):
         f = self.loss_function(closure)
         params = [p.detach() for p in self.parameters()]
         rng_state = self.rng.get_state()
-        loss, g = forward_grad(f, params, self.rng, self.n_directions, self.distribution, self.clip)
+        loss, g = forward_grad(
+            f, params, self.rng, self.n_directions, self.distribution, self.clip, workspace=self.workspace
+        )
         grads, i = [], 0
         for group in self.param_groups:
             grads.append(g[i : i + len(group["params"])])

@@ -77,21 +77,64 @@ class Generator:
         self._rng.bit_generator.state = copy.deepcopy(state)
 
     def normal(
-        self, shape: ShapeLike, mean: float = 0.0, std: float = 1.0, dtype: DTypeLike = "float64"
+        self,
+        shape: ShapeLike,
+        mean: float = 0.0,
+        std: float = 1.0,
+        dtype: DTypeLike = "float64",
+        *,
+        method: str = "library",
+        out: Tensor | None = None,
     ) -> Tensor:
-        """Gaussian samples; float32 is drawn directly in float32 (no float64 detour)."""
+        """Gaussian samples; float32 is drawn directly in float32 (no float64 detour).
+
+        ``method="library"`` is the array library's own sampler (NumPy's ziggurat); ``"box-muller"``
+        is :func:`minidiff.backend.box_muller_normal` on the generator's raw bits, about 3× faster
+        for float32 NumPy arrays, the forward gradient's sampler (elsewhere it falls back to the
+        library's).  The two give different draws from the same seed.  ``out``: a contiguous tensor
+        of ``shape`` and ``dtype`` on this device to fill and return instead of allocating one.
+
+        >>> import minidiff as md
+        >>> buf = md.zeros((3,), dtype="float32")
+        >>> z = md.random.Generator(0).normal((3,), dtype="float32", method="box-muller", out=buf)
+        >>> z is buf, z.tolist() == md.random.Generator(0).normal((3,), dtype="float32", method="box-muller").tolist()
+        (True, True)
+        """
         dt = _dtype(dtype)
         if dt.kind != "f":
             raise TypeError(f"normal: dtype must be floating, got {dt}")
-        if dt.itemsize >= 4:
-            out = self._rng.standard_normal(shape, dtype=dt)
+        if method not in NORMAL_METHODS:
+            raise ValueError(f"normal: unknown method {method!r}; choose one of {NORMAL_METHODS}")
+        target = self._out("normal", out, shape, dt)
+        if method == "box-muller" and self.device.xp is _np and dt in backend.BOX_MULLER_DTYPES:
+            backend.box_muller_normal(self._rng, target)
+        elif dt.itemsize >= 4:
+            self._rng.standard_normal(dtype=dt, out=target)
         else:
-            out = self._rng.standard_normal(shape).astype(dt)
+            target[...] = self._rng.standard_normal(target.shape)
         if std != 1.0:
-            out *= std
+            target *= std
         if mean != 0.0:
-            out += mean
-        return wrap(out, self.device)
+            target += mean
+        return out if out is not None else wrap(target, self.device)
+
+    def _out(self, op: str, out: Tensor | None, shape: ShapeLike, dt: Any) -> Any:
+        """The array to fill: ``out``'s, after checking it, or a new one of ``shape`` and ``dt``."""
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if out is None:
+            return self.device.xp.empty(shape, dtype=dt)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{op}: out must be a minidiff Tensor, got {type(out).__name__}")
+        if out.shape != shape or out.dtype != dt or out.device is not self.device:
+            raise ValueError(
+                f"{op}: out is a {out.dtype} tensor of shape {out.shape} on {out.device}; the draws are "
+                f"{dt} of shape {shape} on {self.device}"
+            )
+        if not out._data.flags.c_contiguous:
+            raise ValueError(
+                f"{op}: out must be C-contiguous (a view with strides cannot be filled in place)"
+            )
+        return out._data
 
     def uniform(
         self, shape: ShapeLike, low: float = 0.0, high: float = 1.0, dtype: DTypeLike = "float64"
@@ -104,23 +147,29 @@ class Generator:
             out += low
         return wrap(out, self.device)
 
-    def rademacher(self, shape: ShapeLike, dtype: DTypeLike = "float64") -> Tensor:
+    def rademacher(
+        self, shape: ShapeLike, dtype: DTypeLike = "float64", *, out: Tensor | None = None
+    ) -> Tensor:
         """±1 with equal probability, from random bits: one byte of bits makes eight signs, looked up in a
-        256×8 table so the output is written once, directly in ``dtype``."""
+        256×8 table so the output is written once, directly in ``dtype`` (into ``out``, a contiguous
+        tensor of ``shape`` and ``dtype``, when given)."""
         xp = self.device.xp
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        n = 1
-        for s in shape:
-            n *= s
         dt = _dtype(dtype)
+        target = self._out("rademacher", out, shape, dt)
+        n = target.size
         table = _SIGN_TABLES.get((self.device.name, dt))
         if table is None:
             bits = xp.unpackbits(xp.arange(256, dtype=xp.uint8)[:, None], axis=1)
             table = _SIGN_TABLES[(self.device.name, dt)] = bits.astype(dt) * 2 - 1
         words = self._rng.integers(0, 256, size=(n + 7) // 8, dtype=xp.uint8)
-        # xp.take is about 6x faster than fancy indexing table[words] here
-        out = xp.take(table, words, axis=0).reshape(-1)[:n].reshape(shape)
-        return wrap(out, self.device)
+        flat, full = target.reshape(-1), n // 8
+        # xp.take is about 6x faster than fancy indexing table[words] here; NumPy's default mode="raise"
+        # would buffer the whole output before copying it to out (the bytes index 256 rows: no clipping)
+        mode = {"mode": "clip"} if xp is _np else {}
+        xp.take(table, words[:full], axis=0, out=flat[: 8 * full].reshape(full, 8), **mode)
+        if n % 8:
+            flat[8 * full :] = table[int(words[full])][: n % 8]
+        return out if out is not None else wrap(target, self.device)
 
     def randint(
         self, low: int, high: int | None = None, shape: ShapeLike = (), dtype: DTypeLike = "int64"
@@ -134,6 +183,9 @@ class Generator:
         """A random permutation of ``range(n)``."""
         return wrap(self._rng.permutation(n), self.device)
 
+
+#: The samplers :meth:`Generator.normal` offers.
+NORMAL_METHODS = ("library", "box-muller")
 
 #: What an ``rng=`` argument may be (see :func:`as_generator`), for type hints.
 RngLike = int | Generator | _np.random.Generator | None
