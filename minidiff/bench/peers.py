@@ -87,6 +87,10 @@ PEERS: dict[str, Peer] = {
 }
 
 
+#: The peers compared by default (the table may hold more: tests add fakes).
+DEFAULT_PEERS = ("torch", "jax", "autograd")
+
+
 class PeerFailure(RuntimeError):
     """A worker process failed (it crashed, timed out, or reported an error)."""
 
@@ -209,7 +213,7 @@ class Settings:
 
     models: tuple[str, ...] = MODEL_NAMES
     batches: tuple[int, ...] = (64,)
-    peers: tuple[str, ...] = tuple(PEERS)
+    peers: tuple[str, ...] = DEFAULT_PEERS
     rounds: int = 5
     repeats: int = 5
     warmup: int = 2
@@ -228,13 +232,14 @@ Runner = Callable[[Peer, dict, dict, float], dict]
 
 
 def run_peers(
-    settings: Settings, runner: Runner = run_worker, log: Callable[[str], None] | None = None
+    settings: Settings, runner: Runner | None = None, log: Callable[[str], None] | None = None
 ) -> dict:
     """Check and time every model and batch size of ``settings`` in minidiff and the importable peers.
 
     ``runner(peer, job, env, timeout)`` runs one job (default: a new process; tests pass their own).
     Returns the JSON-ready result (schema ``minidiff.peers/1``)."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    runner = runner or run_worker
     systems: dict[str, dict] = {"minidiff": {"label": MINIDIFF.label, "status": "ran"}}
     skipped = {}
     for name in settings.peers:
@@ -412,7 +417,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peers",
         type=choice_list(PEERS),
-        default=tuple(PEERS),
+        default=DEFAULT_PEERS,
         help="peers to compare with (those not installed are skipped and named)",
     )
     p.add_argument("--rounds", type=positive_int, default=5, help="rounds; each runs every system once")
