@@ -302,11 +302,13 @@ def test_worker_modules_import_without_their_libraries():
     assert done.returncode == 0, done.stderr
 
 
-def test_the_torch_worker_agrees_when_torch_is_installed(tmp_path):
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("name, module", [("torch", "torch"), ("jax", "jax"), ("autograd", "autograd")])
+def test_a_real_peer_agrees_where_it_is_installed(tmp_path, name, module):
+    pytest.importorskip(module)
     info = peers.write_inputs("mlp", 2, "float32", 0, str(tmp_path))
     job = {"task": "check", "model": "mlp", "batch": 2, "dtype": "float32", "dir": str(tmp_path), **info}
     ours = peers.run_worker(peers.MINIDIFF, job, peers.worker_env(peers.MINIDIFF, 0, None), 300)
-    theirs = peers.run_worker(peers.PEERS["torch"], job, peers.worker_env(peers.PEERS["torch"], 1, None), 300)
-    assert peers.disagreement("torch", "mlp", ours, theirs, 1e-4) is None
-    assert theirs["info"]["threads"] == 1
+    peer = peers.PEERS[name]
+    theirs = peers.run_worker(peer, job, peers.worker_env(peer, 1, None), 300)
+    assert peers.disagreement(name, "mlp", ours, theirs, 1e-4) is None
+    assert theirs["info"]["system"] == name

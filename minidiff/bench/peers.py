@@ -66,6 +66,7 @@ MODEL_NAMES = ("logreg", "mlp", "cnn")
 RTOL = {"float32": 1e-4, "float64": 1e-10}
 #: What is compared, minidiff ÷ peer: the three timings, and Rf, Rb (each system's own ratios).
 COMPARED = ("f", "f_grad", "jvp", "Rf", "Rb")
+SHOWN = {"f": "f", "f_grad": "f+grad", "jvp": "JVP", "Rf": "Rf", "Rb": "Rb"}
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,7 @@ def format_peers(result: dict) -> str:
             lines.append(f"  {labels[name]:16s}{ms}{own['Rf']['value']:7.2f}{own['Rb']['value']:7.2f}")
         for name, r in run["minidiff_over_peer"].items():
             cells = "  ".join(
-                f"{q} {r[q]['value']:.2f} [{r[q]['low']:.2f}, {r[q]['high']:.2f}]" for q in COMPARED
+                f"{SHOWN[q]} {r[q]['value']:.2f} [{r[q]['low']:.2f}, {r[q]['high']:.2f}]" for q in COMPARED
             )
             lines.append(f"  minidiff ÷ {labels[name]}: {cells}")
     xla = result["environment"].get("XLA_FLAGS")

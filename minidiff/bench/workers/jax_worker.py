@@ -4,6 +4,9 @@ Every timed function is ``jax.jit``-compiled (compilation falls in the warm-up) 
 ``block_until_ready``.  XLA reads its flags from the ``XLA_FLAGS`` environment variable, which the bench
 sets from ``--xla-flags`` and records; the worker reports what it saw.  JAX and NumPy are imported
 inside :func:`handle` only.  float64 needs ``jax_enable_x64``, switched on for a float64 job.
+
+Checked against minidiff (loss and JVP of the three models) with jax 0.10.2 (jaxlib 0.10.2) on NumPy 2.4;
+``tests/test_bench_peers.py`` runs the check on the MLP wherever the library is installed.
 """
 
 from __future__ import annotations
