@@ -179,6 +179,8 @@ def test_rounds_interleave_with_the_order_rotating(fake_peers):
         assert [n for n, task, _ in calls[3:]] == [n for order in expected for n in order]
         assert r["runs"][k]["order"] == expected
     assert len(r["runs"][0]["timings"]["fake"]["f"]["samples"]) == 8  # 4 rounds × 2 repeats
+    tasks = [task for _, task, _ in rec.calls]
+    assert tasks == ["check"] * 6 + ["time"] * 24  # every model is checked before anything is timed
 
 
 def test_a_worker_that_fails_is_reported_and_dropped(fake_peers):

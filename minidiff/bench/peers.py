@@ -3,7 +3,7 @@ minidiff and in whichever of PyTorch, JAX and HIPS autograd is importable, side 
 
 Each system runs in its own process (``python -m minidiff.bench.workers.<system>_worker``, one JSON job
 in, one JSON line out; see :mod:`minidiff.bench.workers`), one process at a time.  For each model and
-batch size:
+batch size (every check is done before the first timing, so a refusal comes early):
 
 1. minidiff draws the parameters (``seed``), a minibatch (``seed + 1``) and a direction v (``seed + 2``)
    and writes them as ``.npy`` files to a temporary folder that every system reads;
@@ -250,13 +250,11 @@ def run_peers(
         if reason:
             systems[name]["reason"] = skipped[name] = reason
             log(f"skipping {name} ({peer.label}): {reason}")
-    runs, refused = [], []
+    session = _Session(settings, systems, runner, log)
     with tempfile.TemporaryDirectory(prefix="minidiff-peers-") as tmp:
-        for model in settings.models:
-            for batch in settings.batches:
-                folder = os.path.join(tmp, f"{model}-{batch}")
-                os.mkdir(folder)
-                runs.append(_one_run(settings, model, batch, folder, systems, refused, runner, log))
+        jobs = [(m, b, os.path.join(tmp, f"{m}-{b}")) for m in settings.models for b in settings.batches]
+        checked = [session.check(model, batch, folder) for model, batch, folder in jobs]  # all, first
+        runs = [session.time(prepared) for prepared in checked]
     for name, entry in systems.items():
         if entry["status"] == "ran" and not any(name in run["timings"] for run in runs):
             entry["status"] = "refused"
@@ -268,68 +266,78 @@ def run_peers(
         "settings": {**settings.__dict__, "rtol": settings.tolerance()},
         "systems": systems,
         "skipped": skipped,
-        "refused": refused,
+        "refused": session.refused,
         "runs": runs,
         "environment": env,
     }
 
 
-def _one_run(settings, model, batch, folder, systems, refused, runner, log) -> dict:
-    inputs = write_inputs(model, batch, settings.dtype, settings.seed, folder)
-    base = {"model": model, "batch": batch, "dtype": settings.dtype, "seed": settings.seed, "dir": folder}
-    base["plan"] = inputs["plan"]
-    envs = {n: worker_env(_peer(n), settings.threads, settings.xla_flags) for n in systems}
-    live = [n for n in systems if systems[n]["status"] == "ran"]
+class _Session:
+    """The workers of one ``run_peers``: every job goes through :meth:`call`; refusals are collected."""
 
-    def call(name, job):
-        answer = runner(_peer(name), {**base, **job}, envs[name], settings.timeout)
-        systems[name].setdefault("info", answer.get("info"))
+    def __init__(self, settings: Settings, systems: dict, runner: Runner, log: Callable[[str], None]):
+        self.settings, self.systems, self.runner, self.log = settings, systems, runner, log
+        self.envs = {n: worker_env(_peer(n), settings.threads, settings.xla_flags) for n in systems}
+        self.refused: list[dict] = []
+
+    def call(self, name: str, base: dict, job: dict) -> dict:
+        answer = self.runner(_peer(name), {**base, **job}, self.envs[name], self.settings.timeout)
+        self.systems[name].setdefault("info", answer.get("info"))
         return answer
 
-    log(f"{model}, batch {batch}: checking {', '.join(live)}")
-    checks = {"minidiff": call("minidiff", {"task": "check", "threads": settings.threads})}
-    for name in live[1:]:
-        try:
-            checks[name] = call(name, {"task": "check", "threads": settings.threads})
-        except PeerFailure as exc:
-            refused.append({"system": name, "model": model, "batch": batch, "message": str(exc)})
-            log(f"error: {exc}")
-            continue
-        why = disagreement(
-            name, f"{model} (batch {batch})", checks["minidiff"], checks[name], settings.tolerance()
+    def refuse(self, name: str, base: dict, message: str) -> None:
+        self.refused.append(
+            {"system": name, "model": base["model"], "batch": base["batch"], "message": message}
         )
-        if why:
-            refused.append({"system": name, "model": model, "batch": batch, "message": why})
-            log(f"error: {why}")
-            checks[name]["refused"] = True
-    limit = bounds(checks["minidiff"], settings.tolerance())
-    checks = {n: _check_row(c, checks["minidiff"], limit) for n, c in checks.items()}
-    timed = [n for n in live if n in checks and not checks[n]["refused"]]
-    orders = round_orders(timed, settings.rounds)
-    samples: dict[str, dict[str, list]] = {n: {q: [] for q in QUANTITIES} for n in timed}
-    job = {
-        "task": "time",
-        "repeats": settings.repeats,
-        "warmup": settings.warmup,
-        "threads": settings.threads,
-    }
-    for r, order in enumerate(orders):
-        log(f"{model}, batch {batch}: round {r + 1}/{settings.rounds} ({', '.join(order)})")
-        for name in order:
-            if name not in samples:  # failed in an earlier round
-                continue
+        self.log(f"error: {message}")
+
+    def check(self, model: str, batch: int, folder: str) -> dict:
+        """Write the inputs of ``model`` at ``batch``, run every system's check, refuse who disagrees."""
+        s = self.settings
+        os.mkdir(folder)
+        inputs = write_inputs(model, batch, s.dtype, s.seed, folder)
+        base = {"model": model, "batch": batch, "dtype": s.dtype, "seed": s.seed, "dir": folder}
+        base["plan"] = inputs["plan"]
+        live = [n for n, entry in self.systems.items() if entry["status"] == "ran"]
+        self.log(f"{model}, batch {batch}: checking {', '.join(live)}")
+        job = {"task": "check", "threads": s.threads}
+        checks = {"minidiff": self.call("minidiff", base, job)}
+        for name in live[1:]:
             try:
-                answer = call(name, job)
+                checks[name] = self.call(name, base, job)
             except PeerFailure as exc:
-                if name == "minidiff":
-                    raise
-                refused.append({"system": name, "model": model, "batch": batch, "message": str(exc)})
-                log(f"error: {exc}")
-                del samples[name]
+                self.refuse(name, base, str(exc))
                 continue
-            for q, s in answer["samples"].items():
-                samples[name][q].extend(s)
-    return _summary(model, batch, inputs, checks, orders, samples)
+            why = disagreement(
+                name, f"{model} (batch {batch})", checks["minidiff"], checks[name], s.tolerance()
+            )
+            if why:
+                self.refuse(name, base, why)
+                checks[name]["refused"] = True
+        limit = bounds(checks["minidiff"], s.tolerance())
+        checks = {n: _check_row(c, checks["minidiff"], limit) for n, c in checks.items()}
+        return {"base": base, "inputs": inputs, "checks": checks}
+
+    def time(self, prepared: dict) -> dict:
+        """The rounds of one model and batch size, the order rotating; the summary of the samples."""
+        s, base, checks = self.settings, prepared["base"], prepared["checks"]
+        orders = round_orders([n for n, c in checks.items() if not c["refused"]], s.rounds)
+        samples = {n: {q: [] for q in QUANTITIES} for n in orders[0]}
+        job = {"task": "time", "repeats": s.repeats, "warmup": s.warmup, "threads": s.threads}
+        for r, order in enumerate(orders):
+            self.log(f"{base['model']}, batch {base['batch']}: round {r + 1}/{s.rounds} ({', '.join(order)})")
+            for name in (n for n in order if n in samples):  # (not those that failed in an earlier round)
+                try:
+                    answer = self.call(name, base, job)
+                except PeerFailure as exc:
+                    if name == "minidiff":
+                        raise
+                    self.refuse(name, base, str(exc))
+                    del samples[name]
+                    continue
+                for q, values in answer["samples"].items():
+                    samples[name][q].extend(values)
+        return _summary(base["model"], base["batch"], prepared["inputs"], checks, orders, samples)
 
 
 def _check_row(c: dict, ours: dict, limit: dict) -> dict:
