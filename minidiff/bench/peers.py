@@ -444,8 +444,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=nonnegative_int,
         default=0,
-        help="threads of every worker (OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads); "
-        "0 keeps each library's own",
+        help="threads of every worker (OMP/OPENBLAS/MKL_NUM_THREADS, torch.set_num_threads; XLA keeps its "
+        "own pool: limit it with --xla-flags); 0 keeps each library's own",
     )
     p.add_argument(
         "--xla-flags",
