@@ -40,6 +40,7 @@ BAD = {
     "output_dir": ["{file}/sub", "{file}", ""],
     "mnist_dir": ["{missing}", "{file}", "{dir}"],
     "mnist_train_dir": ["{missing}", "{file}", "{dir}"],
+    "xla_flags": ["", "foo", "-x", "---x", "--xla_a bar"],  # ("--" alone: argparse drops it)
 }
 #: Bad values for options with ``choices`` and no type.
 BAD_CHOICE = ["nope", ""]

@@ -51,7 +51,17 @@ LAYERS = {
 }
 
 #: Who may import NumPy or CuPy directly: the backend, and host-side parsing of data files.
-NUMPY_ALLOWED = {"minidiff.backend", "minidiff.data.idx", "minidiff.data.digits"}
+NUMPY_ALLOWED = {
+    "minidiff.backend",
+    "minidiff.data.idx",
+    "minidiff.data.digits",
+    # `minidiff bench peers`: the workers that run another library (each in its own process) read the
+    # .npy inputs with NumPy, as that library's users do; imported inside the worker's handle() only,
+    # and nothing in minidiff imports these modules (minidiff's own worker reads through the backend).
+    "minidiff.bench.workers.torch_worker",
+    "minidiff.bench.workers.jax_worker",
+    "minidiff.bench.workers.autograd_worker",
+}
 #: Who may import SciPy: the backend (linear algebra), SciPy's LinearOperator interop, and the lab's
 #: reference solver and environment record.
 SCIPY_ALLOWED = {

@@ -5,11 +5,13 @@ will write, the allocator option, and the JSON output.
 Every type has a ``__name__`` (argparse prints it in "invalid … value" messages, and the tests look up
 bad values for each type by it).
 
->>> from minidiff.bench.arguments import choice_list, int_at_least, int_list, positive_float
+>>> from minidiff.bench.arguments import choice_list, int_at_least, int_list, positive_float, xla_flags
 >>> int_at_least(1)("3"), int_list("1,2,5"), positive_float("0.5")
 (3, (1, 2, 5), 0.5)
 >>> choice_list(("mlp", "cnn"))("cnn,mlp")
 ('cnn', 'mlp')
+>>> xla_flags("--xla_cpu_use_thunk_runtime=false")
+'--xla_cpu_use_thunk_runtime=false'
 >>> positive_float("inf")
 Traceback (most recent call last):
 ...
@@ -114,6 +116,18 @@ def dtype(text: str) -> str:
     if text not in ("float32", "float64"):
         raise argparse.ArgumentTypeError(f"dtype must be float32 or float64, got {text!r}")
     return text
+
+
+def xla_flags(text: str) -> str:
+    """Flags for XLA (the ``XLA_FLAGS`` of a JAX process): space-separated words, each ``--name`` or
+    ``--name=value``.  On the command line the value starts with ``--``, so it is given with ``=``:
+    ``--xla-flags=--xla_cpu_use_thunk_runtime=false``."""
+    words = text.split()
+    bad = [w for w in words if not w.startswith("--") or len(w) < 3 or w[2] in "-="]
+    if not words or bad:
+        what = f"{bad[0]!r} is not a flag" if bad else "no flag given"
+        raise argparse.ArgumentTypeError(f"{what}; XLA flags look like --xla_cpu_use_thunk_runtime=false")
+    return " ".join(words)
 
 
 def device(name: str) -> str:

@@ -50,6 +50,10 @@ EXTRA_BENCHES = {
     "optim": ("optim_bench", "every optimizer on the MLP and CNN under one budget; GC overhead"),
     "deer": ("deer_bench", "DEER against sequential evaluation of RNN cells, by hidden size and length"),
     "deer-ode": ("deer_ode_bench", "DEER for ODEs against SciPy's solve_ivp (evaluation and training)"),
+    "peers": (
+        "peers",
+        "the paper's models in minidiff beside PyTorch, JAX and autograd, each in its own process",
+    ),
 }
 
 
