@@ -322,7 +322,7 @@ class _Session:
         """The rounds of one model and batch size, the order rotating; the summary of the samples."""
         s, base, checks = self.settings, prepared["base"], prepared["checks"]
         orders = round_orders([n for n, c in checks.items() if not c["refused"]], s.rounds)
-        samples = {n: {q: [] for q in QUANTITIES} for n in orders[0]}
+        samples: dict[str, dict[str, list]] = {n: {q: [] for q in QUANTITIES} for n in orders[0]}
         job = {"task": "time", "repeats": s.repeats, "warmup": s.warmup, "threads": s.threads}
         for r, order in enumerate(orders):
             self.log(f"{base['model']}, batch {base['batch']}: round {r + 1}/{s.rounds} ({', '.join(order)})")

@@ -81,6 +81,7 @@ def handle(job: dict) -> dict:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
+    version: str | None
     try:
         version = installed("autograd")
     except PackageNotFoundError:  # imported from a source folder

@@ -53,19 +53,19 @@ def handle(job: dict) -> dict:
     info = {"system": "torch", "version": torch.__version__, "threads": torch.get_num_threads()}
     if job["task"] == "check":
         with torch.no_grad():
-            f, d = torch.func.jvp(loss, tuple(params), tuple(v))
-        return {"loss": f.item(), "jvp": d.item(), "info": info}
+            value, d = torch.func.jvp(loss, tuple(params), tuple(v))
+        return {"loss": value.item(), "jvp": d.item(), "info": info}
     leaves = [p.clone().requires_grad_(True) for p in params]
 
     def f_grad():
-        f = loss(*leaves)
-        return f, torch.autograd.grad(f, leaves)
+        value = loss(*leaves)
+        return value, torch.autograd.grad(value, leaves)
 
     def forward_gradient():
         with torch.no_grad():
             u = [torch.randn_like(p) for p in params]
-            f, d = torch.func.jvp(loss, tuple(params), tuple(u))
-            return f, [d * ui for ui in u]
+            value, d = torch.func.jvp(loss, tuple(params), tuple(u))
+            return value, [d * ui for ui in u]
 
     def jvp():
         with torch.no_grad():
