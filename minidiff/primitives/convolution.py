@@ -10,11 +10,11 @@ trilinear form ``T(x, w, g) = ⟨g, conv2d(x, w)⟩``:
 
 Each of the three is bilinear, and the VJP of each is written with the other two (their transposes are
 again partial derivatives of ``T``), so every order of every mode runs through the same array kernels:
-one im2col copy into a reused buffer and one GEMM ``(O, C·kh·kw) @ (C·kh·kw, N·Ho·Wo)`` — the
-orientation measured fastest with OpenBLAS on the 2-core CPU (``benchmarks/conv.py``).  The im2col
-columns are ordered ``(c, i, j)`` by ``(n, ho, wo)``; padding is applied while copying (no padded copy of
-the input), and scratch buffers are kept per thread and reused, so a step does not page-fault through
-hundreds of fresh megabytes.
+one im2col copy (of a strided window view) into a reused buffer and one GEMM with the long
+``N·Ho·Wo`` axis as the columns, ``(O, C·kh·kw) @ (C·kh·kw, N·Ho·Wo)``, the orientation measured
+fastest with OpenBLAS on the 2-core CPU (``benchmarks/conv.py``).  The im2col columns are ordered
+``(c, i, j)`` by ``(n, ho, wo)``; padding goes into a reused zero-bordered buffer; scratch buffers are
+kept per thread and reused, so a step does not page-fault through hundreds of fresh megabytes.
 
 >>> import minidiff as md
 >>> x = md.ones((1, 1, 3, 3)); w = md.ones((1, 1, 2, 2))
@@ -65,54 +65,45 @@ def _buffer(xp, name: str, shape: tuple, dtype):
 
 
 # ----------------------------------------------------------------------------- array kernels
-def _valid(k: int, pad: int, stride: int, size: int, out: int) -> tuple[int, int, int]:
-    """For kernel offset ``k``: the outputs ``lo:hi`` whose input ``o·stride + k − pad`` lies inside
-    ``0:size``, and the input index of output ``lo``."""
-    lo = max(0, -(-(pad - k) // stride))
-    hi = min(out, (size - 1 + pad - k) // stride + 1)
-    hi = max(hi, lo)
-    return lo, hi, lo * stride + k - pad
-
-
-def _windows(kh, kw, size, out, stride, padding):
-    """Per kernel offset ``(i, j)``: the valid output rows/columns and the matching input slices."""
-    for i in range(kh):
-        r0, r1, a = _valid(i, padding[0], stride[0], size[0], out[0])
-        for j in range(kw):
-            c0, c1, b = _valid(j, padding[1], stride[1], size[1], out[1])
-            rows = slice(a, a + (r1 - r0 - 1) * stride[0] + 1, stride[0])
-            cols = slice(b, b + (c1 - c0 - 1) * stride[1] + 1, stride[1])
-            yield i, j, (slice(r0, r1), slice(c0, c1)), (rows, cols)
+def _padded(xp, x, padding):
+    """``x`` inside a reused buffer with a zero border of ``padding`` (``x`` itself without padding)."""
+    ph, pw = padding
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    buf = _buffer(xp, "padded", (n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+    buf[:, :, :ph] = 0
+    buf[:, :, ph + h :] = 0
+    buf[:, :, ph : ph + h, :pw] = 0
+    buf[:, :, ph : ph + h, pw + w :] = 0
+    buf[:, :, ph : ph + h, pw : pw + w] = x
+    return buf
 
 
 def _im2col(xp, x, kh, kw, stride, padding, out):
-    """The ``(C·kh·kw, N·Ho·Wo)`` columns of NCHW ``x`` (zero padding applied while copying), in a
-    reused buffer: one strided copy per kernel offset, with the channel axis first."""
-    n, c, h, w = x.shape
-    ho, wo = out
-    cols = _buffer(xp, "cols", (c, kh, kw, n, ho, wo), x.dtype)
-    xt = x.transpose(1, 0, 2, 3)
-    for i, j, (ro, co), (ri, ci) in _windows(kh, kw, (h, w), out, stride, padding):
-        dst = cols[:, i, j]
-        if ro.stop - ro.start < ho or co.stop - co.start < wo:  # a border that reads padding
-            dst[:, :, : ro.start] = 0
-            dst[:, :, ro.stop :] = 0
-            dst[:, :, :, : co.start] = 0
-            dst[:, :, :, co.stop :] = 0
-        if ro.start < ro.stop and co.start < co.stop:
-            dst[:, :, ro, co] = xt[:, :, ri, ci]
-    return cols.reshape(c * kh * kw, n * ho * wo)
+    """The ``(C·kh·kw, N·Ho·Wo)`` columns of NCHW ``x``, rows ordered ``(c, i, j)``, in a reused
+    buffer: one copy of a strided window view (measured 3x faster than a copy per kernel offset)."""
+    x = _padded(xp, x, padding)
+    n, c = x.shape[:2]
+    sn, sc, sh, sw = x.strides
+    shape = (c, kh, kw, n) + tuple(out)
+    windows = xp.lib.stride_tricks.as_strided(x, shape, (sc, sh, sw, sn, sh * stride[0], sw * stride[1]))
+    cols = _buffer(xp, "cols", shape, x.dtype)
+    cols[...] = windows
+    return cols.reshape(c * kh * kw, -1)
 
 
 def _col2im(xp, cols, shape, kh, kw, stride, padding, out):
-    """The adjoint of :func:`_im2col`: add the ``(C, kh, kw, N, Ho, Wo)`` columns back into NCHW."""
+    """The adjoint of :func:`_im2col`: add the ``(C·kh·kw, N·Ho·Wo)`` columns back into a fresh NCHW array."""
     n, c, h, w = shape
-    x = xp.zeros((c, n, h, w), cols.dtype)
-    cols = cols.reshape(c, kh, kw, n, out[0], out[1])
-    for i, j, (ro, co), (ri, ci) in _windows(kh, kw, (h, w), out, stride, padding):
-        if ro.start < ro.stop and co.start < co.stop:
-            x[:, :, ri, ci] += cols[:, i, j, :, ro, co]
-    return xp.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    (ph, pw), (ho, wo), (sh, sw) = padding, out, stride
+    acc = _buffer(xp, "col2im", (c, n, h + 2 * ph, w + 2 * pw), cols.dtype)
+    acc[...] = 0
+    cols = cols.reshape(c, kh, kw, n, ho, wo)
+    for i in range(kh):
+        for j in range(kw):
+            acc[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += cols[:, i, j]
+    return acc[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3).copy()
 
 
 def _channels_first(xp, y, name):
@@ -142,6 +133,11 @@ def _transpose_impl(xp, g, w, image, stride, padding):
     g, w = _common(xp, g, w)
     n, o = g.shape[:2]
     c, kh, kw = w.shape[1:]
+    if stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+        # a stride-1 transposed convolution is a convolution of g with the flipped, transposed kernel
+        # and the complementary padding: im2col and GEMM again (measured faster than col2im's adds)
+        flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+        return _conv_impl(xp, g, flipped, (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]))
     g2 = _channels_first(xp, g, "cotangent")
     cols = _buffer(xp, "cols", (c * kh * kw, g2.shape[1]), g.dtype)
     xp.matmul(w.reshape(o, -1).T, g2, out=cols)
@@ -153,7 +149,9 @@ def _weight_grad_impl(xp, x, g, kernel, stride, padding):
     o, c = g.shape[1], x.shape[1]
     g2 = _channels_first(xp, g, "cotangent")
     cols = _im2col(xp, x, kernel[0], kernel[1], stride, padding, g.shape[2:])
-    return (g2 @ cols.T).reshape((o, c) + tuple(kernel))
+    # (C·kh·kw, P) @ (P, O), then transposed: with OpenBLAS the other orientation, (O, P) @ (P, C·kh·kw),
+    # measured up to 10x slower for the 64-channel layers (a long inner dimension and a short m)
+    return (cols @ g2.T).T.reshape((o, c) + tuple(kernel)).copy()
 
 
 # ----------------------------------------------------------------------------- the primitives
