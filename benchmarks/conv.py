@@ -217,14 +217,23 @@ def _torch_cnn(calls, model, leaves, dirs, x, y):
 
 
 # ----------------------------------------------------------------------------- Winograd F(2×2, 3×3)
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+def _bt_rows(d, out):
+    """``Bᵀ d`` along the axis of ``d`` given as four slices: ``(d0 − d2, d1 + d2, d2 − d1, d1 − d3)``."""
+    d0, d1, d2, d3 = d
+    np.subtract(d0, d2, out=out[0])
+    np.add(d1, d2, out=out[1])
+    np.subtract(d2, d1, out=out[2])
+    np.subtract(d1, d3, out=out[3])
 
 
 def winograd_conv3x3(x, w):
-    """3×3 convolution, stride 1, padding 1, by Winograd F(2×2, 3×3) in the dtype of ``x``: 16 batched
-    GEMMs ``(O, C) @ (C, tiles)`` on transformed 4×4 input tiles instead of 9·4 multiplications per tile."""
+    """3×3 convolution, stride 1, padding 1, by Winograd F(2×2, 3×3) in the dtype of ``x``: the input
+    cut into 4×4 tiles (stride 2), each transformed ``Bᵀ d B`` (additions only), 16 GEMMs
+    ``(O, C) @ (C, tiles)`` against the transformed kernels ``G g Gᵀ``, and each 4×4 product mapped to a
+    2×2 output tile by ``Aᵀ m A`` (additions only): 16 multiplications per 2×2 outputs instead of 36."""
     n, c, h, wd = x.shape
     o, dt = w.shape[0], x.dtype
     th, tw = (h + 1) // 2, (wd + 1) // 2
@@ -234,12 +243,18 @@ def winograd_conv3x3(x, w):
     tiles = np.lib.stride_tricks.as_strided(
         pad, (c, n, th, tw, 4, 4), (s[0], s[1], 2 * s[2], 2 * s[3], s[2], s[3])
     )
-    bt = _BT.astype(dt)
-    v = np.einsum("ai,cntuij,bj->abcntu", bt, tiles, bt, optimize=True).reshape(16, c, -1)
-    u = np.einsum("ai,ocij,bj->aboc", _G, w.astype(np.float64), _G).astype(dt).reshape(16, o, c)
-    m = np.matmul(u, v).reshape(4, 4, o, n, th, tw)
-    y = np.einsum("ia,abontu,jb->ontiuj", _AT.astype(dt), m, _AT.astype(dt), optimize=True)
-    return np.ascontiguousarray(y.reshape(o, n, 2 * th, 2 * tw)[:, :, :h, :wd].transpose(1, 0, 2, 3))
+    rows = np.empty((4, c, n, th, tw, 4), dt)
+    _bt_rows([tiles[..., i, :] for i in range(4)], rows)
+    v = np.empty((4, 4, c, n, th, tw), dt)
+    _bt_rows([rows[..., j] for j in range(4)], [v[:, j] for j in range(4)])
+    u = np.einsum("ai,ocij,bj->aboc", _G, w.astype(np.float64), _G).astype(dt)
+    m = np.matmul(u.reshape(16, o, c), v.reshape(16, c, -1)).reshape(4, 4, o, n, th, tw)
+    t = (m[0] + m[1] + m[2], m[1] - m[2] - m[3])  # Aᵀ m along the first tile axis
+    y = np.empty((n, o, th, 2, tw, 2), dt)
+    for i, ti in enumerate(t):  # then m A along the second
+        y[:, :, :, i, :, 0] = (ti[0] + ti[1] + ti[2]).transpose(1, 0, 2, 3)
+        y[:, :, :, i, :, 1] = (ti[1] - ti[2] - ti[3]).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(y.reshape(n, o, 2 * th, 2 * tw)[:, :, :h, :wd])
 
 
 def direct_conv_float64(x, w):
