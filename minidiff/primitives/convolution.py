@@ -119,11 +119,25 @@ def _common(xp, a, b):
     return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
+#: Up to this many rows of im2col columns (C·kh·kw: the 1-channel first layer has 9), one GEMM per
+#: image instead of one for the batch.  With OpenBLAS on the 2-core CPU one (9, N·Ho·Wo) GEMM ran
+#: 10–100x slower than N small ones (its threads wait on each other over a tiny inner dimension), while
+#: from C = 8 on the one large GEMM was 5–30x faster than per-image ones (benchmarks/conv.py).
+SMALL_K = 16
+
+
+def _per_image(cols, n):
+    """``(K, N·P)`` columns as a stack ``(N, K, P)`` of per-image matrices (a view)."""
+    return cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
+
+
 def _conv_impl(xp, x, w, stride, padding):
     x, w = _common(xp, x, w)
     n, o, (kh, kw) = x.shape[0], w.shape[0], w.shape[2:]
     out = tuple(output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], (kh, kw), stride, padding))
     cols = _im2col(xp, x, kh, kw, stride, padding, out)
+    if cols.shape[0] <= SMALL_K:  # one small GEMM per image, straight into NCHW
+        return xp.matmul(w.reshape(o, -1), _per_image(cols, n)).reshape((n, o) + out)
     y = _buffer(xp, "gemm", (o, cols.shape[1]), x.dtype)
     xp.matmul(w.reshape(o, -1), cols, out=y)
     return y.reshape((o, n) + out).transpose(1, 0, 2, 3).copy()  # a fresh array, never the buffer
@@ -149,6 +163,9 @@ def _weight_grad_impl(xp, x, g, kernel, stride, padding):
     o, c = g.shape[1], x.shape[1]
     g2 = _channels_first(xp, g, "cotangent")
     cols = _im2col(xp, x, kernel[0], kernel[1], stride, padding, g.shape[2:])
+    if cols.shape[0] <= SMALL_K:
+        per_image = xp.matmul(g.reshape(g.shape[0], o, -1), _per_image(cols, g.shape[0]).transpose(0, 2, 1))
+        return per_image.sum(axis=0).reshape((o, c) + tuple(kernel))
     # (C·kh·kw, P) @ (P, O), then transposed: with OpenBLAS the other orientation, (O, P) @ (P, C·kh·kw),
     # measured up to 10x slower for the 64-channel layers (a long inner dimension and a short m)
     return (cols @ g2.T).T.reshape((o, c) + tuple(kernel)).copy()
