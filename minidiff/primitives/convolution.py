@@ -14,7 +14,11 @@ one im2col copy (of a strided window view) into a reused buffer and one GEMM wit
 ``N·Ho·Wo`` axis as the columns, ``(O, C·kh·kw) @ (C·kh·kw, N·Ho·Wo)``, the orientation measured
 fastest with OpenBLAS on the 2-core CPU (``benchmarks/conv.py``).  The im2col columns are ordered
 ``(c, i, j)`` by ``(n, ho, wo)``; padding goes into a reused zero-bordered buffer; scratch buffers are
-kept per thread and reused, so a step does not page-fault through hundreds of fresh megabytes.
+kept per thread and reused, so a step does not page-fault through hundreds of fresh megabytes (the
+price: the largest im2col buffer seen stays allocated, about 100 MB for the paper's CNN at batch 64).
+Columns of at most :data:`SMALL_K` rows (a 1-channel first layer) take one GEMM per image instead.
+A stride-1 input cotangent is itself a convolution (of ``g`` with the flipped kernel); other strides
+add the columns back (col2im).
 
 >>> import minidiff as md
 >>> x = md.ones((1, 1, 3, 3)); w = md.ones((1, 1, 2, 2))
@@ -161,11 +165,11 @@ def _transpose_impl(xp, g, w, image, stride, padding):
 def _weight_grad_impl(xp, x, g, kernel, stride, padding):
     x, g = _common(xp, x, g)
     o, c = g.shape[1], x.shape[1]
-    g2 = _channels_first(xp, g, "cotangent")
     cols = _im2col(xp, x, kernel[0], kernel[1], stride, padding, g.shape[2:])
     if cols.shape[0] <= SMALL_K:
         per_image = xp.matmul(g.reshape(g.shape[0], o, -1), _per_image(cols, g.shape[0]).transpose(0, 2, 1))
         return per_image.sum(axis=0).reshape((o, c) + tuple(kernel))
+    g2 = _channels_first(xp, g, "cotangent")
     # (C·kh·kw, P) @ (P, O), then transposed: with OpenBLAS the other orientation, (O, P) @ (P, C·kh·kw),
     # measured up to 10x slower for the 64-channel layers (a long inner dimension and a short m)
     return (cols @ g2.T).T.reshape((o, c) + tuple(kernel)).copy()
