@@ -12,7 +12,7 @@ Each of the three is bilinear, and the VJP of each is written with the other two
 again partial derivatives of ``T``), so every order of every mode runs through the same array kernels:
 one im2col copy (of a strided window view) into a reused buffer and one GEMM with the long
 ``N·Ho·Wo`` axis as the columns, ``(O, C·kh·kw) @ (C·kh·kw, N·Ho·Wo)``, the orientation measured
-fastest with OpenBLAS on the 2-core CPU (``benchmarks/conv.py``).  The im2col columns are ordered
+fastest with OpenBLAS on the 2-core CPU (timings: ``benchmarks/conv.py``).  The im2col columns are ordered
 ``(c, i, j)`` by ``(n, ho, wo)``; padding goes into a reused zero-bordered buffer; scratch buffers are
 kept per thread and reused, so a step does not page-fault through hundreds of fresh megabytes (the
 price: the largest im2col buffer seen stays allocated, about 100 MB for the paper's CNN at batch 64).
@@ -126,7 +126,8 @@ def _common(xp, a, b):
 #: Up to this many rows of im2col columns (C·kh·kw: the 1-channel first layer has 9), one GEMM per
 #: image instead of one for the batch.  With OpenBLAS on the 2-core CPU one (9, N·Ho·Wo) GEMM ran
 #: 10–100x slower than N small ones (its threads wait on each other over a tiny inner dimension), while
-#: from C = 8 on the one large GEMM was 5–30x faster than per-image ones (benchmarks/conv.py).
+#: from C = 8 on the one large GEMM was 5–30x faster than per-image ones (timings of both layouts on
+#: one busy machine, 2026-12-03; the effect on whole layers: docs/benchmarks.md, Convolution).
 SMALL_K = 16
 
 
