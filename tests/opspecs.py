@@ -683,6 +683,35 @@ def conv2d_case(draw):
 
 
 @st.composite
+def conv2d_adjoint_case(draw, which):
+    """The two maps conv2d's VJP is made of, as functions of their own two inputs: the input cotangent
+    ``conv2d_transpose(g, w)`` and the weight cotangent ``conv2d_weight_grad(x, g)``."""
+    n = draw(st.integers(1, 2))
+    c, o = draw(sides(2, 2, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.sampled_from([(1, 1), (2, 2), (1, 2)]))
+    padding = draw(st.sampled_from([(0, 0), (1, 1), (0, 1)]))
+    h = draw(st.integers(max(1, kh - 2 * padding[0]), 5))
+    w = draw(st.integers(max(1, kw - 2 * padding[1]), 5))
+    ho, wo = ((s + 2 * p - k) // st_ + 1 for s, p, k, st_ in zip((h, w), padding, (kh, kw), stride))
+    conv = md.primitives.convolution
+    label = f"stride={stride} padding={padding}"
+    if which == "transpose":
+        return case(
+            lambda g, wt: conv.conv2d_transpose(g, wt, image=(h, w), stride=stride, padding=padding),
+            [(n, o, ho, wo), (o, c, kh, kw)],
+            [ANY, ANY],
+            label,
+        )
+    return case(
+        lambda x, g: conv.conv2d_weight_grad(x, g, kernel=(kh, kw), stride=stride, padding=padding),
+        [(n, c, h, w), (n, o, ho, wo)],
+        [ANY, ANY],
+        label,
+    )
+
+
+@st.composite
 def pool_case(draw, fn, domain):
     """NCHW inputs with tiling, odd-sided, gapped (stride > kernel) and overlapping windows."""
     n, c = draw(st.integers(1, 2)), draw(st.integers(2, 3))
@@ -1069,7 +1098,9 @@ SPECS: list[Spec] = [
     ),
     # ---- nn.functional
     Spec("linear", ("matmul", "transpose"), linear_case()),
-    Spec("conv2d", ("pad", "getitem", "stack", "reshape", "matmul"), conv2d_case()),
+    Spec("conv2d", ("conv2d",), conv2d_case()),
+    Spec("conv2d_transpose", ("conv2d_transpose",), conv2d_adjoint_case("transpose")),
+    Spec("conv2d_weight_grad", ("conv2d_weight_grad",), conv2d_adjoint_case("weight")),
     Spec("max_pool2d", ("max_pool2d",), pool_case(F.max_pool2d, distinct)),
     Spec("avg_pool2d", ("pool2d_sum",), pool_case(F.avg_pool2d, ANY)),
     Spec("pool2d_windows", ("pool2d_windows",), pool_windows_case()),
@@ -1105,6 +1136,8 @@ DIFF_SPECS = [s for s in SPECS if s.diff]
 #: Specs whose strategies do not draw size-0/size-1 inputs under ``degenerate_inputs()``, and why.
 NOT_DEGENERATE = {
     "conv2d": "the image must cover the kernel; a 1x1 image and kernel is drawn by the spec itself",
+    "conv2d_transpose": "the image must cover the kernel; a 1x1 image and kernel is drawn by the spec itself",
+    "conv2d_weight_grad": "the image must cover the kernel; a 1x1 image and kernel is drawn by the spec itself",
     "max_pool2d": "the image must cover the pooling window",
     "avg_pool2d": "the image must cover the pooling window",
     "pool2d_windows": "the image must cover the pooling window",

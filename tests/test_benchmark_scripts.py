@@ -9,7 +9,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import minidiff as md
 
 ROOT = Path(__file__).parent.parent
 
@@ -163,3 +166,54 @@ def test_forward_gradient_cost_prints_rf_beside_its_floor_and_the_pieces(capsys)
     bench.main(["--parts", "--repeats", "1"])
     (table,) = _tables(capsys.readouterr().out)
     _check_table(table, ["what", "ms", "quartiles", "÷ f", "page faults per call"], rows=10)
+
+
+def test_conv_quick_prints_both_tables_and_writes_json(tmp_path, capsys):
+    bench, path = _load("conv"), tmp_path / "conv.json"
+    result = bench.main(["--quick", "--batches", "1", "--repeats", "1", "--json", str(path)])
+    table, wino = _tables(capsys.readouterr().out)
+    _check_table(
+        table,
+        [
+            "what",
+            "batch",
+            "task",
+            "old ms [q1–q3]",
+            "new ms [q1–q3]",
+            "PyTorch ms [q1–q3]",
+            "new ÷ old",
+            "new ÷ PyTorch",
+        ],
+        rows=(len(bench.LAYERS) + 1) * len(bench.TASKS),
+    )
+    assert [row[0] for row in table[2:]][-1] == "paper CNN"
+    _check_table(
+        wino,
+        [
+            "layer",
+            "batch",
+            "im2col f ms [q1–q3]",
+            "Winograd f ms [q1–q3]",
+            "im2col rel. error",
+            "Winograd rel. error",
+        ],
+        rows=len(bench.LAYERS) - 1,
+    )
+    saved = json.loads(path.read_text())
+    assert saved["environment"]["cpu"] and saved["settings"]["quick"] is True
+    assert saved["rows"][-1]["loss_spread"] < 1e-4  # the old formula, the primitive (and PyTorch) agree
+    for r in saved["winograd"]:  # float32 against float64: both formulas to a few float32 ulps
+        assert max(r["relative_error"].values()) < 1e-5
+    assert len(result["rows"]) == len(bench.LAYERS) + 1
+
+
+def test_conv_winograd_equals_the_direct_convolution():
+    bench = _load("conv")
+    rng = np.random.default_rng(0)
+    for side in (5, 6):  # odd and even images: the last tile is cut
+        x, w = rng.standard_normal((2, 3, side, side)), rng.standard_normal((4, 3, 3, 3))
+        np.testing.assert_allclose(
+            bench.winograd_conv3x3(x, w), bench.direct_conv_float64(x, w), rtol=1e-12, atol=1e-12
+        )
+        got = md.nn.functional.conv2d(md.tensor(x), md.tensor(w), padding=1).numpy()
+        np.testing.assert_allclose(got, bench.direct_conv_float64(x, w), rtol=1e-12, atol=1e-12)

@@ -487,3 +487,55 @@ def test_unfold_gives_the_windows_conv2d_multiplies():
     np.testing.assert_allclose(conv, np.einsum("ock,nckhw->nohw", w.reshape(4, 3, 6), want), rtol=1e-12)
     with pytest.raises(md.ShapeError, match="unfold: expected NCHW"):
         md.nn.functional.unfold(md.ones((3, 4, 4)), 2)
+
+
+@pytest.mark.parametrize("small_k", [0, 10**6])
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1), ((1, 2), (0, 2))])
+def test_conv2d_both_gemm_layouts_give_the_loop_and_its_gradients(small_k, stride, padding, monkeypatch):
+    """The batch-wide GEMM and the per-image GEMMs (``SMALL_K``), forward and both cotangents, against
+    the direct loop and, for the gradients, the old im2col formula differentiated op by op (float64)."""
+    monkeypatch.setattr(md.primitives.convolution, "SMALL_K", small_k)
+    rng = np.random.default_rng(1)
+    x, w, b = rng.normal(size=(2, 3, 7, 6)), rng.normal(size=(4, 3, 3, 2)), rng.normal(size=4)
+    r = rng.normal(size=F.conv2d(md.tensor(x), md.tensor(w), stride=stride, padding=padding).shape)
+    if stride == 1:
+        got = F.conv2d(md.tensor(x), md.tensor(w), md.tensor(b), stride=stride, padding=padding)
+        close(got, naive_conv(x, w, b, stride, padding))
+
+    def old(x_, w_):  # pad, slice, stack, matmul: the formula conv2d had before its primitive
+        ph, pw = (padding, padding) if isinstance(padding, int) else padding
+        sh, sw = (stride, stride) if isinstance(stride, int) else stride
+        xp_ = md.pad(x_, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        ho, wo = r.shape[2:]
+        cols = md.stack(
+            [
+                xp_[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+                for i in range(3)
+                for j in range(2)
+            ],
+            axis=2,
+        )
+        return md.matmul(md.reshape(w_, (4, 18)), md.reshape(cols, (2, 18, ho * wo))).reshape(r.shape)
+
+    def loss(conv):
+        return lambda x_, w_: (conv(x_, w_) * md.tensor(r)).sum()
+
+    new = md.grad(loss(lambda x_, w_: F.conv2d(x_, w_, stride=stride, padding=padding)), argnums=(0, 1))
+    want = md.grad(loss(old), argnums=(0, 1))(md.tensor(x), md.tensor(w))
+    for a, e in zip(new(md.tensor(x), md.tensor(w)), want):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_refuses_bad_shapes_strides_and_paddings():
+    with pytest.raises(md.ShapeError, match="conv2d: expected NCHW"):
+        F.conv2d(md.ones((3, 4, 4)), md.ones((2, 3, 1, 1)))
+    with pytest.raises(md.ShapeError, match="conv2d: expected OIHW"):
+        F.conv2d(md.ones((1, 3, 4, 4)), md.ones((2, 3, 1)))
+    with pytest.raises(md.ShapeError, match="conv2d: input has 3 channels"):
+        F.conv2d(md.ones((1, 3, 4, 4)), md.ones((2, 2, 1, 1)))
+    with pytest.raises(md.ShapeError, match="conv2d: stride must be >= 1"):
+        F.conv2d(md.ones((1, 3, 4, 4)), md.ones((2, 3, 1, 1)), stride=0)
+    with pytest.raises(md.ShapeError, match="conv2d: stride must be >= 1 and padding >= 0"):
+        F.conv2d(md.ones((1, 3, 4, 4)), md.ones((2, 3, 1, 1)), padding=-1)
+    with pytest.raises(md.ShapeError, match=r"conv2d: kernel \(5, 5\) larger than the padded input \(4, 4\)"):
+        F.conv2d(md.ones((1, 3, 4, 4)), md.ones((2, 3, 5, 5)))

@@ -236,6 +236,9 @@ SENSIBLE_SAVES = {
     "clip": {0},
     "where": {0},  # only the condition: the branches' values are not needed
     "matmul": {0, 1},
+    "conv2d": {0, 1},  # each bilinear convolution map reads the other factor
+    "conv2d_transpose": {0, 1},
+    "conv2d_weight_grad": {0, 1},
     "einsum": {"*"},
     "solve": {0, A},
     "inv": {A},
@@ -360,9 +363,17 @@ def test_meta_an_insufficient_declaration_is_caught(name, reads, monkeypatch):
 #: Bytes the tape keeps per primitive for one loss of the paper's MLP and CNN (float32, batch 8), as
 #: the rules declare them.  Before declarations (when the saves were read off the rules' bytecode) the
 #: MLP kept 7,603,040 bytes: matmul also kept W.T for W's own gradient, which only needs its shape.
+#: Before the conv2d primitive the CNN's convolutions were im2col + matmul, and the tape kept the
+#: unfolded columns (matmul: 18,544,768 bytes); the primitive keeps its input and weights instead.
 TAPE_BYTES = {
     "mlp": {"matmul": 4_325_888, "relu": 65_536, "logsumexp": 352},
-    "cnn": {"matmul": 18_544_768, "relu": 2_932_736, "max_pool2d": 1_638_400, "logsumexp": 352},
+    "cnn": {
+        "conv2d": 2_056_704,
+        "matmul": 4_268_032,
+        "relu": 2_932_736,
+        "max_pool2d": 1_638_400,
+        "logsumexp": 352,
+    },
 }
 
 

@@ -15,7 +15,7 @@ Rf ≈ 2.4 and Rb ≈ 4.2 on a GPU are of this kind.
 
 The counts come from the primitives a function actually executes (:func:`executed_flop_model`): one
 evaluation of the loss, one JVP pass and one reverse-mode pass are run while every matrix product is
-recorded (``matmul``, ``einsum``; ``conv2d`` runs as one ``matmul`` by im2col), so the model holds for
+recorded (``matmul``, ``einsum`` and the three convolution primitives), so the model holds for
 any ``loss(params)`` — an input without a tangent or a cotangent costs nothing there, exactly as the
 rules run.  :func:`layer_flops` (from a module's layers) stays as a cross-check for ``md.nn`` models.
 """
@@ -33,8 +33,10 @@ from ..tensor.core import Tensor
 from ..tensor.pytree import PyTree
 from ..transforms.core import jvp, value_and_grad
 
-#: The primitives whose FLOPs are counted: the matrix products.
-COUNTED = ("matmul", "einsum")
+#: The primitives whose FLOPs are counted: the matrix products and convolutions.
+COUNTED = ("matmul", "einsum", "conv2d", "conv2d_transpose", "conv2d_weight_grad")
+#: The convolution primitives: each is one GEMM over the (N, O, Ho, Wo) output-sized operand.
+_CONVOLUTIONS = {"conv2d": (-1, 1), "conv2d_transpose": (0, 1), "conv2d_weight_grad": (1, 0)}
 
 
 def flop_model(layer_flops: Sequence[int]) -> dict:
@@ -100,7 +102,7 @@ def primitive_flops(
     name: str, shapes: Sequence[tuple[int, ...]], out_shape: tuple[int, ...], params: PyTree = None
 ) -> int:
     """FLOPs of one executed primitive from its operands' shapes: 2 × the multiply-adds of a matrix
-    product, 0 for every other primitive.
+    product or convolution, 0 for every other primitive.
 
     ``matmul`` of ``(…, n, k) @ (…, k, m)`` is ``2·k`` per output element; an ``einsum`` of ``p ≥ 2``
     operands is ``p`` per point of its full index space (``p − 1`` multiplies and an add: ``2·i·j·k``
@@ -112,9 +114,20 @@ def primitive_flops(
     48
     >>> primitive_flops("exp", [(5,)], (5,))
     0
+
+    A convolution (and each of the two maps of its VJP) is ``2·C·kh·kw`` per element of its
+    ``(N, O, Ho, Wo)`` operand:
+
+    >>> primitive_flops("conv2d", [(8, 3, 28, 28), (16, 3, 5, 5)], (8, 16, 24, 24))
+    11059200
     """
     if name == "matmul":
         return 2 * math.prod(out_shape) * shapes[0][-1]
+    if name in _CONVOLUTIONS:
+        g, w = _CONVOLUTIONS[name]  # where the (N, O, Ho, Wo) operand and the OIHW-shaped one are
+        big = out_shape if g < 0 else shapes[g]
+        kernel = shapes[w] if name != "conv2d_weight_grad" else out_shape
+        return 2 * math.prod(big) * math.prod(kernel[1:])
     if name == "einsum" and len(shapes) >= 2:
         terms = params["spec"].split("->")[0].split(",")
         sizes: dict = {}

@@ -53,7 +53,7 @@ def primitive_group(prim) -> str:
     ['matmul', 'elementwise', 'reduction', 'shape/indexing', 'linalg']
     """
     name = prim.name
-    if name in ("matmul", "einsum"):
+    if name in ("matmul", "einsum", "conv2d", "conv2d_transpose", "conv2d_weight_grad"):
         return "matmul"
     if name in _REDUCTIONS:
         return "reduction"

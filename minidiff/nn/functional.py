@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ShapeError
+from ..primitives import convolution as _conv
 from ..primitives import ops, pooling
 from ..primitives.creation import arange, asarray
 from ..tensor.core import Tensor
@@ -91,18 +92,34 @@ def conv2d(
     stride: int | tuple[int, int] | None = 1,
     padding: int | tuple[int, int] = 0,
 ) -> Tensor:
-    """2-D convolution (cross-correlation) of NCHW ``x`` with OIHW ``w``, by im2col and one matmul."""
+    """2-D convolution (cross-correlation) of NCHW ``x`` with OIHW ``w``, plus ``b`` per output channel.
+
+    One primitive (:mod:`minidiff.primitives.convolution`: im2col into a reused buffer and one GEMM),
+    whose JVP and VJP rules are convolutions of the same kind, so every mode and order takes that path.
+
+    >>> import minidiff as md
+    >>> x = md.ones((1, 1, 4, 4)); w = md.ones((2, 1, 3, 3))
+    >>> md.nn.functional.conv2d(x, w, padding=1)[0, 0].tolist()
+    [[4.0, 6.0, 6.0, 4.0], [6.0, 9.0, 9.0, 6.0], [6.0, 9.0, 9.0, 6.0], [4.0, 6.0, 6.0, 4.0]]
+    """
     x, w = asarray(x), asarray(w)
+    if x.ndim != 4:
+        raise ShapeError(f"conv2d: expected NCHW input of 4 dimensions, got shape {x.shape}")
     if w.ndim != 4:
         raise ShapeError(f"conv2d: expected OIHW weights of 4 dimensions, got shape {w.shape}")
-    if x.ndim == 4 and x.shape[1] != w.shape[1]:
+    if x.shape[1] != w.shape[1]:
         raise ShapeError(f"conv2d: input has {x.shape[1]} channels but weights {w.shape} expect {w.shape[1]}")
-    o, c, kh, kw = w.shape
-    cols, ho, wo = _patches(x, kh, kw, stride, padding, "conv2d")
-    n = x.shape[0]
-    cols = ops.reshape(cols, (n, c * kh * kw, ho * wo))
-    y = ops.matmul(ops.reshape(w, (o, c * kh * kw)), cols)
-    y = ops.reshape(y, (n, o, ho, wo))
+    o, _, kh, kw = w.shape
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ShapeError(
+            f"conv2d: stride must be >= 1 and padding >= 0, got stride {(sh, sw)}, padding {(ph, pw)}"
+        )
+    h, wd = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+    if h < kh or wd < kw:
+        raise ShapeError(f"conv2d: kernel {(kh, kw)} larger than the padded input {(h, wd)}")
+    y = _conv.conv2d(x, w, stride=(sh, sw), padding=(ph, pw))
     if b is not None:
         y = y + ops.reshape(b, (1, o, 1, 1))
     return y

@@ -1,6 +1,7 @@
 """Every primitive: forward computation, JVP rule and VJP rule side by side (see ``registry``)."""
 
 from . import (  # noqa: F401 - registers the primitives
+    convolution,
     decompositions,
     elementwise,
     matrix,
