@@ -7,7 +7,9 @@ so one code path serves both (the Chainer idea).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy
@@ -24,6 +26,11 @@ __all__ = [
     "erf",
     "box_muller_normal",
     "BOX_MULLER_DTYPES",
+    "blas_threads",
+    "small_products",
+    "small_product_threads",
+    "SMALL_PRODUCT_MAX",
+    "SMALL_PRODUCT_THREADS_ENV",
     "float16",
     "float32",
     "float64",
@@ -251,6 +258,101 @@ def _box_muller_pairs(rng: Any, cos_out: Any, sin_out: Any) -> None:
     cos_out *= rho
     numpy.sin(theta, out=sin_out)
     sin_out *= rho
+
+
+# ----------------------------------------------------------------------------- BLAS threads
+#: Matrices at most this many rows and columns count as "small" for :func:`small_products`.
+SMALL_PRODUCT_MAX = 16
+#: The environment variable that overrides :func:`small_product_threads`: a thread count (``1``, ``2``,
+#: …) for small products, or ``0`` / ``off`` to leave the BLAS library's own threading alone.
+SMALL_PRODUCT_THREADS_ENV = "MINIDIFF_SMALL_PRODUCT_THREADS"
+
+_blas_libraries: list[Any] | None = None  # threadpoolctl's controllers of the loaded BLAS libraries
+
+
+def _blas_controllers() -> list[Any]:
+    """The BLAS libraries NumPy loaded, found once (threadpoolctl scans the process's shared objects,
+    which takes milliseconds); an empty list without threadpoolctl."""
+    global _blas_libraries
+    if _blas_libraries is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            _blas_libraries = []
+        else:
+            _blas_libraries = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _blas_libraries
+
+
+@contextlib.contextmanager
+def blas_threads(limit: int | None) -> Iterator[None]:
+    """Run the block with the BLAS libraries using at most ``limit`` threads; ``None`` changes nothing.
+
+    The previous thread counts come back on leaving, also when the block raises.  When every library
+    already uses at most ``limit`` threads (an enclosing ``blas_threads``, ``OPENBLAS_NUM_THREADS=1``)
+    nothing is set, so nesting costs a query of the current count (about a microsecond).  The setting is
+    process-wide: other Python threads doing BLAS work meanwhile run under the limit too.
+
+    >>> with blas_threads(1):
+    ...     with blas_threads(1):  # already in force: nothing to do
+    ...         pass
+    """
+    if limit is None:
+        yield
+        return
+    if limit < 1:
+        raise ValueError(f"blas_threads: limit must be a positive thread count or None, got {limit}")
+    changed = []
+    try:
+        for lib in _blas_controllers():
+            before = lib.num_threads
+            if before > limit:
+                lib.set_num_threads(limit)
+                changed.append((lib, before))
+        yield
+    finally:
+        for lib, before in reversed(changed):
+            lib.set_num_threads(before)
+
+
+def small_product_threads(n: int) -> int | None:
+    """How many BLAS threads batched products of ``n × n`` matrices get: the thread-policy rule.
+
+    One thread when ``n ≤ SMALL_PRODUCT_MAX`` (16), else the library's own choice (``None``).  Stacks of
+    tiny products gain nothing from a second thread on an idle machine (3–6% here) and lose 1.5–7× when
+    another process keeps a core busy, since every product then waits for a descheduled helper thread
+    (docs/deer.md, "BLAS threads").  The environment variable ``MINIDIFF_SMALL_PRODUCT_THREADS``
+    overrides the rule: a thread count for small products, or ``0`` / ``off`` for the library's choice.
+
+    >>> small_product_threads(8), small_product_threads(64)
+    (1, None)
+    """
+    text = os.environ.get(SMALL_PRODUCT_THREADS_ENV, "").strip().lower()
+    if text:
+        if text in ("0", "off", "none"):
+            return None
+        try:
+            threads = int(text)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ValueError(
+                f"{SMALL_PRODUCT_THREADS_ENV}={text!r}: expected a positive thread count, or 0 / off"
+            )
+        return threads if n <= SMALL_PRODUCT_MAX else None
+    return 1 if n <= SMALL_PRODUCT_MAX else None
+
+
+def small_products(n: int) -> contextlib.AbstractContextManager[None]:
+    """:func:`blas_threads` with the limit :func:`small_product_threads` gives for ``n × n`` matrices:
+    wrap code whose products are batches of such matrices (DEER's Jacobian passes and scans).
+
+    >>> import numpy as np
+    >>> with small_products(8):
+    ...     float(np.matmul(np.ones((3, 8, 8)), np.ones((3, 8, 1))).sum())
+    192.0
+    """
+    return blas_threads(small_product_threads(n))
 
 
 _DEVICES: dict[str, Device] = {

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ..backend import small_products
 from ..errors import DTypeError, MinidiffError, ShapeError, check_number
 from ..primitives.custom import primitive
 from ..primitives.shape import broadcast_to, concatenate, expand_dims, moveaxis, stack, sum_to
@@ -193,7 +194,15 @@ def _quiet(ns):
 
 # ----------------------------------------------------------------------------- the Newton solve
 def _newton(f, y0, xs, params, *, max_iter, atol, rtol, init, method):
-    """The DEER iteration on concrete tensors; returns ``(ys, stats)``."""
+    """The DEER iteration on concrete tensors, its products of n×n Jacobians under the backend's
+    thread policy for small products; returns ``(ys, stats)``."""
+    with small_products(y0.shape[-1]):
+        return _newton_iterations(
+            f, y0, xs, params, max_iter=max_iter, atol=atol, rtol=rtol, init=init, method=method
+        )
+
+
+def _newton_iterations(f, y0, xs, params, *, max_iter, atol, rtol, init, method):
     shape = xs.shape[:-1] + y0.shape[-1:]
     Y = (broadcast_to(expand_dims(y0, -2), shape) if init is None else init).copy()
     step_ok, it, step = False, 0, math.inf
@@ -287,9 +296,10 @@ def _deer_jvp(primals, tangents, *, output, **params):
     P = _shift(output, y0)  # the converged trajectory, as the forward pass found it
     theta = pytree.unflatten(treedef, leaves)
     dtheta = pytree.unflatten(treedef, list(dleaves))
-    _, J = _jacobian_in_blocks(f, P, xs, theta)
-    _, drive = jvp(lambda x, th: f(P, x, th), (xs, theta), (dxs, dtheta))
-    return affine_scan(J, drive, broadcast_to(dy0, y0.shape), method=params["method"])
+    with small_products(y0.shape[-1]):
+        _, J = _jacobian_in_blocks(f, P, xs, theta)
+        _, drive = jvp(lambda x, th: f(P, x, th), (xs, theta), (dxs, dtheta))
+        return affine_scan(J, drive, broadcast_to(dy0, y0.shape), method=params["method"])
 
 
 @_deer_p.defvjp(reads="output y0 xs leaves")
@@ -297,10 +307,11 @@ def _deer_vjp(cotangent, output, y0, xs, *leaves, **params):
     f, treedef = params["f"], params["treedef"]
     P = _shift(output, y0)
     theta = pytree.unflatten(treedef, list(leaves))
-    _, J = _jacobian_in_blocks(f, P, xs, theta)
-    lam = _transposed_scan(J, cotangent, False, params["method"])
-    _, back = vjp(lambda p, x, th: f(p, x, th), P, xs, theta)
-    gP, gx, gtheta = back(lam)
+    with small_products(y0.shape[-1]):
+        _, J = _jacobian_in_blocks(f, P, xs, theta)
+        lam = _transposed_scan(J, cotangent, False, params["method"])
+        _, back = vjp(lambda p, x, th: f(p, x, th), P, xs, theta)
+        gP, gx, gtheta = back(lam)
     gy0 = gP[..., 0, :]
     # y0, xs and the parameters were broadcast against the batch: sum each cotangent back to its shape
     cts = (gy0, gx, *pytree.flatten(gtheta)[0])

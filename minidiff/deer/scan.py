@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..backend import small_products
 from ..errors import DTypeError, ShapeError
 from ..primitives.creation import zeros
 from ..primitives.custom import primitive
@@ -171,12 +172,14 @@ def _scan_arrays(ns, A, b, y0, *, diagonal, method):
     A = ns.broadcast_to(A, bshape + A.shape[-k:])
     y0 = ns.broadcast_to(y0, bshape + y0.shape[-1:])
     b = ns.broadcast_to(b, bshape + b.shape[-2:]).copy()
-    b[..., 0, :] += _mv(ns, A[..., 0, :] if diagonal else A[..., 0, :, :], y0, diagonal)
-    if method == "sequential":
-        return _sequential(ns, A, b, diagonal)
-    if method == "log":
-        return _log_depth(ns, A, b, diagonal)
-    return _blocked(ns, A, b, diagonal)
+    # stacks of tiny products: one BLAS thread (backend.small_product_threads states the rule)
+    with small_products(b.shape[-1]):
+        b[..., 0, :] += _mv(ns, A[..., 0, :] if diagonal else A[..., 0, :, :], y0, diagonal)
+        if method == "sequential":
+            return _sequential(ns, A, b, diagonal)
+        if method == "log":
+            return _log_depth(ns, A, b, diagonal)
+        return _blocked(ns, A, b, diagonal)
 
 
 # ----------------------------------------------------------------------------- the primitive
