@@ -13,14 +13,21 @@ For each hidden size n, length T and batch B (input size = n, as in the paper's 
 
 Grid points whose Jacobian pass would not fit ``max_memory_gb`` are skipped (the paper's "out of
 memory").  Timings are medians of ``repeats`` runs after one warm-up (``minidiff.bench.timing``).
+
+With ``busy_core=True`` (``--busy-core``) every grid point is measured twice, one after the other: as
+the machine is, then with another process spinning on one core (:func:`busy_core`), the load under
+which threaded BLAS products wait for a descheduled thread (docs/deer.md, "BLAS threads").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
+import subprocess
 import sys
+from collections.abc import Iterator
 
 import minidiff as md
 
@@ -40,7 +47,15 @@ from .arguments import (
 from .environment import environment
 from .timing import measure, timed
 
-__all__ = ["run_deer_bench", "format_deer_bench", "add_arguments", "run", "SMALL_GRID", "FULL_GRID"]
+__all__ = [
+    "run_deer_bench",
+    "format_deer_bench",
+    "add_arguments",
+    "run",
+    "busy_core",
+    "SMALL_GRID",
+    "FULL_GRID",
+]
 
 #: the default grid: finishes in a few minutes on a 2-core CPU
 SMALL_GRID = {"sizes": (1, 4, 8), "lengths": (1000, 10000), "batches": (1,)}
@@ -252,6 +267,42 @@ def _time_sequential(res, fn, y0, xs, params, repeats, seq_steps):
     res["seq_forward_grad"] = {"median": fg.median * scale, "measured_steps": Tp, "extrapolated": Tp < T}
 
 
+# ----------------------------------------------------------------------------- the load
+#: what the load process runs: a pure-Python spin loop, no imports, no memory traffic
+_SPIN = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_core() -> Iterator[subprocess.Popen]:
+    """Keep one core busy for the duration of the block: a child Python process spinning in a loop.
+
+    The process is stopped on leaving, also when the block raises or is interrupted (terminate, then
+    kill if it has not ended within 5 s, and reaped either way: no process is left behind).
+
+    Example:
+        >>> with busy_core() as spinner:
+        ...     spinner.poll() is None          # running inside the block
+        True
+        >>> spinner.poll() is not None          # stopped and reaped after it
+        True
+    """
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", _SPIN],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield spinner
+    finally:
+        spinner.terminate()
+        try:
+            spinner.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - terminate is enough for a spin loop
+            spinner.kill()
+            spinner.wait()
+
+
 # ----------------------------------------------------------------------------- the grid
 def run_deer_bench(
     sizes=SMALL_GRID["sizes"],
@@ -266,8 +317,12 @@ def run_deer_bench(
     max_memory_gb: float = 2.0,
     seed: int = 0,
     progress=None,
+    busy: bool = False,
 ) -> dict:
     """Time DEER against sequential evaluation over a grid; return a JSON-ready dict.
+
+    With ``busy=True`` each point is also measured with one core kept busy (:func:`busy_core`), right
+    after its measurement as the machine is; those points and targets go under ``result["busy_core"]``.
 
     Example:
         >>> r = run_deer_bench((2,), (50,), (1,), repeats=1, seq_steps=20)
@@ -278,16 +333,19 @@ def run_deer_bench(
     _check_settings(cell, sizes, lengths, batches, repeats, seq_steps)
     itemsize = md.zeros(1, dtype=dtype).dtype.itemsize
     settings = {"dtype": dtype, "device": device, "repeats": repeats, "seq_steps": seq_steps, "seed": seed}
-    points, skipped = [], []
+    points, busy_points, skipped = [], [], []
     for B, T, n in itertools.product(batches, lengths, sizes):
         need = _memory_estimate(cell, n, T, B, itemsize)
         if need > max_memory_gb * 2**30:
             skipped.append({"n": n, "T": T, "batch": B, "reason": f"memory (~{need / 2**30:.1f} GiB)"})
         else:
             points.append(_point(cell, n, T, B, **settings))
+            if busy:
+                with busy_core():
+                    busy_points.append(_point(cell, n, T, B, **settings))
         if progress is not None:
             progress(points[-1] if points else None)
-    return {
+    result = {
         "benchmark": "deer",
         "cell": cell,
         "dtype": dtype,
@@ -299,6 +357,13 @@ def run_deer_bench(
         "environment": environment(device),
         "note": "the minidiff loop is timed on a prefix of the sequence and scaled to T",
     }
+    if busy:
+        result["busy_core"] = {
+            "load": "one child Python process spinning on a core during each point's second measurement",
+            "points": busy_points,
+            "targets": _targets(busy_points),
+        }
+    return result
 
 
 def _check_settings(cell, sizes, lengths, batches, repeats, seq_steps) -> None:
@@ -365,7 +430,15 @@ def format_deer_bench(result: dict) -> str:
         lines.append(
             f"target {name}: >= {t['goal']}x {'met' if t['met'] else 'NOT met'} (lowest {t['min']:.1f}x)"
         )
-    return "\n".join(lines + _where_deer_stops_paying(result["points"]))
+    lines += _where_deer_stops_paying(result["points"])
+    busy = result.get("busy_core")
+    if busy is not None:
+        lines.append("")
+        lines.append("The same grid with one core kept busy (a spin loop in another process):")
+        lines += format_deer_bench(
+            {**result, "points": busy["points"], "skipped": [], "targets": busy["targets"], "busy_core": None}
+        ).splitlines()[1:]
+    return "\n".join(lines)
 
 
 def _where_deer_stops_paying(points) -> list[str]:
@@ -436,6 +509,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--seq-steps", type=positive_int, default=2000, help="prefix the minidiff loop is timed on"
     )
     p.add_argument("--max-memory-gb", type=positive_float, default=2.0, help="skip points needing more")
+    p.add_argument(
+        "--busy-core",
+        action="store_true",
+        help="also measure every point with one core kept busy by a spin loop in another process",
+    )
     add_allocator_option(p)
     p.add_argument("--json", type=output_file, metavar="PATH", help="write the result as JSON")
     p.add_argument(
@@ -468,6 +546,7 @@ def run(args) -> int:
         seq_steps=args.seq_steps,
         max_memory_gb=args.max_memory_gb,
         progress=progress,
+        busy=args.busy_core,
     )
     print(file=sys.stderr)
     print(format_deer_bench(result))

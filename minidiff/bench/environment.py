@@ -59,6 +59,7 @@ def environment(device: DeviceLike = None) -> dict:
                 "OPENBLAS_NUM_THREADS",
                 "OMP_NUM_THREADS",
                 "MKL_NUM_THREADS",
+                "MINIDIFF_SMALL_PRODUCT_THREADS",
                 "MALLOC_MMAP_THRESHOLD_",
                 "MALLOC_TRIM_THRESHOLD_",
             )
