@@ -183,3 +183,23 @@ def test_without_busy_core_no_busy_section():
     r = deer_bench.run_deer_bench((2,), (20,), (1,), repeats=1, seq_steps=5)
     assert "busy_core" not in r
     assert "one core kept busy" not in deer_bench.format_deer_bench(r)
+
+
+def test_blas_threads_benchmark_script_quick(tmp_path, capsys):
+    """benchmarks/blas_threads.py --quick runs, prints its table and writes JSON (no time asserted)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "blas_threads.py"
+    spec = importlib.util.spec_from_file_location("blas_threads_bench", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "threads.json"
+    result = bench.main(["--quick", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert "| n | T | job | library threads ms [q1–q3] | policy ms [q1–q3] | speedup |" in out
+    saved = json.loads(path.read_text())
+    assert saved["overhead"]["in_force_us"] > 0 and "environment" in saved
+    assert [r["job"] for r in result["rows"]] == ["scan", "deer"]
