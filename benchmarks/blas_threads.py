@@ -1,6 +1,7 @@
 """BLAS threads for DEER's small products: the cost of the policy and its effect, side by side.
 
-Run: ``PYTHONPATH=. python benchmarks/blas_threads.py [--quick] [--busy-core] [--repeats N] [--json PATH]``.
+Run: ``PYTHONPATH=. python benchmarks/blas_threads.py [--quick] [--busy-core] [--sizes 1,4,8,16,32] [--repeats N]
+[--json PATH]``.
 Not a test (tests/test_benchmark_scripts.py runs it with ``--quick``).
 
 Measures, in interleaved rounds (one call of each per round, median and quartiles):
@@ -120,9 +121,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="n = 2, T = 200, 2 rounds (a smoke run)")
     ap.add_argument("--busy-core", action="store_true", help="keep one core busy with a spin loop")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--sizes", default="1,4,8,16,32", help="comma-separated state sizes n")
     ap.add_argument("--json", help="write the result as JSON")
     args = ap.parse_args(argv)
-    sizes, T, repeats = ((2,), 200, 2) if args.quick else ((1, 4, 8, 16, 32), 10000, args.repeats)
+    sizes, T, repeats = (
+        ((2,), 200, 2) if args.quick else (tuple(int(t) for t in args.sizes.split(",")), 10000, args.repeats)
+    )
     with busy_core() if args.busy_core else contextlib.nullcontext():
         result = {
             "overhead": _overhead(5),
