@@ -318,10 +318,11 @@ def blas_threads(limit: int | None) -> Iterator[None]:
 def small_product_threads(n: int) -> int | None:
     """How many BLAS threads batched products of ``n × n`` matrices get: the thread-policy rule.
 
-    One thread when ``n ≤ SMALL_PRODUCT_MAX`` (16), else the library's own choice (``None``).  Stacks of
-    tiny products gain nothing from a second thread on an idle machine (3–6% here) and lose 1.5–7× when
-    another process keeps a core busy, since every product then waits for a descheduled helper thread
-    (docs/deer.md, "BLAS threads").  The environment variable ``MINIDIFF_SMALL_PRODUCT_THREADS``
+    One thread when ``n ≤ SMALL_PRODUCT_MAX`` (16), else the library's own choice (``None``).  DEER's
+    products at such n (Jacobian passes with inner dimension n, scans of n×n maps) gain 3–6% from a
+    second thread on an idle 2-core machine (issue 12) and lose 1.7–7× when other processes keep a core
+    busy, since the products then wait for a descheduled helper thread (docs/benchmarks.md, "DEER under
+    load (BLAS threads)").  The environment variable ``MINIDIFF_SMALL_PRODUCT_THREADS``
     overrides the rule: a thread count for small products, or ``0`` / ``off`` for the library's choice.
 
     >>> small_product_threads(8), small_product_threads(64)
