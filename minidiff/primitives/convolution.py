@@ -97,19 +97,6 @@ def _im2col(xp, x, kh, kw, stride, padding, out):
     return cols.reshape(c * kh * kw, -1)
 
 
-def _im2col_images(xp, x, kh, kw, stride, padding, out):
-    """The per-image columns ``(N, C·kh·kw, Ho·Wo)`` of NCHW ``x`` (rows ``(c, i, j)``) in a reused
-    buffer: a GEMM against each image's block writes NCHW output directly, with no transposed copy."""
-    x = _padded(xp, x, padding)
-    n, c = x.shape[:2]
-    sn, sc, sh, sw = x.strides
-    shape = (n, c, kh, kw) + tuple(out)
-    windows = xp.lib.stride_tricks.as_strided(x, shape, (sn, sc, sh, sw, sh * stride[0], sw * stride[1]))
-    cols = _buffer(xp, "cols_images", shape, x.dtype)
-    cols[...] = windows
-    return cols.reshape(n, c * kh * kw, -1)
-
-
 def _col2im(xp, cols, shape, kh, kw, stride, padding, out):
     """The adjoint of :func:`_im2col`: add the ``(C·kh·kw, N·Ho·Wo)`` columns back into a fresh NCHW array."""
     n, c, h, w = shape
@@ -143,13 +130,6 @@ def _common(xp, a, b):
 #: one busy machine, 2026-12-03; the effect on whole layers: docs/benchmarks.md, Convolution).
 SMALL_K = 16
 
-#: From this many output pixels per image (Ho·Wo) on, one GEMM per image ``(O, C·kh·kw) @ (C·kh·kw,
-#: Ho·Wo)`` into NCHW output: as fast as the single batch GEMM there, and it saves the im2col copy's
-#: batch-minor order and the transposed copy of the output (the paper's 64→64 conv at 24×24, batch
-#: 64: 24–26 ms against 28–30 ms; at 10×10 and 12×12 the single GEMM stays faster: measured with
-#: OpenBLAS, 2 threads, on the 2-core CPU under load, 2026-12-03).
-PER_IMAGE_PIXELS = 256
-
 
 def _per_image(cols, n):
     """``(K, N·P)`` columns as a stack ``(N, K, P)`` of per-image matrices (a view)."""
@@ -160,9 +140,6 @@ def _conv_impl(xp, x, w, stride, padding):
     x, w = _common(xp, x, w)
     n, o, (kh, kw) = x.shape[0], w.shape[0], w.shape[2:]
     out = tuple(output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], (kh, kw), stride, padding))
-    if w[0].size > SMALL_K and out[0] * out[1] >= PER_IMAGE_PIXELS:
-        cols = _im2col_images(xp, x, kh, kw, stride, padding, out)
-        return xp.matmul(w.reshape(o, -1), cols).reshape((n, o) + out)
     cols = _im2col(xp, x, kh, kw, stride, padding, out)
     if cols.shape[0] <= SMALL_K:  # one small GEMM per image, straight into NCHW
         return xp.matmul(w.reshape(o, -1), _per_image(cols, n)).reshape((n, o) + out)
