@@ -13,8 +13,13 @@ prints Markdown tables.
 * ``old``: the formula conv2d used before it became a primitive (kept below: pad, nine strided slices,
   stack, one matmul, all differentiated op by op); ``new``: ``md.nn.functional.conv2d``; ``PyTorch``:
   ``torch.nn.functional.conv2d`` / ``torch.autograd.grad`` / ``torch.func.jvp`` with
-  ``torch.set_num_threads(2)`` (skipped, with its name, when torch is not importable).  The three are
-  timed one call each per round, round after round (``measure_interleaved``), median and quartiles.
+  ``torch.set_num_threads(2)`` (skipped, with its name, when torch is not importable).
+* **Each system runs in its own process** (``--worker SYSTEM``, started by the main process once per
+  round, rounds rotating the order of the systems as ``minidiff bench peers`` does), with
+  ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` = 2.  Each worker warms every call up, then times it
+  ``--inner`` times; median and quartiles over rounds × inner.  (Until this was so, PyTorch ran inside
+  minidiff's process and took about twice as long as it does alone: that column flattered minidiff.)
+  The main process never imports torch.
 * Winograd F(2×2, 3×3) (NumPy, float32; not used by minidiff): forward time beside the im2col kernel
   of the primitive on the 64-channel layers, and both float32 results' largest error against a float64
   direct convolution, relative to the largest output magnitude.
@@ -26,7 +31,9 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +42,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import minidiff as md  # noqa: E402
 from minidiff.bench.environment import environment  # noqa: E402
-from minidiff.bench.timing import measure_interleaved  # noqa: E402
+from minidiff.bench.peers import round_orders  # noqa: E402
+from minidiff.bench.timing import measure_interleaved, summarize  # noqa: E402
 from minidiff.primitives import convolution as conv_kernels  # noqa: E402
 
 F = md.nn.functional
 THREADS = 2
+SYSTEMS = ("old", "new", "PyTorch")
+torch = None  # imported by the PyTorch worker only (``_import_torch``), never by the main process
 
-try:  # PyTorch is an optional peer
-    import torch
 
-    torch.set_num_threads(THREADS)
-except ImportError:  # pragma: no cover - depends on the machine
-    torch = None
+def _import_torch():
+    """Import PyTorch into this (worker) process with THREADS threads; None if it is not installed."""
+    global torch
+    try:
+        import torch as torch_module
+    except ImportError:  # pragma: no cover - depends on the machine
+        return None
+    torch_module.set_num_threads(THREADS)
+    torch = torch_module
+    return torch
+
 
 #: (name, in channels, out channels, image side); 3×3 kernels, stride 1, padding 1
 LAYERS = [
@@ -94,40 +110,33 @@ def old_formula():
 
 
 # ----------------------------------------------------------------------------- one layer
-def layer_calls(c_in, c_out, side, batch, rng):
-    """name → {system → zero-argument call} for one layer at one batch size."""
+def layer_calls(system, c_in, c_out, side, batch, seed):
+    """task → zero-argument call of ``system`` for one layer at one batch size (inputs drawn from
+    ``seed``, so every worker process builds the same arrays)."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, c_in, side, side)).astype(np.float32)
     w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
     b = rng.standard_normal(c_out).astype(np.float32)
     r = rng.standard_normal((batch, c_out, side, side)).astype(np.float32)
     tx, tw = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(w.shape).astype(np.float32)
-    X, W, B, R, TX, TW = (md.tensor(a) for a in (x, w, b, r, tx, tw))
     data = c_in == 1  # the first layer: its input is data, with no gradient and no tangent
-    calls = {task: {} for task in TASKS}
-    for system, conv in (("old", old_conv2d), ("new", F.conv2d)):
-
-        def f(conv=conv):
-            return conv(X, W, B, padding=1)
-
-        if data:
-            g = md.value_and_grad(lambda w_, conv=conv: (conv(X, w_, B, padding=1) * R).sum())
-            calls["f + grad"][system] = lambda g=g: g(W)
-            calls["JVP"][system] = lambda conv=conv: md.jvp(lambda w_: conv(X, w_, B, padding=1), (W,), (TW,))
-        else:
-            g = md.value_and_grad(
-                lambda x_, w_, conv=conv: (conv(x_, w_, B, padding=1) * R).sum(), argnums=(0, 1)
-            )
-            calls["f + grad"][system] = lambda g=g: g(X, W)
-            calls["JVP"][system] = lambda conv=conv: md.jvp(
-                lambda x_, w_: conv(x_, w_, B, padding=1), (X, W), (TX, TW)
-            )
-        calls["f"][system] = f
-    if torch is not None:
-        _torch_layer(calls, x, w, b, r, tx, tw, data)
+    if system == "PyTorch":
+        return _torch_layer(x, w, b, r, tx, tw, data)
+    conv = old_conv2d if system == "old" else F.conv2d
+    X, W, B, R, TX, TW = (md.tensor(a) for a in (x, w, b, r, tx, tw))
+    calls = {"f": lambda: conv(X, W, B, padding=1)}
+    if data:
+        g = md.value_and_grad(lambda w_: (conv(X, w_, B, padding=1) * R).sum())
+        calls["f + grad"] = lambda: g(W)
+        calls["JVP"] = lambda: md.jvp(lambda w_: conv(X, w_, B, padding=1), (W,), (TW,))
+    else:
+        g2 = md.value_and_grad(lambda x_, w_: (conv(x_, w_, B, padding=1) * R).sum(), argnums=(0, 1))
+        calls["f + grad"] = lambda: g2(X, W)
+        calls["JVP"] = lambda: md.jvp(lambda x_, w_: conv(x_, w_, B, padding=1), (X, W), (TX, TW))
     return calls
 
 
-def _torch_layer(calls, x, w, b, r, tx, tw, data):
+def _torch_layer(x, w, b, r, tx, tw, data):
     conv = torch.nn.functional.conv2d
     xt, wt, bt, rt, txt, twt = (torch.from_numpy(a) for a in (x, w, b, r, tx, tw))
     xg, wg = xt.clone().requires_grad_(not data), wt.clone().requires_grad_()
@@ -144,15 +153,16 @@ def _torch_layer(calls, x, w, b, r, tx, tw, data):
         jvp = lambda: torch.func.jvp(lambda w_: conv(xt, w_, bt, padding=1), (wt,), (twt,))  # noqa: E731
     else:
         jvp = lambda: torch.func.jvp(lambda x_, w_: conv(x_, w_, bt, padding=1), (xt, wt), (txt, twt))  # noqa: E731
-    calls["f"]["PyTorch"], calls["f + grad"]["PyTorch"], calls["JVP"]["PyTorch"] = f, grad, jvp
+    return {"f": f, "f + grad": grad, "JVP": jvp}
 
 
 # ----------------------------------------------------------------------------- the paper's CNN
-def cnn_calls(batch, rng):
-    """name → {system → call} for the paper's CNN (``md.nn.models.cnn``) at one batch size, and the
-    largest difference of the three systems' losses (float32)."""
+def cnn_calls(system, batch, seed):
+    """task → call of ``system`` for the paper's CNN (``md.nn.models.cnn``) at one batch size, and the
+    system's loss (float32) on the same parameters and data as every other system."""
     model = md.nn.models.cnn(seed=0)
     params = model.parameters()
+    rng = np.random.default_rng(seed)
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     X, Y = md.tensor(x), md.tensor(y)
@@ -160,31 +170,28 @@ def cnn_calls(batch, rng):
     dirs = md.pytree.unflatten(
         tree, [md.tensor(rng.standard_normal(p.shape).astype(np.float32)) for p in leaves]
     )
+    if system == "PyTorch":
+        return _torch_cnn(model, leaves, dirs, x, y)
 
     def loss(p):
         return F.cross_entropy(model.apply(p, X), Y)
 
     vg = md.value_and_grad(loss)
-    calls = {task: {} for task in TASKS}
-    for system, ctx in (("old", old_formula), ("new", contextlib.nullcontext)):
+    ctx = old_formula if system == "old" else contextlib.nullcontext
 
-        def run(fn, ctx=ctx):
-            with ctx():
-                return fn()
+    def run(fn):
+        with ctx():
+            return fn()
 
-        calls["f"][system] = lambda run=run: run(lambda: loss(params))
-        calls["f + grad"][system] = lambda run=run: run(lambda: vg(params))
-        calls["JVP"][system] = lambda run=run: run(lambda: md.jvp(loss, (params,), (dirs,)))
-    losses = {"new": float(loss(params))}
-    with old_formula():
-        losses["old"] = float(loss(params))
-    if torch is not None:
-        losses["PyTorch"] = _torch_cnn(calls, model, leaves, dirs, x, y)
-    spread = max(losses.values()) - min(losses.values())
-    return calls, spread
+    calls = {
+        "f": lambda: run(lambda: loss(params)),
+        "f + grad": lambda: run(lambda: vg(params)),
+        "JVP": lambda: run(lambda: md.jvp(loss, (params,), (dirs,))),
+    }
+    return calls, float(run(lambda: loss(params)))
 
 
-def _torch_cnn(calls, model, leaves, dirs, x, y):
+def _torch_cnn(model, leaves, dirs, x, y):
     nn = torch.nn
     net = nn.Sequential(
         nn.Conv2d(1, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
@@ -211,9 +218,8 @@ def _torch_cnn(calls, model, leaves, dirs, x, y):
     def loss_of(p):
         return ce(torch.func.functional_call(net, p, (xt,)), yt)
 
-    calls["f"]["PyTorch"], calls["f + grad"]["PyTorch"] = f, grad
-    calls["JVP"]["PyTorch"] = lambda: torch.func.jvp(loss_of, (values,), (tangents,))
-    return float(f())
+    calls = {"f": f, "f + grad": grad, "JVP": lambda: torch.func.jvp(loss_of, (values,), (tangents,))}
+    return calls, float(f())
 
 
 # ----------------------------------------------------------------------------- Winograd F(2×2, 3×3)
@@ -295,11 +301,92 @@ def _ms(times):
     }
 
 
-def _measure(calls, repeats, warmup):
-    return {
-        task: _ms(measure_interleaved(systems, repeats=repeats, warmup=warmup))
-        for task, systems in calls.items()
-    }
+def _items(batches):
+    """(key, label, batch, builder) for every layer and batch, then the paper's CNN at every batch."""
+    items = [
+        (f"layer{i}/{batch}", name, batch, lambda system, i=i, c=c, o=o, s=s, b=batch: (
+            layer_calls(system, c, o, s, b, [0, i, b]), None))
+        for i, (name, c, o, s) in enumerate(LAYERS)
+        for batch in batches
+    ]  # fmt: skip
+    items += [
+        (f"cnn/{batch}", "paper CNN", batch, lambda system, b=batch: cnn_calls(system, b, [1, b]))
+        for batch in batches
+    ]
+    return items
+
+
+def worker(system, batches, warmup, inner):
+    """In this process: warm up and time ``inner`` calls of every task of every item for ``system``;
+    returns {key: {"samples": {task: [seconds]}, "loss": float or None}}, or {"skipped": reason}."""
+    if system == "PyTorch" and _import_torch() is None:
+        return {"skipped": "torch is not importable"}
+    out = {}
+    for key, _, _, build in _items(batches):
+        calls, loss = build(system)
+        samples = {}
+        for task, call in calls.items():
+            for _ in range(warmup):
+                call()
+            times = []
+            for _ in range(inner):
+                t0 = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - t0)
+            samples[task] = times
+        out[key] = {"samples": samples, "loss": loss}
+    return out
+
+
+def _worker_env():
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[key] = str(THREADS)
+    return env
+
+
+def run_worker(system, batches, warmup, inner):
+    """Start a worker process for ``system`` and return its JSON answer."""
+    args = [sys.executable, str(Path(__file__).resolve()), "--worker", system]
+    args += ["--batches", ",".join(map(str, batches)), "--warmup", str(warmup), "--inner", str(inner)]
+    done = subprocess.run(args, capture_output=True, text=True, env=_worker_env())
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"conv benchmark: the {system} worker failed (exit {done.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def measure_in_processes(batches, rounds, warmup, inner, log=print):
+    """rows as before: each system timed in its own process, one process per system per round, the
+    order rotating from round to round; median and quartiles over rounds × inner samples."""
+    samples, losses, skipped = {}, {}, {}
+    for r, order in enumerate(round_orders(SYSTEMS, rounds)):
+        for system in order:
+            answer = run_worker(system, batches, warmup, inner)
+            if "skipped" in answer:
+                skipped[system] = answer["skipped"]
+                continue
+            for key, got in answer.items():
+                for task, times in got["samples"].items():
+                    samples.setdefault(key, {}).setdefault(task, {}).setdefault(system, []).extend(times)
+                if got["loss"] is not None:
+                    losses.setdefault(key, {})[system] = got["loss"]
+        log(f"round {r + 1}/{rounds} done ({', '.join(order)})", file=sys.stderr)
+    rows = []
+    for key, label, batch, _ in _items(batches):
+        times = {
+            task: _ms({system: summarize(v) for system, v in by_system.items()})
+            for task, by_system in samples[key].items()
+        }
+        row = {"what": label, "batch": batch, "times": times}
+        if key in losses:
+            row["losses"] = losses[key]
+            row["loss_spread"] = max(losses[key].values()) - min(losses[key].values())
+        rows.append(row)
+    return rows, skipped
 
 
 def _cell(t):
@@ -341,48 +428,45 @@ def print_winograd(rows):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="batch 1 and 2, two rounds: a smoke run")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 7; --quick: 2)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="rounds of worker processes (default 7; --quick: 2)"
+    )
+    p.add_argument("--inner", type=int, default=1, help="timed calls per task in each worker (default 1)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed calls per task first (default 2; --quick: 1)"
+    )
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,16,64)")
     p.add_argument("--json", default=None, help="write the results and the environment here")
+    p.add_argument("--worker", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     batches = [int(b) for b in (args.batches or ("1,2" if args.quick else "1,16,64")).split(",")]
     repeats = args.repeats or (2 if args.quick else 7)
-    warmup = 1 if args.quick else 2
-    rng = np.random.default_rng(0)
-    rows = []
-    for name, c_in, c_out, side in LAYERS:
-        for batch in batches:
-            times = _measure(layer_calls(c_in, c_out, side, batch, rng), repeats, warmup)
-            rows.append({"what": name, "batch": batch, "times": times})
-    for batch in batches:
-        calls, spread = cnn_calls(batch, rng)
-        rows.append(
-            {
-                "what": "paper CNN",
-                "batch": batch,
-                "times": _measure(calls, repeats, warmup),
-                "loss_spread": spread,
-            }
-        )
-    wino = winograd_rows(batches, repeats, warmup, rng)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.worker:
+        print(json.dumps(worker(args.worker, batches, warmup, args.inner)))
+        return {}
+    rows, skipped = measure_in_processes(batches, repeats, warmup, args.inner)
+    wino = winograd_rows(batches, repeats, warmup, np.random.default_rng(0))
     env = environment()
-    env["torch"] = torch.__version__ if torch is not None else "not importable (skipped)"
-    env["torch_threads"] = THREADS if torch is not None else None
-    env["blas_threads"] = (
-        os.environ.get("OPENBLAS_NUM_THREADS") or f"OpenBLAS default ({os.cpu_count()} cores)"
-    )
+    env["torch"] = skipped.get("PyTorch", "in its own process")
+    env["torch_threads"] = None if "PyTorch" in skipped else THREADS
+    env["blas_threads"] = f"{THREADS} (OPENBLAS_NUM_THREADS in every worker)"
     print(f"machine: {env['cpu']}, {env['logical_cores']} cores; BLAS threads: {env['blas_threads']}; "
-          f"PyTorch: {env['torch']}, {THREADS} threads; float32, {repeats} interleaved rounds")  # fmt: skip
+          f"PyTorch: {env['torch']}, {THREADS} threads; float32; each system in its own process, "
+          f"{repeats} rounds × {args.inner} calls")  # fmt: skip
     print()
     print_table(rows)
     print()
     print_winograd(wino)
     result = {
-        "settings": {"quick": args.quick, "batches": batches, "repeats": repeats, "warmup": warmup},
+        "settings": {
+            "quick": args.quick, "batches": batches, "repeats": repeats, "warmup": warmup,
+            "inner": args.inner, "separate_processes": True,
+        },
         "rows": rows,
         "winograd": wino,
         "environment": env,
-    }
+    }  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return result
