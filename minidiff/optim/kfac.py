@@ -499,7 +499,7 @@ def _momentum_step(ns, p, d, buf, *, scale, lr, momentum, wd):
         d = m
     d = d.astype(p.dtype, copy=False)
     step = lr * d
-    ns.subtract(p, step, out=step)
+    step = ns.subtract(p, step, out=step) if p.ndim else p - step  # 0-d: NumPy gives scalars
     return step.astype(p.dtype, copy=False), d
 
 
