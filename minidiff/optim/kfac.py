@@ -55,6 +55,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..backend import scipy_linalg
 from ..errors import check_number
 from ..modes.reverse import no_grad
 from ..nn.functional import unfold
@@ -549,10 +550,26 @@ def _inverses(ns, A, G, lam, mode, dt) -> dict:
     if mode == "tikhonov":
         ta, tg = float(ns.trace(A64)) / A.shape[0], float(ns.trace(G64)) / G.shape[0]
         pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
-        ia = ns.linalg.inv(A64 + pi * math.sqrt(lam) * ns.eye(A.shape[0]))
-        ig = ns.linalg.inv(G64 + math.sqrt(lam) / pi * ns.eye(G.shape[0]))
+        ia = _spd_inverse(ns, A64 + pi * math.sqrt(lam) * ns.eye(A.shape[0]))
+        ig = _spd_inverse(ns, G64 + math.sqrt(lam) / pi * ns.eye(G.shape[0]))
         return {"A_inv": ia.astype(dt), "G_inv": ig.astype(dt)}
     da, qa = ns.linalg.eigh(A64)
     dg, qg = ns.linalg.eigh(G64)
     da, dg = ns.maximum(da, 0), ns.maximum(dg, 0)  # PSD factors: clip round-off negatives
     return {"QA": qa.astype(dt), "dA": da.astype(dt), "QG": qg.astype(dt), "dG": dg.astype(dt)}
+
+
+def _spd_inverse(ns, m):
+    """The inverse of the symmetric positive definite float64 ``m`` by its Cholesky factor (LAPACK
+    ``potrf`` + ``potri``: n³ flops, against 2.67·n³ for the LU-based ``inv``), mirrored from its upper
+    triangle; ``inv`` where LAPACK is not at hand or the factorization fails."""
+    lapack = getattr(scipy_linalg(ns), "lapack", None)
+    if lapack is None or not hasattr(lapack, "dpotri"):
+        return ns.linalg.inv(m)  # pragma: no cover - CuPy
+    c, info = lapack.dpotrf(m, lower=False, clean=False)
+    if info == 0:
+        r, info = lapack.dpotri(c, lower=False)
+    if info != 0:
+        return ns.linalg.inv(m)
+    upper = ns.triu(r)
+    return upper + ns.triu(upper, 1).T
