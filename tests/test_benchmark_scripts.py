@@ -230,3 +230,10 @@ def test_optim_floor_counts_match_the_flop_model_and_print_one_row_per_optimizer
     bench.main(["--batch", "16", "--widths", "8,4,3"])
     (table,) = _tables(capsys.readouterr().out)
     _check_table(table, ["optimizer", "FLOP floor ÷ SGD step", "MFLOP per step by part"], 3)
+
+
+def test_optim_step_time_prints_one_row_per_optimizer(capsys):
+    bench = _load("optim_step_time")
+    bench.main(["--optimizers", "sgd,kfac,shampoo", "--steps", "2", "--hidden", "8", "--batch", "4"])
+    (table,) = _tables(capsys.readouterr().out)
+    _check_table(table, ["optimizer", "mean step ms", "median ms", "longest ms", "mean ÷ first"], 3)
