@@ -217,3 +217,23 @@ def test_conv_winograd_equals_the_direct_convolution():
         )
         got = md.nn.functional.conv2d(md.tensor(x), md.tensor(w), padding=1).numpy()
         np.testing.assert_allclose(got, bench.direct_conv_float64(x, w), rtol=1e-12, atol=1e-12)
+
+
+def test_optim_floor_counts_match_the_flop_model_and_print_one_row_per_optimizer(capsys):
+    """SGD's count is the backprop FLOP model's F·Rb = 3F − F₁; K-FAC and Shampoo add to it."""
+    bench = _load("optim_floor")
+    widths, batch = [784, 1024, 1024, 10], 64
+    dense = [2 * batch * i * o for i, o in zip(widths[:-1], widths[1:])]
+    assert bench.sgd_flops(widths, batch) == 3 * sum(dense) - dense[0]
+    rows = bench.floors(widths, batch)
+    assert [r[0] for r in rows] == ["sgd", "kfac", "shampoo"] and all(r[1] >= 1 for r in rows)
+    bench.main(["--batch", "16", "--widths", "8,4,3"])
+    (table,) = _tables(capsys.readouterr().out)
+    _check_table(table, ["optimizer", "FLOP floor ÷ SGD step", "MFLOP per step by part"], 3)
+
+
+def test_optim_step_time_prints_one_row_per_optimizer(capsys):
+    bench = _load("optim_step_time")
+    bench.main(["--optimizers", "sgd,kfac,shampoo", "--steps", "2", "--hidden", "8", "--batch", "4"])
+    (table,) = _tables(capsys.readouterr().out)
+    _check_table(table, ["optimizer", "mean step ms", "median ms", "longest ms", "mean ÷ first"], 3)

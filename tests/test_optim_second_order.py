@@ -24,7 +24,7 @@ from scipy.linalg import fractional_matrix_power
 import minidiff as md
 from minidiff import nn
 from minidiff.optim.adahessian import AdaHessian
-from minidiff.optim.kfac import KFAC, sample_labels
+from minidiff.optim.kfac import KFAC, _spd_inverse, sample_labels
 from minidiff.optim.shampoo import Shampoo
 from minidiff.optim.sophia import Sophia
 
@@ -854,3 +854,16 @@ def test_state_and_steps_stay_on_the_parameter_device(fake_device, kind):
     fresh.__dict__.update(opt.__dict__)
     fresh.load_state_dict(opt.state_dict())
     assert all(t.device is fake_device for t in _all_tensors(list(fresh.state.values())))
+
+
+def test_kfac_spd_inverse_matches_inv_and_falls_back_when_not_positive_definite():
+    """The Cholesky inverse of the damped factors equals the LU one to float64 rounding (relative
+    1e-10 here) and is exactly symmetric; a matrix that is not positive definite takes ``inv``."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 30))
+    m = x.T @ x / 8 + 0.03 * np.eye(30)
+    got = _spd_inverse(np, m)
+    assert np.array_equal(got, got.T)
+    np.testing.assert_allclose(got, np.linalg.inv(m), rtol=1e-10, atol=1e-10 * np.abs(got).max())
+    indefinite = np.diag([1.0, -2.0, 3.0])
+    np.testing.assert_array_equal(_spd_inverse(np, indefinite), np.linalg.inv(indefinite))

@@ -55,6 +55,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..backend import scipy_linalg
 from ..errors import check_number
 from ..modes.reverse import no_grad
 from ..nn.functional import unfold
@@ -452,36 +453,55 @@ def _factors_ema(ns, old_A, old_G, A, G, decay):
 @array_kernel
 def _precondition(ns, gw, gb, inv, a, ct, *, check, lam, mode, lr, module):
     """One layer's ``Δ`` (see the module docstring) split into weight and bias parts, and lr²⟨Δ, ∇W̄⟩."""
-    full = _weight_matrix(ns, gw, gb)
-    if a is not None:  # the factored form (G⁻¹ctᵀ)(ā A⁻¹)
+    if a is not None:  # the factored form (G⁻¹ctᵀ)(ā A⁻¹); ∇W̄ itself is only needed for the check
         if check:
-            _check_factored(ns, ct, a, full, gb is not None, module)
-        ainv = inv["A_inv"]
-        q = a @ ainv[: a.shape[1]]
+            _check_factored(ns, ct, a, _weight_matrix(ns, gw, gb), gb is not None, module)
+        ainv, d = inv["A_inv"], a.shape[1]
+        q = a @ ainv[:d]
         if gb is not None:
-            q += ainv[a.shape[1]]
-        delta = (inv["G_inv"] @ ct.T) @ q
-    elif mode == "tikhonov":
+            q += ainv[d]
+        left = inv["G_inv"] @ ct.T
+        # the weight and bias parts as separate products: Δ's weight part comes out contiguous
+        dw, db = left @ q[:, :d], (None if gb is None else left @ q[:, d])
+    else:
+        dw, db = _dense_delta(ns, _weight_matrix(ns, gw, gb), inv, lam, mode, gb is not None)
+    # ⟨Δ, ∇W̄⟩ as BLAS dot products of the weight and bias parts: no Δ⊙∇W̄ buffer
+    inner = float(ns.vdot(dw.reshape(-1), gw.reshape(-1)))
+    if gb is not None:
+        inner += float(ns.vdot(db, gb))
+    return dw.reshape(gw.shape), db, lr * lr * inner
+
+
+def _dense_delta(ns, full, inv, lam, mode, bias):
+    """``(Δ's weight part as out × in, Δ's bias part or None)`` from the dense ``∇W̄``."""
+    if mode == "tikhonov":
         delta = inv["G_inv"] @ full @ inv["A_inv"]
     else:
         qa, qg = inv["QA"], inv["QG"]
         v = qg.T @ full @ qa
         v /= inv["dG"][:, None] * inv["dA"][None, :] + lam
         delta = qg @ v @ qa.T
-    vg = lr * lr * float((delta * full).sum())
-    cols = gw.size // gw.shape[0]
-    return delta[:, :cols].reshape(gw.shape), (None if gb is None else delta[:, cols]), vg
+    if not bias:
+        return delta, None
+    return ns.ascontiguousarray(delta[:, :-1]), delta[:, -1]
 
 
 @array_kernel
 def _momentum_step(ns, p, d, buf, *, scale, lr, momentum, wd):
     """``(new p, new momentum buffer)``: SGD with momentum and weight decay along ``scale·d``."""
-    d = d * scale if scale != 1.0 else d
+    # Each line allocates one fresh array at most and works in place on it (no input is modified):
+    # the same operations, in the same order, as d·scale + wd·p, momentum·buf + d, p − lr·d.
+    d = d * scale if scale != 1.0 else d.copy() if wd or (buf is not None and momentum) else d
     if wd:
-        d = d + wd * p
+        d += wd * p
     if buf is not None and momentum:
-        d = momentum * buf + d
-    return (p - lr * d).astype(p.dtype, copy=False), d.astype(p.dtype, copy=False)
+        m = momentum * buf
+        m += d
+        d = m
+    d = d.astype(p.dtype, copy=False)
+    step = lr * d
+    step = ns.subtract(p, step, out=step) if p.ndim else p - step  # 0-d: NumPy gives scalars
+    return step.astype(p.dtype, copy=False), d
 
 
 def _check_factored(ns, ct, a, full, bias, module) -> None:
@@ -530,10 +550,26 @@ def _inverses(ns, A, G, lam, mode, dt) -> dict:
     if mode == "tikhonov":
         ta, tg = float(ns.trace(A64)) / A.shape[0], float(ns.trace(G64)) / G.shape[0]
         pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
-        ia = ns.linalg.inv(A64 + pi * math.sqrt(lam) * ns.eye(A.shape[0]))
-        ig = ns.linalg.inv(G64 + math.sqrt(lam) / pi * ns.eye(G.shape[0]))
+        ia = _spd_inverse(ns, A64 + pi * math.sqrt(lam) * ns.eye(A.shape[0]))
+        ig = _spd_inverse(ns, G64 + math.sqrt(lam) / pi * ns.eye(G.shape[0]))
         return {"A_inv": ia.astype(dt), "G_inv": ig.astype(dt)}
     da, qa = ns.linalg.eigh(A64)
     dg, qg = ns.linalg.eigh(G64)
     da, dg = ns.maximum(da, 0), ns.maximum(dg, 0)  # PSD factors: clip round-off negatives
     return {"QA": qa.astype(dt), "dA": da.astype(dt), "QG": qg.astype(dt), "dG": dg.astype(dt)}
+
+
+def _spd_inverse(ns, m):
+    """The inverse of the symmetric positive definite float64 ``m`` by its Cholesky factor (LAPACK
+    ``potrf`` + ``potri``: n³ flops, against 2.67·n³ for the LU-based ``inv``), mirrored from its upper
+    triangle; ``inv`` where LAPACK is not at hand or the factorization fails."""
+    lapack = getattr(scipy_linalg(ns), "lapack", None)
+    if lapack is None or not hasattr(lapack, "dpotri"):
+        return ns.linalg.inv(m)  # pragma: no cover - CuPy
+    c, info = lapack.dpotrf(m, lower=False, clean=False)
+    if info == 0:
+        r, info = lapack.dpotri(c, lower=False)
+    if info != 0:
+        return ns.linalg.inv(m)
+    upper = ns.triu(r)
+    return upper + ns.triu(upper, 1).T

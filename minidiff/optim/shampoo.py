@@ -132,13 +132,30 @@ def _shampoo_step(ns, p, g, old, *, lay, active, refresh, group):
         update = _graft(ns, _precondition(ns, lay, blocks, roots), graft_step, group["graft"])
     else:
         update = graft_step if group["graft"] is not None else g
+    return _momentum(ns, p, update, old["momentum"], new, group), new
+
+
+def _momentum(ns, p, update, old_m, new, group):
+    """Weight decay, heavy-ball momentum (Nesterov or not) and the step: the new ``p``; the new buffer
+    goes into ``new``.  Each operation writes into an array it allocated (inputs are never modified),
+    in the order of ``p − lr·(β₁m + u)`` with ``m = β₁m₀ + u``, ``u = update + wd·p``."""
     if group["weight_decay"]:
         update = update + group["weight_decay"] * p
     beta1 = group["betas"][0]
-    m = update if old["momentum"] is None else beta1 * old["momentum"] + update
-    new["momentum"] = m.astype(p.dtype, copy=False)
-    final = beta1 * m + update if group["nesterov"] else m
-    return (p - group["lr"] * final).astype(p.dtype, copy=False), new
+    if old_m is None:
+        m = update
+    else:
+        m = beta1 * old_m
+        m += update
+    new["momentum"] = m = m.astype(p.dtype, copy=False)
+    if group["nesterov"]:
+        step = beta1 * m
+        step += update
+        step *= group["lr"]
+    else:
+        step = group["lr"] * m
+    step = ns.subtract(p, step, out=step) if p.ndim else p - step  # 0-d: NumPy gives scalars
+    return step.astype(p.dtype, copy=False)
 
 
 def _statistics(ns, lay, blocks, old, beta2):
@@ -146,8 +163,12 @@ def _statistics(ns, lay, blocks, old, beta2):
     w_old, w_new = (1.0, 1.0) if beta2 == 1 else (beta2, 1.0 - beta2)
     stats = []
     for j, i in enumerate(lay.axes):
-        s = _gram(ns, _axis_last(ns, blocks, i))
-        stats.append(w_new * s if old is None else w_old * old[j] + w_new * s)
+        s = _gram(ns, _axis_last(ns, blocks, i))  # a fresh array: scaled and summed in place
+        if w_new != 1.0:
+            s *= w_new
+        if old is not None:
+            s += w_old * old[j] if w_old != 1.0 else old[j]
+        stats.append(s)
     return stats
 
 
@@ -171,7 +192,8 @@ def _graft(ns, direction, graft_step, graft):
     """Shampoo's direction with the norm of the grafted step (``graft=None``: the direction itself)."""
     if graft is None:
         return direction
-    return direction * (float(ns.linalg.norm(graft_step)) / (float(ns.linalg.norm(direction)) + 1e-16))
+    direction *= float(ns.linalg.norm(graft_step)) / (float(ns.linalg.norm(direction)) + 1e-16)
+    return direction  # a fresh array from _precondition, scaled in place
 
 
 class _Layout:
@@ -243,14 +265,20 @@ def _inverse_root(ns, stat, p, eps, relative):
 
 
 def _gram(ns, x):
-    """``x[i]ᵀ x[i]`` for a stack; the copy makes NumPy call a general product rather than its
-    symmetric rank-k path, measured up to 15× slower on 128×128 blocks on the project's machine."""
-    return ns.stack([x[i].T @ x[i].copy() for i in range(x.shape[0])])
+    """``x[i]ᵀ x[i]`` for a stack, written into one array; the copy (one for the whole stack) makes NumPy
+    call a general product rather than its symmetric rank-k path, measured up to 15× slower on 128×128
+    blocks on the project's machine."""
+    y = x.copy()
+    out = ns.empty((x.shape[0], x.shape[-1], x.shape[-1]), dtype=ns.result_type(x.dtype, y.dtype))
+    for i in range(x.shape[0]):
+        ns.matmul(x[i].T, y[i], out=out[i])
+    return out
 
 
 def _bmm(ns, a, b):
     """``a[i] @ b[i]`` for a stack of matrices, one 2-D product (BLAS) each: NumPy's stacked ``matmul``
     was measured about 15× slower than this loop on 56 blocks of 128×128."""
-    if a.shape[0] == 1:
-        return (a[0] @ b[0])[None]
-    return ns.stack([a[i] @ b[i] for i in range(a.shape[0])])
+    out = ns.empty((a.shape[0], a.shape[1], b.shape[-1]), dtype=ns.result_type(a.dtype, b.dtype))
+    for i in range(a.shape[0]):
+        ns.matmul(a[i], b[i], out=out[i])
+    return out
