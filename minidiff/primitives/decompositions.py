@@ -144,13 +144,19 @@ def _st_vjp_a(g, ans, a, b, lower, trans, unit_diagonal):
     return -_triangle(outer, lower, unit_diagonal)
 
 
-def _batch_solve_triangular(vals, batched, size, **params):
-    (a, b), (ba, bb) = vals, batched
-    la, lb = a.ndim - ba, b.ndim - bb
-    target = max(la, lb)
-    a = align(a, la, target) if ba else a
-    b = align(b, lb, target) if bb else b
-    return bind(solve_triangular_p, a, b, **params)
+def _stacks_aligned(prim: General):
+    """The batch rule of a solve of a stack of matrices by a stack of right-hand sides: the mapped
+    axes are moved in front of both stacks, aligned to the same rank, and broadcast by ``prim``."""
+
+    def rule(vals, batched, size, **params):
+        (a, b), (ba, bb) = vals, batched
+        la, lb = a.ndim - ba, b.ndim - bb
+        target = max(la, lb)
+        a = align(a, la, target) if ba else a
+        b = align(b, lb, target) if bb else b
+        return bind(prim, a, b, **params)
+
+    return rule
 
 
 solve_triangular_p: General = general(
@@ -161,10 +167,11 @@ solve_triangular_p: General = general(
         _st_vjp_a,
         lambda g, ans, a, b, lower, trans, unit_diagonal: _st(a, g, lower, 1 - trans, unit_diagonal),
     ),
-    _batch_solve_triangular,
+    None,
     reads=("a ans", "a"),
     n_inputs=2,
 )
+solve_triangular_p.batch = _stacks_aligned(solve_triangular_p)
 
 
 # ----------------------------------------------------------------------------- solve_banded
@@ -234,24 +241,16 @@ def _sb_vjp_ab(g, ans, ab, b, lower, upper):
     return -_band_outer(_sb_transposed(ab, g, lower, upper), ans, lower, upper)
 
 
-def _batch_solve_banded(vals, batched, size, **params):
-    (ab, b), (bab, bb) = vals, batched
-    la, lb = ab.ndim - bab, b.ndim - bb
-    target = max(la, lb)
-    ab = align(ab, la, target) if bab else ab
-    b = align(b, lb, target) if bb else b
-    return bind(solve_banded_p, ab, b, **params)
-
-
 solve_banded_p: General = general(
     "solve_banded",
     _solve_banded_impl,
     (_sb_jvp_ab, lambda t, ans, ab, b, lower, upper: _sb(ab, t, lower, upper)),
     (_sb_vjp_ab, lambda g, ans, ab, b, lower, upper: _sb_transposed(ab, g, lower, upper)),
-    _batch_solve_banded,
+    None,
     reads=("ab ans", "ab"),
     n_inputs=2,
 )
+solve_banded_p.batch = _stacks_aligned(solve_banded_p)
 
 
 # ----------------------------------------------------------------------------- eigh, eigvalsh
